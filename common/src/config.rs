@@ -1,0 +1,295 @@
+//! The training configuration: every field that tuning may vary, with the
+//! seed project's defaults and the rules that reject bad values.
+//!
+//! The same struct travels from `mnistctl train` flags, from a tuning trial's
+//! parameters (by name, see [`TrainConfig::set_param`]) and over gRPC as JSON.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// SGD with momentum (the default, as in the seed).
+    #[default]
+    Sgd,
+    /// Adam.
+    Adam,
+}
+
+impl FromStr for Optimizer {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "sgd" => Ok(Optimizer::Sgd),
+            "adam" => Ok(Optimizer::Adam),
+            other => Err(ConfigError::new("optimizer", format!("unknown optimizer {other:?}; use sgd or adam"))),
+        }
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Optimizer::Sgd => "sgd",
+            Optimizer::Adam => "adam",
+        })
+    }
+}
+
+/// A rejected configuration value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct ConfigError {
+    /// The field (flag or parameter name).
+    pub field: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A new error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything one training run needs besides the data and the device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Output channels of the first conv layer.
+    pub conv1_channels: i64,
+    /// Output channels of the second conv layer.
+    pub conv2_channels: i64,
+    /// Width of the hidden fully connected layer.
+    pub fc_width: i64,
+    /// Dropout after the conv block.
+    pub dropout_conv: f64,
+    /// Dropout after the hidden fully connected layer.
+    pub dropout_fc: f64,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// SGD momentum (ignored by Adam).
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// The optimiser.
+    pub optimizer: Optimizer,
+    /// Training mini-batch size.
+    pub batch_size: i64,
+    /// Number of epochs.
+    pub epochs: i64,
+    /// Seed for initialisation, the validation split, shuffling and dropout.
+    pub seed: u64,
+    /// Images held out of the training set for validation.
+    pub val_size: usize,
+    /// Use only the first N training images (before the split); for quick runs.
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images; for quick runs.
+    pub test_limit: Option<usize>,
+    /// Batch size for evaluation passes.
+    pub eval_batch_size: i64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            conv1_channels: 32,
+            conv2_channels: 64,
+            fc_width: 128,
+            dropout_conv: 0.25,
+            dropout_fc: 0.5,
+            learning_rate: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            optimizer: Optimizer::Sgd,
+            batch_size: 64,
+            epochs: 5,
+            seed: 42,
+            val_size: 5000,
+            train_limit: None,
+            test_limit: None,
+            eval_batch_size: 1000,
+        }
+    }
+}
+
+fn finite_in(field: &str, v: f64, lo: f64, hi: f64, lo_open: bool, hi_open: bool) -> Result<(), ConfigError> {
+    let ok = v.is_finite()
+        && (if lo_open { v > lo } else { v >= lo })
+        && (if hi_open { v < hi } else { v <= hi });
+    if ok {
+        Ok(())
+    } else {
+        let l = if lo_open { "(" } else { "[" };
+        let h = if hi_open { ")" } else { "]" };
+        Err(ConfigError::new(field, format!("{v} is outside {l}{lo}, {hi}{h}")))
+    }
+}
+
+fn int_in(field: &str, v: i64, lo: i64, hi: i64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, format!("{v} is outside [{lo}, {hi}]")))
+    }
+}
+
+impl TrainConfig {
+    /// Check every field; the first problem is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        int_in("conv1_channels", self.conv1_channels, 1, 1024)?;
+        int_in("conv2_channels", self.conv2_channels, 1, 1024)?;
+        int_in("fc_width", self.fc_width, 1, 16384)?;
+        finite_in("dropout_conv", self.dropout_conv, 0.0, 1.0, false, true)?;
+        finite_in("dropout_fc", self.dropout_fc, 0.0, 1.0, false, true)?;
+        finite_in("learning_rate", self.learning_rate, 0.0, 10.0, true, false)?;
+        finite_in("momentum", self.momentum, 0.0, 1.0, false, true)?;
+        finite_in("weight_decay", self.weight_decay, 0.0, 1.0, false, false)?;
+        int_in("batch_size", self.batch_size, 1, 65536)?;
+        int_in("epochs", self.epochs, 1, 10_000)?;
+        int_in("eval_batch_size", self.eval_batch_size, 1, 65536)?;
+        if self.train_limit == Some(0) {
+            return Err(ConfigError::new("train_limit", "must be at least 1"));
+        }
+        if self.test_limit == Some(0) {
+            return Err(ConfigError::new("test_limit", "must be at least 1"));
+        }
+        let train_n = self.train_limit.unwrap_or(60_000).min(60_000);
+        if self.val_size >= train_n {
+            return Err(ConfigError::new(
+                "val_size",
+                format!("{} leaves no training images out of {train_n}", self.val_size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Set one field by its name from a tuning parameter value.
+    ///
+    /// Integer fields accept whole numbers only; `optimizer` takes a string.
+    pub fn set_param(&mut self, name: &str, value: &ParamValue) -> Result<(), ConfigError> {
+        let as_f = || value.as_f64().ok_or_else(|| ConfigError::new(name, format!("expected a number, got {value}")));
+        let as_i = || -> Result<i64, ConfigError> {
+            let f = as_f()?;
+            if f.fract() != 0.0 || !f.is_finite() {
+                return Err(ConfigError::new(name, format!("expected a whole number, got {f}")));
+            }
+            Ok(f as i64)
+        };
+        match name {
+            "conv1_channels" => self.conv1_channels = as_i()?,
+            "conv2_channels" => self.conv2_channels = as_i()?,
+            "fc_width" => self.fc_width = as_i()?,
+            "dropout_conv" => self.dropout_conv = as_f()?,
+            "dropout_fc" => self.dropout_fc = as_f()?,
+            "learning_rate" | "lr" => self.learning_rate = as_f()?,
+            "momentum" => self.momentum = as_f()?,
+            "weight_decay" => self.weight_decay = as_f()?,
+            "batch_size" => self.batch_size = as_i()?,
+            "epochs" => self.epochs = as_i()?,
+            "seed" => self.seed = as_i()?.max(0) as u64,
+            "optimizer" => match value {
+                ParamValue::Str(s) => self.optimizer = s.parse()?,
+                other => return Err(ConfigError::new(name, format!("expected \"sgd\" or \"adam\", got {other}"))),
+            },
+            other => {
+                return Err(ConfigError::new(
+                    other,
+                    format!("not a training parameter; known: {}", Self::PARAM_NAMES.join(", ")),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Names accepted by [`TrainConfig::set_param`].
+    pub const PARAM_NAMES: &'static [&'static str] = &[
+        "conv1_channels",
+        "conv2_channels",
+        "fc_width",
+        "dropout_conv",
+        "dropout_fc",
+        "learning_rate",
+        "momentum",
+        "weight_decay",
+        "batch_size",
+        "epochs",
+        "seed",
+        "optimizer",
+    ];
+}
+
+/// A parameter value as tuning produces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// A number (float or int).
+    Num(f64),
+    /// A boolean choice.
+    Bool(bool),
+    /// A string choice.
+    Str(String),
+}
+
+impl ParamValue {
+    /// The numeric value, if any.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            ParamValue::Num(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Num(v) => write!(f, "{v}"),
+            ParamValue::Bool(b) => write!(f, "{b}"),
+            ParamValue::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        TrainConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_values_with_field_names() {
+        let mut c = TrainConfig { learning_rate: -0.1, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "learning_rate");
+        c = TrainConfig { batch_size: 0, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "batch_size");
+        c = TrainConfig { dropout_fc: 1.0, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "dropout_fc");
+        c = TrainConfig { learning_rate: f64::NAN, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "learning_rate");
+        c = TrainConfig { train_limit: Some(100), val_size: 100, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().field, "val_size");
+    }
+
+    #[test]
+    fn set_param_by_name() {
+        let mut c = TrainConfig::default();
+        c.set_param("learning_rate", &ParamValue::Num(0.5)).unwrap();
+        c.set_param("fc_width", &ParamValue::Num(256.0)).unwrap();
+        c.set_param("optimizer", &ParamValue::Str("adam".into())).unwrap();
+        assert_eq!((c.learning_rate, c.fc_width, c.optimizer), (0.5, 256, Optimizer::Adam));
+        assert!(c.set_param("fc_width", &ParamValue::Num(2.5)).is_err());
+        assert!(c.set_param("nonsense", &ParamValue::Num(1.0)).is_err());
+        assert!(c.set_param("optimizer", &ParamValue::Str("rmsprop".into())).is_err());
+    }
+}

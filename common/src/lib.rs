@@ -1,0 +1,14 @@
+//! Shared building blocks that need neither libtorch nor gRPC.
+//!
+//! - [`mnist`]: the four MNIST idx files: find, decompress, verify (SHA-256 of
+//!   the decompressed content) and download them from the public mirrors.
+//! - [`config`]: the training configuration that tuning varies, with its
+//!   validation rules.
+//! - [`plots`]: PNG charts (learning curves, confusion matrix, prediction grid,
+//!   optimisation history) drawn with plotters and an embedded font.
+//! - [`progress`]: progress bars that only show on a terminal.
+
+pub mod config;
+pub mod mnist;
+pub mod plots;
+pub mod progress;

@@ -1,0 +1,16 @@
+//! The pruner that never prunes.
+
+use serde::{Deserialize, Serialize};
+
+use super::Pruner;
+use crate::trial::{Direction, FrozenTrial};
+
+/// Never prunes (Optuna's `NopPruner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NopPruner;
+
+impl Pruner for NopPruner {
+    fn should_prune(&self, _trial: &FrozenTrial, _all: &[FrozenTrial], _direction: Direction) -> bool {
+        false
+    }
+}

@@ -1,0 +1,105 @@
+//! Python-compatible JSON text: floats written as Python's `repr`, strings escaped
+//! as `json.dumps` does (ASCII only), so that our `distribution_json` strings are
+//! byte-for-byte what Optuna writes.
+
+/// Formats a float exactly like Python's `repr(float)` / `json.dumps(float)`.
+pub fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".to_string();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits, like Python's repr.
+    let s = format!("{:e}", x);
+    let (mant, exp) = match s.split_once('e') {
+        Some(p) => p,
+        None => return s,
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (neg, mant) = match mant.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mant),
+    };
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let sign = if neg { "-" } else { "" };
+    if !(-4..16).contains(&exp) {
+        let m = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits.clone() };
+        let esign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{m}e{esign}{:02}", exp.abs());
+    }
+    let point = exp + 1; // position of the decimal point relative to the first digit
+    let body = if point <= 0 {
+        format!("0.{}{}", "0".repeat((-point) as usize), digits)
+    } else if (point as usize) >= digits.len() {
+        format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
+    } else {
+        format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+    };
+    format!("{sign}{body}")
+}
+
+/// Escapes a string like Python's `json.dumps` with `ensure_ascii=True`.
+pub fn py_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{:04x}", unit));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_match_python_repr() {
+        let cases = [
+            (1e-5, "1e-05"),
+            (0.1, "0.1"),
+            (1.0, "1.0"),
+            (100.0, "100.0"),
+            (0.0001, "0.0001"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (-2.5, "-2.5"),
+            (1.5e-7, "1.5e-07"),
+            (123456.789, "123456.789"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (0.3, "0.3"),
+            (-0.0, "-0.0"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(py_float(x), want, "for {x:e}");
+        }
+    }
+
+    #[test]
+    fn strings_match_python_json() {
+        assert_eq!(py_string("adam"), "\"adam\"");
+        assert_eq!(py_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+        assert_eq!(py_string("é"), "\"\\u00e9\"");
+        assert_eq!(py_string("😀"), "\"\\ud83d\\ude00\"");
+        assert_eq!(py_string("\u{7f}"), "\"\\u007f\"");
+    }
+}

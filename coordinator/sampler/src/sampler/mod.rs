@@ -1,0 +1,36 @@
+//! The [`Sampler`] trait and its implementations: random, grid and TPE, plus the
+//! helper that serves enqueued (fixed) parameters before any sampling.
+//!
+//! A sampler is a pure function of `(configuration, space, trials, direction,
+//! trial_number)`: it keeps no state between calls, so the coordinator may restart
+//! at any time and get the same suggestions.
+
+mod fixed;
+mod grid;
+mod random;
+pub mod tpe;
+
+use std::collections::BTreeMap;
+
+pub use fixed::{first_waiting_trial, suggest};
+pub use grid::GridSampler;
+pub use random::{sample_random_param, RandomSampler};
+pub use tpe::{TpeConfig, TpeSampler};
+
+use crate::error::SampleError;
+use crate::space::SearchSpace;
+use crate::trial::{Direction, FrozenTrial};
+
+/// Suggests parameters for a new trial.
+pub trait Sampler: Send + Sync {
+    /// Parameters (internal repr) for a new trial `trial_number`, given all trials so
+    /// far in the study (any state; the trial being sampled may be among them and is
+    /// ignored). Returns a value for every parameter of `space`.
+    fn sample(
+        &self,
+        space: &SearchSpace,
+        trials: &[FrozenTrial],
+        direction: Direction,
+        trial_number: u64,
+    ) -> Result<BTreeMap<String, f64>, SampleError>;
+}

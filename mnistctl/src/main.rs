@@ -1,0 +1,40 @@
+//! `mnistctl`: the command-line interface.
+//!
+//! One binary for everything a user does by hand:
+//! - `train`, `predict`, `doctor`: a single training run, inference and an
+//!   environment check, on this machine (the seed's `main.py` and
+//!   `inference.py`);
+//! - `tune`: a whole study on this machine, with an embedded coordinator and
+//!   one local worker per device (the seed's `tune.py`);
+//! - `study`, `trial`, `workers`: a client of a running coordinator.
+//!
+//! Errors are reported once, at this edge, with `anyhow`; the exit code is 1
+//! for a failed command and 2 for bad usage (clap).
+
+mod cli;
+mod doctor;
+mod logging;
+mod predict;
+mod study;
+mod train;
+mod trial;
+mod workers;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    logging::init(cli.global.verbose);
+    let result = match cli.command {
+        cli::Command::Train(args) => train::run(args),
+        cli::Command::Predict(args) => predict::run(args),
+        cli::Command::Doctor(args) => doctor::run(args, &cli.global),
+        cli::Command::Study { cmd } => study::run(cmd, &cli.global),
+        cli::Command::Trial { cmd } => trial::run(cmd, &cli.global),
+        cli::Command::Workers(args) => workers::run(args, &cli.global),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

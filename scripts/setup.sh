@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Idempotent set-up: creates (or reuses) the cached virtualenv with torch,
+# mlflow and optuna, and links it as ./.venv. Safe to run any number of times.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+mkdir -p "$CACHE_ROOT"
+if [ ! -f "$VENV_DIR/.complete" ]; then
+  echo "setup: creating virtualenv $VENV_DIR (torch is ~4.6 GB, a few minutes the first time)"
+  rm -rf "$VENV_DIR"
+  python3 -m venv "$VENV_DIR"
+  "$VENV_DIR/bin/python" -m pip install -q --upgrade pip
+  "$VENV_DIR/bin/python" -m pip install -q -r "$ROOT/requirements.txt"
+  touch "$VENV_DIR/.complete"
+else
+  echo "setup: reusing virtualenv $VENV_DIR"
+fi
+ln -sfn "$VENV_DIR" "$ROOT/.venv"
+"$VENV_DIR/bin/python" -c 'import torch; print("setup: torch", torch.__version__)'

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: set up (or reuse) the cached
+# virtualenv with torch, mlflow and optuna, then build and run every test.
+# Tests read MNIST from ../shared/data/mnist (override: MNIST_TEST_DATA) and
+# use the virtualenv's Python for the real mlflow and optuna checks.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+source "$ROOT/scripts/env.sh"
+export MNIST_TEST_PYTHON="${MNIST_TEST_PYTHON:-$VENV_DIR/bin/python}"
+export MNIST_TEST_DATA="${MNIST_TEST_DATA:-$ROOT/../shared/data/mnist}"
+export MNIST_NO_PROGRESS=1
+cd "$ROOT"
+echo "test: CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+cargo build --workspace --all-targets
+cargo test --workspace --no-fail-fast

@@ -1,0 +1,97 @@
+//! Inference with an exported TorchScript model: from raw 28×28 pixels, from
+//! test-set indices or from PNG files.
+//!
+//! PNG files are converted to 8-bit grey, resized to 28×28 when needed, and
+//! inverted when they are dark digits on a light background (MNIST digits are
+//! white on black).
+
+use crate::data::normalise;
+use crate::train::TrainError;
+use image::imageops::FilterType;
+use mnist_common::mnist::{CLASSES, COLS, PIXELS, ROWS};
+use serde::Serialize;
+use std::path::Path;
+use tch::{CModule, Device, Kind, Tensor};
+
+/// One prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The most likely digit.
+    pub digit: u8,
+    /// Its probability.
+    pub probability: f64,
+    /// All ten probabilities.
+    pub probabilities: [f64; CLASSES],
+}
+
+/// A loaded TorchScript model.
+#[derive(Debug)]
+pub struct Predictor {
+    module: CModule,
+    device: Device,
+}
+
+impl Predictor {
+    /// Load `path` (a TorchScript file written by `mnistctl train`) onto `device`.
+    pub fn load(path: &Path, device: Device) -> Result<Predictor, TrainError> {
+        if !path.is_file() {
+            return Err(TrainError::Artifact {
+                path: path.display().to_string(),
+                message: "model file not found; train one with `mnistctl train` or pass --model".into(),
+            });
+        }
+        let module = CModule::load_on_device(path, device).map_err(|e| TrainError::Artifact {
+            path: path.display().to_string(),
+            message: format!("not a TorchScript model this program can load: {e}"),
+        })?;
+        Ok(Predictor { module, device })
+    }
+
+    /// Predict raw images (`n × 784` bytes, 0 = black).
+    pub fn predict(&self, pixels: &[u8]) -> Result<Vec<Prediction>, TrainError> {
+        if pixels.is_empty() || pixels.len() % PIXELS != 0 {
+            return Err(TrainError::Torch(format!("expected a multiple of {PIXELS} pixels, got {}", pixels.len())));
+        }
+        let x = normalise(pixels, self.device);
+        let _guard = tch::no_grad_guard();
+        let out = self.module.forward_ts(&[x])?;
+        let probs = out.exp().to_kind(Kind::Double).to_device(Device::Cpu);
+        let flat: Vec<f64> = Vec::<f64>::try_from(&probs.flatten(0, -1))?;
+        Ok(flat
+            .chunks(CLASSES)
+            .map(|p| {
+                let mut probabilities = [0.0; CLASSES];
+                probabilities.copy_from_slice(p);
+                let (digit, probability) = p
+                    .iter()
+                    .enumerate()
+                    .fold((0usize, f64::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best });
+                Prediction { digit: digit as u8, probability, probabilities }
+            })
+            .collect())
+    }
+
+    /// Run the module on an already normalised batch; returns log-probabilities.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, TrainError> {
+        let _guard = tch::no_grad_guard();
+        Ok(self.module.forward_ts(&[x.to_device(self.device)])?)
+    }
+}
+
+/// Load a PNG as 784 grey pixels in MNIST's convention (white digit on black).
+pub fn load_png(path: &Path) -> Result<Vec<u8>, TrainError> {
+    let err = |m: String| TrainError::Artifact { path: path.display().to_string(), message: m };
+    let img = image::open(path).map_err(|e| err(format!("cannot read the image: {e}")))?;
+    let grey = img.to_luma8();
+    let grey = if grey.dimensions() == (COLS as u32, ROWS as u32) {
+        grey
+    } else {
+        image::imageops::resize(&grey, COLS as u32, ROWS as u32, FilterType::Triangle)
+    };
+    let mut px = grey.into_raw();
+    let mean = px.iter().map(|&p| p as f64).sum::<f64>() / px.len().max(1) as f64;
+    if mean > 127.0 {
+        px.iter_mut().for_each(|p| *p = 255 - *p);
+    }
+    Ok(px)
+}
