@@ -519,11 +519,13 @@ impl SearchSpace {
 
     /// Parses the TOML user format (see the module docs) and validates it.
     pub fn from_toml_str(s: &str) -> Result<Self, SpaceError> {
-        let p: OrderedParams = toml::from_str(s).map_err(|e| SpaceError::Parse {
-            format: "search space TOML",
-            message: e.to_string(),
-        })?;
-        Self::finish(p)
+        // The TOML map comes back sorted by key; the spans give the document order.
+        let map: std::collections::BTreeMap<String, toml::Spanned<Distribution>> =
+            toml::from_str(s).map_err(|e| SpaceError::Parse { format: "search space TOML", message: e.to_string() })?;
+        let mut params: Vec<(usize, String, Distribution)> =
+            map.into_iter().map(|(n, d)| (d.span().start, n, d.into_inner())).collect();
+        params.sort_by_key(|p| p.0);
+        Self::from_params(params.into_iter().map(|(_, n, d)| (n, d)).collect())
     }
 
     /// Parses the JSON user format (see the module docs) and validates it.

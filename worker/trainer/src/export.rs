@@ -32,6 +32,8 @@ fn cpu_copy(model: &TrainedModel) -> Result<(nn::VarStore, Net), TrainError> {
     let mut vs = nn::VarStore::new(Device::Cpu);
     let net = Net::new(&vs.root(), &model.config);
     vs.copy(&model.vs)?;
+    // Tracing records the weights as constants, which must not require grad.
+    vs.freeze();
     Ok((vs, net))
 }
 
@@ -65,7 +67,7 @@ pub fn write_mlflow_model(dir: &Path, torchscript: &Path) -> Result<PathBuf, Tra
     let size = fs::metadata(&model_pth).map(|m| m.len()).unwrap_or(0);
     let uuid = uuid::Uuid::new_v4().simple().to_string();
     let created = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f");
-    let python = "3.11";
+    let python = "3.11.7";
     let mlmodel = format!(
         r#"flavors:
   python_function:
@@ -75,7 +77,7 @@ pub fn write_mlflow_model(dir: &Path, torchscript: &Path) -> Result<PathBuf, Tra
       virtualenv: python_env.yaml
     loader_module: mlflow.pytorch
     pickle_module_name: mlflow.pytorch.pickle_module
-    python_version: {python}
+    python_version: '{python}'
   pytorch:
     code: null
     model_data: data
@@ -99,7 +101,7 @@ utc_time_created: '{created}'
     write("requirements.txt", &requirements)?;
     write(
         "python_env.yaml",
-        &format!("python: {python}\nbuild_dependencies:\n- pip\n- setuptools\n- wheel\ndependencies:\n- -r requirements.txt\n"),
+        &format!("python: '{python}'\nbuild_dependencies:\n- pip\n- setuptools\n- wheel\ndependencies:\n- -r requirements.txt\n"),
     )?;
     write(
         "conda.yaml",

@@ -20,6 +20,13 @@ fn data() -> &'static Mnist {
     })
 }
 
+/// libtorch's default generator is global to the process: runs that must be
+/// reproducible cannot overlap, so the tests that train take this lock.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn small() -> TrainConfig {
     TrainConfig {
         epochs: 2,
@@ -43,6 +50,7 @@ fn python() -> PathBuf {
 
 #[test]
 fn learns_and_reports_consistent_metrics() {
+    let _serial = serial();
     let cfg = small();
     let t = prepare(data(), &cfg, Device::Cpu);
     assert_eq!((t.train.len(), t.val.len(), t.test.len()), (2500, 500, 1000));
@@ -71,6 +79,7 @@ fn learns_and_reports_consistent_metrics() {
 
 #[test]
 fn same_seed_same_run_different_seed_different_run() {
+    let _serial = serial();
     let mut cfg = small();
     cfg.epochs = 1;
     cfg.train_limit = Some(1500);
@@ -97,6 +106,7 @@ fn same_seed_same_run_different_seed_different_run() {
 
 #[test]
 fn the_hook_stops_training() {
+    let _serial = serial();
     let mut cfg = small();
     cfg.epochs = 5;
     cfg.train_limit = Some(1200);
@@ -118,6 +128,7 @@ fn the_hook_stops_training() {
 
 #[test]
 fn rejects_invalid_config() {
+    let _serial = serial();
     let cfg = TrainConfig { learning_rate: -1.0, ..small() };
     let t = prepare(data(), &small(), Device::Cpu);
     let err = train(&cfg, &t, Device::Cpu, TrainOptions::default(), &mut |_| HookAction::Continue).unwrap_err();
@@ -126,6 +137,7 @@ fn rejects_invalid_config() {
 
 #[test]
 fn diverging_training_is_an_error_not_a_nan_result() {
+    let _serial = serial();
     let cfg = TrainConfig { learning_rate: 10.0, momentum: 0.99, epochs: 2, train_limit: Some(1200), ..small() };
     let t = prepare(data(), &cfg, Device::Cpu);
     match train(&cfg, &t, Device::Cpu, TrainOptions::default(), &mut |_| HookAction::Continue) {
@@ -137,6 +149,7 @@ fn diverging_training_is_an_error_not_a_nan_result() {
 
 #[test]
 fn artifacts_torchscript_and_mlflow_model() {
+    let _serial = serial();
     let cfg = small();
     let t = prepare(data(), &cfg, Device::Cpu);
     let out = train(&cfg, &t, Device::Cpu, TrainOptions::default(), &mut |_| HookAction::Continue).unwrap();

@@ -1,1 +1,62 @@
-fn main() {}
+//! Speed benchmark helper: reads a study history (JSON file written by
+//! `bench/sampler/speed.py`), times one TPE suggestion on it several times and
+//! prints the timings as JSON. Usage: `sampler-speed HISTORY.json REPS`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use mnist_sampler::{Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler, TrialState};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct HistTrial {
+    number: u64,
+    params: BTreeMap<String, f64>,
+    value: f64,
+}
+
+#[derive(Deserialize)]
+struct History {
+    space: serde_json::Value,
+    trials: Vec<HistTrial>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        return Err("usage: sampler-speed HISTORY.json REPS".into());
+    }
+    let hist: History = serde_json::from_str(&std::fs::read_to_string(&args[1])?)?;
+    let reps: usize = args[2].parse()?;
+    let space = SearchSpace::from_json_str(&hist.space.to_string())?;
+    let dists: BTreeMap<String, _> = space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+    let trials: Vec<FrozenTrial> = hist
+        .trials
+        .into_iter()
+        .map(|t| FrozenTrial {
+            number: t.number,
+            state: TrialState::Complete,
+            value: Some(t.value),
+            params: t.params,
+            distributions: dists.clone(),
+            intermediate_values: BTreeMap::new(),
+        })
+        .collect();
+    let sampler = TpeSampler::new(TpeConfig { seed: 0, ..TpeConfig::default() });
+    let next = trials.len() as u64;
+    let mut times = Vec::with_capacity(reps);
+    let mut checksum = 0.0;
+    for r in 0..reps.max(1) {
+        let t0 = Instant::now();
+        let p = sampler.sample(&space, &trials, Direction::Minimize, next + r as u64)?;
+        times.push(t0.elapsed().as_secs_f64());
+        checksum += p.values().sum::<f64>();
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({"median_s": sorted[sorted.len() / 2], "min_s": sorted[0], "times_s": times, "checksum": checksum})
+    );
+    Ok(())
+}

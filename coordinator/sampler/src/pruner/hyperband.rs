@@ -59,7 +59,7 @@ impl HyperbandPruner {
         let eta = self.reduction_factor.max(2) as f64;
         let ratio = max_resource as f64 / self.min_resource.max(1) as f64;
         let n = (ratio.ln() / eta.ln()).floor() + 1.0;
-        if !(n >= 1.0) {
+        if n.is_nan() || n < 1.0 {
             return Vec::new();
         }
         let n = n.min(64.0) as u32;

@@ -160,8 +160,9 @@ impl GridSampler {
         (finished, running)
     }
 
-    /// True when every grid point has a finished trial (the study should stop).
-    pub fn is_exhausted(&self, space: &SearchSpace, trials: &[FrozenTrial]) -> Result<bool, SampleError> {
+    /// True when every grid point has a finished trial (the study should stop);
+    /// an error when the grid cannot be built from the space.
+    pub fn check_exhausted(&self, space: &SearchSpace, trials: &[FrozenTrial]) -> Result<bool, SampleError> {
         let grid = self.build(space)?;
         let (finished, _) = Self::status(&grid, trials, None);
         Ok(finished.iter().all(|f| *f))
@@ -174,6 +175,10 @@ impl GridSampler {
 }
 
 impl Sampler for GridSampler {
+    fn is_exhausted(&self, space: &SearchSpace, trials: &[FrozenTrial]) -> bool {
+        self.check_exhausted(space, trials).unwrap_or(false)
+    }
+
     fn sample(
         &self,
         space: &SearchSpace,

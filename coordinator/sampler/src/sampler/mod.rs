@@ -33,4 +33,10 @@ pub trait Sampler: Send + Sync {
         direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError>;
+
+    /// True when the sampler has nothing left to suggest and the study should stop
+    /// (the grid sampler once every grid point has finished; never for the others).
+    fn is_exhausted(&self, _space: &SearchSpace, _trials: &[FrozenTrial]) -> bool {
+        false
+    }
 }

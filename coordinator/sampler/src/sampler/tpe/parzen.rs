@@ -56,6 +56,12 @@ enum Dim {
         sigmas: Vec<f64>,
         /// `log_gauss_mass` of each kernel on `[lo_t, hi_t]`.
         log_norm: Vec<f64>,
+        /// Discrete dims: the distinct `(mu, sigma)` pairs (many kernels share one,
+        /// as observations of an integer repeat), their `log_norm`, and each
+        /// kernel's pair index.
+        pairs: Vec<(f64, f64)>,
+        pair_log_norm: Vec<f64>,
+        pair_of: Vec<u32>,
     },
 }
 
@@ -121,12 +127,26 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     }
     mus.push(0.5 * (lo + hi));
     sigmas.push(hi - lo);
-    let log_norm = mus
+    let log_norm: Vec<f64> = mus
         .iter()
         .zip(&sigmas)
         .map(|(m, s)| truncnorm::log_gauss_mass((lo - m) / s, (hi - m) / s))
         .collect();
-    Dim::Numerical { log, step, low, high, lo_t: lo, hi_t: hi, mus, sigmas, log_norm }
+    let (mut pairs, mut pair_log_norm, mut pair_of) = (Vec::new(), Vec::new(), Vec::new());
+    if step.is_some() {
+        let mut order: Vec<usize> = (0..mus.len()).collect();
+        order.sort_by(|a, b| mus[*a].total_cmp(&mus[*b]).then(sigmas[*a].total_cmp(&sigmas[*b])));
+        pair_of = vec![0u32; mus.len()];
+        for i in order {
+            let key = (mus[i], sigmas[i]);
+            if pairs.last() != Some(&key) {
+                pairs.push(key);
+                pair_log_norm.push(log_norm[i]);
+            }
+            pair_of[i] = (pairs.len() - 1) as u32;
+        }
+    }
+    Dim::Numerical { log, step, low, high, lo_t: lo, hi_t: hi, mus, sigmas, log_norm, pairs, pair_log_norm, pair_of }
 }
 
 fn categorical_dim(obs: &[f64], n_choices: usize, p: &ParzenParams) -> Dim {
@@ -193,6 +213,14 @@ impl ParzenEstimator {
         match self.dims.get(dim)? {
             Dim::Numerical { mus, sigmas, .. } => Some((mus, sigmas)),
             Dim::Categorical { .. } => None,
+        }
+    }
+
+    /// The `n_kernels × n_choices` probabilities (row-major) of a categorical dimension.
+    pub fn categorical_probs(&self, dim: usize) -> Option<&[f64]> {
+        match self.dims.get(dim)? {
+            Dim::Categorical { probs, .. } => Some(probs),
+            Dim::Numerical { .. } => None,
         }
     }
 
@@ -293,11 +321,9 @@ impl ParzenEstimator {
                         }
                     }
                 }
-                Dim::Numerical { log, step: Some(st), lo_t, hi_t, mus, sigmas, log_norm, .. } => {
-                    for k in 0..k_n {
-                        base[k] -= log_norm[k];
-                    }
-                    // Points often share values: evaluate each distinct value once.
+                Dim::Numerical { log, step: Some(st), lo_t, hi_t, pairs, pair_log_norm, pair_of, .. } => {
+                    // Points often share values and kernels often share (mu, sigma):
+                    // evaluate each distinct value against each distinct pair once.
                     let mut uniq: Vec<(f64, Vec<f64>)> = Vec::new();
                     for (s, p) in points.iter().enumerate() {
                         let v = p[d];
@@ -307,14 +333,14 @@ impl ParzenEstimator {
                                 let (l, r) = (v - st / 2.0, v + st / 2.0);
                                 let (l, r) = if *log { (l.ln(), r.ln()) } else { (l, r) };
                                 let (l, r) = (l.max(*lo_t), r.min(*hi_t));
-                                let masses = mus
+                                let masses = pairs
                                     .iter()
-                                    .zip(sigmas)
-                                    .map(|(m, sg)| {
-                                        if !(l < r) {
+                                    .zip(pair_log_norm)
+                                    .map(|((m, sg), ln)| {
+                                        if l.partial_cmp(&r) != Some(std::cmp::Ordering::Less) {
                                             f64::NEG_INFINITY
                                         } else {
-                                            truncnorm::log_gauss_mass((l - m) / sg, (r - m) / sg)
+                                            truncnorm::log_gauss_mass((l - m) / sg, (r - m) / sg) - ln
                                         }
                                     })
                                     .collect();
@@ -324,8 +350,8 @@ impl ParzenEstimator {
                         };
                         let masses = &uniq[pos].1;
                         let row = &mut acc[s * k_n..(s + 1) * k_n];
-                        for (a, lm) in row.iter_mut().zip(masses) {
-                            *a += lm;
+                        for (a, pi) in row.iter_mut().zip(pair_of) {
+                            *a += masses[*pi as usize];
                         }
                     }
                 }
@@ -347,7 +373,9 @@ impl ParzenEstimator {
                 if !mx.is_finite() {
                     return mx;
                 }
-                let sum: f64 = row.iter().map(|a| (a - mx).exp()).sum();
+                // Terms below e^-50 of the largest cannot change the sum at double
+                // precision (even 10^4 of them add < 2e-18); skipping them saves exp().
+                let sum: f64 = row.iter().map(|a| a - mx).filter(|d| *d > -50.0).map(f64::exp).sum();
                 mx + sum.ln()
             })
             .collect()

@@ -128,21 +128,60 @@ fn usable(d: &Distribution, v: f64) -> bool {
     }
 }
 
-/// Observation columns of the trials that have every parameter of the group.
-fn observations(trials: &[&FrozenTrial], group: &[(&str, &Distribution)]) -> Vec<Vec<f64>> {
-    let mut cols = vec![Vec::new(); group.len()];
-    for t in trials {
-        let vals: Option<Vec<f64>> = group
-            .iter()
-            .map(|(n, d)| t.params.get(*n).copied().filter(|v| usable(d, *v)))
-            .collect();
-        if let Some(vals) = vals {
-            for (c, v) in cols.iter_mut().zip(vals) {
-                c.push(v);
+/// Looks up `sorted_names` (ascending) in a map with one merged walk over its
+/// keys (cheaper than one tree search per name); `None` if any name is missing.
+fn merge_lookup<'a, V>(map: &'a BTreeMap<String, V>, sorted_names: &[&str]) -> Option<Vec<&'a V>> {
+    let mut it = map.iter();
+    let mut out = Vec::with_capacity(sorted_names.len());
+    'names: for name in sorted_names {
+        for (k, v) in it.by_ref() {
+            match k.as_str().cmp(name) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => {
+                    out.push(v);
+                    continue 'names;
+                }
+                std::cmp::Ordering::Greater => return None,
             }
         }
+        return None;
     }
-    cols
+    Some(out)
+}
+
+/// A group of parameters, with its names sorted for [`merge_lookup`].
+struct Group<'s> {
+    params: Vec<(&'s str, &'s Distribution)>,
+    /// Names in ascending order, and for each sorted position the index in `params`.
+    sorted: Vec<&'s str>,
+    position: Vec<usize>,
+}
+
+impl<'s> Group<'s> {
+    fn new(params: Vec<(&'s str, &'s Distribution)>) -> Self {
+        let mut idx: Vec<usize> = (0..params.len()).collect();
+        idx.sort_by(|a, b| params[*a].0.cmp(params[*b].0));
+        Group { sorted: idx.iter().map(|i| params[*i].0).collect(), position: idx, params }
+    }
+
+    /// Observation columns of the trials that have every parameter of the group.
+    fn observations(&self, trials: &[&FrozenTrial]) -> Vec<Vec<f64>> {
+        let mut cols = vec![Vec::with_capacity(trials.len()); self.params.len()];
+        let mut row = vec![0.0; self.params.len()];
+        'trials: for t in trials {
+            let Some(vals) = merge_lookup(&t.params, &self.sorted) else { continue };
+            for (v, pos) in vals.into_iter().zip(&self.position) {
+                if !usable(self.params[*pos].1, *v) {
+                    continue 'trials;
+                }
+                row[*pos] = *v;
+            }
+            for (c, v) in cols.iter_mut().zip(&row) {
+                c.push(*v);
+            }
+        }
+        cols
+    }
 }
 
 impl TpeSampler {
@@ -166,17 +205,17 @@ impl TpeSampler {
     /// One TPE draw for a group of parameters.
     fn sample_group(
         &self,
-        group: &[(&str, &Distribution)],
+        group: &Group<'_>,
         trials: &[&FrozenTrial],
         n_finished: usize,
         direction: Direction,
         rng: &mut Rng,
     ) -> Vec<f64> {
         let (below, above) = split_trials(trials, gamma(n_finished), direction);
-        let dists: Vec<&Distribution> = group.iter().map(|(_, d)| *d).collect();
+        let dists: Vec<&Distribution> = group.params.iter().map(|(_, d)| *d).collect();
         let pp = self.parzen_params();
-        let mpe_below = ParzenEstimator::new(&observations(&below, group), &dists, &pp);
-        let mpe_above = ParzenEstimator::new(&observations(&above, group), &dists, &pp);
+        let mpe_below = ParzenEstimator::new(&group.observations(&below), &dists, &pp);
+        let mpe_above = ParzenEstimator::new(&group.observations(&above), &dists, &pp);
         let candidates = mpe_below.sample(rng, self.config.n_ei_candidates.max(1));
         let lb = mpe_below.log_pdf(&candidates);
         let la = mpe_above.log_pdf(&candidates);
@@ -223,18 +262,28 @@ impl Sampler for TpeSampler {
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
 
         if cfg.multivariate && !startup && !finished.is_empty() {
-            let group: Vec<(&str, &Distribution)> = space
-                .params()
-                .filter(|(n, d)| {
-                    !d.is_single()
-                        && finished
-                            .iter()
-                            .all(|t| t.distributions.get(*n) == Some(*d) && t.params.contains_key(*n))
-                })
-                .collect();
-            if !group.is_empty() {
+            // Optuna's intersection search space: parameters with the same distribution
+            // in every finished trial (checked with one merged walk per trial).
+            let mut keep: Vec<bool> = space.params().map(|(_, d)| !d.is_single()).collect();
+            let all = Group::new(space.params().collect());
+            for t in &finished {
+                let mut it = t.distributions.iter().peekable();
+                for (name, pos) in all.sorted.iter().zip(&all.position) {
+                    while it.next_if(|(k, _)| k.as_str() < *name).is_some() {}
+                    let same = match it.peek() {
+                        // (a trial without the value itself is skipped when observations are gathered)
+                        Some((k, d)) if k.as_str() == *name => **d == *all.params[*pos].1,
+                        _ => false,
+                    };
+                    if !same {
+                        keep[*pos] = false;
+                    }
+                }
+            }
+            let group = Group::new(space.params().zip(&keep).filter(|(_, k)| **k).map(|(p, _)| p).collect());
+            if !group.params.is_empty() {
                 let values = self.sample_group(&group, &considered, n_finished, direction, &mut rng);
-                for ((n, _), v) in group.iter().zip(values) {
+                for ((n, _), v) in group.params.iter().zip(values) {
                     out.insert(n.to_string(), v);
                 }
             }
@@ -248,7 +297,7 @@ impl Sampler for TpeSampler {
             } else if startup {
                 sample_random_param(d, &mut rng)
             } else {
-                self.sample_group(&[(name, d)], &considered, n_finished, direction, &mut rng)
+                self.sample_group(&Group::new(vec![(name, d)]), &considered, n_finished, direction, &mut rng)
                     .first()
                     .copied()
                     .unwrap_or(f64::NAN)

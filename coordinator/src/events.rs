@@ -1,0 +1,126 @@
+//! Study events: what happened, numbered by a coordinator-wide sequence.
+//!
+//! The domain creates an [`Event`] for every change it makes, in the same
+//! write batch as the change; the storage writer appends it to `mnist_events`
+//! in that transaction and, once committed, publishes it on the [`EventHub`]
+//! (a broadcast channel). `WatchStudy` replays stored events and then follows
+//! the hub, so a watcher sees every committed event exactly once, in order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mnist_sampler::{Choice, TrialState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::study::{Counts, HolderView, StudyState};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    StudyCreated,
+    StudyStopped,
+    StudyResumed,
+    StudyCompleted,
+    StudyDeleted,
+    TrialEnqueued,
+    TrialStarted,
+    TrialReported,
+    TrialCompleted,
+    TrialPruned,
+    TrialFailed,
+    TrialRequeued,
+    ArtifactStored,
+}
+
+impl EventKind {
+    /// The text stored in `mnist_events.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::StudyCreated => "STUDY_CREATED",
+            EventKind::StudyStopped => "STUDY_STOPPED",
+            EventKind::StudyResumed => "STUDY_RESUMED",
+            EventKind::StudyCompleted => "STUDY_COMPLETED",
+            EventKind::StudyDeleted => "STUDY_DELETED",
+            EventKind::TrialEnqueued => "TRIAL_ENQUEUED",
+            EventKind::TrialStarted => "TRIAL_STARTED",
+            EventKind::TrialReported => "TRIAL_REPORTED",
+            EventKind::TrialCompleted => "TRIAL_COMPLETED",
+            EventKind::TrialPruned => "TRIAL_PRUNED",
+            EventKind::TrialFailed => "TRIAL_FAILED",
+            EventKind::TrialRequeued => "TRIAL_REQUEUED",
+            EventKind::ArtifactStored => "ARTIFACT_STORED",
+        }
+    }
+}
+
+/// One event, as stored (`mnist_events.payload_json`) and streamed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub kind: EventKind,
+    pub study_id: i64,
+    pub study_name: String,
+    pub time_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_number: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_state: Option<TrialState>,
+    /// NaN is stored as `null` (JSON has no NaN) and read back as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub counts: Counts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_trial_number: Option<u64>,
+    pub study_state: StudyState,
+    pub n_trials: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<(String, Choice)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<HolderView>,
+}
+
+/// Capacity of the live event channel; a watcher that falls further behind
+/// catches up from the database.
+pub const HUB_CAPACITY: usize = 4096;
+
+/// The live side of the event log: committed events, in order.
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHub {
+    /// A hub with [`HUB_CAPACITY`] buffered events.
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(HUB_CAPACITY);
+        EventHub { tx }
+    }
+
+    /// Publishes a committed event (no receivers is fine).
+    pub fn publish(&self, ev: Arc<Event>) {
+        let _ = self.tx.send(ev);
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}

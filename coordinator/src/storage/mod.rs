@@ -1,0 +1,242 @@
+//! Storage: the SQLite database behind one module. Every SQL statement of the
+//! coordinator lives under here.
+//!
+//! - [`schema`]: Optuna's RDB schema v12 and the `mnist_` tables.
+//! - [`ops`]: the write operations and their SQL.
+//! - [`writer`]: the single writer task with group commit.
+//! - [`load`]: reading everything back at start-up.
+//!
+//! The database runs in WAL mode with `synchronous = NORMAL`: readers (Optuna,
+//! optuna-dashboard, `WatchStudy` replays) never block the writer, and a
+//! committed transaction survives a crash of the coordinator process.
+
+pub mod load;
+pub mod ops;
+pub mod schema;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+
+pub use load::Snapshot;
+pub use ops::{Op, ParamRow};
+pub use writer::{Batch, Pending, StorageHealth, WriterHandle};
+
+use crate::events::{Event, EventHub};
+
+/// What can go wrong with the database.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// The database could not be opened or created.
+    #[error("cannot open the study database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    /// The file holds an Optuna schema other than version 12.
+    #[error("the study database {path} has an incompatible schema: {message}")]
+    Schema { path: PathBuf, message: String },
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(String),
+    /// A write could not be committed.
+    #[error("the database write failed: {0}; the coordinator will restart to reload its state")]
+    WriteFailed(String),
+    /// Too many writes are queued.
+    #[error("the coordinator is overloaded (the write queue is full); retry shortly")]
+    Overloaded,
+    /// The writer has stopped (shutdown).
+    #[error("the coordinator is shutting down")]
+    Closed,
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        StorageError::Query(e.to_string())
+    }
+}
+
+/// Tuning knobs of the storage layer.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// How long SQLite waits on a lock held by another process.
+    pub busy_timeout: Duration,
+    /// At most this many ops share one commit.
+    pub max_batch_ops: usize,
+    /// At most this many changes wait for the writer.
+    pub queue_capacity: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions { busy_timeout: Duration::from_secs(10), max_batch_ops: 4096, queue_capacity: 65_536 }
+    }
+}
+
+/// The open database: the writer and a small pool of read connections.
+#[derive(Debug)]
+pub struct Storage {
+    path: PathBuf,
+    writer: WriterHandle,
+    health: StorageHealth,
+    readers: SqlitePool,
+    writer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn connect_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(busy_timeout)
+        .foreign_keys(true)
+}
+
+impl Storage {
+    /// Opens (creating and migrating when needed) the database at `path`,
+    /// reads the snapshot, and starts the writer.
+    pub async fn open(path: &Path, opts: &StorageOptions, hub: EventHub) -> Result<(Storage, Snapshot), StorageError> {
+        let open_err = |e: sqlx::Error| StorageError::Open { path: path.to_path_buf(), message: e.to_string() };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StorageError::Open { path: path.to_path_buf(), message: format!("creating {}: {e}", dir.display()) })?;
+        }
+        let mut conn = SqliteConnection::connect_with(&connect_options(path, opts.busy_timeout)).await.map_err(open_err)?;
+        migrate(&mut conn, path).await?;
+        let snapshot = {
+            let mut tx = conn.begin().await?;
+            let snap = load::load(&mut tx).await?;
+            tx.commit().await?;
+            snap
+        };
+        let readers = SqlitePoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .connect_with(connect_options(path, opts.busy_timeout).read_only(true).create_if_missing(false))
+            .await
+            .map_err(open_err)?;
+        let (writer, health, task) = writer::spawn(conn, hub, opts.max_batch_ops, opts.queue_capacity);
+        Ok((
+            Storage { path: path.to_path_buf(), writer, health, readers, writer_task: tokio::sync::Mutex::new(Some(task)) },
+            snapshot,
+        ))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer.
+    pub fn writer(&self) -> &WriterHandle {
+        &self.writer
+    }
+
+    /// A receiver that turns `Some(message)` when a write failed for good.
+    pub fn health(&self) -> StorageHealth {
+        self.health.clone()
+    }
+
+    /// Stored events of a study with `seq > after`, oldest first, at most `limit`.
+    pub async fn events_after(&self, study_id: i64, after: u64, limit: u32) -> Result<Vec<Event>, StorageError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT payload_json FROM mnist_events WHERE study_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(study_id)
+        .bind(after.min(i64::MAX as u64) as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.into_iter().filter_map(|(json,)| serde_json::from_str(&json).ok()).collect())
+    }
+
+    /// Flushes queued writes, stops the writer and closes the connections.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        if let Some(task) = self.writer_task.lock().await.take() {
+            let _ = task.await;
+        }
+        self.readers.close().await;
+    }
+}
+
+/// Creates Optuna's tables (when the file has none) and the `mnist_` tables,
+/// and checks that an existing file has Optuna schema v12.
+async fn migrate(conn: &mut SqliteConnection, path: &Path) -> Result<(), StorageError> {
+    let schema_err = |message: String| StorageError::Schema { path: path.to_path_buf(), message };
+    let mut tx = conn.begin().await?;
+    let has_version: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'version_info'")
+            .fetch_optional(&mut *tx)
+            .await?;
+    if has_version.is_none() {
+        let any: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('studies', 'trials') LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(t) = any {
+            return Err(schema_err(format!(
+                "it has a `{t}` table but no `version_info`; it is not an Optuna database. Use a new --db path"
+            )));
+        }
+        for ddl in schema::OPTUNA_TABLES {
+            sqlx::query(ddl).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO version_info (version_info_id, schema_version, library_version) VALUES (1, ?, ?)")
+            .bind(schema::OPTUNA_SCHEMA_VERSION)
+            .bind(schema::OPTUNA_LIBRARY_VERSION)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO alembic_version (version_num) VALUES (?)")
+            .bind(schema::OPTUNA_ALEMBIC_HEAD)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        let version: Option<i64> = sqlx::query_scalar("SELECT schema_version FROM version_info WHERE version_info_id = 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+        if version != Some(schema::OPTUNA_SCHEMA_VERSION) {
+            return Err(schema_err(format!(
+                "version_info.schema_version is {version:?}, expected {}",
+                schema::OPTUNA_SCHEMA_VERSION
+            )));
+        }
+        let alembic: Option<String> = sqlx::query_scalar("SELECT version_num FROM alembic_version LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap_or(None);
+        if alembic.as_deref() != Some(schema::OPTUNA_ALEMBIC_HEAD) {
+            return Err(schema_err(format!(
+                "alembic_version is {alembic:?}, expected {:?} (Optuna 3.2 to 5.0); run `optuna storage upgrade` or use a new --db path",
+                schema::OPTUNA_ALEMBIC_HEAD
+            )));
+        }
+    }
+    for ddl in schema::MNIST_TABLES {
+        sqlx::query(ddl).execute(&mut *tx).await?;
+    }
+    let mnist_version: Option<String> = sqlx::query_scalar("SELECT value FROM mnist_meta WHERE key = 'schema_version'")
+        .fetch_optional(&mut *tx)
+        .await?;
+    match mnist_version.as_deref().map(i64::from_str) {
+        None => {
+            sqlx::query("INSERT INTO mnist_meta (key, value) VALUES ('schema_version', ?)")
+                .bind(schema::MNIST_SCHEMA_VERSION.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Some(Ok(v)) if v == schema::MNIST_SCHEMA_VERSION => {}
+        Some(other) => {
+            return Err(schema_err(format!(
+                "mnist_meta.schema_version is {other:?}, this coordinator understands {}",
+                schema::MNIST_SCHEMA_VERSION
+            )))
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! The domain: studies, trials, leases and workers, held in memory and written
+//! through to SQLite.
+//!
+//! [`Coordinator`] is the one object the RPC layer (and an embedding program
+//! such as `mnistctl tune`) talks to. Each operation takes the state lock,
+//! checks and applies the change in memory, queues the matching database ops
+//! (in order, still under the lock), releases the lock, and waits for the
+//! commit before answering. Samplers and pruners see the in-memory trials, so
+//! no SQL runs on the hot path except the writes.
+//!
+//! # Invariants
+//!
+//! 1. **A trial is completed at most once.** Only a RUNNING trial can finish,
+//!    and only through its live lease; a finished trial never changes state.
+//! 2. **A lease is renewed and used only by its holder.** Every call about a
+//!    trial carries the lease's fencing token; a token that is not the
+//!    trial's live, unexpired lease is refused with FAILED_PRECONDITION.
+//!    Tokens grow strictly and are never reused (even across restarts and
+//!    deletions), so an old token can never match a newer lease.
+//! 3. **Nothing acknowledged is lost.** An RPC answers only after its change
+//!    is committed; a commit survives `kill -9` of the coordinator.
+//! 4. **Running trials are reconciled through leases after a restart.** Each
+//!    stored lease is extended to at least now + `restart_grace`, so its
+//!    holder can carry on; a holder that does not come back loses the lease
+//!    to the reaper as usual.
+//! 5. **Ask is idempotent per (holder, slot).** While a holder's slot has a
+//!    live lease, asking again returns that same trial and token.
+//! 6. **Trial numbers are dense.** Trial `n` of a study is the `n`-th row;
+//!    re-queued trials keep their number, so a study with `n_trials = N` ends
+//!    with exactly N trials.
+
+mod model;
+mod studies;
+mod trials;
+mod view;
+mod workers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mnist_sampler::{Distribution, FrozenTrial, SearchSpace, TrialState};
+use tokio::sync::{broadcast, Notify};
+
+pub use model::{
+    direction_str, parse_trial_state, trial_state_str, Counts, HolderView, Lease, RetryPolicy, StudyConfig, StudyMem,
+    StudyState, TrialExtra,
+};
+pub use studies::NewStudy;
+pub use view::{
+    ArtifactTarget, AskOutcome, Assignment, DeviceInfo, FinishOutcome, HeartbeatOutcome, LeaseView, ReportOutcome,
+    SlotView, StudyView, TrialView, WorkerRegistration, WorkerView,
+};
+pub use trials::AskRequest;
+
+use crate::clock::{now_ms, parse_optuna_datetime};
+use crate::config::CoordinatorConfig;
+use crate::error::{CoordError, Result};
+use crate::events::{Event, EventHub, EventKind};
+use crate::storage::load::{StudyRow, TrialRow};
+use crate::storage::{Batch, Op, Storage, StorageHealth};
+
+/// Monotonic counters of ids, tokens and event numbers.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub next_study_id: i64,
+    pub next_trial_id: i64,
+    pub next_token: u64,
+    pub next_seq: u64,
+}
+
+impl Counters {
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+    fn seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+}
+
+/// A registered worker in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerMem {
+    pub id: String,
+    pub hostname: String,
+    pub devices: Vec<DeviceInfo>,
+    pub labels: BTreeMap<String, String>,
+    pub registered_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// Everything behind the state lock.
+#[derive(Debug, Default)]
+pub(crate) struct Inner {
+    pub studies: BTreeMap<i64, StudyMem>,
+    pub names: HashMap<String, i64>,
+    /// trial id -> (study id, number)
+    pub trial_index: HashMap<i64, (i64, u64)>,
+    /// (holder, slot) -> trial id of its live lease
+    pub holders: HashMap<(String, u32), i64>,
+    pub workers: BTreeMap<String, WorkerMem>,
+    pub ids: Counters,
+}
+
+/// The coordinator: owns the studies and their database.
+#[derive(Debug)]
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    inner: Mutex<Inner>,
+    storage: Storage,
+    hub: EventHub,
+    /// Signalled when new work may be available (long polls wait on it).
+    work: Notify,
+    /// Turns true when the server shuts down (ends long polls and watches).
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Coordinator {
+    /// Opens the database (creating it when missing), loads every study into
+    /// memory, and reconciles running trials through their leases.
+    pub async fn open(config: CoordinatorConfig) -> Result<Arc<Coordinator>> {
+        let hub = EventHub::new();
+        let (storage, snap) = Storage::open(&config.db_path, &config.storage, hub.clone()).await?;
+        let now = now_ms();
+        let grace_until = now + config.restart_grace.as_millis() as i64;
+        let mut inner = Inner {
+            ids: Counters {
+                next_study_id: snap.max_study_id + 1,
+                next_trial_id: snap.max_trial_id + 1,
+                next_token: (snap.max_lease_token as u64) + 1,
+                next_seq: (snap.max_event_seq as u64) + 1,
+            },
+            ..Default::default()
+        };
+        for name in &snap.foreign_studies {
+            tracing::warn!(study = %name, "the database holds a study this coordinator does not manage (no mnist_studies row); ignoring it");
+        }
+        let mut trials_by_study: HashMap<i64, Vec<TrialRow>> = HashMap::new();
+        for t in snap.trials {
+            trials_by_study.entry(t.study_id).or_default().push(t);
+        }
+        let mut orphans = Vec::new();
+        for row in &snap.studies {
+            let rows = trials_by_study.remove(&row.study_id).unwrap_or_default();
+            match build_study(row, rows, grace_until) {
+                Ok((study, unleased)) => {
+                    for (number, extra) in study.extra.iter().enumerate() {
+                        inner.trial_index.insert(extra.trial_id, (study.id, number as u64));
+                        if let Some(l) = &extra.lease {
+                            inner.holders.insert((l.holder.clone(), l.slot), extra.trial_id);
+                        }
+                    }
+                    orphans.extend(unleased.into_iter().map(|n| (study.id, n)));
+                    inner.names.insert(study.name.clone(), study.id);
+                    inner.studies.insert(study.id, study);
+                }
+                Err(e) => tracing::error!(study = %row.name, error = %e, "cannot load the study; it is left untouched in the database"),
+            }
+        }
+        for w in snap.workers {
+            inner.workers.insert(
+                w.worker_id.clone(),
+                WorkerMem {
+                    id: w.worker_id,
+                    hostname: w.hostname,
+                    devices: serde_json::from_str(&w.devices_json).unwrap_or_default(),
+                    labels: serde_json::from_str(&w.labels_json).unwrap_or_default(),
+                    registered_ms: w.registered_at_ms,
+                    last_seen_ms: w.last_seen_ms,
+                },
+            );
+        }
+        let coord = Arc::new(Coordinator {
+            config,
+            inner: Mutex::new(inner),
+            storage,
+            hub,
+            work: Notify::new(),
+            shutdown: tokio::sync::watch::channel(false).0,
+        });
+        // RUNNING trials without a stored lease cannot be reached by anyone:
+        // put them back in the queue (not counted as a retry).
+        if !orphans.is_empty() {
+            let pending = {
+                let mut g = coord.lock();
+                let mut batch = Batch::new();
+                for (sid, number) in orphans {
+                    trials::requeue_or_fail(&mut g, &mut batch, sid, number, "coordinator restarted and found no lease for the running trial", false, now);
+                }
+                coord.storage.writer().submit(batch)?
+            };
+            pending.wait().await?;
+        }
+        let n_studies = coord.lock().studies.len();
+        tracing::info!(db = %coord.config.db_path.display(), studies = n_studies, "coordinator state loaded");
+        Ok(coord)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// The database.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// A receiver that turns `Some(message)` once a database write failed for good.
+    pub fn storage_health(&self) -> StorageHealth {
+        self.storage.health()
+    }
+
+    /// Every committed event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.hub.subscribe()
+    }
+
+    /// The study id of a name.
+    pub fn study_id(&self, name: &str) -> Result<i64> {
+        let g = self.lock();
+        g.names.get(name).copied().ok_or_else(|| not_found_study(name))
+    }
+
+    /// Stored events of a study after `after` (see `WatchStudy`).
+    pub async fn events_after(&self, study_id: i64, after: u64, limit: u32) -> Result<Vec<Event>> {
+        Ok(self.storage.events_after(study_id, after, limit).await?)
+    }
+
+    /// Starts shutting down: long polls answer at once and watch streams end.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.work.notify_waiters();
+    }
+
+    /// True once [`Coordinator::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// A receiver that turns true on shutdown.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Flushes pending writes and closes the database.
+    pub async fn close(&self) {
+        self.begin_shutdown();
+        self.storage.close().await;
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough state for
+        // reads; writes are validated afresh, so recover the guard.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a batch (under the lock) and returns the commit to await.
+    pub(crate) fn submit(&self, batch: Batch) -> Result<crate::storage::Pending> {
+        Ok(self.storage.writer().submit(batch)?)
+    }
+
+    pub(crate) fn wake_workers(&self) {
+        self.work.notify_waiters();
+    }
+
+    pub(crate) fn work_notify(&self) -> &Notify {
+        &self.work
+    }
+}
+
+/// NOT_FOUND for a study name.
+pub(crate) fn not_found_study(name: &str) -> CoordError {
+    CoordError::NotFound(format!("no study named {name:?}; `mnistctl study list` shows the studies"))
+}
+
+/// Builds an event about `study` (and trial `number`), numbered from `ids`.
+pub(crate) fn make_event(
+    ids: &mut Counters,
+    study: &StudyMem,
+    kind: EventKind,
+    number: Option<u64>,
+    now: i64,
+) -> Event {
+    let trial = number.and_then(|n| study.trials.get(n as usize));
+    let extra = number.and_then(|n| study.extra.get(n as usize));
+    Event {
+        seq: ids.seq(),
+        kind,
+        study_id: study.id,
+        study_name: study.name.clone(),
+        time_ms: now,
+        trial_id: extra.map(|e| e.trial_id),
+        trial_number: number,
+        trial_state: trial.map(|t| t.state),
+        value: trial.and_then(|t| t.value),
+        step: None,
+        metrics: BTreeMap::new(),
+        message: String::new(),
+        counts: study.counts,
+        best_value: study.best_value(),
+        best_trial_number: study.best,
+        study_state: study.state,
+        n_trials: study.config.n_trials,
+        params: Vec::new(),
+        holder: None,
+    }
+}
+
+/// Rebuilds a study from its rows. Returns the study and the numbers of
+/// RUNNING trials that have no lease.
+fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::result::Result<(StudyMem, Vec<u64>), String> {
+    let config: StudyConfig = serde_json::from_str(&row.config_json).map_err(|e| format!("bad config_json: {e}"))?;
+    let space = SearchSpace::from_json_str(&config.search_space_json).map_err(|e| e.to_string())?;
+    let sampler = config.sampler.build().map_err(|e| e.to_string())?;
+    let pruner = config.pruner.build().map_err(|e| e.to_string())?;
+    let state = StudyState::parse(&row.state).ok_or_else(|| format!("unknown study state {:?}", row.state))?;
+    let mut study = StudyMem {
+        id: row.study_id,
+        name: row.name.clone(),
+        config,
+        space,
+        sampler,
+        pruner,
+        state,
+        end_reason: row.end_reason.clone(),
+        created_ms: row.created_at_ms,
+        started_ms: row.started_at_ms,
+        ended_ms: row.ended_at_ms,
+        trials: Vec::with_capacity(rows.len()),
+        extra: Vec::with_capacity(rows.len()),
+        waiting: Default::default(),
+        running: Default::default(),
+        counts: Counts::default(),
+        best: None,
+        exhausted: false,
+    };
+    let mut unleased = Vec::new();
+    for (i, t) in rows.into_iter().enumerate() {
+        if t.number != i as i64 {
+            return Err(format!("trial numbers are not dense: row {i} has number {}", t.number));
+        }
+        let state = parse_trial_state(&t.state).ok_or_else(|| format!("trial {} has unknown state {:?}", t.trial_id, t.state))?;
+        let mut ft = FrozenTrial::new(i as u64, state);
+        for (name, value, dist_json) in &t.params {
+            let dist = Distribution::from_optuna_json(dist_json).map_err(|e| format!("trial {}: {e}", t.trial_id))?;
+            ft.params.insert(name.clone(), *value);
+            ft.distributions.insert(name.clone(), dist);
+        }
+        if matches!(state, TrialState::Complete | TrialState::Pruned) {
+            ft.value = t.value;
+        }
+        for (step, v) in &t.intermediate {
+            ft.intermediate_values.insert((*step).max(0) as u64, *v);
+        }
+        let mut extra = TrialExtra {
+            trial_id: t.trial_id,
+            retries: t.mnist.retries.max(0) as u32,
+            enqueued: t.mnist.enqueued,
+            last_token: t.mnist.lease_token.map(|x| x as u64),
+            hostname: t.mnist.hostname.clone().unwrap_or_default(),
+            device: t.mnist.device.clone().unwrap_or_default(),
+            reason: t.mnist.reason.clone(),
+            start_ms: t.datetime_start.as_deref().and_then(parse_optuna_datetime),
+            complete_ms: t.datetime_complete.as_deref().and_then(parse_optuna_datetime),
+            params_stored: !t.params.is_empty(),
+            ..Default::default()
+        };
+        for (k, v) in &t.user_attrs {
+            if let Ok(x) = serde_json::from_str::<f64>(v) {
+                extra.metrics.insert(k.clone(), x);
+            }
+        }
+        for (k, v) in &t.system_attrs {
+            match k.as_str() {
+                "fail_reason" => {
+                    if extra.reason.is_none() {
+                        extra.reason = serde_json::from_str::<String>(v).ok();
+                    }
+                }
+                "fixed_params" => {
+                    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(v) {
+                        for (name, val) in map {
+                            let Some(dist) = study.space.get(&name) else { continue };
+                            let choice: mnist_sampler::Choice = serde_json::from_value(val).unwrap_or(mnist_sampler::Choice::None);
+                            if let Ok(internal) = dist.to_internal(&choice) {
+                                extra.fixed.insert(name, internal);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if state == TrialState::Running {
+            match (t.mnist.lease_token, &t.mnist.lease_holder) {
+                (Some(token), Some(holder)) => {
+                    extra.lease = Some(Lease {
+                        token: token as u64,
+                        holder: holder.clone(),
+                        slot: t.mnist.lease_slot.unwrap_or(0).max(0) as u32,
+                        expires_ms: t.mnist.lease_expires_ms.unwrap_or(0).max(grace_until),
+                    });
+                }
+                _ => unleased.push(i as u64),
+            }
+        }
+        study.push_trial(ft, extra);
+    }
+    study.recompute_best();
+    Ok((study, unleased))
+}
+
+/// Writes the study's mutable columns (state, limits, clock).
+pub(crate) fn update_study_op(study: &StudyMem) -> Op {
+    Op::UpdateStudy {
+        study_id: study.id,
+        state: study.state.as_str(),
+        end_reason: study.end_reason.clone(),
+        config_json: serde_json::to_string(&study.config).unwrap_or_default(),
+        started_at_ms: study.started_ms,
+        ended_at_ms: study.ended_ms,
+    }
+}

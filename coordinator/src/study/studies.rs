@@ -1,0 +1,459 @@
+//! Study management: create, read, stop, resume, delete, enqueue, and the
+//! trial queries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mnist_common::config::TrainConfig;
+use mnist_sampler::{Choice, Direction, FrozenTrial, PrunerConfig, SamplerConfig, SampleError, TrialState};
+use serde_json::{Map, Value};
+
+use super::model::{Counts, RetryPolicy, StudyConfig, StudyMem, StudyState, TrialExtra};
+use super::trials::maybe_finish;
+use super::view::{study_view, trial_view, StudyView, TrialView};
+use super::{make_event, not_found_study, update_study_op, Coordinator, Inner};
+use crate::clock::now_ms;
+use crate::error::{check_study_name, CoordError, Result};
+use crate::events::EventKind;
+use crate::space::{check_space_against_config, parse_space, SpaceSource};
+use crate::storage::{Batch, Op};
+
+/// Everything needed to create a study; empty/zero fields take the defaults
+/// documented on `StudySpec` in the proto.
+#[derive(Debug, Clone, Default)]
+pub struct NewStudy {
+    pub name: String,
+    /// `None`: maximize.
+    pub direction: Option<Direction>,
+    /// Empty: `val_accuracy`.
+    pub metric: String,
+    pub space: SpaceSource,
+    /// Empty: `tpe`.
+    pub sampler_kind: String,
+    /// `None`: a random seed, recorded.
+    pub sampler_seed: Option<u64>,
+    /// A JSON object of sampler options, or empty.
+    pub sampler_options: String,
+    /// Empty: `none`.
+    pub pruner_kind: String,
+    /// A JSON object of pruner options, or empty.
+    pub pruner_options: String,
+    pub n_trials: u32,
+    pub timeout_seconds: f64,
+    pub max_concurrency: u32,
+    /// `TrainConfig` JSON (any subset of fields), or empty.
+    pub base_config_json: String,
+    /// `None`: 2 retries, same parameters.
+    pub retry: Option<RetryPolicy>,
+}
+
+fn options_object(what: &str, text: &str) -> Result<Map<String, Value>> {
+    if text.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(CoordError::InvalidArgument(format!("{what} options must be a JSON object, got {other}"))),
+        Err(e) => Err(CoordError::InvalidArgument(format!("{what} options are not valid JSON: {e}"))),
+    }
+}
+
+/// Builds the sampler configuration from a kind, a seed and options.
+pub(crate) fn sampler_config(kind: &str, seed: Option<u64>, options: &str) -> Result<SamplerConfig> {
+    let mut obj = options_object("sampler", options)?;
+    let kind = match kind.trim().to_ascii_lowercase().as_str() {
+        "" | "tpe" => "tpe",
+        "random" => "random",
+        "grid" => "grid",
+        other => {
+            return Err(CoordError::InvalidArgument(format!("unknown sampler {other:?}; use tpe, random or grid")));
+        }
+    };
+    obj.insert("name".into(), Value::from(kind));
+    let seed = seed.or_else(|| obj.get("seed").and_then(Value::as_u64)).unwrap_or_else(|| rand::random::<u32>() as u64);
+    obj.insert("seed".into(), Value::from(seed));
+    let cfg = SamplerConfig::from_json(&Value::Object(obj).to_string())
+        .map_err(|e| CoordError::InvalidArgument(format!("bad {kind} sampler options: {e}")))?;
+    cfg.build().map_err(|e| CoordError::InvalidArgument(format!("bad {kind} sampler options: {e}")))?;
+    Ok(cfg)
+}
+
+/// Builds the pruner configuration from a kind and options.
+pub(crate) fn pruner_config(kind: &str, options: &str, study_name: &str) -> Result<PrunerConfig> {
+    let mut obj = options_object("pruner", options)?;
+    let kind = match kind.trim().to_ascii_lowercase().as_str() {
+        "" | "none" | "nop" => "nop",
+        "median" => "median",
+        "percentile" => "percentile",
+        "successive_halving" | "successive-halving" | "asha" => "successive_halving",
+        "hyperband" => "hyperband",
+        other => {
+            return Err(CoordError::InvalidArgument(format!(
+                "unknown pruner {other:?}; use none, median, percentile, successive_halving or hyperband"
+            )));
+        }
+    };
+    obj.insert("name".into(), Value::from(kind));
+    if kind == "hyperband" && !obj.contains_key("study_name") {
+        obj.insert("study_name".into(), Value::from(study_name));
+    }
+    let cfg = PrunerConfig::from_json(&Value::Object(obj).to_string())
+        .map_err(|e| CoordError::InvalidArgument(format!("bad {kind} pruner options: {e}")))?;
+    cfg.build().map_err(|e| CoordError::InvalidArgument(format!("bad {kind} pruner options: {e}")))?;
+    Ok(cfg)
+}
+
+/// Validates a new study and builds its configuration.
+fn study_config(spec: &NewStudy) -> Result<StudyConfig> {
+    check_study_name(&spec.name)?;
+    let space = parse_space(&spec.space).map_err(CoordError::InvalidArgument)?;
+    let base_config: TrainConfig = if spec.base_config_json.trim().is_empty() {
+        TrainConfig::default()
+    } else {
+        serde_json::from_str(&spec.base_config_json)
+            .map_err(|e| CoordError::InvalidArgument(format!("bad base training configuration JSON: {e}")))?
+    };
+    check_space_against_config(&space, &base_config).map_err(CoordError::InvalidArgument)?;
+    if !(spec.timeout_seconds.is_finite() && spec.timeout_seconds >= 0.0) {
+        return Err(CoordError::InvalidArgument(format!(
+            "timeout_seconds is {}; give a number of seconds >= 0 (0: no timeout)",
+            spec.timeout_seconds
+        )));
+    }
+    let metric = if spec.metric.trim().is_empty() { "val_accuracy".to_string() } else { spec.metric.trim().to_string() };
+    if metric.len() > 512 || metric.chars().any(char::is_control) {
+        return Err(CoordError::InvalidArgument("the metric name must be at most 512 characters without control characters".into()));
+    }
+    let direction = spec.direction.unwrap_or(Direction::Maximize);
+    let sampler = sampler_config(&spec.sampler_kind, spec.sampler_seed, &spec.sampler_options)?;
+    let pruner = pruner_config(&spec.pruner_kind, &spec.pruner_options, &spec.name)?;
+    // A first suggestion proves the sampler can handle the space (e.g. a grid
+    // over a continuous float needs explicit values).
+    if let Ok(s) = sampler.build() {
+        match s.sample(&space, &[], direction, 0) {
+            Ok(_) | Err(SampleError::GridExhausted { .. }) => {}
+            Err(e) => return Err(CoordError::InvalidArgument(format!("the sampler cannot sample this space: {e}"))),
+        }
+    }
+    Ok(StudyConfig {
+        direction,
+        metric,
+        search_space_json: space.to_json_string(),
+        sampler,
+        pruner,
+        n_trials: spec.n_trials,
+        timeout_seconds: spec.timeout_seconds,
+        max_concurrency: spec.max_concurrency,
+        base_config,
+        retry: spec.retry.unwrap_or_default(),
+    })
+}
+
+impl Coordinator {
+    /// Creates a study. With `load_if_exists`, an existing study of that name
+    /// is returned instead of ALREADY_EXISTS. Returns the study and whether
+    /// it was created.
+    pub async fn create_study(&self, spec: NewStudy, load_if_exists: bool) -> Result<(StudyView, bool)> {
+        let config = study_config(&spec)?;
+        let space = parse_space(&spec.space).map_err(CoordError::InvalidArgument)?;
+        let sampler = config.sampler.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        let pruner = config.pruner.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        let (view, pending) = {
+            let now = now_ms();
+            let mut g = self.lock();
+            let inner = &mut *g;
+            if let Some(id) = inner.names.get(&spec.name) {
+                if load_if_exists {
+                    return Ok((study_view(&inner.studies[id]), false));
+                }
+                return Err(CoordError::AlreadyExists(format!(
+                    "a study named {:?} already exists; pick another name, or delete it first (`mnistctl study delete {}`)",
+                    spec.name, spec.name
+                )));
+            }
+            let id = inner.ids.next_study_id;
+            inner.ids.next_study_id += 1;
+            let study = StudyMem {
+                id,
+                name: spec.name.clone(),
+                config,
+                space,
+                sampler,
+                pruner,
+                state: StudyState::Running,
+                end_reason: String::new(),
+                created_ms: now,
+                started_ms: now,
+                ended_ms: None,
+                trials: Vec::new(),
+                extra: Vec::new(),
+                waiting: Default::default(),
+                running: Default::default(),
+                counts: Counts::default(),
+                best: None,
+                exhausted: false,
+            };
+            let mut batch = Batch::new();
+            batch.push(Op::InsertStudy {
+                study_id: id,
+                name: study.name.clone(),
+                direction: super::direction_str(study.config.direction),
+                state: study.state.as_str(),
+                config_json: serde_json::to_string(&study.config).map_err(|e| CoordError::Internal(e.to_string()))?,
+                created_at_ms: now,
+                started_at_ms: now,
+            });
+            let ev = make_event(&mut inner.ids, &study, EventKind::StudyCreated, None, now);
+            batch.events.push(Arc::new(ev));
+            let view = study_view(&study);
+            inner.names.insert(study.name.clone(), id);
+            inner.studies.insert(id, study);
+            (view, self.submit(batch)?)
+        };
+        pending.wait().await?;
+        self.wake_workers();
+        tracing::info!(study = %view.name, id = view.id, "study created");
+        Ok((view, true))
+    }
+
+    /// One study.
+    pub fn get_study(&self, name: &str) -> Result<StudyView> {
+        check_study_name(name)?;
+        let g = self.lock();
+        let id = g.names.get(name).ok_or_else(|| not_found_study(name))?;
+        Ok(study_view(&g.studies[id]))
+    }
+
+    /// Every study, by id.
+    pub fn list_studies(&self) -> Vec<StudyView> {
+        let g = self.lock();
+        g.studies.values().map(study_view).collect()
+    }
+
+    /// Stops a RUNNING study (a no-op otherwise).
+    pub async fn stop_study(&self, name: &str, reason: &str) -> Result<StudyView> {
+        check_study_name(name)?;
+        let (view, pending) = {
+            let now = now_ms();
+            let mut g = self.lock();
+            let Inner { studies, names, ids, .. } = &mut *g;
+            let id = names.get(name).ok_or_else(|| not_found_study(name))?;
+            let study = studies.get_mut(id).ok_or_else(|| not_found_study(name))?;
+            let mut batch = Batch::new();
+            if study.state == StudyState::Running {
+                study.state = StudyState::Stopped;
+                study.end_reason = if reason.trim().is_empty() { "stopped by request".into() } else { format!("stopped: {}", reason.trim()) };
+                study.ended_ms = Some(now);
+                batch.push(update_study_op(study));
+                let mut ev = make_event(ids, study, EventKind::StudyStopped, None, now);
+                ev.message = study.end_reason.clone();
+                batch.events.push(Arc::new(ev));
+            }
+            (study_view(study), self.submit(batch)?)
+        };
+        pending.wait().await?;
+        Ok(view)
+    }
+
+    /// Resumes a STOPPED study, or a COMPLETE one whose limit the request
+    /// raises; optionally changes n_trials and the timeout (counted from now).
+    pub async fn resume_study(&self, name: &str, n_trials: Option<u32>, timeout_seconds: Option<f64>) -> Result<StudyView> {
+        check_study_name(name)?;
+        if let Some(t) = timeout_seconds {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(CoordError::InvalidArgument(format!("timeout_seconds is {t}; give seconds >= 0 (0: none)")));
+            }
+        }
+        let (view, pending) = {
+            let now = now_ms();
+            let mut g = self.lock();
+            let Inner { studies, names, ids, .. } = &mut *g;
+            let id = names.get(name).ok_or_else(|| not_found_study(name))?;
+            let study = studies.get_mut(id).ok_or_else(|| not_found_study(name))?;
+            if let Some(n) = n_trials {
+                if n != 0 && (n as usize) < study.trials.len() {
+                    return Err(CoordError::FailedPrecondition(format!(
+                        "n_trials = {n} is below the {} trials study {name:?} already has",
+                        study.trials.len()
+                    )));
+                }
+            }
+            let old = (study.config.n_trials, study.config.timeout_seconds);
+            if let Some(n) = n_trials {
+                study.config.n_trials = n;
+            }
+            if let Some(t) = timeout_seconds {
+                study.config.timeout_seconds = t;
+            }
+            let limit_left = (study.config.n_trials == 0 || study.counts.finished() < study.config.n_trials) && !study.exhausted;
+            if study.state == StudyState::Complete && !limit_left {
+                (study.config.n_trials, study.config.timeout_seconds) = old;
+                return Err(CoordError::FailedPrecondition(format!(
+                    "study {name:?} is COMPLETE ({}); pass a larger n_trials to continue it",
+                    study.end_reason
+                )));
+            }
+            let mut batch = Batch::new();
+            if study.state != StudyState::Running {
+                study.state = StudyState::Running;
+                study.end_reason.clear();
+                study.ended_ms = None;
+            }
+            study.started_ms = now;
+            batch.push(update_study_op(study));
+            let ev = make_event(ids, study, EventKind::StudyResumed, None, now);
+            batch.events.push(Arc::new(ev));
+            maybe_finish(study, ids, &mut batch, now);
+            (study_view(study), self.submit(batch)?)
+        };
+        pending.wait().await?;
+        self.wake_workers();
+        Ok(view)
+    }
+
+    /// Deletes a study with its trials. A RUNNING study with trials in flight
+    /// needs `force`. Returns the number of trials deleted.
+    pub async fn delete_study(&self, name: &str, force: bool) -> Result<u32> {
+        check_study_name(name)?;
+        let (n, pending, dir) = {
+            let now = now_ms();
+            let mut g = self.lock();
+            let inner = &mut *g;
+            let id = *inner.names.get(name).ok_or_else(|| not_found_study(name))?;
+            {
+                let study = &inner.studies[&id];
+                if study.state == StudyState::Running && study.counts.running > 0 && !force {
+                    return Err(CoordError::FailedPrecondition(format!(
+                        "study {name:?} is RUNNING with {} trials in flight; stop it first (`mnistctl study stop {name}`) or delete with --force",
+                        study.counts.running
+                    )));
+                }
+            }
+            let Some(study) = inner.studies.remove(&id) else { return Err(not_found_study(name)) };
+            inner.names.remove(name);
+            for x in &study.extra {
+                inner.trial_index.remove(&x.trial_id);
+                if let Some(l) = &x.lease {
+                    inner.holders.remove(&(l.holder.clone(), l.slot));
+                }
+            }
+            let mut batch = Batch::new();
+            let ev = make_event(&mut inner.ids, &study, EventKind::StudyDeleted, None, now);
+            batch.events.push(Arc::new(ev));
+            batch.push(Op::DeleteStudy {
+                study_id: id,
+                event_seq_floor: inner.ids.next_seq as i64,
+                lease_token_floor: inner.ids.next_token as i64,
+            });
+            let dir = crate::artifacts::study_dir(&self.config().artifacts_root(), id);
+            (study.trials.len() as u32, self.submit(batch)?, dir)
+        };
+        pending.wait().await?;
+        if dir.exists() {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        }
+        tracing::info!(study = %name, trials = n, "study deleted");
+        Ok(n)
+    }
+
+    /// Adds a WAITING trial with fixed parameters (Optuna's `enqueue_trial`).
+    pub async fn enqueue_trial(&self, name: &str, params: Vec<(String, Choice)>) -> Result<TrialView> {
+        check_study_name(name)?;
+        let (view, pending) = {
+            let now = now_ms();
+            let mut g = self.lock();
+            let Inner { studies, names, ids, trial_index, .. } = &mut *g;
+            let sid = *names.get(name).ok_or_else(|| not_found_study(name))?;
+            let study = studies.get_mut(&sid).ok_or_else(|| not_found_study(name))?;
+            if study.state == StudyState::Complete {
+                return Err(CoordError::FailedPrecondition(format!(
+                    "study {name:?} is COMPLETE ({}); resume it with a larger n_trials first",
+                    study.end_reason
+                )));
+            }
+            if !study.can_create() {
+                return Err(CoordError::FailedPrecondition(format!(
+                    "study {name:?} already has all its n_trials = {} trials; resume it with a larger n_trials to add more",
+                    study.config.n_trials
+                )));
+            }
+            let mut fixed = BTreeMap::new();
+            let mut external = serde_json::Map::new();
+            for (pname, value) in &params {
+                let dist = study.space.get(pname).ok_or_else(|| {
+                    let known: Vec<&str> = study.space.params().map(|(n, _)| n).collect();
+                    CoordError::InvalidArgument(format!(
+                        "parameter {pname:?} is not in the search space of study {name:?} (its parameters: {})",
+                        known.join(", ")
+                    ))
+                })?;
+                let internal = dist
+                    .to_internal(value)
+                    .map_err(|e| CoordError::InvalidArgument(format!("parameter {pname:?}: {e}")))?;
+                if !dist.contains(internal) {
+                    return Err(CoordError::InvalidArgument(format!(
+                        "parameter {pname:?}: {value} is outside its distribution {}",
+                        dist.to_optuna_json()
+                    )));
+                }
+                fixed.insert(pname.clone(), internal);
+                external.insert(pname.clone(), serde_json::to_value(value).unwrap_or(Value::Null));
+            }
+            let trial_id = ids.next_trial_id;
+            ids.next_trial_id += 1;
+            let extra = TrialExtra { trial_id, enqueued: true, fixed, ..Default::default() };
+            let number = study.trials.len() as u64;
+            study.push_trial(FrozenTrial::new(number, TrialState::Waiting), extra);
+            trial_index.insert(trial_id, (sid, number));
+            let mut batch = Batch::new();
+            batch.push(Op::InsertTrial {
+                trial_id,
+                study_id: sid,
+                number: number as i64,
+                state: "WAITING",
+                datetime_start: None,
+                enqueued: true,
+                fixed_params_json: Some(Value::Object(external).to_string()),
+            });
+            let ev = make_event(ids, study, EventKind::TrialEnqueued, Some(number), now);
+            batch.events.push(Arc::new(ev));
+            let view = trial_view(study, number).ok_or_else(|| CoordError::Internal("trial vanished".into()))?;
+            (view, self.submit(batch)?)
+        };
+        pending.wait().await?;
+        self.wake_workers();
+        Ok(view)
+    }
+
+    /// Trials of a study by number, filtered by state, from a number, at most `limit` (0: all).
+    pub fn list_trials(&self, name: &str, states: &[TrialState], from_number: u64, limit: u32) -> Result<Vec<TrialView>> {
+        check_study_name(name)?;
+        let g = self.lock();
+        let id = g.names.get(name).ok_or_else(|| not_found_study(name))?;
+        let study = &g.studies[id];
+        let limit = if limit == 0 { usize::MAX } else { limit as usize };
+        Ok((from_number..study.trials.len() as u64)
+            .filter(|&n| states.is_empty() || states.contains(&study.trials[n as usize].state))
+            .take(limit)
+            .filter_map(|n| trial_view(study, n))
+            .collect())
+    }
+
+    /// One trial by study name and number.
+    pub fn get_trial(&self, name: &str, number: u64) -> Result<TrialView> {
+        check_study_name(name)?;
+        let g = self.lock();
+        let id = g.names.get(name).ok_or_else(|| not_found_study(name))?;
+        let study = &g.studies[id];
+        trial_view(study, number).ok_or_else(|| {
+            CoordError::NotFound(format!("study {name:?} has no trial number {number} (it has {} trials)", study.trials.len()))
+        })
+    }
+
+    /// One trial by id.
+    pub fn get_trial_by_id(&self, trial_id: i64) -> Result<TrialView> {
+        let g = self.lock();
+        let (sid, n) = super::trials::locate(&g, trial_id)?;
+        trial_view(&g.studies[&sid], n).ok_or_else(|| CoordError::NotFound(format!("no trial with id {trial_id}")))
+    }
+}

@@ -1,0 +1,152 @@
+//! Workers (registration, listing) and the bookkeeping side of artifacts
+//! (who may upload for a trial, and recording what was stored).
+
+use std::sync::Arc;
+
+use super::view::{holder_slots, ArtifactTarget, SlotView, WorkerRegistration, WorkerView};
+use super::{make_event, Coordinator, WorkerMem};
+use crate::clock::now_ms;
+use crate::error::{check_holder_id, CoordError, Result};
+use crate::events::EventKind;
+use crate::storage::{Batch, Op};
+
+impl Coordinator {
+    /// Registers a worker (or updates it when `worker_id` is known). Returns
+    /// its id and the trials it holds (after a worker restart).
+    pub async fn register_worker(&self, reg: WorkerRegistration) -> Result<(String, Vec<SlotView>)> {
+        let hostname = reg.hostname.trim().to_string();
+        if hostname.is_empty() || hostname.len() > 255 {
+            return Err(CoordError::InvalidArgument("the worker's hostname is empty or longer than 255 characters".into()));
+        }
+        if reg.devices.is_empty() {
+            return Err(CoordError::InvalidArgument("a worker needs at least one device (\"cpu\" or \"cuda:N\")".into()));
+        }
+        if reg.devices.len() > 1024 {
+            return Err(CoordError::InvalidArgument("a worker may register at most 1024 devices".into()));
+        }
+        for (i, d) in reg.devices.iter().enumerate() {
+            if d.name.trim().is_empty() {
+                return Err(CoordError::InvalidArgument(format!("device {i} has no name; use \"cpu\" or \"cuda:N\"")));
+            }
+        }
+        let id = if reg.worker_id.is_empty() { format!("w-{}", uuid::Uuid::new_v4().simple()) } else { reg.worker_id.clone() };
+        check_holder_id("the worker id", &id)?;
+        let (slots, pending) = {
+            let now = now_ms();
+            let mut g = self.lock();
+            let registered_ms = g.workers.get(&id).map(|w| w.registered_ms).unwrap_or(now);
+            let w = WorkerMem {
+                id: id.clone(),
+                hostname,
+                devices: reg.devices,
+                labels: reg.labels,
+                registered_ms,
+                last_seen_ms: now,
+            };
+            let mut batch = Batch::new();
+            batch.push(Op::UpsertWorker {
+                worker_id: id.clone(),
+                hostname: w.hostname.clone(),
+                devices_json: serde_json::to_string(&w.devices).unwrap_or_else(|_| "[]".into()),
+                labels_json: serde_json::to_string(&w.labels).unwrap_or_else(|_| "{}".into()),
+                registered_at_ms: registered_ms,
+                last_seen_ms: now,
+            });
+            g.workers.insert(id.clone(), w);
+            (holder_slots(&g, &id), self.submit(batch)?)
+        };
+        pending.wait().await?;
+        tracing::info!(worker = %id, "worker registered");
+        Ok((id, slots))
+    }
+
+    /// The workers, online ones first unless `include_offline`.
+    pub fn list_workers(&self, include_offline: bool) -> Vec<WorkerView> {
+        let now = now_ms();
+        let timeout = self.config().worker_timeout.as_millis() as i64;
+        let g = self.lock();
+        g.workers
+            .values()
+            .map(|w| {
+                let running = holder_slots(&g, &w.id);
+                WorkerView {
+                    id: w.id.clone(),
+                    hostname: w.hostname.clone(),
+                    devices: w.devices.clone(),
+                    labels: w.labels.clone(),
+                    registered_ms: w.registered_ms,
+                    last_seen_ms: w.last_seen_ms,
+                    online: now - w.last_seen_ms <= timeout || !running.is_empty(),
+                    running,
+                }
+            })
+            .filter(|w| include_offline || w.online)
+            .collect()
+    }
+
+    /// Checks that `token` is the latest lease of the trial (live, or ended
+    /// by completion) and says where its artifacts go.
+    pub fn authorize_artifact(&self, trial_id: i64, token: u64) -> Result<ArtifactTarget> {
+        let g = self.lock();
+        let (sid, n) = super::trials::locate(&g, trial_id)?;
+        let study = &g.studies[&sid];
+        let x = &study.extra[n as usize];
+        let t = &study.trials[n as usize];
+        if x.last_token != Some(token) {
+            return Err(CoordError::FailedPrecondition(format!(
+                "lease token {token} is not the latest lease of trial {n} of study {:?}; only its latest holder may upload artifacts",
+                study.name
+            )));
+        }
+        if t.state == mnist_sampler::TrialState::Waiting {
+            return Err(CoordError::FailedPrecondition(format!(
+                "trial {n} of study {:?} was re-queued (its lease was lost); its artifacts will come from the next attempt",
+                study.name
+            )));
+        }
+        Ok(ArtifactTarget {
+            study_id: sid,
+            study_name: study.name.clone(),
+            trial_id,
+            number: n,
+            dir: crate::artifacts::trial_dir(&self.config().artifacts_root(), sid, n),
+        })
+    }
+
+    /// Records a stored artifact (after the file is in place).
+    pub async fn record_artifact(
+        &self,
+        target: &ArtifactTarget,
+        name: &str,
+        path: &std::path::Path,
+        size: u64,
+        sha256: &str,
+        content_type: &str,
+    ) -> Result<()> {
+        let pending = {
+            let now = now_ms();
+            let mut g = self.lock();
+            let inner = &mut *g;
+            let study = inner.studies.get(&target.study_id).ok_or_else(|| {
+                CoordError::NotFound(format!("study {:?} was deleted during the upload", target.study_name))
+            })?;
+            let mut batch = Batch::new();
+            batch.push(Op::InsertArtifact {
+                study_id: target.study_id,
+                trial_id: target.trial_id,
+                name: name.to_string(),
+                path: path.display().to_string(),
+                size_bytes: size.min(i64::MAX as u64) as i64,
+                sha256: sha256.to_string(),
+                content_type: content_type.to_string(),
+                created_at_ms: now,
+            });
+            let mut ev = make_event(&mut inner.ids, study, EventKind::ArtifactStored, Some(target.number), now);
+            ev.message = name.to_string();
+            batch.events.push(Arc::new(ev));
+            self.submit(batch)?
+        };
+        pending.wait().await?;
+        Ok(())
+    }
+}

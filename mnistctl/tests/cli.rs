@@ -1,0 +1,150 @@
+//! `mnistctl train`, `predict` and `doctor` as a user runs them: the real
+//! binary, real data, real files; and every kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("MNIST_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mnist"))
+}
+
+fn mnistctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mnistctl"))
+        .args(args)
+        .env("MNIST_NO_PROGRESS", "1")
+        .env_remove("MNIST_DATA_DIR")
+        .env("MNIST_MIRRORS", "http://127.0.0.1:9/")
+        .output()
+        .expect("run mnistctl")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn assert_fails_with(args: &[&str], needle: &str) {
+    let o = mnistctl(args);
+    assert!(!o.status.success(), "{args:?} should fail");
+    let err = stderr(&o);
+    assert!(err.contains(needle), "{args:?}: expected {needle:?} in:\n{err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+}
+
+#[test]
+fn bad_training_flags_are_refused_with_the_flag_named() {
+    let d = data_dir();
+    let d = d.to_str().unwrap();
+    assert_fails_with(&["train", "--data-dir", d, "--learning-rate", "-0.1"], "--learning-rate");
+    assert_fails_with(&["train", "--data-dir", d, "--batch-size", "0"], "--batch-size");
+    assert_fails_with(&["train", "--data-dir", d, "--epochs", "0"], "--epochs");
+    assert_fails_with(&["train", "--data-dir", d, "--dropout-fc", "1.5"], "--dropout-fc");
+    assert_fails_with(&["train", "--data-dir", d, "--momentum", "nan"], "--momentum");
+    assert_fails_with(&["train", "--data-dir", d, "--batch-size", "abc"], "invalid value 'abc'");
+    assert_fails_with(&["train", "--data-dir", d, "--optimizer", "rmsprop"], "unknown optimizer");
+    assert_fails_with(&["train", "--data-dir", d, "--device", "tpu"], "unknown device \"tpu\"");
+    assert_fails_with(&["train", "--data-dir", d, "--device", "cuda:7"], "cuda:7 requested");
+    assert_fails_with(&["train", "--data-dir", d, "--train-limit", "100"], "--val-size");
+}
+
+#[test]
+fn missing_data_and_failed_download_are_clear_errors() {
+    let empty = tempfile::tempdir().unwrap();
+    let e = empty.path().to_str().unwrap();
+    assert_fails_with(&["train", "--data-dir", e, "--no-download"], "not found in");
+    // MNIST_MIRRORS points at a closed port: the download fails and says so.
+    assert_fails_with(&["train", "--data-dir", e], "could not download train-images-idx3-ubyte");
+    let o = mnistctl(&["doctor", "--data-dir", e]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("PROBLEM"), "{}", stdout(&o));
+}
+
+#[test]
+fn missing_or_bad_model_file_for_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.pt");
+    assert_fails_with(&["predict", "--model", missing.to_str().unwrap(), "0"], "model file not found");
+    let junk = dir.path().join("junk.pt");
+    std::fs::write(&junk, b"not a model").unwrap();
+    assert_fails_with(&["predict", "--model", junk.to_str().unwrap(), "0"], "not a TorchScript model");
+}
+
+#[test]
+fn doctor_reports_torch_and_the_data_set() {
+    let d = data_dir();
+    let o = mnistctl(&["doctor", "--data-dir", d.to_str().unwrap(), "-o", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["torch_version"].as_str().unwrap().starts_with("2.11.0"), "{v}");
+    assert_eq!(v["data_ok"], true);
+    assert_eq!(v["data"].as_array().unwrap().len(), 4);
+    assert!(v["cuda_available"].is_boolean());
+}
+
+#[test]
+fn train_then_predict_end_to_end() {
+    let d = data_dir();
+    let out = tempfile::tempdir().unwrap();
+    let o = mnistctl(&[
+        "train",
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "2000",
+        "--val-size",
+        "500",
+        "--test-limit",
+        "500",
+        "--output-dir",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("metrics.json")).unwrap()).unwrap();
+    let acc = m["test"]["accuracy"].as_f64().unwrap();
+    // The printed number is the saved number.
+    assert!(text.contains(&format!("test accuracy: {acc:.2}%")), "{text}");
+    for f in ["model.pt", "model.safetensors", "accuracy.png", "loss.png", "confusion_matrix.png", "predictions.png", "mlflow_model/MLmodel"] {
+        assert!(out.path().join(f).exists(), "{f}");
+    }
+
+    // Predict test images by index and a PNG made from test image 0, inverted
+    // (dark digit on white) to exercise the inversion.
+    let model = out.path().join("model.pt");
+    let grid = out.path().join("grid.png");
+    let data = mnist_common::mnist::load(&d).unwrap();
+    let png = out.path().join("digit.png");
+    let inverted: Vec<u8> = data.test.image(0).iter().map(|p| 255 - p).collect();
+    image::GrayImage::from_raw(28, 28, inverted).unwrap().save(&png).unwrap();
+    let o = mnistctl(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--output",
+        grid.to_str().unwrap(),
+        "0",
+        "1",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].starts_with("test[0]") && lines[2].starts_with("test[1]"), "{text}");
+    let digit_of = |line: &str| line.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(digit_of(lines[1]), digit_of(lines[3]), "the inverted PNG of test[0] predicts the same digit:\n{text}");
+    assert!(grid.is_file());
+
+    assert_fails_with(&["predict", "--model", model.to_str().unwrap(), "--data-dir", d.to_str().unwrap(), "10000"], "out of range");
+    assert_fails_with(&["predict", "--model", model.to_str().unwrap(), "missing.png"], "missing.png");
+}
