@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 /// Predict digits with a trained model.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  mnistctl predict 0 1 2 3            # test-set images 0..3\n  mnistctl predict my_digit.png       # a PNG (any size; dark-on-light is inverted)\n  mnistctl predict --model runs/a/model.pt 7 42 --output grid.png")]
+#[command(after_help = "Examples:\n  mnistctl predict 0 1 2 3            # test-set images 0..3\n  mnistctl predict my_digit.png       # a PNG (any size; dark-on-light is inverted)\n  mnistctl predict --model runs/a/model.pt 7 42 --grid grid.png")]
 pub struct PredictArgs {
     /// Test-set indices (0..9999) and/or PNG file paths.
     #[arg(required = true, value_name = "INDEX|PNG")]
@@ -22,9 +22,9 @@ pub struct PredictArgs {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Where to write the visualisation.
+    /// Where to write the visualisation (a grid of the inputs with their predictions).
     #[arg(long, default_value = "predictions.png")]
-    pub output: PathBuf,
+    pub grid: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -84,7 +84,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         .take(100)
         .map(|((px, p), l)| GridItem { pixels: px, label: *l, predicted: p.digit, probability: p.probability })
         .collect();
-    plots::prediction_grid(&args.output, &items).with_context(|| format!("writing {}", args.output.display()))?;
-    println!("wrote {}", args.output.display());
+    plots::prediction_grid(&args.grid, &items).with_context(|| format!("writing {}", args.grid.display()))?;
+    println!("wrote {}", args.grid.display());
     Ok(())
 }

@@ -131,7 +131,7 @@ fn train_then_predict_end_to_end() {
         model.to_str().unwrap(),
         "--data-dir",
         d.to_str().unwrap(),
-        "--output",
+        "--grid",
         grid.to_str().unwrap(),
         "0",
         "1",

@@ -365,3 +365,24 @@ fn tpe_improves_on_random_search_on_a_quadratic() {
     }
     assert!(tpe_wins >= 8, "TPE won {tpe_wins}/{total}");
 }
+
+#[test]
+fn invalid_spaces_are_errors_not_panics() {
+    let bad = [
+        Distribution::Float { low: 2.0, high: 1.0, log: false, step: None },
+        Distribution::Float { low: f64::NAN, high: 1.0, log: false, step: None },
+        Distribution::Float { low: 0.0, high: 1.0, log: true, step: None },
+        Distribution::Int { low: 5, high: 1, log: false, step: 1 },
+        Distribution::Int { low: 0, high: 10, log: false, step: 0 },
+        Distribution::Categorical { choices: vec![] },
+    ];
+    for d in bad {
+        let mut space = SearchSpace::new();
+        space.push("bad", d.clone());
+        let samplers: Vec<Box<dyn Sampler>> = vec![Box::new(RandomSampler::new(0)), Box::new(tpe(0, true, true)), Box::new(GridSampler::new(0))];
+        for s in &samplers {
+            let e = s.sample(&space, &[], Direction::Minimize, 0).expect_err("invalid space");
+            assert!(e.to_string().contains("bad"), "{d:?}: {e}");
+        }
+    }
+}

@@ -248,3 +248,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn extreme_pruner_settings_do_not_panic() {
+    let t = trial(3, TrialState::Running, &[(0, 1.0), (u64::MAX - 1, 2.0)]);
+    let all = completed(4, |i, s| (i + s) as f64, 3);
+    let pruners: Vec<Box<dyn Pruner>> = vec![
+        Box::new(HyperbandPruner { max_resource: Some(u64::MAX), reduction_factor: 2, ..HyperbandPruner::default() }),
+        Box::new(HyperbandPruner { min_resource: 0, max_resource: Some(1), reduction_factor: 0, ..HyperbandPruner::default() }),
+        Box::new(SuccessiveHalvingPruner { min_resource: Some(u64::MAX), reduction_factor: u64::MAX, min_early_stopping_rate: u32::MAX, bootstrap_count: u64::MAX }),
+        Box::new(MedianPruner { n_startup_trials: 0, n_warmup_steps: u64::MAX, interval_steps: 0, n_min_trials: 0 }),
+        Box::new(PercentilePruner { percentile: f64::NAN, n_startup_trials: 0, n_warmup_steps: 0, interval_steps: 0, n_min_trials: 0 }),
+    ];
+    for p in &pruners {
+        for dir in [Direction::Minimize, Direction::Maximize] {
+            let _ = p.should_prune(&t, &all, dir);
+        }
+    }
+}

@@ -60,7 +60,22 @@ impl Coordinator {
         Ok((id, slots))
     }
 
-    /// The workers, online ones first unless `include_offline`.
+    /// Checks that a worker is registered and has device `slot`.
+    pub fn check_worker_slot(&self, worker_id: &str, slot: u32) -> Result<()> {
+        let g = self.lock();
+        match g.workers.get(worker_id) {
+            None => Err(CoordError::NotFound(format!(
+                "worker {worker_id:?} is not registered; call RegisterWorker first (the coordinator's database may have been replaced)"
+            ))),
+            Some(w) if slot as usize >= w.devices.len() => Err(CoordError::InvalidArgument(format!(
+                "slot {slot} is out of range: worker {worker_id:?} registered {} device(s)",
+                w.devices.len()
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The workers (online ones only unless `include_offline`).
     pub fn list_workers(&self, include_offline: bool) -> Vec<WorkerView> {
         let now = now_ms();
         let timeout = self.config().worker_timeout.as_millis() as i64;

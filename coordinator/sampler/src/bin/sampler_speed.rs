@@ -1,6 +1,8 @@
 //! Speed benchmark helper: reads a study history (JSON file written by
 //! `bench/sampler/speed.py`), times one TPE suggestion on it several times and
-//! prints the timings as JSON. Usage: `sampler-speed HISTORY.json REPS`.
+//! prints the timings as JSON. Usage: `sampler-speed HISTORY.json REPS`, or
+//! `sampler-speed HISTORY.json serve`: then each line `REPS` on stdin gets one
+//! JSON line of timings, so the driver can interleave our rounds with Optuna's.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -27,7 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: sampler-speed HISTORY.json REPS".into());
     }
     let hist: History = serde_json::from_str(&std::fs::read_to_string(&args[1])?)?;
-    let reps: usize = args[2].parse()?;
+    let serve = args[2] == "serve";
+    let reps: usize = if serve { 0 } else { args[2].parse()? };
     let space = SearchSpace::from_json_str(&hist.space.to_string())?;
     let dists: BTreeMap<String, _> = space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
     let trials: Vec<FrozenTrial> = hist
@@ -43,20 +46,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let sampler = TpeSampler::new(TpeConfig { seed: 0, ..TpeConfig::default() });
-    let next = trials.len() as u64;
-    let mut times = Vec::with_capacity(reps);
-    let mut checksum = 0.0;
-    for r in 0..reps.max(1) {
-        let t0 = Instant::now();
-        let p = sampler.sample(&space, &trials, Direction::Minimize, next + r as u64)?;
-        times.push(t0.elapsed().as_secs_f64());
-        checksum += p.values().sum::<f64>();
+    let mut next = trials.len() as u64;
+    let mut run = |reps: usize| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let mut times = Vec::with_capacity(reps);
+        let mut checksum = 0.0;
+        for _ in 0..reps.max(1) {
+            let t0 = Instant::now();
+            let p = sampler.sample(&space, &trials, Direction::Minimize, next)?;
+            times.push(t0.elapsed().as_secs_f64());
+            checksum += p.values().sum::<f64>();
+            next += 1;
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        Ok(serde_json::json!({"median_s": sorted[sorted.len() / 2], "min_s": sorted[0], "times_s": times, "checksum": checksum}))
+    };
+    if serve {
+        use std::io::{BufRead, Write};
+        let stdin = std::io::stdin();
+        let mut out = std::io::stdout().lock();
+        for line in stdin.lock().lines() {
+            let reps: usize = line?.trim().parse()?;
+            writeln!(out, "{}", run(reps)?)?;
+            out.flush()?;
+        }
+    } else {
+        println!("{}", run(reps)?);
     }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    println!(
-        "{}",
-        serde_json::json!({"median_s": sorted[sorted.len() / 2], "min_s": sorted[0], "times_s": times, "checksum": checksum})
-    );
     Ok(())
 }

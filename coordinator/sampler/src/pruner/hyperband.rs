@@ -73,17 +73,17 @@ impl HyperbandPruner {
 
     /// The bracket of a trial number (0 when Hyperband is not initialised yet).
     pub fn bracket_of(&self, budgets: &[u64], trial_number: u64) -> usize {
-        let total: u64 = budgets.iter().sum();
+        let total: u64 = budgets.iter().fold(0u64, |a, b| a.saturating_add(*b));
         if total == 0 {
             return 0;
         }
         let h = crc32(format!("{}_{}", self.study_name, trial_number).as_bytes()) as u64;
-        let mut n = (h % total) as i64;
+        let mut n = h % total;
         for (b, budget) in budgets.iter().enumerate() {
-            n -= *budget as i64;
-            if n < 0 {
+            if n < *budget {
                 return b;
             }
+            n -= *budget;
         }
         budgets.len().saturating_sub(1)
     }

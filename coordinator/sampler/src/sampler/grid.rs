@@ -186,6 +186,7 @@ impl Sampler for GridSampler {
         _direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
+        super::check_space(space)?;
         let grid = self.build(space)?;
         let (finished, running) = Self::status(&grid, trials, Some(trial_number));
         let free = |i: usize| !finished[i] && !running[i];

@@ -21,6 +21,15 @@ use crate::error::SampleError;
 use crate::space::SearchSpace;
 use crate::trial::{Direction, FrozenTrial};
 
+/// Checks every distribution of a space the way Optuna accepts it (single-valued
+/// ranges allowed), so that no sampler works on NaN or inverted bounds.
+pub fn check_space(space: &SearchSpace) -> Result<(), SampleError> {
+    for (name, d) in space.params() {
+        d.check(name, true)?;
+    }
+    Ok(())
+}
+
 /// Suggests parameters for a new trial.
 pub trait Sampler: Send + Sync {
     /// Parameters (internal repr) for a new trial `trial_number`, given all trials so

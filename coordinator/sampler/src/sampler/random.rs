@@ -77,6 +77,7 @@ impl Sampler for RandomSampler {
         _direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
+        super::check_space(space)?;
         let mut rng = trial_rng(self.seed, trial_number, 1);
         Ok(space
             .params()

@@ -17,7 +17,7 @@ use super::parzen::{ParzenEstimator, ParzenParams};
 use crate::error::SampleError;
 use crate::rng::{trial_rng, Rng};
 use crate::sampler::{sample_random_param, Sampler};
-use crate::space::{Distribution, SearchSpace};
+use crate::space::{Choice, Distribution, SearchSpace};
 use crate::trial::{Direction, FrozenTrial, TrialState};
 
 /// TPE options; `Default` gives Optuna 5.0's defaults (with seed 0).
@@ -84,6 +84,50 @@ fn pruned_score(t: &FrozenTrial, direction: Direction) -> (f64, f64) {
     }
 }
 
+/// Indices (into `trials`, which must be in trial-number order) of the "below"
+/// and "above" groups, each in trial-number order, as Optuna's `_split_trials`
+/// splits them for one objective without constraints: the `n_below` best complete
+/// trials, then the best pruned trials by (last step, last value) to fill up;
+/// everything else (running trials included) is above. Ties keep trial order.
+fn split_indices(trials: &[&FrozenTrial], n_below: usize, direction: Direction) -> (Vec<usize>, Vec<usize>) {
+    let sign = if direction == Direction::Maximize { -1.0 } else { 1.0 };
+    let cmp = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
+        a.0.partial_cmp(&b.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+            .then(a.2.cmp(&b.2))
+    };
+    let mut complete: Vec<(f64, f64, usize)> = Vec::new();
+    let mut pruned: Vec<(f64, f64, usize)> = Vec::new();
+    for (i, t) in trials.iter().enumerate() {
+        if t.is_complete_with_value() {
+            complete.push((sign * t.value.unwrap_or(0.0), 0.0, i));
+        } else if t.state == TrialState::Pruned {
+            let (a, b) = pruned_score(t, direction);
+            pruned.push((a, b, i));
+        }
+    }
+    let mut is_below = vec![false; trials.len()];
+    let mut take = |v: &mut Vec<(f64, f64, usize)>, k: usize| -> usize {
+        let k = k.min(v.len());
+        if k > 0 {
+            // Only the k smallest are needed: a selection, not a full sort.
+            if k < v.len() {
+                v.select_nth_unstable_by(k - 1, cmp);
+            }
+            for e in &v[..k] {
+                is_below[e.2] = true;
+            }
+        }
+        k
+    };
+    let nc = take(&mut complete, n_below);
+    take(&mut pruned, n_below - nc);
+    let below = (0..trials.len()).filter(|i| is_below[*i]).collect();
+    let above = (0..trials.len()).filter(|i| !is_below[*i]).collect();
+    (below, above)
+}
+
 /// Splits trials into (below, above), each sorted by trial number, as Optuna's
 /// `_split_trials` does for one objective without constraints. `trials` should
 /// hold the complete, pruned and (with constant liar) running trials.
@@ -94,26 +138,22 @@ pub fn split_trials<'a>(
 ) -> (Vec<&'a FrozenTrial>, Vec<&'a FrozenTrial>) {
     let mut sorted: Vec<&FrozenTrial> = trials.to_vec();
     sorted.sort_by_key(|t| t.number);
-    let mut complete: Vec<&FrozenTrial> = sorted.iter().copied().filter(|t| t.is_complete_with_value()).collect();
-    let mut pruned: Vec<&FrozenTrial> = sorted.iter().copied().filter(|t| t.state == TrialState::Pruned).collect();
-    let running = sorted.iter().copied().filter(|t| t.state == TrialState::Running);
-    let key = |t: &FrozenTrial| t.value.unwrap_or(f64::NAN);
-    match direction {
-        Direction::Minimize => complete.sort_by(|a, b| key(a).total_cmp(&key(b))),
-        Direction::Maximize => complete.sort_by(|a, b| key(b).total_cmp(&key(a))),
+    let (b, a) = split_indices(&sorted, n_below, direction);
+    (b.iter().map(|i| sorted[*i]).collect(), a.iter().map(|i| sorted[*i]).collect())
+}
+
+/// Distribution equality, as `==` but cheaper on the common, equal case.
+fn same_distribution(a: &Distribution, b: &Distribution) -> bool {
+    match (a, b) {
+        (Distribution::Categorical { choices: x }, Distribution::Categorical { choices: y }) => {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|(p, q)| match (p, q) {
+                    (Choice::Str(p), Choice::Str(q)) => cmp_bytes(p.as_bytes(), q.as_bytes()).is_eq(),
+                    _ => p.same(q),
+                })
+        }
+        _ => a == b,
     }
-    pruned.sort_by(|a, b| {
-        let (sa, sb) = (pruned_score(a, direction), pruned_score(b, direction));
-        sa.0.total_cmp(&sb.0).then(sa.1.total_cmp(&sb.1))
-    });
-    let nc = n_below.min(complete.len());
-    let np = (n_below - nc).min(pruned.len());
-    let mut below: Vec<&FrozenTrial> = complete[..nc].iter().chain(&pruned[..np]).copied().collect();
-    let mut above: Vec<&FrozenTrial> =
-        complete[nc..].iter().chain(&pruned[np..]).copied().chain(running).collect();
-    below.sort_by_key(|t| t.number);
-    above.sort_by_key(|t| t.number);
-    (below, above)
 }
 
 /// A stored value usable as an observation of `d` (finite, inside the range).
@@ -128,56 +168,72 @@ fn usable(d: &Distribution, v: f64) -> bool {
     }
 }
 
-/// Looks up `sorted_names` (ascending) in a map with one merged walk over its
-/// keys (cheaper than one tree search per name); `None` if any name is missing.
-fn merge_lookup<'a, V>(map: &'a BTreeMap<String, V>, sorted_names: &[&str]) -> Option<Vec<&'a V>> {
+/// Byte-wise string order, inlined: parameter names are short, and a libc
+/// `memcmp` call per comparison costs more than the comparison itself.
+#[inline]
+fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Walks a map and the ascending `(position, name)` list together (one string
+/// comparison per step), calling `found(position, value)` for each name present.
+fn walk<V>(map: &BTreeMap<String, V>, sorted: &[(usize, &str)], mut found: impl FnMut(usize, &V)) {
     let mut it = map.iter();
-    let mut out = Vec::with_capacity(sorted_names.len());
-    'names: for name in sorted_names {
-        for (k, v) in it.by_ref() {
-            match k.as_str().cmp(name) {
-                std::cmp::Ordering::Less => continue,
+    let mut cur = it.next();
+    for (pos, name) in sorted {
+        while let Some((k, v)) = cur {
+            match cmp_bytes(k.as_bytes(), name.as_bytes()) {
+                std::cmp::Ordering::Less => cur = it.next(),
                 std::cmp::Ordering::Equal => {
-                    out.push(v);
-                    continue 'names;
+                    found(*pos, v);
+                    cur = it.next();
+                    break;
                 }
-                std::cmp::Ordering::Greater => return None,
+                std::cmp::Ordering::Greater => break,
             }
         }
-        return None;
     }
-    Some(out)
 }
 
-/// A group of parameters, with its names sorted for [`merge_lookup`].
-struct Group<'s> {
-    params: Vec<(&'s str, &'s Distribution)>,
-    /// Names in ascending order, and for each sorted position the index in `params`.
-    sorted: Vec<&'s str>,
-    position: Vec<usize>,
+/// The history read once: per considered trial (in trial-number order) the
+/// internal value of every space parameter (NaN when missing or unusable).
+struct Table<'a> {
+    trials: Vec<&'a FrozenTrial>,
+    /// Row-major `trials.len() × space.len()`, columns in space order.
+    values: Vec<f64>,
+    width: usize,
 }
 
-impl<'s> Group<'s> {
-    fn new(params: Vec<(&'s str, &'s Distribution)>) -> Self {
-        let mut idx: Vec<usize> = (0..params.len()).collect();
-        idx.sort_by(|a, b| params[*a].0.cmp(params[*b].0));
-        Group { sorted: idx.iter().map(|i| params[*i].0).collect(), position: idx, params }
-    }
-
-    /// Observation columns of the trials that have every parameter of the group.
-    fn observations(&self, trials: &[&FrozenTrial]) -> Vec<Vec<f64>> {
-        let mut cols = vec![Vec::with_capacity(trials.len()); self.params.len()];
-        let mut row = vec![0.0; self.params.len()];
-        'trials: for t in trials {
-            let Some(vals) = merge_lookup(&t.params, &self.sorted) else { continue };
-            for (v, pos) in vals.into_iter().zip(&self.position) {
-                if !usable(self.params[*pos].1, *v) {
-                    continue 'trials;
+impl<'a> Table<'a> {
+    fn new(trials: Vec<&'a FrozenTrial>, space: &[(&str, &Distribution)], sorted: &[(usize, &str)]) -> Self {
+        let width = space.len();
+        let mut values = vec![f64::NAN; trials.len() * width];
+        for (row, t) in values.chunks_mut(width.max(1)).zip(&trials) {
+            // One merged walk over the trial's sorted parameter names.
+            walk(&t.params, sorted, |pos, v| {
+                if usable(space[pos].1, *v) {
+                    row[pos] = *v;
                 }
-                row[*pos] = *v;
-            }
-            for (c, v) in cols.iter_mut().zip(&row) {
-                c.push(*v);
+            });
+        }
+        Table { trials, values, width }
+    }
+
+    /// Observation columns for `group` (space positions) from the rows `rows`,
+    /// keeping only trials that have every parameter of the group.
+    fn observations(&self, group: &[usize], rows: &[usize]) -> Vec<Vec<f64>> {
+        let mut cols = vec![Vec::with_capacity(rows.len()); group.len()];
+        for r in rows {
+            let row = &self.values[r * self.width..(r + 1) * self.width];
+            if group.iter().all(|g| !row[*g].is_nan()) {
+                for (c, g) in cols.iter_mut().zip(group) {
+                    c.push(row[*g]);
+                }
             }
         }
         cols
@@ -202,20 +258,19 @@ impl TpeSampler {
         }
     }
 
-    /// One TPE draw for a group of parameters.
+    /// One TPE draw for a group of parameters (positions in `space`).
     fn sample_group(
         &self,
-        group: &Group<'_>,
-        trials: &[&FrozenTrial],
-        n_finished: usize,
-        direction: Direction,
+        space: &[(&str, &Distribution)],
+        group: &[usize],
+        table: &Table<'_>,
+        split: &(Vec<usize>, Vec<usize>),
         rng: &mut Rng,
     ) -> Vec<f64> {
-        let (below, above) = split_trials(trials, gamma(n_finished), direction);
-        let dists: Vec<&Distribution> = group.params.iter().map(|(_, d)| *d).collect();
+        let dists: Vec<&Distribution> = group.iter().map(|g| space[*g].1).collect();
         let pp = self.parzen_params();
-        let mpe_below = ParzenEstimator::new(&group.observations(&below), &dists, &pp);
-        let mpe_above = ParzenEstimator::new(&group.observations(&above), &dists, &pp);
+        let mpe_below = ParzenEstimator::new(&table.observations(group, &split.0), &dists, &pp);
+        let mpe_above = ParzenEstimator::new(&table.observations(group, &split.1), &dists, &pp);
         let candidates = mpe_below.sample(rng, self.config.n_ei_candidates.max(1));
         let lb = mpe_below.log_pdf(&candidates);
         let la = mpe_above.log_pdf(&candidates);
@@ -240,73 +295,78 @@ impl Sampler for TpeSampler {
         direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
+        crate::sampler::check_space(space)?;
         let cfg = &self.config;
         let mut rng = trial_rng(cfg.seed, trial_number, 3);
-        let others: Vec<&FrozenTrial> = trials.iter().filter(|t| t.number != trial_number).collect();
-        let finished: Vec<&FrozenTrial> = others
+        let params: Vec<(&str, &Distribution)> = space.params().collect();
+        let mut sorted: Vec<(usize, &str)> = params.iter().enumerate().map(|(i, (n, _))| (i, *n)).collect();
+        sorted.sort_by(|a, b| a.1.cmp(b.1));
+
+        // Complete, pruned and (constant liar) running trials, in trial-number order.
+        let mut considered: Vec<&FrozenTrial> = trials
             .iter()
-            .copied()
-            .filter(|t| t.is_complete_with_value() || t.state == TrialState::Pruned)
-            .collect();
-        let considered: Vec<&FrozenTrial> = others
-            .iter()
-            .copied()
+            .filter(|t| t.number != trial_number)
             .filter(|t| {
                 t.is_complete_with_value()
                     || t.state == TrialState::Pruned
                     || (cfg.constant_liar && t.state == TrialState::Running)
             })
             .collect();
-        let n_finished = finished.len();
+        if !considered.windows(2).all(|w| w[0].number <= w[1].number) {
+            considered.sort_by_key(|t| t.number);
+        }
+        let n_finished = considered.iter().filter(|t| t.state != TrialState::Running).count();
         let startup = n_finished < cfg.n_startup_trials;
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
 
-        if cfg.multivariate && !startup && !finished.is_empty() {
-            // Optuna's intersection search space: parameters with the same distribution
-            // in every finished trial (checked with one merged walk per trial).
-            let mut keep: Vec<bool> = space.params().map(|(_, d)| !d.is_single()).collect();
-            let all = Group::new(space.params().collect());
-            for t in &finished {
-                let mut it = t.distributions.iter().peekable();
-                for (name, pos) in all.sorted.iter().zip(&all.position) {
-                    while it.next_if(|(k, _)| k.as_str() < *name).is_some() {}
-                    let same = match it.peek() {
-                        // (a trial without the value itself is skipped when observations are gathered)
-                        Some((k, d)) if k.as_str() == *name => **d == *all.params[*pos].1,
-                        _ => false,
-                    };
-                    if !same {
-                        keep[*pos] = false;
+        if !startup {
+            // Optuna's intersection search space: parameters with the same
+            // distribution in every finished trial (one merged walk per trial).
+            let mut keep: Vec<bool> = params.iter().map(|(_, d)| cfg.multivariate && !d.is_single()).collect();
+            if cfg.multivariate {
+                let mut seen = vec![false; params.len()];
+                for t in considered.iter().filter(|t| t.state != TrialState::Running) {
+                    seen.iter_mut().for_each(|x| *x = false);
+                    walk(&t.distributions, &sorted, |pos, d| {
+                        seen[pos] = true;
+                        if keep[pos] && !same_distribution(d, params[pos].1) {
+                            keep[pos] = false;
+                        }
+                    });
+                    for (k, s) in keep.iter_mut().zip(&seen) {
+                        *k &= *s;
                     }
                 }
             }
-            let group = Group::new(space.params().zip(&keep).filter(|(_, k)| **k).map(|(p, _)| p).collect());
-            if !group.params.is_empty() {
-                let values = self.sample_group(&group, &considered, n_finished, direction, &mut rng);
-                for ((n, _), v) in group.params.iter().zip(values) {
-                    out.insert(n.to_string(), v);
+            let table = Table::new(considered, &params, &sorted);
+            let split = split_indices(&table.trials, gamma(n_finished), direction);
+            let group: Vec<usize> = (0..params.len()).filter(|i| keep[*i]).collect();
+            if !group.is_empty() {
+                let values = self.sample_group(&params, &group, &table, &split, &mut rng);
+                for (g, v) in group.iter().zip(values) {
+                    out.insert(params[*g].0.to_string(), v);
                 }
             }
-        }
-        for (name, d) in space.params() {
-            if out.contains_key(name) {
-                continue;
+            // The rest one at a time (univariate TPE), as Optuna's sample_independent.
+            for (i, (name, d)) in params.iter().enumerate() {
+                if keep[i] {
+                    continue;
+                }
+                let v = if d.is_single() {
+                    d.single_value()
+                } else {
+                    self.sample_group(&params, &[i], &table, &split, &mut rng).first().copied().unwrap_or(f64::NAN)
+                };
+                out.insert(name.to_string(), v);
             }
-            let v = if d.is_single() {
-                d.single_value()
-            } else if startup {
-                sample_random_param(d, &mut rng)
-            } else {
-                self.sample_group(&Group::new(vec![(name, d)]), &considered, n_finished, direction, &mut rng)
-                    .first()
-                    .copied()
-                    .unwrap_or(f64::NAN)
-            };
-            out.insert(name.to_string(), v);
+        } else {
+            for (name, d) in &params {
+                out.insert(name.to_string(), sample_random_param(d, &mut rng));
+            }
         }
         // Never hand out NaN or a value outside the space, whatever the history.
-        for (name, d) in space.params() {
-            let bad = out.get(name).is_none_or(|v| !v.is_finite() || !usable(d, *v));
+        for (name, d) in &params {
+            let bad = out.get(*name).is_none_or(|v| !v.is_finite() || !usable(d, *v));
             if bad {
                 out.insert(name.to_string(), sample_random_param(d, &mut rng));
             }

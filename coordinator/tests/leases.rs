@@ -1,0 +1,370 @@
+//! Leases, fencing and the worker protocol, over real gRPC on loopback with a
+//! real SQLite file.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mnist_proto::v1 as pb;
+use tonic::Code;
+
+async fn trial(c: &mut Clients, id: i64) -> pb::Trial {
+    c.study
+        .get_trial(pb::GetTrialRequest { key: Some(pb::get_trial_request::Key::TrialId(id)) })
+        .await
+        .expect("get trial")
+        .into_inner()
+}
+
+/// Invariants 1 and 2: a lease that expires is reaped by the timer (nobody
+/// asks in between), the trial is re-queued, every late call with the old
+/// token is refused with FAILED_PRECONDITION, and the trial completes exactly
+/// once under its new lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_lease_is_requeued_and_late_calls_are_fenced() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_millis(600))).await;
+    create(&mut c, small_spec("fence", 1)).await;
+    let a = register(&mut c, "worker-a", 1).await;
+    let b = register(&mut c, "worker-b", 1).await;
+
+    let t1 = acquire(&mut c, &a, 0).await.expect("a trial");
+    let tok1 = t1.lease.as_ref().unwrap().token;
+    assert_eq!(t1.number, 0);
+    assert!(!t1.resumed);
+    // Worker A goes silent: the reaper (not an ask) re-queues the trial.
+    let requeued = eventually(15, || {
+        let mut c = c.clone();
+        async move {
+            let t = trial(&mut c, t1.trial_id).await;
+            (t.state == pb::TrialState::Waiting as i32).then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(requeued.retries, 1);
+    assert!(requeued.fail_reason.contains("lease expired"), "{}", requeued.fail_reason);
+
+    // Late calls on the expired lease are refused.
+    let e = c
+        .worker
+        .report_intermediate(pb::ReportIntermediateRequest { trial_id: t1.trial_id, lease_token: tok1, step: 0, value: 1.0, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: t1.trial_id, lease_token: tok1, value: Some(1.0), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: t1.trial_id, lease_token: tok1, worker_id: a.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // Worker B gets the same trial under a newer lease and completes it.
+    let t2 = acquire(&mut c, &b, 0).await.expect("the re-queued trial");
+    let tok2 = t2.lease.as_ref().unwrap().token;
+    assert_eq!((t2.trial_id, t2.number, t2.retries), (t1.trial_id, 0, 1));
+    assert!(tok2 > tok1, "tokens grow: {tok2} > {tok1}");
+    assert_eq!(t2.params.get("x"), t1.params.get("x"), "same parameters on retry by default");
+    // The old token is still refused while B holds the trial.
+    let e = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: t1.trial_id, lease_token: tok1, value: Some(1.0), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("not the current lease"), "{}", e.message());
+    let done = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest {
+            trial_id: t2.trial_id,
+            lease_token: tok2,
+            value: Some(0.5),
+            metrics: [("test_accuracy".to_string(), 0.9)].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("complete")
+        .into_inner();
+    assert!(done.is_best);
+    // Completed at most once: a second completion is refused.
+    let e = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: t2.trial_id, lease_token: tok2, value: Some(0.1), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("already COMPLETE"), "{}", e.message());
+
+    let s = c.study.get_study(pb::GetStudyRequest { name: "fence".into() }).await.unwrap().into_inner();
+    let counts = s.counts.unwrap();
+    assert_eq!((counts.complete, counts.running, counts.waiting), (1, 0, 0));
+    assert_eq!(s.state, pb::StudyState::Complete as i32);
+    let best = s.best_trial.unwrap();
+    assert_eq!((best.value, best.metrics.get("test_accuracy").copied()), (Some(0.5), Some(0.9)));
+    server.shutdown().await.unwrap();
+}
+
+/// Heartbeats keep a lease alive well past its length; running out of
+/// retries fails the trial with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_renew_and_retries_run_out() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_millis(500))).await;
+    let mut spec = small_spec("hb", 2);
+    spec.retry = Some(pb::RetryPolicy { max_retries: 0, fresh_params: false });
+    create(&mut c, spec).await;
+    let w = register(&mut c, "w", 2).await;
+    let t = acquire(&mut c, &w, 0).await.unwrap();
+    let tok = t.lease.unwrap().token;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let hb = c
+            .worker
+            .heartbeat(pb::HeartbeatRequest { trial_id: t.trial_id, lease_token: tok, worker_id: w.clone() })
+            .await
+            .expect("heartbeat")
+            .into_inner();
+        assert_eq!(hb.action, pb::HeartbeatAction::Continue as i32);
+    }
+    assert_eq!(trial(&mut c, t.trial_id).await.state, pb::TrialState::Running as i32);
+    // Slot 1 takes a trial and goes silent: no retries allowed, so it fails.
+    let t2 = acquire(&mut c, &w, 1).await.unwrap();
+    let failed = eventually(15, || {
+        let mut c = c.clone();
+        async move {
+            let t = trial(&mut c, t2.trial_id).await;
+            (t.state == pb::TrialState::Fail as i32).then_some(t)
+        }
+    })
+    .await;
+    assert!(failed.fail_reason.contains("no retries left"), "{}", failed.fail_reason);
+    server.shutdown().await.unwrap();
+}
+
+/// Invariant 5: asking again from the same (worker, slot) returns the same
+/// trial and token, also after re-registering and after a coordinator restart
+/// on the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_is_idempotent_per_worker_slot() {
+    let dir = tempdir();
+    let db = dir.path().join("s.db");
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    create(&mut c, small_spec("idem", 10)).await;
+    let w = register(&mut c, "gpu-box-1", 2).await;
+    let a = acquire(&mut c, &w, 0).await.unwrap();
+    let again = acquire(&mut c, &w, 0).await.unwrap();
+    assert_eq!((again.trial_id, again.lease.as_ref().unwrap().token), (a.trial_id, a.lease.as_ref().unwrap().token));
+    assert!(again.resumed);
+    let other = acquire(&mut c, &w, 1).await.unwrap();
+    assert_ne!(other.trial_id, a.trial_id);
+    // Generic ask/tell clients get the same guarantee.
+    let ask = |c: &mut Clients| {
+        let mut c = c.clone();
+        async move {
+            c.ask_tell
+                .ask(pb::AskRequest { study_name: "idem".into(), client_id: "py-client".into(), slot: 3, wait_ms: 0 })
+                .await
+                .unwrap()
+                .into_inner()
+                .trial
+                .unwrap()
+        }
+    };
+    let x = ask(&mut c).await;
+    let y = ask(&mut c).await;
+    assert_eq!(x.trial_id, y.trial_id);
+
+    // A restarted worker re-registers under its id and sees its trials.
+    let reg = c
+        .worker
+        .register_worker(pb::RegisterWorkerRequest {
+            worker_id: w.clone(),
+            hostname: "test-host".into(),
+            devices: vec![pb::Device { name: "cpu:0".into(), ..Default::default() }, pb::Device { name: "cpu:1".into(), ..Default::default() }],
+            labels: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut held: Vec<i64> = reg.running.iter().map(|s| s.trial_id).collect();
+    held.sort();
+    let mut expect = vec![a.trial_id, other.trial_id];
+    expect.sort();
+    assert_eq!(held, expect);
+
+    // A coordinator restart keeps the leases (reconciled through them).
+    server.shutdown().await.unwrap();
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    let back = acquire(&mut c, &w, 0).await.unwrap();
+    assert_eq!((back.trial_id, back.lease.as_ref().unwrap().token), (a.trial_id, a.lease.as_ref().unwrap().token));
+    assert!(back.resumed);
+    let done = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest {
+            trial_id: back.trial_id,
+            lease_token: back.lease.unwrap().token,
+            value: Some(1.0),
+            ..Default::default()
+        })
+        .await;
+    assert!(done.is_ok(), "{done:?}");
+    server.shutdown().await.unwrap();
+}
+
+/// Release re-queues at once without a retry; a retryable failure counts a
+/// retry; a non-retryable one fails the trial; stop answers STOP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_fail_and_stop() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
+    let mut spec = small_spec("rfs", 5);
+    spec.max_concurrency = 1;
+    create(&mut c, spec).await;
+    let w = register(&mut c, "w", 2).await;
+    let t = acquire(&mut c, &w, 0).await.unwrap();
+    // max_concurrency = 1: the second slot gets nothing, with a reason.
+    let idle = c
+        .worker
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 1, study_name: String::new(), wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(idle.trial.is_none());
+    assert!(idle.idle_reason.contains("max_concurrency"), "{}", idle.idle_reason);
+
+    let tok = t.lease.unwrap().token;
+    let r = c
+        .worker
+        .release_trial(pb::ReleaseTrialRequest { trial_id: t.trial_id, lease_token: tok, reason: "SIGTERM".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state, pb::TrialState::Waiting as i32);
+    let t = acquire(&mut c, &w, 1).await.unwrap();
+    assert_eq!(t.retries, 0, "a release is not a retry");
+    let f = c
+        .worker
+        .fail_trial(pb::FailTrialRequest { trial_id: t.trial_id, lease_token: t.lease.unwrap().token, reason: "CUDA OOM".into(), retryable: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((f.state, f.retries_left), (pb::TrialState::Waiting as i32, 1));
+    let t = acquire(&mut c, &w, 0).await.unwrap();
+    assert_eq!(t.retries, 1);
+    let f = c
+        .worker
+        .fail_trial(pb::FailTrialRequest { trial_id: t.trial_id, lease_token: t.lease.unwrap().token, reason: "bad config".into(), retryable: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(f.state, pb::TrialState::Fail as i32);
+
+    let t = acquire(&mut c, &w, 0).await.unwrap();
+    let s = c.study.stop_study(pb::StopStudyRequest { name: "rfs".into(), reason: "enough".into() }).await.unwrap().into_inner();
+    assert_eq!(s.state, pb::StudyState::Stopped as i32);
+    let hb = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: t.trial_id, lease_token: t.lease.as_ref().unwrap().token, worker_id: w.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hb.action, pb::HeartbeatAction::Stop as i32);
+    assert!(acquire(&mut c, &w, 1).await.is_none());
+    c.worker
+        .release_trial(pb::ReleaseTrialRequest { trial_id: t.trial_id, lease_token: t.lease.unwrap().token, reason: "stopped".into() })
+        .await
+        .unwrap();
+    let s = c.study.resume_study(pb::ResumeStudyRequest { name: "rfs".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(s.state, pb::StudyState::Running as i32);
+    let again = acquire(&mut c, &w, 1).await.unwrap();
+    assert_eq!(again.trial_id, t.trial_id, "the released trial runs again after resume");
+    server.shutdown().await.unwrap();
+}
+
+/// Reports are stored, the pruner answers, PRUNED takes the last value, and
+/// the event stream shows it all in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_prune_and_watch() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
+    let mut spec = small_spec("prune", 3);
+    spec.pruner = Some(pb::PrunerSpec {
+        kind: "median".into(),
+        options_json: r#"{"n_startup_trials": 1, "n_warmup_steps": 0}"#.into(),
+    });
+    create(&mut c, spec).await;
+    let mut events = c
+        .study
+        .watch_study(pb::WatchStudyRequest { name: "prune".into(), after_seq: Some(0), include_reports: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let w = register(&mut c, "w", 1).await;
+    // Trial 0 reports small losses and completes.
+    let t0 = acquire(&mut c, &w, 0).await.unwrap();
+    let tok0 = t0.lease.unwrap().token;
+    for (step, v) in [(0u64, 1.0), (1, 0.5), (2, 0.25)] {
+        let r = c
+            .worker
+            .report_intermediate(pb::ReportIntermediateRequest { trial_id: t0.trial_id, lease_token: tok0, step, value: v, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.prune);
+    }
+    c.worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: t0.trial_id, lease_token: tok0, value: Some(0.25), ..Default::default() })
+        .await
+        .unwrap();
+    // Trial 1 is much worse at step 1: the median pruner says prune.
+    let t1 = acquire(&mut c, &w, 0).await.unwrap();
+    let tok1 = t1.lease.unwrap().token;
+    let mut pruned = false;
+    for (step, v) in [(0u64, 10.0), (1, 9.0)] {
+        pruned = c
+            .worker
+            .report_intermediate(pb::ReportIntermediateRequest { trial_id: t1.trial_id, lease_token: tok1, step, value: v, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .prune;
+    }
+    assert!(pruned, "the median pruner prunes a trial far worse than the median");
+    let done = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest {
+            trial_id: t1.trial_id,
+            lease_token: tok1,
+            state: pb::TrialState::Pruned as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let tr = done.trial.unwrap();
+    assert_eq!((tr.state, tr.value), (pb::TrialState::Pruned as i32, Some(9.0)));
+
+    let mut kinds = Vec::new();
+    let mut last_seq = 0;
+    while kinds.len() < 10 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.message()).await.unwrap().unwrap().unwrap();
+        assert!(ev.seq > last_seq, "events are in order");
+        last_seq = ev.seq;
+        kinds.push(pb::EventKind::try_from(ev.kind).unwrap());
+    }
+    use pb::EventKind::*;
+    assert_eq!(
+        kinds,
+        vec![
+            StudyCreated, TrialStarted, TrialReported, TrialReported, TrialReported, TrialCompleted, TrialStarted, TrialReported,
+            TrialReported, TrialPruned
+        ]
+    );
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,188 @@
+//! Python Optuna 5.0.0 reads the coordinator's live database
+//! (`optuna.load_study(storage="sqlite:///…")`) and agrees with the gRPC API
+//! on the trials, their states, values, parameters and intermediate values,
+//! and on the best trial.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mnist_proto::v1 as pb;
+
+const PY: &str = r#"
+import json, sys, math
+import optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+s = optuna.load_study(study_name=sys.argv[2], storage="sqlite:///" + sys.argv[1])
+def f(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+out = {
+    "direction": s.direction.name,
+    "best_value": s.best_value,
+    "best_number": s.best_trial.number,
+    "best_params": s.best_params,
+    "trials": [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "intermediate": {str(k): f(v) for k, v in t.intermediate_values.items()},
+            "user_attrs": t.user_attrs,
+            "fail_reason": t.system_attrs.get("fail_reason"),
+            "has_start": t.datetime_start is not None,
+            "has_complete": t.datetime_complete is not None,
+            "distributions": {k: type(d).__name__ for k, d in t.distributions.items()},
+        }
+        for t in s.get_trials(deepcopy=False)
+    ],
+}
+print(json.dumps(out))
+"#;
+
+fn pv_json(p: &pb::ParamValue) -> serde_json::Value {
+    use pb::param_value::Kind;
+    match &p.kind {
+        Some(Kind::FloatValue(x)) => serde_json::json!(x),
+        Some(Kind::IntValue(i)) => serde_json::json!(i),
+        Some(Kind::StringValue(s)) => serde_json::json!(s),
+        Some(Kind::BoolValue(b)) => serde_json::json!(b),
+        _ => serde_json::Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optuna_reads_the_live_study() {
+    let Some(python) = python() else {
+        eprintln!("skipping: no Python venv with Optuna (set MNIST_PYTHON)");
+        return;
+    };
+    let dir = tempdir();
+    let db = dir.path().join("optuna.db");
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    // The default CNN space, TPE, 12 trials: 9 complete, 1 pruned, 1 failed, 1 running.
+    let mut spec = pb::StudySpec { name: "compat".into(), n_trials: 12, ..Default::default() };
+    spec.sampler = Some(pb::SamplerSpec { kind: "tpe".into(), seed: Some(3), options_json: r#"{"n_startup_trials": 4}"#.into() });
+    create(&mut c, spec).await;
+    c.study
+        .enqueue_trial(pb::EnqueueTrialRequest {
+            study_name: "compat".into(),
+            params: [
+                ("learning_rate".to_string(), pb::ParamValue { kind: Some(pb::param_value::Kind::FloatValue(0.01)) }),
+                ("batch_size".to_string(), pb::ParamValue { kind: Some(pb::param_value::Kind::IntValue(64)) }),
+            ]
+            .into(),
+        })
+        .await
+        .unwrap();
+    let w = register(&mut c, "py-compat", 1).await;
+    for i in 0..12u32 {
+        let t = acquire(&mut c, &w, 0).await.expect("a trial");
+        let tok = t.lease.as_ref().unwrap().token;
+        let lr = num(&t.params["learning_rate"]);
+        let acc = 0.99 - (lr.log10() + 2.0).powi(2) * 0.01 - num(&t.params["dropout_fc"]) * 0.001;
+        for step in 0..2u64 {
+            c.worker
+                .report_intermediate(pb::ReportIntermediateRequest {
+                    trial_id: t.trial_id,
+                    lease_token: tok,
+                    step,
+                    value: acc - 0.01 * (2 - step) as f64,
+                    metrics: [("val_loss".to_string(), 0.1)].into(),
+                })
+                .await
+                .unwrap();
+        }
+        match i {
+            5 => {
+                c.worker
+                    .complete_trial(pb::CompleteTrialRequest {
+                        trial_id: t.trial_id,
+                        lease_token: tok,
+                        state: pb::TrialState::Pruned as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+            7 => {
+                c.worker
+                    .fail_trial(pb::FailTrialRequest { trial_id: t.trial_id, lease_token: tok, reason: "diverged".into(), retryable: false })
+                    .await
+                    .unwrap();
+            }
+            11 => {} // left RUNNING
+            _ => {
+                c.worker
+                    .complete_trial(pb::CompleteTrialRequest {
+                        trial_id: t.trial_id,
+                        lease_token: tok,
+                        value: Some(acc),
+                        metrics: [("test_accuracy".to_string(), acc - 0.001)].into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    // While the coordinator runs (a live study), Optuna reads the file.
+    let out = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(PY)
+        .arg(&db)
+        .arg("compat")
+        .output()
+        .await
+        .expect("run python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let py: serde_json::Value = serde_json::from_slice(&out.stdout).expect("python printed JSON");
+
+    let study = c.study.get_study(pb::GetStudyRequest { name: "compat".into() }).await.unwrap().into_inner();
+    let best = study.best_trial.clone().unwrap();
+    assert_eq!(py["direction"], "MAXIMIZE");
+    assert_eq!(py["best_value"].as_f64(), best.value);
+    assert_eq!(py["best_number"].as_u64(), Some(best.number));
+    for (k, v) in &best.params {
+        assert_eq!(py["best_params"][k], pv_json(v), "best param {k}");
+    }
+    let trials = c
+        .study
+        .list_trials(pb::ListTrialsRequest { study_name: "compat".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .trials;
+    let pyt = py["trials"].as_array().unwrap();
+    assert_eq!(pyt.len(), trials.len());
+    assert_eq!(pyt.len(), 12);
+    for (t, p) in trials.iter().zip(pyt) {
+        let state = pb::TrialState::try_from(t.state).unwrap().as_str_name().trim_start_matches("TRIAL_STATE_").to_string();
+        assert_eq!(p["number"].as_u64(), Some(t.number));
+        assert_eq!(p["state"].as_str(), Some(state.as_str()), "trial {}", t.number);
+        assert_eq!(p["value"].as_f64(), t.value, "trial {}", t.number);
+        for (k, v) in &t.params {
+            assert_eq!(p["params"][k], pv_json(v), "trial {} param {k}", t.number);
+        }
+        assert_eq!(p["params"].as_object().unwrap().len(), t.params.len());
+        for (step, v) in &t.intermediate_values {
+            assert_eq!(p["intermediate"][step.to_string()].as_f64(), Some(*v));
+        }
+        assert_eq!(p["has_start"].as_bool(), Some(true));
+        assert_eq!(p["has_complete"].as_bool(), Some(t.state != pb::TrialState::Running as i32));
+        for (k, v) in &t.metrics {
+            assert_eq!(p["user_attrs"][k].as_f64(), Some(*v));
+        }
+    }
+    assert_eq!(pyt[0]["params"]["learning_rate"], serde_json::json!(0.01), "the enqueued trial ran first");
+    assert_eq!(pyt[0]["params"]["batch_size"], serde_json::json!(64));
+    assert_eq!(pyt[0]["distributions"]["batch_size"], "CategoricalDistribution");
+    assert_eq!(pyt[0]["distributions"]["learning_rate"], "FloatDistribution");
+    assert_eq!(pyt[0]["distributions"]["fc_width"], "IntDistribution");
+    assert_eq!(pyt[5]["state"], "PRUNED");
+    assert_eq!(pyt[7]["fail_reason"], "diverged");
+    assert_eq!(pyt[11]["state"], "RUNNING");
+    server.shutdown().await.unwrap();
+}
