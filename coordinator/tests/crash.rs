@@ -24,12 +24,14 @@ const CLIENTS: usize = 4;
 /// trial back after a restart, and records every completion the coordinator
 /// acknowledged.
 async fn client(id: usize, mut url: watch::Receiver<String>, acked: Arc<Mutex<BTreeMap<i64, f64>>>) {
-    let mut c = connect(&url.borrow_and_update().clone()).await;
+    let first = url.borrow_and_update().clone();
+    let mut c = connect(&first).await;
     let client_id = format!("crash-client-{id}");
     let mut held: Option<pb::TrialAssignment> = None;
     loop {
         if url.has_changed().unwrap_or(false) {
-            c = connect(&url.borrow_and_update().clone()).await;
+            let next = url.borrow_and_update().clone();
+            c = connect(&next).await;
         }
         let t = match held.clone() {
             Some(t) => t,

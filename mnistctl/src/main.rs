@@ -12,8 +12,10 @@
 //! for a failed command and 2 for bad usage (clap).
 
 mod cli;
+mod client;
 mod doctor;
 mod logging;
+mod output;
 mod predict;
 mod study;
 mod train;

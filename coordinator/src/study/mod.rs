@@ -38,7 +38,7 @@ mod workers;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mnist_sampler::{Distribution, FrozenTrial, SearchSpace, TrialState};
+use mnist_sampler::{Distribution, FrozenTrial, TrialState};
 use tokio::sync::{broadcast, Notify};
 
 pub use model::{
@@ -314,7 +314,8 @@ pub(crate) fn make_event(
 /// RUNNING trials that have no lease.
 fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::result::Result<(StudyMem, Vec<u64>), String> {
     let config: StudyConfig = serde_json::from_str(&row.config_json).map_err(|e| format!("bad config_json: {e}"))?;
-    let space = SearchSpace::from_json_str(&config.search_space_json).map_err(|e| e.to_string())?;
+    let space = config.search_space.clone();
+    space.validate().map_err(|e| e.to_string())?;
     let sampler = config.sampler.build().map_err(|e| e.to_string())?;
     let pruner = config.pruner.build().map_err(|e| e.to_string())?;
     let state = StudyState::parse(&row.state).ok_or_else(|| format!("unknown study state {:?}", row.state))?;

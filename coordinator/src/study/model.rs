@@ -92,8 +92,8 @@ impl Default for RetryPolicy {
 pub struct StudyConfig {
     pub direction: Direction,
     pub metric: String,
-    /// The search space in the user JSON format (parameter order kept).
-    pub search_space_json: String,
+    /// The search space (serialised as an ordered list of parameters).
+    pub search_space: SearchSpace,
     pub sampler: SamplerConfig,
     pub pruner: PrunerConfig,
     /// 0: unlimited.

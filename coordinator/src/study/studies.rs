@@ -138,7 +138,7 @@ fn study_config(spec: &NewStudy) -> Result<StudyConfig> {
     Ok(StudyConfig {
         direction,
         metric,
-        search_space_json: space.to_json_string(),
+        search_space: space,
         sampler,
         pruner,
         n_trials: spec.n_trials,
@@ -155,7 +155,7 @@ impl Coordinator {
     /// it was created.
     pub async fn create_study(&self, spec: NewStudy, load_if_exists: bool) -> Result<(StudyView, bool)> {
         let config = study_config(&spec)?;
-        let space = parse_space(&spec.space).map_err(CoordError::InvalidArgument)?;
+        let space = config.search_space.clone();
         let sampler = config.sampler.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let pruner = config.pruner.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let (view, pending) = {

@@ -170,9 +170,18 @@ fn usable(d: &Distribution, v: f64) -> bool {
 
 /// Byte-wise string order, inlined: parameter names are short, and a libc
 /// `memcmp` call per comparison costs more than the comparison itself.
+/// Eight bytes at a time (big-endian words compare like the bytes they hold).
 #[inline]
 fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    for (x, y) in a.iter().zip(b) {
+    let n = a.len().min(b.len());
+    let (mut ca, mut cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let (x, y) = (u64::from_be_bytes(x.try_into().unwrap_or([0; 8])), u64::from_be_bytes(y.try_into().unwrap_or([0; 8])));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
         if x != y {
             return x.cmp(y);
         }

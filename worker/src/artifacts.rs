@@ -1,0 +1,192 @@
+//! Uploading a finished trial's files to the coordinator (`UploadArtifact`,
+//! a client stream: the header, then the bytes in chunks), under the names
+//! the coordinator's artifact store and `mnistctl` expect:
+//!
+//! | name                       | file                                  |
+//! |----------------------------|---------------------------------------|
+//! | `metrics.json`             | every printed and plotted number       |
+//! | `plots/accuracy.png` ...   | the four plots                         |
+//! | `model/MLmodel`, `model/data/model.pth`, ... | the MLflow model directory |
+//! | `weights/model.safetensors`| the weights                            |
+
+use std::path::{Path, PathBuf};
+
+use mnist_proto::v1 as pb;
+use mnist_trainer::run::RunArtifacts;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::client::{CallError, Client};
+
+/// Bytes per upload message (the coordinator accepts up to 4 MiB).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Attempts per file while the coordinator is unreachable.
+const ATTEMPTS: u32 = 6;
+
+/// The files of a run, as (artifact name, local path), in upload order.
+pub fn files(a: &RunArtifacts) -> Vec<(String, PathBuf)> {
+    let mut out = vec![("metrics.json".to_string(), a.metrics.clone())];
+    for p in [&a.accuracy_plot, &a.loss_plot, &a.confusion_plot, &a.predictions_plot] {
+        if p.is_file() {
+            if let Some(n) = p.file_name() {
+                out.push((format!("plots/{}", n.to_string_lossy()), p.clone()));
+            }
+        }
+    }
+    let mut model = Vec::new();
+    walk(&a.mlflow_model, &a.mlflow_model, &mut model);
+    model.sort();
+    out.extend(model.into_iter().map(|(rel, p)| (format!("model/{rel}"), p)));
+    out.push(("weights/model.safetensors".to_string(), a.safetensors.clone()));
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            out.push((rel.join("/"), p));
+        }
+    }
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        Some("yaml") | Some("yml") => "application/yaml",
+        Some("txt") => "text/plain",
+        _ if name.ends_with("MLmodel") => "application/yaml",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Why an upload stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Reading the local file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The coordinator refused or stayed unreachable.
+    #[error("{name}: {source}")]
+    Call {
+        name: String,
+        #[source]
+        source: CallError,
+    },
+}
+
+/// The SHA-256 (hex) and size of a file.
+async fn digest(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), size))
+}
+
+/// Reads `path` into upload messages: the header, then the chunks.
+async fn messages(path: &Path, header: pb::ArtifactHeader) -> std::io::Result<Vec<pb::UploadArtifactRequest>> {
+    use pb::upload_artifact_request::Part;
+    let bytes = tokio::fs::read(path).await?;
+    let mut out = vec![pb::UploadArtifactRequest { part: Some(Part::Header(header)) }];
+    out.extend(bytes.chunks(CHUNK_BYTES).map(|c| pb::UploadArtifactRequest { part: Some(Part::Chunk(c.to_vec())) }));
+    Ok(out)
+}
+
+/// Uploads one file, retrying while the coordinator is unreachable.
+pub async fn upload_file(client: &Client, trial_id: i64, token: u64, name: &str, path: &Path) -> Result<u64, UploadError> {
+    let io = |source| UploadError::Io { path: path.to_path_buf(), source };
+    let (sha256, size) = digest(path).await.map_err(io)?;
+    let header = pb::ArtifactHeader {
+        trial_id,
+        lease_token: token,
+        name: name.to_string(),
+        size_bytes: Some(size),
+        sha256,
+        content_type: content_type(name).to_string(),
+    };
+    let msgs = messages(path, header).await.map_err(io)?;
+    let deadline = tokio::time::Instant::now() + client.backoff_span(ATTEMPTS);
+    client
+        .retry("UploadArtifact", None, Some(deadline), |c| {
+            let msgs = msgs.clone();
+            async move { c.worker().upload_artifact(tokio_stream::iter(msgs)).await }
+        })
+        .await
+        .map(|r| r.size_bytes)
+        .map_err(|source| UploadError::Call { name: name.to_string(), source })
+}
+
+/// Uploads every file of a run; stops at the first file the coordinator
+/// refuses for good. Returns the number of files and bytes stored.
+pub async fn upload_run(client: &Client, trial_id: i64, token: u64, run: &RunArtifacts) -> Result<(usize, u64), UploadError> {
+    let mut bytes = 0;
+    let list = files(run);
+    for (name, path) in &list {
+        bytes += upload_file(client, trial_id, token, name, path).await?;
+    }
+    Ok((list.len(), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let touch = |p: &Path| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        };
+        let a = RunArtifacts {
+            dir: d.to_path_buf(),
+            safetensors: d.join("model.safetensors"),
+            torchscript: d.join("model.pt"),
+            mlflow_model: d.join("mlflow_model"),
+            metrics: d.join("metrics.json"),
+            accuracy_plot: d.join("accuracy.png"),
+            loss_plot: d.join("loss.png"),
+            confusion_plot: d.join("confusion_matrix.png"),
+            predictions_plot: d.join("predictions.png"),
+        };
+        for p in [&a.safetensors, &a.metrics, &a.accuracy_plot, &a.loss_plot, &a.confusion_plot, &a.predictions_plot] {
+            touch(p);
+        }
+        touch(&a.mlflow_model.join("MLmodel"));
+        touch(&a.mlflow_model.join("data/model.pth"));
+        let names: Vec<String> = files(&a).into_iter().map(|(n, _)| n).collect();
+        for want in [
+            "metrics.json",
+            "plots/accuracy.png",
+            "plots/loss.png",
+            "plots/confusion_matrix.png",
+            "plots/predictions.png",
+            "model/MLmodel",
+            "model/data/model.pth",
+            "weights/model.safetensors",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        }
+        assert_eq!(content_type("model/MLmodel"), "application/yaml");
+    }
+}

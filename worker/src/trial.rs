@@ -1,0 +1,326 @@
+//! One trial from assignment to its end (the session): start the heartbeat
+//! task, train on a blocking thread with the reporting hook, then finish the
+//! trial the way its ending demands:
+//!
+//! | ending                         | call                                  |
+//! |--------------------------------|---------------------------------------|
+//! | trained all epochs             | `CompleteTrial(COMPLETE)`, then upload |
+//! | the pruner said stop           | `CompleteTrial(PRUNED)`               |
+//! | diverged / bad configuration   | `FailTrial(retryable = false)`        |
+//! | libtorch error (out of memory) | `FailTrial(retryable = true)`         |
+//! | the study was stopped          | `ReleaseTrial`                        |
+//! | worker shutting down           | `ReleaseTrial` at once                |
+//! | lease lost                     | nothing: drop it                      |
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mnist_common::config::TrainConfig;
+use mnist_proto::v1 as pb;
+use tokio::time::Instant;
+
+use crate::client::{cancelled, request, CallError};
+use crate::control::{Control, StopReason};
+use crate::objective::{final_metrics, Objective};
+use crate::reporter::Reporter;
+use crate::slot::SlotContext;
+use crate::training::{self, Finished, Job};
+
+/// How a trial ended, from this worker's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialEnd {
+    /// Completed with a value.
+    Complete,
+    /// Completed as PRUNED.
+    Pruned,
+    /// Failed (re-queued or not, as the coordinator decided).
+    Failed,
+    /// Given back (study stopped, or worker shutting down).
+    Released,
+    /// Dropped: the lease was lost, or the final call was refused.
+    Dropped,
+}
+
+/// A directory name for a study: keeps `[A-Za-z0-9._-]`, replaces the rest.
+fn safe_name(s: &str) -> String {
+    let t: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    if t.is_empty() || t.starts_with('.') {
+        format!("study_{t}")
+    } else {
+        t
+    }
+}
+
+/// Where a trial's artifacts are written locally.
+pub fn artifact_dir(work_dir: &std::path::Path, study: &str, number: u64) -> PathBuf {
+    work_dir.join(safe_name(study)).join(format!("trial-{number}"))
+}
+
+/// Decrements the live-training counter when the training thread ends.
+struct LiveGuard(Arc<std::sync::atomic::AtomicUsize>);
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs one assigned trial to its end.
+pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
+    let lease = a.lease.clone().unwrap_or_default();
+    let (trial_id, number, token) = (a.trial_id, a.number, lease.token);
+    tracing::info!(
+        study = %a.study_name,
+        trial = number,
+        device = %ctx.slot.info.name,
+        retries = a.retries,
+        resumed = a.resumed,
+        params = %crate::slot::params_text(&a.params),
+        "trial started"
+    );
+    let session = Session { ctx, trial_id, number, token };
+    let config: TrainConfig = match serde_json::from_str(&a.train_config_json) {
+        Ok(c) => c,
+        Err(e) => return session.fail(&format!("the trial's training configuration is not valid: {e}"), false).await,
+    };
+    if let Err(e) = config.validate() {
+        return session.fail(&format!("the trial's training configuration is not valid: {e}"), false).await;
+    }
+    let objective = match Objective::parse(&a.metric) {
+        Ok(o) => o,
+        Err(e) => return session.fail(&e, false).await,
+    };
+    let control = Arc::new(Control::default());
+    let heartbeat = tokio::spawn(crate::heartbeat::run(
+        ctx.shared.client.clone(),
+        trial_id,
+        token,
+        ctx.shared.worker_id.clone(),
+        Duration::from_millis(u64::from(lease.heartbeat_interval_ms.max(50))),
+        control.clone(),
+    ));
+    let _abort_heartbeat = AbortOnDrop(heartbeat);
+
+    let job = Job {
+        config,
+        device: ctx.slot.device,
+        data: ctx.data.clone(),
+        artifact_dir: artifact_dir(&ctx.shared.config.work_dir, &a.study_name, number),
+    };
+    let reporter = Reporter {
+        client: ctx.shared.client.clone(),
+        trial_id,
+        number,
+        token,
+        objective,
+        control: control.clone(),
+        last_value: None,
+    };
+    let handle = tokio::runtime::Handle::current();
+    let c2 = control.clone();
+    ctx.shared.live_trainings.fetch_add(1, Ordering::SeqCst);
+    let guard = LiveGuard(ctx.shared.live_trainings.clone());
+    let mut join = tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        let mut reporter = reporter;
+        let result = {
+            let mut hook = |m: &mnist_trainer::EpochMetrics| handle.block_on(reporter.report(m));
+            let want = || !c2.is_stopped();
+            training::run(&job, &mut hook, &want)
+        };
+        (result, reporter.last_value, job.artifact_dir)
+    });
+
+    // Wait for training, releasing at once on shutdown or a stopped study.
+    let mut shutdown = ctx.shared.shutdown.clone();
+    let mut stopped = control.subscribe();
+    let mut released = false;
+    let joined = loop {
+        tokio::select! {
+            r = &mut join => break r,
+            _ = cancelled(Some(&mut shutdown)) => {
+                control.stop(StopReason::Shutdown);
+                if matches!(control.reason(), Some(StopReason::LeaseLost(_))) || released {
+                    return if released { TrialEnd::Released } else { TrialEnd::Dropped };
+                }
+                // The training thread stops at its next epoch boundary; the
+                // trial goes back to the queue now.
+                return session.release("worker shutting down (SIGTERM or Ctrl-C)", true).await;
+            }
+            _ = cancelled(Some(&mut stopped)), if !released => {
+                if let Some(StopReason::StudyStopped(why)) = control.reason() {
+                    session.release(&format!("the study was stopped: {why}"), false).await;
+                    released = true;
+                } else {
+                    // Pruned or lease lost: the thread stops at this epoch's end.
+                    stopped = tokio::sync::watch::channel(false).1;
+                }
+            }
+        }
+    };
+    drop(_abort_heartbeat);
+    let (result, last_value, dir) = match joined {
+        Ok(r) => r,
+        Err(e) => {
+            if released {
+                return TrialEnd::Released;
+            }
+            return session.fail(&format!("the training thread panicked: {e}"), true).await;
+        }
+    };
+    match (control.reason(), result) {
+        (Some(StopReason::LeaseLost(_)), _) => TrialEnd::Dropped,
+        (Some(StopReason::StudyStopped(_)), _) | (Some(StopReason::Shutdown), _) => TrialEnd::Released,
+        (_, Err(e)) => session.fail(&e.to_string(), training::retryable(&e)).await,
+        (Some(StopReason::Pruned), Ok(fin)) => {
+            let metrics = final_metrics(&fin.epochs, &fin.test, fin.total_seconds);
+            session.complete(pb::TrialState::Pruned, last_value, metrics).await
+        }
+        (None, Ok(fin)) => session.finish(objective, fin, dir).await,
+    }
+}
+
+/// Aborts the heartbeat task when the trial ends, whichever way.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The calls that end a trial.
+struct Session<'a> {
+    ctx: &'a SlotContext,
+    trial_id: i64,
+    number: u64,
+    token: u64,
+}
+
+impl Session<'_> {
+    /// COMPLETE with the final metric, then upload the artifacts.
+    async fn finish(&self, objective: Objective, fin: Finished, dir: PathBuf) -> TrialEnd {
+        let value = match objective.final_value(&fin.epochs, &fin.test) {
+            Some(v) if !v.is_nan() => v,
+            other => return self.fail(&format!("the final value of the metric is {other:?}, not a number"), false).await,
+        };
+        let metrics = final_metrics(&fin.epochs, &fin.test, fin.total_seconds);
+        let end = self.complete(pb::TrialState::Complete, Some(value), metrics).await;
+        if end != TrialEnd::Complete {
+            return end;
+        }
+        match fin.artifacts {
+            Some(Ok(run)) => {
+                match crate::artifacts::upload_run(&self.ctx.shared.client, self.trial_id, self.token, &run).await {
+                    Ok((files, bytes)) => {
+                        tracing::info!(trial = self.number, files, bytes, "artifacts uploaded");
+                        if !self.ctx.shared.config.keep_artifacts {
+                            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                                tracing::debug!(dir = %dir.display(), "could not remove the local artifacts: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(trial = self.number, local = %dir.display(), "uploading the artifacts failed: {e}; the local copy is kept"),
+                }
+            }
+            Some(Err(e)) => tracing::warn!(trial = self.number, "writing the artifacts failed: {e}"),
+            None => {}
+        }
+        end
+    }
+
+    async fn complete(&self, state: pb::TrialState, value: Option<f64>, metrics: std::collections::HashMap<String, f64>) -> TrialEnd {
+        let req = pb::CompleteTrialRequest {
+            trial_id: self.trial_id,
+            lease_token: self.token,
+            value: value.filter(|v| !v.is_nan()),
+            state: state as i32,
+            metrics,
+        };
+        let mut cancel = self.ctx.shared.shutdown.clone();
+        let r = self
+            .ctx
+            .shared
+            .client
+            .retry("CompleteTrial", Some(&mut cancel), None, |c| {
+                let req = req.clone();
+                async move { c.worker().complete_trial(request(req, Duration::from_secs(30))).await }
+            })
+            .await;
+        match r {
+            Ok(resp) => {
+                let pruned = state == pb::TrialState::Pruned;
+                tracing::info!(
+                    trial = self.number,
+                    value = ?value,
+                    best = resp.is_best,
+                    "trial {}",
+                    if pruned { "pruned" } else { "complete" }
+                );
+                if pruned {
+                    TrialEnd::Pruned
+                } else {
+                    TrialEnd::Complete
+                }
+            }
+            Err(e) => {
+                tracing::warn!(trial = self.number, "completing the trial failed: {e}; dropping it");
+                TrialEnd::Dropped
+            }
+        }
+    }
+
+    async fn fail(&self, reason: &str, retryable: bool) -> TrialEnd {
+        tracing::warn!(trial = self.number, retryable, "trial failed: {reason}");
+        let req = pb::FailTrialRequest { trial_id: self.trial_id, lease_token: self.token, reason: reason.to_string(), retryable };
+        let mut cancel = self.ctx.shared.shutdown.clone();
+        let r = self
+            .ctx
+            .shared
+            .client
+            .retry("FailTrial", Some(&mut cancel), None, |c| {
+                let req = req.clone();
+                async move { c.worker().fail_trial(request(req, Duration::from_secs(30))).await }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(trial = self.number, "reporting the failure failed: {e}");
+        }
+        TrialEnd::Failed
+    }
+
+    /// Gives the trial back. On shutdown the call gets a few seconds only.
+    async fn release(&self, reason: &str, shutting_down: bool) -> TrialEnd {
+        let req = pb::ReleaseTrialRequest { trial_id: self.trial_id, lease_token: self.token, reason: reason.to_string() };
+        let deadline = shutting_down.then(|| Instant::now() + Duration::from_secs(5));
+        let r = self
+            .ctx
+            .shared
+            .client
+            .retry("ReleaseTrial", None, deadline, |c| {
+                let req = req.clone();
+                async move { c.worker().release_trial(request(req, Duration::from_secs(5))).await }
+            })
+            .await;
+        match r {
+            Ok(_) => tracing::info!(trial = self.number, %reason, "trial released"),
+            Err(CallError::Lost(s)) => tracing::info!(trial = self.number, "nothing to release: {}", s.message()),
+            Err(e) => tracing::warn!(trial = self.number, "releasing the trial failed: {e}; it is re-queued when its lease expires"),
+        }
+        TrialEnd::Released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn study_names_become_safe_directories() {
+        assert_eq!(safe_name("mnist-cnn"), "mnist-cnn");
+        assert_eq!(safe_name("a/b c"), "a_b_c");
+        assert_eq!(safe_name(".."), "study_..");
+        let d = artifact_dir(std::path::Path::new("runs"), "s 1", 3);
+        assert_eq!(d, PathBuf::from("runs/s_1/trial-3"));
+    }
+}
