@@ -78,11 +78,12 @@ class Net(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
-def evaluate(model, loader):
+def evaluate(model, loader, dev):
     model.eval()
     loss, correct, n = 0.0, 0, 0
     with torch.no_grad():
         for x, y in loader:
+            x, y = x.to(dev), y.to(dev)
             out = model(x)
             loss += F.nll_loss(out, y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
@@ -101,6 +102,7 @@ def main():
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--num-workers", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     full = Mnist(a.data_dir, True, a.train_limit)
@@ -110,23 +112,25 @@ def main():
     train_loader = DataLoader(train_set, batch_size=a.batch_size, shuffle=True, num_workers=a.num_workers)
     val_loader = DataLoader(val_set, batch_size=1000, num_workers=a.num_workers)
     test_loader = DataLoader(test_set, batch_size=1000, num_workers=a.num_workers)
-    model = Net()
+    dev = torch.device(a.device)
+    model = Net().to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
     epochs = []
     for epoch in range(1, a.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         for x, y in train_loader:
+            x, y = x.to(dev), y.to(dev)
             opt.zero_grad()
             loss = F.nll_loss(model(x), y)
             loss.backward()
             opt.step()
-        val_loss, val_acc = evaluate(model, val_loader)
+        val_loss, val_acc = evaluate(model, val_loader, dev)
         dt = time.perf_counter() - t0
         epochs.append({"epoch": epoch, "seconds": dt, "val_loss": val_loss, "val_accuracy": val_acc})
         print(json.dumps({"progress": epochs[-1]}), flush=True)
-    test_loss, test_acc = evaluate(model, test_loader)
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "epochs": epochs,
+    test_loss, test_acc = evaluate(model, test_loader, dev)
+    print(json.dumps({"torch": torch.__version__, "device": str(dev), "batch_size": a.batch_size, "threads": torch.get_num_threads(), "epochs": epochs,
                       "test_accuracy": test_acc, "test_loss": test_loss}))
 
 

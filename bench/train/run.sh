@@ -3,6 +3,7 @@
 # (bench/train/reference.py), side by side in one run, on the CPU, full data.
 #
 #   bash bench/train/run.sh [EPOCHS]        (default 5; the acceptance run)
+#   MNISTCTL=/path/to/mnistctl bash bench/train/run.sh   (skip the build)
 #
 # Prints seconds per epoch for each, their ratio (ours / reference), and each
 # one's test accuracy. Runs the two one after the other so they never share
@@ -13,8 +14,10 @@ source "$ROOT/scripts/env.sh"
 EPOCHS="${1:-5}"
 DATA="${MNIST_DATA_DIR:-$ROOT/../shared/data/mnist}"
 OUT="$(mktemp -d)"
-cargo build --release -q -p mnistctl
-MNISTCTL="$CARGO_TARGET_DIR/release/mnistctl"
+if [ -z "${MNISTCTL:-}" ]; then
+  cargo build --release -q -p mnistctl
+  MNISTCTL="$CARGO_TARGET_DIR/release/mnistctl"
+fi
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; torch $(python -c 'import torch;print(torch.__version__)')"
 echo "== ours: mnistctl train --device cpu --epochs $EPOCHS"
 MNIST_NO_PROGRESS=1 "$MNISTCTL" train --device cpu --epochs "$EPOCHS" --data-dir "$DATA" --no-download --output-dir "$OUT/ours" >"$OUT/ours.txt"

@@ -55,4 +55,6 @@ pub enum Command {
     },
     /// List the connected workers, their devices and current trials.
     Workers(crate::workers::WorkersArgs),
+    /// Tune on this machine: an embedded coordinator and a local worker per device (the seed's tune.py).
+    Tune(crate::tune::TuneArgs),
 }

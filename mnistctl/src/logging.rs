@@ -1,5 +1,6 @@
 //! Logging set-up: `tracing` to stderr, filtered by RUST_LOG or -v.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber. `verbose` counts -v flags.
@@ -13,6 +14,7 @@ pub fn init(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -19,6 +19,7 @@ mod output;
 mod predict;
 mod study;
 mod train;
+mod tune;
 mod trial;
 mod workers;
 
@@ -26,7 +27,11 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    logging::init(cli.global.verbose);
+    match &cli.command {
+        // `tune` logs above its progress bar.
+        cli::Command::Tune(_) => tune::init_logging(cli.global.verbose),
+        _ => logging::init(cli.global.verbose),
+    }
     let result = match cli.command {
         cli::Command::Train(args) => train::run(args),
         cli::Command::Predict(args) => predict::run(args),
@@ -34,6 +39,7 @@ fn main() {
         cli::Command::Study { cmd } => study::run(cmd, &cli.global),
         cli::Command::Trial { cmd } => trial::run(cmd, &cli.global),
         cli::Command::Workers(args) => workers::run(args, &cli.global),
+        cli::Command::Tune(args) => tune::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,0 +1,365 @@
+//! `mnistctl tune`: a whole study on this machine in one command (the
+//! seed's `python tune.py --n_trials 20`).
+//!
+//! It starts an embedded coordinator on loopback with the study database
+//! (`--storage`, Optuna's schema), creates the study (or resumes the one of
+//! that name in the database), runs an in-process worker with one slot per
+//! device, shows the progress with the best value so far, and prints the best
+//! trial with the place of its artifacts. Ctrl-C gives the running trials
+//! back and stops cleanly; running the same command again resumes.
+
+mod progress;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mnist_common::config::TrainConfig;
+use mnist_common::mnist;
+use mnist_coordinator::{server, ServerConfig};
+use mnist_proto::v1 as pb;
+use mnist_proto::v1::study_service_client::StudyServiceClient;
+use mnist_worker::{DeviceSelection, WorkerConfig};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+use crate::output::{fmt_num, opt_num, param_text};
+
+pub use progress::init_logging;
+
+/// Run a tuning study on this machine (coordinator and workers in one process).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  mnistctl tune                                   # 20 trials, TPE + median pruning, every GPU (else the CPU)
+  mnistctl tune --n-trials 8 --epochs 1 --train-limit 6000 --devices cpu   # a quick run
+  mnistctl tune --space space.toml --sampler random --pruner none --storage lr.db --study lr-sweep
+  mnistctl tune --listen 0.0.0.0:50051            # other machines may join: mnist-worker --coordinator http://HOST:50051
+
+Rerun the same command to resume an interrupted study. The database is an Optuna
+RDB storage: optuna.load_study(study_name=\"mnist-cnn\", storage=\"sqlite:///tune.db\").")]
+pub struct TuneArgs {
+    /// Number of trials; the study ends when this many have finished.
+    #[arg(long, default_value_t = 20)]
+    pub n_trials: u32,
+    /// The study name. A study of this name in --storage is resumed.
+    #[arg(long, default_value = "mnist-cnn")]
+    pub study: String,
+    /// The SQLite study database (created when missing). Uploaded artifacts
+    /// go next to it, in `<storage>.artifacts/`.
+    #[arg(long, default_value = "tune.db")]
+    pub storage: PathBuf,
+    /// Search space file, TOML (`.toml`) or JSON (`.json`). Default: the
+    /// built-in CNN space (learning_rate, momentum, batch_size, dropout_conv,
+    /// dropout_fc, fc_width, conv1_channels, conv2_channels).
+    #[arg(long)]
+    pub space: Option<PathBuf>,
+    /// Sampler: tpe, random or grid.
+    #[arg(long, default_value = "tpe")]
+    pub sampler: String,
+    /// Sampler seed. Default: drawn once and recorded with the study.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Pruner: median, percentile, successive_halving, hyperband or none.
+    #[arg(long, default_value = "median")]
+    pub pruner: String,
+    /// The metric to optimise: val_accuracy, val_loss, test_accuracy, test_loss, macro_f1, ...
+    #[arg(long, default_value = "val_accuracy")]
+    pub metric: String,
+    /// maximize or minimize the metric.
+    #[arg(long, value_enum, default_value_t = Direction::Maximize)]
+    pub direction: Direction,
+    /// Epochs per trial.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: i64,
+    /// Use only the first N training images per trial (quick runs).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images per trial (quick runs).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Training images held out for validation. Default: 5000, or a tenth of
+    /// --train-limit when that is smaller.
+    #[arg(long)]
+    pub val_size: Option<usize>,
+    /// Any other training setting for every trial, as KEY=VALUE (repeatable),
+    /// e.g. --base optimizer=adam --base weight_decay=1e-4.
+    #[arg(long = "base")]
+    pub base: Vec<String>,
+    /// Stop starting new trials after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Devices: all (every GPU, else the CPU), cpu, or a list such as cuda:0,cuda:1.
+    #[arg(long, default_value = "all")]
+    pub devices: DeviceSelection,
+    /// MNIST directory; missing files are downloaded and verified.
+    #[arg(long, env = mnist::DATA_DIR_ENV, default_value = mnist::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Where each trial's files are written before they are stored.
+    #[arg(long, default_value = "runs/tune")]
+    pub work_dir: PathBuf,
+    /// libtorch CPU threads. Default: libtorch's choice.
+    #[arg(long)]
+    pub torch_threads: Option<i32>,
+    /// Where the embedded coordinator listens. Default: a free loopback port.
+    /// Use e.g. 0.0.0.0:50051 to let workers on other machines join.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+/// The direction of the metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    Maximize,
+    Minimize,
+}
+
+/// The id of the in-process worker: fixed, so a rerun after a crash gets
+/// back the trials the previous run held.
+const WORKER_ID: &str = "tune-local";
+
+/// The base training configuration of every trial, as JSON, validated.
+fn base_config(a: &TuneArgs) -> anyhow::Result<String> {
+    let mut obj = serde_json::Map::new();
+    obj.insert("epochs".into(), json!(a.epochs));
+    if let Some(n) = a.train_limit {
+        obj.insert("train_limit".into(), json!(n));
+    }
+    if let Some(n) = a.test_limit {
+        obj.insert("test_limit".into(), json!(n));
+    }
+    let val = a.val_size.or_else(|| a.train_limit.map(|n| (n / 10).clamp(1, TrainConfig::default().val_size)));
+    if let Some(v) = val {
+        obj.insert("val_size".into(), json!(v));
+    }
+    for kv in &a.base {
+        let (k, v) = crate::study::key_value(kv)?;
+        obj.insert(k, v);
+    }
+    let text = Value::Object(obj).to_string();
+    let cfg: TrainConfig = serde_json::from_str(&text).with_context(|| format!("the training settings {text} are not valid"))?;
+    cfg.validate().map_err(|e| anyhow::anyhow!("invalid training setting {}: {}", e.field, e.message))?;
+    Ok(text)
+}
+
+fn space_source(path: &Option<PathBuf>) -> anyhow::Result<Option<pb::SearchSpaceSource>> {
+    use pb::search_space_source::Source;
+    let Some(p) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading the search space file {}", p.display()))?;
+    let json = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) || text.trim_start().starts_with('{');
+    Ok(Some(pb::SearchSpaceSource { source: Some(if json { Source::Json(text) } else { Source::Toml(text) }) }))
+}
+
+fn spec(a: &TuneArgs) -> anyhow::Result<pb::StudySpec> {
+    anyhow::ensure!(a.n_trials >= 1, "--n-trials must be at least 1");
+    if let Some(t) = a.timeout {
+        anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout must be a positive number of seconds, got {t}");
+    }
+    Ok(pb::StudySpec {
+        name: a.study.clone(),
+        direction: match a.direction {
+            Direction::Maximize => pb::Direction::Maximize,
+            Direction::Minimize => pb::Direction::Minimize,
+        } as i32,
+        metric: a.metric.clone(),
+        search_space: space_source(&a.space)?,
+        sampler: Some(pb::SamplerSpec { kind: a.sampler.clone(), seed: a.seed, options_json: String::new() }),
+        pruner: Some(pb::PrunerSpec { kind: a.pruner.clone(), options_json: String::new() }),
+        n_trials: a.n_trials,
+        timeout_seconds: a.timeout.unwrap_or(0.0),
+        base_config_json: base_config(a)?,
+        ..Default::default()
+    })
+}
+
+fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}
+
+/// Runs the study.
+pub fn run(args: TuneArgs) -> anyhow::Result<()> {
+    let spec = spec(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let result = rt.block_on(tune(args, spec));
+    // A training thread of a released trial may still be inside an epoch.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn tune(args: TuneArgs, spec: pb::StudySpec) -> anyhow::Result<()> {
+    let dir = args.data_dir.clone();
+    tokio::task::spawn_blocking(move || mnist::ensure_downloaded(&dir, &mnist::mirrors_from_env()))
+        .await
+        .context("downloading MNIST")?
+        .with_context(|| format!("getting MNIST into {}", args.data_dir.display()))?;
+
+    if let Some(parent) = args.storage.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut cfg = ServerConfig::new(args.listen, args.storage.clone());
+    cfg.coordinator.data_dir = Some(args.data_dir.clone());
+    let artifacts_root = cfg.coordinator.artifacts_root();
+    let running = server::start(cfg).await.with_context(|| format!("starting the coordinator on {}", args.storage.display()))?;
+    let url = running.url();
+    tracing::info!(url = %url, db = %args.storage.display(), "coordinator started");
+
+    let outcome = drive(&args, spec, &url, &artifacts_root).await;
+    running.shutdown().await.context("stopping the coordinator")?;
+    outcome
+}
+
+/// Creates or resumes the study, runs the worker with the progress display,
+/// and prints the result.
+async fn drive(args: &TuneArgs, spec: pb::StudySpec, url: &str, artifacts_root: &Path) -> anyhow::Result<()> {
+    let mut client = StudyServiceClient::connect(url.to_string()).await.context("connecting to the embedded coordinator")?;
+    let study = open_study(&mut client, spec, args.n_trials).await?;
+    if study.state != pb::StudyState::Running as i32 {
+        report(&mut client, &args.study, artifacts_root, false).await?;
+        return Ok(());
+    }
+
+    let mut events = client
+        .watch_study(pb::WatchStudyRequest { name: args.study.clone(), after_seq: None, include_reports: true })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let study = client.get_study(pb::GetStudyRequest { name: args.study.clone() }).await.map_err(status)?.into_inner();
+    let mut display = progress::Progress::new(&study);
+
+    let mut wcfg = WorkerConfig::new(url);
+    wcfg.devices = args.devices.clone();
+    wcfg.data_dir = args.data_dir.clone();
+    wcfg.worker_id = Some(WORKER_ID.into());
+    wcfg.study = Some(args.study.clone());
+    wcfg.work_dir = args.work_dir.clone();
+    wcfg.exit_when_idle = true;
+    wcfg.poll_wait = Duration::from_secs(1);
+    wcfg.torch_threads = args.torch_threads;
+    wcfg.labels = vec![("role".into(), "mnistctl tune".into())];
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut worker = tokio::spawn(mnist_worker::run(wcfg, stop_rx));
+
+    let mut interrupted = false;
+    let mut stream_open = true;
+    let worker_result = loop {
+        tokio::select! {
+            r = &mut worker => break r,
+            ev = events.message(), if stream_open => match ev {
+                Ok(Some(ev)) => {
+                    if display.event(&ev) {
+                        stream_open = false;
+                    }
+                }
+                _ => stream_open = false,
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                display.finish();
+                eprintln!("interrupted: giving the running trials back (Ctrl-C again to quit at once)");
+                stop.send_replace(true);
+                tokio::spawn(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    std::process::exit(130);
+                });
+            }
+        }
+    };
+    display.finish();
+    match worker_result {
+        Ok(Ok(summary)) => tracing::debug!(?summary, "the local worker finished"),
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context("the local worker stopped")),
+        Err(e) => bail!("the local worker failed: {e}"),
+    }
+    if interrupted {
+        let s = client.get_study(pb::GetStudyRequest { name: args.study.clone() }).await.map_err(status)?.into_inner();
+        let c = s.counts.unwrap_or_default();
+        println!(
+            "stopped: {} of {} trials finished; run the same command again to resume",
+            c.complete + c.pruned + c.fail,
+            s.spec.map(|x| x.n_trials).unwrap_or(0)
+        );
+        return Ok(());
+    }
+    report(&mut client, &args.study, artifacts_root, true).await
+}
+
+/// Creates the study, or loads the one of that name and makes it run again
+/// when it was stopped or needs more trials.
+async fn open_study(client: &mut StudyServiceClient<Channel>, spec: pb::StudySpec, n_trials: u32) -> anyhow::Result<pb::Study> {
+    let name = spec.name.clone();
+    let r = client
+        .create_study(pb::CreateStudyRequest { spec: Some(spec), load_if_exists: true })
+        .await
+        .map_err(status)
+        .with_context(|| format!("creating the study {name:?}"))?
+        .into_inner();
+    let study = r.study.context("the coordinator returned no study")?;
+    if r.created {
+        tracing::info!(study = %name, n_trials, "study created");
+        return Ok(study);
+    }
+    let stored = study.spec.clone().unwrap_or_default();
+    let c = study.counts.unwrap_or_default();
+    let finished = c.complete + c.pruned + c.fail;
+    tracing::info!(
+        study = %name,
+        finished,
+        n_trials = stored.n_trials,
+        "resuming the study found in the database (its stored search space, sampler and training settings are kept)"
+    );
+    let more = n_trials > stored.n_trials;
+    let stopped = study.state == pb::StudyState::Stopped as i32;
+    if stopped || (more && study.state == pb::StudyState::Complete as i32) || (more && study.state == pb::StudyState::Running as i32) {
+        let req = pb::ResumeStudyRequest { name: name.clone(), n_trials: more.then_some(n_trials), timeout_seconds: None };
+        return Ok(client.resume_study(req).await.map_err(status).with_context(|| format!("resuming the study {name:?}"))?.into_inner());
+    }
+    if n_trials < stored.n_trials {
+        tracing::warn!(study = %name, "the study keeps its n_trials of {} (--n-trials {n_trials} is smaller)", stored.n_trials);
+    }
+    Ok(study)
+}
+
+/// Prints the outcome and the best trial.
+async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_root: &Path, ran: bool) -> anyhow::Result<()> {
+    let s = client.get_study(pb::GetStudyRequest { name: name.into() }).await.map_err(status)?.into_inner();
+    let c = s.counts.unwrap_or_default();
+    let metric = s.spec.as_ref().map(|x| x.metric.clone()).unwrap_or_default();
+    let state = crate::output::study_state(s.state);
+    if !ran {
+        println!("study {name:?} is already {state} ({})", s.end_reason);
+    }
+    println!(
+        "study {name:?}: {} complete, {} pruned, {} failed{}",
+        c.complete,
+        c.pruned,
+        c.fail,
+        if s.end_reason.is_empty() { String::new() } else { format!(" ({})", s.end_reason) }
+    );
+    let Some(t) = s.best_trial else {
+        println!("no trial completed, so there is no best trial");
+        return Ok(());
+    };
+    println!();
+    println!("best trial: #{}  {metric} = {}", t.number, opt_num(t.value));
+    let mut params: Vec<_> = t.params.iter().collect();
+    params.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in params {
+        println!("  {k:<16} {}", param_text(v));
+    }
+    for k in ["test_accuracy", "test_loss", "macro_f1"] {
+        if let Some(v) = t.metrics.get(k) {
+            println!("  [{k}] {}", fmt_num(*v));
+        }
+    }
+    let dir = mnist_coordinator::artifacts::trial_dir(artifacts_root, s.study_id, t.number);
+    if dir.is_dir() {
+        println!();
+        println!("artifacts: {}", dir.display());
+        for (what, rel) in [("MLflow model", "model"), ("weights", "weights/model.safetensors"), ("plots", "plots"), ("metrics", "metrics.json")] {
+            if dir.join(rel).exists() {
+                println!("  {what:<13} {}", dir.join(rel).display());
+            }
+        }
+    }
+    Ok(())
+}
