@@ -218,6 +218,10 @@ impl Session<'_> {
                             if let Err(e) = std::fs::remove_dir_all(&dir) {
                                 tracing::debug!(dir = %dir.display(), "could not remove the local artifacts: {e}");
                             }
+                            // The study's folder too, once it is empty.
+                            if let Some(parent) = dir.parent() {
+                                let _ = std::fs::remove_dir(parent);
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(trial = self.number, local = %dir.display(), "uploading the artifacts failed: {e}; the local copy is kept"),

@@ -16,7 +16,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::pruner::{HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
+use crate::pruner::{
+    HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner,
+};
 use crate::sampler::{GridSampler, RandomSampler, Sampler, TpeConfig, TpeSampler};
 
 /// Which sampler a study uses, with its options.
@@ -37,8 +39,16 @@ impl Default for SamplerConfig {
     }
 }
 
-fn invalid(component: &'static str, option: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { component, option, message: message.into() }
+fn invalid(
+    component: &'static str,
+    option: &'static str,
+    message: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        component,
+        option,
+        message: message.into(),
+    }
 }
 
 impl SamplerConfig {
@@ -59,10 +69,18 @@ impl SamplerConfig {
             SamplerConfig::Grid(g) => Box::new(g.clone()),
             SamplerConfig::Tpe(c) => {
                 if c.n_ei_candidates == 0 {
-                    return Err(invalid("tpe sampler", "n_ei_candidates", "must be at least 1"));
+                    return Err(invalid(
+                        "tpe sampler",
+                        "n_ei_candidates",
+                        "must be at least 1",
+                    ));
                 }
                 if !(c.prior_weight.is_finite() && c.prior_weight >= 0.0) {
-                    return Err(invalid("tpe sampler", "prior_weight", format!("must be a finite number >= 0, got {}", c.prior_weight)));
+                    return Err(invalid(
+                        "tpe sampler",
+                        "prior_weight",
+                        format!("must be a finite number >= 0, got {}", c.prior_weight),
+                    ));
                 }
                 Box::new(TpeSampler::new(*c))
             }
@@ -99,51 +117,99 @@ impl PrunerConfig {
             PrunerConfig::Nop => Box::new(NopPruner),
             PrunerConfig::Median(m) => {
                 if m.interval_steps < 1 {
-                    return Err(invalid("median pruner", "interval_steps", "must be at least 1"));
+                    return Err(invalid(
+                        "median pruner",
+                        "interval_steps",
+                        "must be at least 1",
+                    ));
                 }
                 if m.n_min_trials < 1 {
-                    return Err(invalid("median pruner", "n_min_trials", "must be at least 1"));
+                    return Err(invalid(
+                        "median pruner",
+                        "n_min_trials",
+                        "must be at least 1",
+                    ));
                 }
                 Box::new(*m)
             }
             PrunerConfig::Percentile(p) => {
                 if !(0.0..=100.0).contains(&p.percentile) {
-                    return Err(invalid("percentile pruner", "percentile", format!("must be in [0, 100], got {}", p.percentile)));
+                    return Err(invalid(
+                        "percentile pruner",
+                        "percentile",
+                        format!("must be in [0, 100], got {}", p.percentile),
+                    ));
                 }
                 if p.interval_steps < 1 {
-                    return Err(invalid("percentile pruner", "interval_steps", "must be at least 1"));
+                    return Err(invalid(
+                        "percentile pruner",
+                        "interval_steps",
+                        "must be at least 1",
+                    ));
                 }
                 if p.n_min_trials < 1 {
-                    return Err(invalid("percentile pruner", "n_min_trials", "must be at least 1"));
+                    return Err(invalid(
+                        "percentile pruner",
+                        "n_min_trials",
+                        "must be at least 1",
+                    ));
                 }
                 Box::new(*p)
             }
             PrunerConfig::SuccessiveHalving(s) => {
                 if s.min_resource == Some(0) {
-                    return Err(invalid("successive halving pruner", "min_resource", "must be at least 1 (or left out for auto)"));
+                    return Err(invalid(
+                        "successive halving pruner",
+                        "min_resource",
+                        "must be at least 1 (or left out for auto)",
+                    ));
                 }
                 if s.reduction_factor < 2 {
-                    return Err(invalid("successive halving pruner", "reduction_factor", "must be at least 2"));
+                    return Err(invalid(
+                        "successive halving pruner",
+                        "reduction_factor",
+                        "must be at least 2",
+                    ));
                 }
                 if s.bootstrap_count > 0 && s.min_resource.is_none() {
-                    return Err(invalid("successive halving pruner", "bootstrap_count", "needs an explicit min_resource"));
+                    return Err(invalid(
+                        "successive halving pruner",
+                        "bootstrap_count",
+                        "needs an explicit min_resource",
+                    ));
                 }
                 Box::new(*s)
             }
             PrunerConfig::Hyperband(h) => {
                 if h.min_resource < 1 {
-                    return Err(invalid("hyperband pruner", "min_resource", "must be at least 1"));
+                    return Err(invalid(
+                        "hyperband pruner",
+                        "min_resource",
+                        "must be at least 1",
+                    ));
                 }
                 if h.reduction_factor < 2 {
-                    return Err(invalid("hyperband pruner", "reduction_factor", "must be at least 2"));
+                    return Err(invalid(
+                        "hyperband pruner",
+                        "reduction_factor",
+                        "must be at least 2",
+                    ));
                 }
                 if let Some(m) = h.max_resource {
                     if m < h.min_resource {
-                        return Err(invalid("hyperband pruner", "max_resource", format!("must be >= min_resource ({})", h.min_resource)));
+                        return Err(invalid(
+                            "hyperband pruner",
+                            "max_resource",
+                            format!("must be >= min_resource ({})", h.min_resource),
+                        ));
                     }
                 }
                 if h.bootstrap_count > 0 && h.max_resource.is_none() {
-                    return Err(invalid("hyperband pruner", "bootstrap_count", "needs an explicit max_resource"));
+                    return Err(invalid(
+                        "hyperband pruner",
+                        "bootstrap_count",
+                        "needs an explicit max_resource",
+                    ));
                 }
                 Box::new(h.clone())
             }

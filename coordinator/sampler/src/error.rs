@@ -14,9 +14,15 @@ pub enum SpaceError {
     LowAboveHigh { name: String, low: f64, high: f64 },
     /// A bound or step is NaN or infinite.
     #[error("parameter `{name}`: {what} must be a finite number, got {value}")]
-    NonFinite { name: String, what: &'static str, value: f64 },
+    NonFinite {
+        name: String,
+        what: &'static str,
+        value: f64,
+    },
     /// Log scale with a non-positive lower bound.
-    #[error("parameter `{name}`: log=true needs low > 0 (and low >= 1 for integers), got low={low}")]
+    #[error(
+        "parameter `{name}`: log=true needs low > 0 (and low >= 1 for integers), got low={low}"
+    )]
     LogNonPositive { name: String, low: f64 },
     /// Log scale together with a step.
     #[error("parameter `{name}`: log=true cannot be combined with a step (use step = 1 for integers, or drop the step)")]
@@ -26,7 +32,12 @@ pub enum SpaceError {
     NonPositiveStep { name: String, step: f64 },
     /// A step that does not divide `high - low`.
     #[error("parameter `{name}`: step {step} does not divide the range [{low}, {high}]; pick high = low + k*step")]
-    StepDoesNotDivide { name: String, low: f64, high: f64, step: f64 },
+    StepDoesNotDivide {
+        name: String,
+        low: f64,
+        high: f64,
+        step: f64,
+    },
     /// A categorical parameter without choices.
     #[error("parameter `{name}`: a categorical parameter needs at least one choice")]
     EmptyChoices { name: String },
@@ -41,10 +52,17 @@ pub enum SpaceError {
     EmptySpace,
     /// A value that cannot be represented in a distribution.
     #[error("value {value} is not valid for {distribution}: {reason}")]
-    InvalidValue { value: String, distribution: String, reason: String },
+    InvalidValue {
+        value: String,
+        distribution: String,
+        reason: String,
+    },
     /// A malformed TOML/JSON document or distribution entry.
     #[error("cannot parse {format}: {message}")]
-    Parse { format: &'static str, message: String },
+    Parse {
+        format: &'static str,
+        message: String,
+    },
 }
 
 /// A problem while sampling a new trial.
@@ -65,7 +83,11 @@ pub enum SampleError {
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ConfigError {
     #[error("invalid {component} option `{option}`: {message}")]
-    Invalid { component: &'static str, option: &'static str, message: String },
+    Invalid {
+        component: &'static str,
+        option: &'static str,
+        message: String,
+    },
     #[error("cannot parse configuration JSON: {0}")]
     Parse(String),
 }

@@ -44,7 +44,9 @@ pub mod trial;
 
 pub use config::{PrunerConfig, SamplerConfig};
 pub use error::{ConfigError, SampleError, SpaceError};
-pub use pruner::{HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
+pub use pruner::{
+    HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner,
+};
 pub use sampler::{GridSampler, RandomSampler, Sampler, TpeConfig, TpeSampler};
 pub use space::{Choice, Distribution, SearchSpace};
 pub use trial::{Direction, FrozenTrial, TrialState};

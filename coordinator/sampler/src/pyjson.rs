@@ -8,10 +8,18 @@ pub fn py_float(x: f64) -> String {
         return "NaN".to_string();
     }
     if x.is_infinite() {
-        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if x > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if x.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     // Rust's `{:e}` gives the shortest round-trip digits, like Python's repr.
     let s = format!("{:e}", x);
@@ -27,7 +35,11 @@ pub fn py_float(x: f64) -> String {
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
     let sign = if neg { "-" } else { "" };
     if !(-4..16).contains(&exp) {
-        let m = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits.clone() };
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits.clone()
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         return format!("{sign}{m}e{esign}{:02}", exp.abs());
     }
@@ -37,7 +49,11 @@ pub fn py_float(x: f64) -> String {
     } else if (point as usize) >= digits.len() {
         format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
     } else {
-        format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+        format!(
+            "{}.{}",
+            &digits[..point as usize],
+            &digits[point as usize..]
+        )
     };
     format!("{sign}{body}")
 }

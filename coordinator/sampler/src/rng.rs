@@ -31,5 +31,9 @@ pub fn uniform01(rng: &mut Rng) -> f64 {
 /// A uniform draw in `[low, high)`.
 pub fn uniform(rng: &mut Rng, low: f64, high: f64) -> f64 {
     let x = low + (high - low) * uniform01(rng);
-    if x.is_finite() { x } else { low }
+    if x.is_finite() {
+        x
+    } else {
+        low
+    }
 }

@@ -88,7 +88,13 @@ impl Choice {
     pub fn to_py_json(&self) -> String {
         match self {
             Choice::None => "null".into(),
-            Choice::Bool(b) => if *b { "true".into() } else { "false".into() },
+            Choice::Bool(b) => {
+                if *b {
+                    "true".into()
+                } else {
+                    "false".into()
+                }
+            }
             Choice::Int(i) => i.to_string(),
             Choice::Num(x) => py_float(*x),
             Choice::Str(s) => py_string(s),
@@ -104,12 +110,12 @@ impl Choice {
                 None => Choice::Num(n.as_f64().unwrap_or(f64::NAN)),
             },
             Value::String(s) => Choice::Str(s.clone()),
-            other => {
-                return Err(SpaceError::Parse {
-                    format: "distribution JSON",
-                    message: format!("parameter `{name}`: choice {other} is not a string, number, boolean or null"),
-                })
-            }
+            other => return Err(SpaceError::Parse {
+                format: "distribution JSON",
+                message: format!(
+                    "parameter `{name}`: choice {other} is not a string, number, boolean or null"
+                ),
+            }),
         })
     }
 }
@@ -169,7 +175,11 @@ fn finite(name: &str, what: &'static str, value: f64) -> Result<(), SpaceError> 
     if value.is_finite() {
         Ok(())
     } else {
-        Err(SpaceError::NonFinite { name: name.to_string(), what, value })
+        Err(SpaceError::NonFinite {
+            name: name.to_string(),
+            what,
+            value,
+        })
     }
 }
 
@@ -179,7 +189,12 @@ impl Distribution {
     pub fn check(&self, name: &str, allow_single: bool) -> Result<(), SpaceError> {
         let n = || name.to_string();
         match self {
-            Distribution::Float { low, high, log, step } => {
+            Distribution::Float {
+                low,
+                high,
+                log,
+                step,
+            } => {
                 finite(name, "low", *low)?;
                 finite(name, "high", *high)?;
                 if let Some(s) = step {
@@ -188,41 +203,79 @@ impl Distribution {
                         return Err(SpaceError::LogWithStep { name: n() });
                     }
                     if *s <= 0.0 {
-                        return Err(SpaceError::NonPositiveStep { name: n(), step: *s });
+                        return Err(SpaceError::NonPositiveStep {
+                            name: n(),
+                            step: *s,
+                        });
                     }
                 }
                 if low > high {
-                    return Err(SpaceError::LowAboveHigh { name: n(), low: *low, high: *high });
+                    return Err(SpaceError::LowAboveHigh {
+                        name: n(),
+                        low: *low,
+                        high: *high,
+                    });
                 }
                 if low == high && !allow_single {
-                    return Err(SpaceError::LowNotBelowHigh { name: n(), low: *low, high: *high });
+                    return Err(SpaceError::LowNotBelowHigh {
+                        name: n(),
+                        low: *low,
+                        high: *high,
+                    });
                 }
                 if *log && *low <= 0.0 {
-                    return Err(SpaceError::LogNonPositive { name: n(), low: *low });
+                    return Err(SpaceError::LogNonPositive {
+                        name: n(),
+                        low: *low,
+                    });
                 }
                 if let Some(s) = step {
                     let k = (high - low) / s;
                     if !k.is_finite() || (k - k.round()).abs() > 1e-8 * k.abs().max(1.0) {
-                        return Err(SpaceError::StepDoesNotDivide { name: n(), low: *low, high: *high, step: *s });
+                        return Err(SpaceError::StepDoesNotDivide {
+                            name: n(),
+                            low: *low,
+                            high: *high,
+                            step: *s,
+                        });
                     }
                 }
                 Ok(())
             }
-            Distribution::Int { low, high, log, step } => {
+            Distribution::Int {
+                low,
+                high,
+                log,
+                step,
+            } => {
                 if *step <= 0 {
-                    return Err(SpaceError::NonPositiveStep { name: n(), step: *step as f64 });
+                    return Err(SpaceError::NonPositiveStep {
+                        name: n(),
+                        step: *step as f64,
+                    });
                 }
                 if *log && *step != 1 {
                     return Err(SpaceError::LogWithStep { name: n() });
                 }
                 if low > high {
-                    return Err(SpaceError::LowAboveHigh { name: n(), low: *low as f64, high: *high as f64 });
+                    return Err(SpaceError::LowAboveHigh {
+                        name: n(),
+                        low: *low as f64,
+                        high: *high as f64,
+                    });
                 }
                 if low == high && !allow_single {
-                    return Err(SpaceError::LowNotBelowHigh { name: n(), low: *low as f64, high: *high as f64 });
+                    return Err(SpaceError::LowNotBelowHigh {
+                        name: n(),
+                        low: *low as f64,
+                        high: *high as f64,
+                    });
                 }
                 if *log && *low < 1 {
-                    return Err(SpaceError::LogNonPositive { name: n(), low: *low as f64 });
+                    return Err(SpaceError::LogNonPositive {
+                        name: n(),
+                        low: *low as f64,
+                    });
                 }
                 let range = (*high as i128) - (*low as i128);
                 if range % (*step as i128) != 0 {
@@ -241,7 +294,10 @@ impl Distribution {
                 }
                 for (i, c) in choices.iter().enumerate() {
                     if choices[..i].iter().any(|p| p.same(c)) {
-                        return Err(SpaceError::DuplicateChoice { name: n(), choice: c.to_string() });
+                        return Err(SpaceError::DuplicateChoice {
+                            name: n(),
+                            choice: c.to_string(),
+                        });
                     }
                 }
                 Ok(())
@@ -253,11 +309,18 @@ impl Distribution {
     /// never sampled, they take that value.
     pub fn is_single(&self) -> bool {
         match self {
-            Distribution::Float { low, high, step, .. } => match step {
+            Distribution::Float {
+                low, high, step, ..
+            } => match step {
                 None => low == high,
                 Some(s) => low == high || (high - low) < *s * (1.0 - 1e-12),
             },
-            Distribution::Int { low, high, log, step } => {
+            Distribution::Int {
+                low,
+                high,
+                log,
+                step,
+            } => {
                 if *log {
                     low == high
                 } else {
@@ -314,39 +377,62 @@ impl Distribution {
     }
 
     fn from_optuna_value(v: &Value) -> Result<Self, SpaceError> {
-        let perr = |m: String| SpaceError::Parse { format: "distribution JSON", message: m };
-        let obj = v.as_object().ok_or_else(|| perr(format!("expected an object, got {v}")))?;
-        let get_f = |o: &serde_json::Map<String, Value>, k: &str| -> Result<f64, SpaceError> {
-            o.get(k).and_then(Value::as_f64).ok_or_else(|| perr(format!("missing or non-numeric `{k}`")))
+        let perr = |m: String| SpaceError::Parse {
+            format: "distribution JSON",
+            message: m,
         };
-        let get_i = |o: &serde_json::Map<String, Value>, k: &str, default: Option<i64>| -> Result<i64, SpaceError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| perr(format!("expected an object, got {v}")))?;
+        let get_f = |o: &serde_json::Map<String, Value>, k: &str| -> Result<f64, SpaceError> {
+            o.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| perr(format!("missing or non-numeric `{k}`")))
+        };
+        let get_i = |o: &serde_json::Map<String, Value>,
+                     k: &str,
+                     default: Option<i64>|
+         -> Result<i64, SpaceError> {
             match o.get(k) {
                 None | Some(Value::Null) => default.ok_or_else(|| perr(format!("missing `{k}`"))),
                 Some(x) => x
                     .as_i64()
-                    .or_else(|| x.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+                    .or_else(|| {
+                        x.as_f64()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                            .map(|f| f as i64)
+                    })
                     .ok_or_else(|| perr(format!("`{k}` must be an integer, got {x}"))),
             }
         };
         let get_b = |o: &serde_json::Map<String, Value>, k: &str| -> bool {
             o.get(k).and_then(Value::as_bool).unwrap_or(false)
         };
-        let get_opt_f = |o: &serde_json::Map<String, Value>, k: &str| -> Result<Option<f64>, SpaceError> {
-            match o.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(x) => x.as_f64().map(Some).ok_or_else(|| perr(format!("`{k}` must be a number, got {x}"))),
-            }
-        };
+        let get_opt_f =
+            |o: &serde_json::Map<String, Value>, k: &str| -> Result<Option<f64>, SpaceError> {
+                match o.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(x) => x
+                        .as_f64()
+                        .map(Some)
+                        .ok_or_else(|| perr(format!("`{k}` must be a number, got {x}"))),
+                }
+            };
         let choices_of = |o: &serde_json::Map<String, Value>| -> Result<Vec<Choice>, SpaceError> {
             let arr = o
                 .get("choices")
                 .and_then(Value::as_array)
                 .ok_or_else(|| perr("missing `choices` array".into()))?;
-            arr.iter().map(|c| Choice::from_value(c, "<distribution_json>")).collect()
+            arr.iter()
+                .map(|c| Choice::from_value(c, "<distribution_json>"))
+                .collect()
         };
         if let Some(name) = obj.get("name").and_then(Value::as_str) {
             let empty = serde_json::Map::new();
-            let a = obj.get("attributes").and_then(Value::as_object).unwrap_or(&empty);
+            let a = obj
+                .get("attributes")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
             return Ok(match name {
                 "FloatDistribution" => Distribution::Float {
                     low: get_f(a, "low")?,
@@ -354,21 +440,35 @@ impl Distribution {
                     log: get_b(a, "log"),
                     step: get_opt_f(a, "step")?,
                 },
-                "UniformDistribution" => Distribution::Float { low: get_f(a, "low")?, high: get_f(a, "high")?, log: false, step: None },
-                "LogUniformDistribution" => Distribution::Float { low: get_f(a, "low")?, high: get_f(a, "high")?, log: true, step: None },
+                "UniformDistribution" => Distribution::Float {
+                    low: get_f(a, "low")?,
+                    high: get_f(a, "high")?,
+                    log: false,
+                    step: None,
+                },
+                "LogUniformDistribution" => Distribution::Float {
+                    low: get_f(a, "low")?,
+                    high: get_f(a, "high")?,
+                    log: true,
+                    step: None,
+                },
                 "DiscreteUniformDistribution" => Distribution::Float {
                     low: get_f(a, "low")?,
                     high: get_f(a, "high")?,
                     log: false,
                     step: Some(get_f(a, "q")?),
                 },
-                "IntDistribution" | "IntUniformDistribution" | "IntLogUniformDistribution" => Distribution::Int {
-                    low: get_i(a, "low", None)?,
-                    high: get_i(a, "high", None)?,
-                    log: name == "IntLogUniformDistribution" || get_b(a, "log"),
-                    step: get_i(a, "step", Some(1))?,
+                "IntDistribution" | "IntUniformDistribution" | "IntLogUniformDistribution" => {
+                    Distribution::Int {
+                        low: get_i(a, "low", None)?,
+                        high: get_i(a, "high", None)?,
+                        log: name == "IntLogUniformDistribution" || get_b(a, "log"),
+                        step: get_i(a, "step", Some(1))?,
+                    }
+                }
+                "CategoricalDistribution" => Distribution::Categorical {
+                    choices: choices_of(a)?,
                 },
-                "CategoricalDistribution" => Distribution::Categorical { choices: choices_of(a)? },
                 other => return Err(perr(format!("unknown distribution class `{other}`"))),
             });
         }
@@ -385,7 +485,9 @@ impl Distribution {
                 log: get_b(obj, "log"),
                 step: get_i(obj, "step", Some(1))?,
             }),
-            Some("categorical") => Ok(Distribution::Categorical { choices: choices_of(obj)? }),
+            Some("categorical") => Ok(Distribution::Categorical {
+                choices: choices_of(obj)?,
+            }),
             Some(other) => Err(perr(format!("unknown distribution type `{other}`"))),
             None => Err(perr("expected a `name` or `type` field".into())),
         }
@@ -401,7 +503,9 @@ impl Distribution {
         };
         match self {
             Distribution::Float { log, .. } | Distribution::Int { log, .. } => {
-                let x = v.as_number().ok_or_else(|| invalid("a number is expected"))?;
+                let x = v
+                    .as_number()
+                    .ok_or_else(|| invalid("a number is expected"))?;
                 if x.is_nan() {
                     return Err(invalid("NaN is not a valid parameter value"));
                 }
@@ -425,8 +529,15 @@ impl Distribution {
             Distribution::Float { .. } => Choice::Num(internal),
             Distribution::Int { .. } => Choice::Int(internal.round() as i64),
             Distribution::Categorical { choices } => {
-                let i = if internal.is_finite() && internal > 0.0 { internal as usize } else { 0 };
-                choices.get(i.min(choices.len().saturating_sub(1))).cloned().unwrap_or(Choice::None)
+                let i = if internal.is_finite() && internal > 0.0 {
+                    internal as usize
+                } else {
+                    0
+                };
+                choices
+                    .get(i.min(choices.len().saturating_sub(1)))
+                    .cloned()
+                    .unwrap_or(Choice::None)
             }
         }
     }
@@ -437,7 +548,9 @@ impl Distribution {
             return false;
         }
         match self {
-            Distribution::Float { low, high, step, .. } => {
+            Distribution::Float {
+                low, high, step, ..
+            } => {
                 if internal < *low || internal > *high {
                     return false;
                 }
@@ -449,7 +562,9 @@ impl Distribution {
                     }
                 }
             }
-            Distribution::Int { low, high, step, .. } => {
+            Distribution::Int {
+                low, high, step, ..
+            } => {
                 internal.fract() == 0.0
                     && internal >= *low as f64
                     && internal <= *high as f64
@@ -521,9 +636,14 @@ impl SearchSpace {
     pub fn from_toml_str(s: &str) -> Result<Self, SpaceError> {
         // The TOML map comes back sorted by key; the spans give the document order.
         let map: std::collections::BTreeMap<String, toml::Spanned<Distribution>> =
-            toml::from_str(s).map_err(|e| SpaceError::Parse { format: "search space TOML", message: e.to_string() })?;
-        let mut params: Vec<(usize, String, Distribution)> =
-            map.into_iter().map(|(n, d)| (d.span().start, n, d.into_inner())).collect();
+            toml::from_str(s).map_err(|e| SpaceError::Parse {
+                format: "search space TOML",
+                message: e.to_string(),
+            })?;
+        let mut params: Vec<(usize, String, Distribution)> = map
+            .into_iter()
+            .map(|(n, d)| (d.span().start, n, d.into_inner()))
+            .collect();
         params.sort_by_key(|p| p.0);
         Self::from_params(params.into_iter().map(|(_, n, d)| (n, d)).collect())
     }

@@ -36,7 +36,10 @@ pub enum TrialState {
 impl TrialState {
     /// Complete, pruned or failed.
     pub fn is_finished(self) -> bool {
-        matches!(self, TrialState::Complete | TrialState::Pruned | TrialState::Fail)
+        matches!(
+            self,
+            TrialState::Complete | TrialState::Pruned | TrialState::Fail
+        )
     }
 }
 

@@ -30,7 +30,10 @@ fn close(ours: f64, theirs: f64, rel: f64, what: &str) {
         return;
     }
     let tol = rel * theirs.abs().max(1.0);
-    assert!((ours - theirs).abs() <= tol, "{what}: ours {ours} vs optuna {theirs}");
+    assert!(
+        (ours - theirs).abs() <= tol,
+        "{what}: ours {ours} vs optuna {theirs}"
+    );
 }
 
 fn user_dist(v: &Value) -> Distribution {
@@ -59,32 +62,71 @@ fn truncnorm_matches_optuna() {
     let f = fixture();
     for c in f["truncnorm"].as_array().unwrap() {
         let (a, b, q) = (num(&c["a"]), num(&c["b"]), num(&c["q"]));
-        close(truncnorm::ppf(q, a, b), num(&c["ppf"]), 1e-9, &format!("ppf({q},{a},{b})"));
-        close(truncnorm::log_gauss_mass(a, b), num(&c["log_gauss_mass"]), 1e-12, &format!("mass({a},{b})"));
+        close(
+            truncnorm::ppf(q, a, b),
+            num(&c["ppf"]),
+            1e-9,
+            &format!("ppf({q},{a},{b})"),
+        );
+        close(
+            truncnorm::log_gauss_mass(a, b),
+            num(&c["log_gauss_mass"]),
+            1e-12,
+            &format!("mass({a},{b})"),
+        );
         let x = num(&c["logpdf_x"]);
-        close(truncnorm::logpdf(x, a, b, 0.7, 1.9), num(&c["logpdf"]), 1e-12, &format!("logpdf({x})"));
+        close(
+            truncnorm::logpdf(x, a, b, 0.7, 1.9),
+            num(&c["logpdf"]),
+            1e-12,
+            &format!("logpdf({x})"),
+        );
     }
     for c in f["log_ndtr"].as_array().unwrap() {
         let x = num(&c["x"]);
-        close(truncnorm::log_ndtr(x), num(&c["y"]), 1e-13, &format!("log_ndtr({x})"));
+        close(
+            truncnorm::log_ndtr(x),
+            num(&c["y"]),
+            1e-13,
+            &format!("log_ndtr({x})"),
+        );
     }
 }
 
 #[test]
 fn parzen_estimator_matches_optuna() {
     let f = fixture();
-    let params = ParzenParams { prior_weight: 1.0, consider_magic_clip: true, consider_endpoints: false };
+    let params = ParzenParams {
+        prior_weight: 1.0,
+        consider_magic_clip: true,
+        consider_endpoints: false,
+    };
     for (ci, case) in f["parzen"].as_array().unwrap().iter().enumerate() {
         let space = case["space"].as_object().unwrap();
         let names: Vec<&String> = space.keys().collect();
-        let dists: Vec<Distribution> = names.iter().map(|n| user_dist(&space[n.as_str()])).collect();
+        let dists: Vec<Distribution> = names
+            .iter()
+            .map(|n| user_dist(&space[n.as_str()]))
+            .collect();
         let dref: Vec<&Distribution> = dists.iter().collect();
         let cols: Vec<Vec<f64>> = names
             .iter()
-            .map(|n| case["observations"][n.as_str()].as_array().unwrap().iter().map(num).collect())
+            .map(|n| {
+                case["observations"][n.as_str()]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(num)
+                    .collect()
+            })
             .collect();
         let pe = ParzenEstimator::new(&cols, &dref, &params);
-        let w: Vec<f64> = case["weights"].as_array().unwrap().iter().map(num).collect();
+        let w: Vec<f64> = case["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(num)
+            .collect();
         assert_eq!(pe.weights().len(), w.len());
         for (a, b) in pe.weights().iter().zip(&w) {
             close(*a, *b, 1e-12, &format!("case {ci} weight"));
@@ -92,7 +134,12 @@ fn parzen_estimator_matches_optuna() {
         for (d, n) in names.iter().enumerate() {
             let k = &case["kernels"][n.as_str()];
             if let Some(rows) = k.get("weights") {
-                let want: Vec<f64> = rows.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(num)).collect();
+                let want: Vec<f64> = rows
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.as_array().unwrap().iter().map(num))
+                    .collect();
                 let ours = pe.categorical_probs(d).unwrap();
                 assert_eq!(ours.len(), want.len(), "case {ci} {n}");
                 for (a, b) in ours.iter().zip(&want) {
@@ -104,9 +151,11 @@ fn parzen_estimator_matches_optuna() {
                 let ws: Vec<f64> = k["sigma"].as_array().unwrap().iter().map(num).collect();
                 // numpy's argsort is not stable, so kernels at tied observations may
                 // swap bandwidths: compare the (mu, sigma) pairs as multisets.
-                let mut ours: Vec<(f64, f64)> = mus.iter().copied().zip(sigmas.iter().copied()).collect();
+                let mut ours: Vec<(f64, f64)> =
+                    mus.iter().copied().zip(sigmas.iter().copied()).collect();
                 let mut theirs: Vec<(f64, f64)> = wm.into_iter().zip(ws).collect();
-                let key = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1));
+                let key =
+                    |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1));
                 ours.sort_by(key);
                 theirs.sort_by(key);
                 assert_eq!(ours.len(), theirs.len());
@@ -118,10 +167,21 @@ fn parzen_estimator_matches_optuna() {
         }
         let n_pts = case["log_pdf"].as_array().unwrap().len();
         let points: Vec<Vec<f64>> = (0..n_pts)
-            .map(|i| names.iter().map(|n| num(&case["points"][n.as_str()][i])).collect())
+            .map(|i| {
+                names
+                    .iter()
+                    .map(|n| num(&case["points"][n.as_str()][i]))
+                    .collect()
+            })
             .collect();
         let lp = pe.log_pdf(&points);
-        for (i, want) in case["log_pdf"].as_array().unwrap().iter().map(num).enumerate() {
+        for (i, want) in case["log_pdf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(num)
+            .enumerate()
+        {
             close(lp[i], want, 1e-9, &format!("case {ci} log_pdf[{i}]"));
         }
     }
@@ -131,9 +191,14 @@ fn parzen_estimator_matches_optuna() {
 fn pruner_decisions_match_optuna_on_interleaved_histories() {
     let f = fixture();
     for case in f["pruners"].as_array().unwrap() {
-        let cfg: PrunerConfig = serde_json::from_value(case["config"].clone()).expect("pruner config");
+        let cfg: PrunerConfig =
+            serde_json::from_value(case["config"].clone()).expect("pruner config");
         let pruner = cfg.build().expect("valid config");
-        let direction = if case["direction"] == "maximize" { Direction::Maximize } else { Direction::Minimize };
+        let direction = if case["direction"] == "maximize" {
+            Direction::Maximize
+        } else {
+            Direction::Minimize
+        };
         let mut trials: BTreeMap<u64, FrozenTrial> = BTreeMap::new();
         let mut checked = 0;
         for e in case["events"].as_array().unwrap() {
@@ -143,10 +208,19 @@ fn pruner_decisions_match_optuna_on_interleaved_histories() {
             } else if let Some(n) = e.get("report") {
                 let n = n.as_u64().unwrap();
                 let step = e["step"].as_u64().unwrap();
-                trials.get_mut(&n).unwrap().intermediate_values.insert(step, num(&e["value"]));
+                trials
+                    .get_mut(&n)
+                    .unwrap()
+                    .intermediate_values
+                    .insert(step, num(&e["value"]));
                 let all: Vec<FrozenTrial> = trials.values().cloned().collect();
                 let ours = pruner.should_prune(&trials[&n], &all, direction);
-                assert_eq!(ours, e["prune"].as_bool().unwrap(), "{:?}: trial {n} step {step}", case["config"]);
+                assert_eq!(
+                    ours,
+                    e["prune"].as_bool().unwrap(),
+                    "{:?}: trial {n} step {step}",
+                    case["config"]
+                );
                 checked += 1;
             } else if let Some(n) = e.get("tell") {
                 let t = trials.get_mut(&n.as_u64().unwrap()).unwrap();

@@ -6,28 +6,60 @@ use std::collections::BTreeMap;
 
 use mnist_sampler::sampler::suggest;
 use mnist_sampler::{
-    Choice, Direction, Distribution, FrozenTrial, GridSampler, RandomSampler, Sampler, SearchSpace, TpeConfig,
-    TpeSampler, TrialState,
+    Choice, Direction, Distribution, FrozenTrial, GridSampler, RandomSampler, Sampler, SearchSpace,
+    TpeConfig, TpeSampler, TrialState,
 };
 use proptest::prelude::*;
 
 fn arb_distribution() -> impl Strategy<Value = Distribution> {
     prop_oneof![
         // continuous float
-        (-1e3f64..1e3, 1e-3f64..1e3).prop_map(|(low, w)| Distribution::Float { low, high: low + w, log: false, step: None }),
-        // log float
-        (1e-6f64..1e2, 1.5f64..1e4).prop_map(|(low, f)| Distribution::Float { low, high: low * f, log: true, step: None }),
-        // stepped float
-        (-100i32..100, 1u32..60, prop::sample::select(vec![0.5f64, 0.25, 0.1, 2.0, 0.05])).prop_map(|(l, k, step)| {
-            let low = l as f64 * step;
-            Distribution::Float { low, high: low + k as f64 * step, log: false, step: Some(step) }
+        (-1e3f64..1e3, 1e-3f64..1e3).prop_map(|(low, w)| Distribution::Float {
+            low,
+            high: low + w,
+            log: false,
+            step: None
         }),
+        // log float
+        (1e-6f64..1e2, 1.5f64..1e4).prop_map(|(low, f)| Distribution::Float {
+            low,
+            high: low * f,
+            log: true,
+            step: None
+        }),
+        // stepped float
+        (
+            -100i32..100,
+            1u32..60,
+            prop::sample::select(vec![0.5f64, 0.25, 0.1, 2.0, 0.05])
+        )
+            .prop_map(|(l, k, step)| {
+                let low = l as f64 * step;
+                Distribution::Float {
+                    low,
+                    high: low + k as f64 * step,
+                    log: false,
+                    step: Some(step),
+                }
+            }),
         // int with step
-        (-1000i64..1000, 1i64..200, 1i64..10).prop_map(|(low, k, step)| Distribution::Int { low, high: low + k * step, log: false, step }),
+        (-1000i64..1000, 1i64..200, 1i64..10).prop_map(|(low, k, step)| Distribution::Int {
+            low,
+            high: low + k * step,
+            log: false,
+            step
+        }),
         // log int
-        (1i64..100, 1i64..5000).prop_map(|(low, w)| Distribution::Int { low, high: low + w, log: true, step: 1 }),
+        (1i64..100, 1i64..5000).prop_map(|(low, w)| Distribution::Int {
+            low,
+            high: low + w,
+            log: true,
+            step: 1
+        }),
         // categorical (a single choice too)
-        (1usize..6).prop_map(|n| Distribution::Categorical { choices: (0..n).map(|i| Choice::Str(format!("c{i}"))).collect() }),
+        (1usize..6).prop_map(|n| Distribution::Categorical {
+            choices: (0..n).map(|i| Choice::Str(format!("c{i}"))).collect()
+        }),
     ]
 }
 
@@ -53,16 +85,28 @@ enum Values {
 }
 
 fn arb_values() -> impl Strategy<Value = Values> {
-    prop::sample::select(vec![Values::Normal, Values::AllNan, Values::AllInf, Values::AllNegInf, Values::Identical, Values::NanAndInf])
+    prop::sample::select(vec![
+        Values::Normal,
+        Values::AllNan,
+        Values::AllInf,
+        Values::AllNegInf,
+        Values::Identical,
+        Values::NanAndInf,
+    ])
 }
 
 /// A history of `n` trials drawn by the random sampler, with mixed states.
 fn history(space: &SearchSpace, n: usize, values: Values, seed: u64) -> Vec<FrozenTrial> {
     let rs = RandomSampler::new(seed);
-    let dists: BTreeMap<String, Distribution> = space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+    let dists: BTreeMap<String, Distribution> = space
+        .params()
+        .map(|(n, d)| (n.to_string(), d.clone()))
+        .collect();
     (0..n as u64)
         .map(|i| {
-            let params = rs.sample(space, &[], Direction::Minimize, i).expect("random sampling works");
+            let params = rs
+                .sample(space, &[], Direction::Minimize, i)
+                .expect("random sampling works");
             let h = (i.wrapping_mul(2654435761) ^ seed) % 10;
             let state = match h {
                 0 => TrialState::Pruned,
@@ -77,7 +121,13 @@ fn history(space: &SearchSpace, n: usize, values: Values, seed: u64) -> Vec<Froz
                 Values::AllInf => f64::INFINITY,
                 Values::AllNegInf => f64::NEG_INFINITY,
                 Values::Identical => 1.0,
-                Values::NanAndInf => if i % 2 == 0 { f64::NAN } else { f64::INFINITY },
+                Values::NanAndInf => {
+                    if i % 2 == 0 {
+                        f64::NAN
+                    } else {
+                        f64::INFINITY
+                    }
+                }
             };
             let mut t = FrozenTrial::new(i, state);
             t.params = params;
@@ -87,7 +137,14 @@ fn history(space: &SearchSpace, n: usize, values: Values, seed: u64) -> Vec<Froz
             }
             if state == TrialState::Pruned || h == 5 {
                 for step in 0..(i % 4) {
-                    t.intermediate_values.insert(step * 3, if i % 3 == 0 { f64::NAN } else { v + step as f64 });
+                    t.intermediate_values.insert(
+                        step * 3,
+                        if i % 3 == 0 {
+                            f64::NAN
+                        } else {
+                            v + step as f64
+                        },
+                    );
                 }
             }
             t
@@ -98,7 +155,9 @@ fn history(space: &SearchSpace, n: usize, values: Values, seed: u64) -> Vec<Froz
 fn check_in_space(space: &SearchSpace, p: &BTreeMap<String, f64>) -> Result<(), TestCaseError> {
     prop_assert_eq!(p.len(), space.len());
     for (name, d) in space.params() {
-        let v = *p.get(name).ok_or_else(|| TestCaseError::fail(format!("missing {name}")))?;
+        let v = *p
+            .get(name)
+            .ok_or_else(|| TestCaseError::fail(format!("missing {name}")))?;
         prop_assert!(v.is_finite(), "{} = {} is not finite", name, v);
         prop_assert!(d.contains(v), "{} = {} is outside {}", name, v, d);
         if let Distribution::Int { .. } = d {
@@ -112,7 +171,12 @@ fn check_in_space(space: &SearchSpace, p: &BTreeMap<String, f64>) -> Result<(), 
 }
 
 fn tpe(seed: u64, multivariate: bool, constant_liar: bool) -> TpeSampler {
-    TpeSampler::new(TpeConfig { seed, multivariate, constant_liar, ..TpeConfig::default() })
+    TpeSampler::new(TpeConfig {
+        seed,
+        multivariate,
+        constant_liar,
+        ..TpeConfig::default()
+    })
 }
 
 proptest! {
@@ -224,30 +288,52 @@ fn small_space() -> SearchSpace {
 #[test]
 fn degenerate_histories_give_valid_samples() {
     let space = small_space();
-    let dists: BTreeMap<String, Distribution> = space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+    let dists: BTreeMap<String, Distribution> = space
+        .params()
+        .map(|(n, d)| (n.to_string(), d.clone()))
+        .collect();
     let s = tpe(3, true, true);
     let check = |trials: &[FrozenTrial], what: &str| {
         for dir in [Direction::Minimize, Direction::Maximize] {
-            let p = s.sample(&space, trials, dir, 1_000_000).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let p = s
+                .sample(&space, trials, dir, 1_000_000)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(p.len(), space.len(), "{what}");
             for (name, d) in space.params() {
-                assert!(p[name].is_finite() && d.contains(p[name]), "{what}: {name} = {}", p[name]);
+                assert!(
+                    p[name].is_finite() && d.contains(p[name]),
+                    "{what}: {name} = {}",
+                    p[name]
+                );
             }
         }
     };
     // A single trial, and no trial at all.
     check(&[], "empty");
     let mut one = FrozenTrial::new(0, TrialState::Complete);
-    one.params = RandomSampler::new(1).sample(&space, &[], Direction::Minimize, 0).unwrap();
+    one.params = RandomSampler::new(1)
+        .sample(&space, &[], Direction::Minimize, 0)
+        .unwrap();
     one.distributions = dists.clone();
     one.value = Some(1.0);
     check(std::slice::from_ref(&one), "single");
     // All identical trials (same params, same value).
-    let same: Vec<FrozenTrial> = (0..50).map(|i| FrozenTrial { number: i, ..one.clone() }).collect();
+    let same: Vec<FrozenTrial> = (0..50)
+        .map(|i| FrozenTrial {
+            number: i,
+            ..one.clone()
+        })
+        .collect();
     check(&same, "identical");
     // Values all NaN / all infinite.
     for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-        let t: Vec<FrozenTrial> = (0..40).map(|i| FrozenTrial { number: i, value: Some(v), ..same[0].clone() }).collect();
+        let t: Vec<FrozenTrial> = (0..40)
+            .map(|i| FrozenTrial {
+                number: i,
+                value: Some(v),
+                ..same[0].clone()
+            })
+            .collect();
         check(&t, "non-finite values");
     }
     // Thousands of pruned trials, with and without intermediate values, some NaN.
@@ -258,7 +344,14 @@ fn degenerate_histories_give_valid_samples() {
             t.params = rs.sample(&space, &[], Direction::Minimize, i).unwrap();
             t.distributions = dists.clone();
             for step in 0..(i % 5) {
-                t.intermediate_values.insert(step, if i % 7 == 0 { f64::NAN } else { (i % 13) as f64 });
+                t.intermediate_values.insert(
+                    step,
+                    if i % 7 == 0 {
+                        f64::NAN
+                    } else {
+                        (i % 13) as f64
+                    },
+                );
             }
             t
         })
@@ -276,7 +369,13 @@ fn degenerate_histories_give_valid_samples() {
     }
     check(&bad, "corrupted");
     // Only running trials (constant liar with nothing finished).
-    let running: Vec<FrozenTrial> = (0..30).map(|i| FrozenTrial { number: i, state: TrialState::Running, ..same[0].clone() }).collect();
+    let running: Vec<FrozenTrial> = (0..30)
+        .map(|i| FrozenTrial {
+            number: i,
+            state: TrialState::Running,
+            ..same[0].clone()
+        })
+        .collect();
     check(&running, "running");
 }
 
@@ -285,8 +384,19 @@ fn constant_liar_keeps_parallel_workers_apart() {
     // 20 finished trials around x = 0; 8 running trials at the same spot. With the
     // liar the running spot is "above", so the next suggestion avoids it more.
     let mut space = SearchSpace::new();
-    space.push("x", Distribution::Float { low: -10.0, high: 10.0, log: false, step: None });
-    let d: BTreeMap<String, Distribution> = space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+    space.push(
+        "x",
+        Distribution::Float {
+            low: -10.0,
+            high: 10.0,
+            log: false,
+            step: None,
+        },
+    );
+    let d: BTreeMap<String, Distribution> = space
+        .params()
+        .map(|(n, d)| (n.to_string(), d.clone()))
+        .collect();
     let mut trials = Vec::new();
     for i in 0..20u64 {
         let x = -10.0 + i as f64;
@@ -306,12 +416,20 @@ fn constant_liar_keeps_parallel_workers_apart() {
     let mean_dist = |cl: bool| -> f64 {
         let s = tpe(0, true, cl);
         (0..200u64)
-            .map(|k| (s.sample(&space, &trials, Direction::Minimize, 1000 + k).unwrap()["x"] - best_x).abs())
+            .map(|k| {
+                (s.sample(&space, &trials, Direction::Minimize, 1000 + k)
+                    .unwrap()["x"]
+                    - best_x)
+                    .abs()
+            })
             .sum::<f64>()
             / 200.0
     };
     let (with, without) = (mean_dist(true), mean_dist(false));
-    assert!(with > without, "constant liar should push suggestions away: {with} vs {without}");
+    assert!(
+        with > without,
+        "constant liar should push suggestions away: {with} vs {without}"
+    );
 }
 
 #[test]
@@ -326,7 +444,15 @@ fn enqueued_fixed_params_are_served_first() {
     let first = mnist_sampler::sampler::first_waiting_trial(&trials).unwrap();
     assert_eq!(first.number, 5);
     let s = tpe(1, true, true);
-    let p = suggest(&s, &space, &trials, Direction::Minimize, 5, Some(&first.params)).unwrap();
+    let p = suggest(
+        &s,
+        &space,
+        &trials,
+        Direction::Minimize,
+        5,
+        Some(&first.params),
+    )
+    .unwrap();
     assert_eq!(p["x"], 1.25);
     assert_eq!(p["c"], 2.0);
     assert_eq!(p.len(), space.len());
@@ -340,9 +466,20 @@ fn enqueued_fixed_params_are_served_first() {
 fn tpe_improves_on_random_search_on_a_quadratic() {
     let mut space = SearchSpace::new();
     for i in 0..3 {
-        space.push(format!("x{i}"), Distribution::Float { low: -5.0, high: 5.0, log: false, step: None });
+        space.push(
+            format!("x{i}"),
+            Distribution::Float {
+                low: -5.0,
+                high: 5.0,
+                log: false,
+                step: None,
+            },
+        );
     }
-    let d: BTreeMap<String, Distribution> = space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+    let d: BTreeMap<String, Distribution> = space
+        .params()
+        .map(|(n, d)| (n.to_string(), d.clone()))
+        .collect();
     let run = |s: &dyn Sampler| -> f64 {
         let mut trials: Vec<FrozenTrial> = Vec::new();
         for i in 0..60u64 {
@@ -354,7 +491,10 @@ fn tpe_improves_on_random_search_on_a_quadratic() {
             t.value = Some(v);
             trials.push(t);
         }
-        trials.iter().filter_map(|t| t.value).fold(f64::INFINITY, f64::min)
+        trials
+            .iter()
+            .filter_map(|t| t.value)
+            .fold(f64::INFINITY, f64::min)
     };
     let (mut tpe_wins, mut total) = (0, 0);
     for seed in 0..10 {
@@ -369,19 +509,50 @@ fn tpe_improves_on_random_search_on_a_quadratic() {
 #[test]
 fn invalid_spaces_are_errors_not_panics() {
     let bad = [
-        Distribution::Float { low: 2.0, high: 1.0, log: false, step: None },
-        Distribution::Float { low: f64::NAN, high: 1.0, log: false, step: None },
-        Distribution::Float { low: 0.0, high: 1.0, log: true, step: None },
-        Distribution::Int { low: 5, high: 1, log: false, step: 1 },
-        Distribution::Int { low: 0, high: 10, log: false, step: 0 },
+        Distribution::Float {
+            low: 2.0,
+            high: 1.0,
+            log: false,
+            step: None,
+        },
+        Distribution::Float {
+            low: f64::NAN,
+            high: 1.0,
+            log: false,
+            step: None,
+        },
+        Distribution::Float {
+            low: 0.0,
+            high: 1.0,
+            log: true,
+            step: None,
+        },
+        Distribution::Int {
+            low: 5,
+            high: 1,
+            log: false,
+            step: 1,
+        },
+        Distribution::Int {
+            low: 0,
+            high: 10,
+            log: false,
+            step: 0,
+        },
         Distribution::Categorical { choices: vec![] },
     ];
     for d in bad {
         let mut space = SearchSpace::new();
         space.push("bad", d.clone());
-        let samplers: Vec<Box<dyn Sampler>> = vec![Box::new(RandomSampler::new(0)), Box::new(tpe(0, true, true)), Box::new(GridSampler::new(0))];
+        let samplers: Vec<Box<dyn Sampler>> = vec![
+            Box::new(RandomSampler::new(0)),
+            Box::new(tpe(0, true, true)),
+            Box::new(GridSampler::new(0)),
+        ];
         for s in &samplers {
-            let e = s.sample(&space, &[], Direction::Minimize, 0).expect_err("invalid space");
+            let e = s
+                .sample(&space, &[], Direction::Minimize, 0)
+                .expect_err("invalid space");
             assert!(e.to_string().contains("bad"), "{d:?}: {e}");
         }
     }

@@ -3,8 +3,8 @@
 //! median rule, and independence from the order in which reports and trials arrive.
 
 use mnist_sampler::{
-    Direction, FrozenTrial, HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner, PrunerConfig,
-    SamplerConfig, SuccessiveHalvingPruner, TrialState,
+    Direction, FrozenTrial, HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner,
+    PrunerConfig, SamplerConfig, SuccessiveHalvingPruner, TrialState,
 };
 use proptest::prelude::*;
 
@@ -21,21 +21,30 @@ fn trial(number: u64, state: TrialState, values: &[(u64, f64)]) -> FrozenTrial {
 
 fn completed(n: u64, per_step: impl Fn(u64, u64) -> f64, steps: u64) -> Vec<FrozenTrial> {
     (0..n)
-        .map(|i| trial(i, TrialState::Complete, &(0..steps).map(|s| (s, per_step(i, s))).collect::<Vec<_>>()))
+        .map(|i| {
+            trial(
+                i,
+                TrialState::Complete,
+                &(0..steps).map(|s| (s, per_step(i, s))).collect::<Vec<_>>(),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn median_pruner_follows_the_documented_rules() {
     let p = MedianPruner::default(); // n_startup_trials = 5
-    // Completed trials report 0..5 at every step: the median at a step is 2.
+                                     // Completed trials report 0..5 at every step: the median at a step is 2.
     let mut all = completed(5, |i, _| i as f64, 10);
     let worse = trial(10, TrialState::Running, &[(0, 2.5)]);
     let better = trial(11, TrialState::Running, &[(0, 1.5)]);
     let equal = trial(12, TrialState::Running, &[(0, 2.0)]);
     assert!(p.should_prune(&worse, &all, Direction::Minimize));
     assert!(!p.should_prune(&better, &all, Direction::Minimize));
-    assert!(!p.should_prune(&equal, &all, Direction::Minimize), "equal to the median is kept");
+    assert!(
+        !p.should_prune(&equal, &all, Direction::Minimize),
+        "equal to the median is kept"
+    );
     // Maximize flips the comparison.
     assert!(!p.should_prune(&worse, &all, Direction::Maximize));
     assert!(p.should_prune(&better, &all, Direction::Maximize));
@@ -53,14 +62,29 @@ fn median_pruner_follows_the_documented_rules() {
     let nan = trial(20, TrialState::Running, &[(0, f64::NAN)]);
     assert!(p.should_prune(&nan, &all, Direction::Minimize));
     // No report yet: nothing to decide.
-    assert!(!p.should_prune(&trial(21, TrialState::Running, &[]), &all, Direction::Minimize));
+    assert!(!p.should_prune(
+        &trial(21, TrialState::Running, &[]),
+        &all,
+        Direction::Minimize
+    ));
 }
 
 #[test]
 fn median_pruner_warmup_interval_and_min_trials() {
     let all = completed(6, |i, _| i as f64, 20);
-    let p = MedianPruner { n_startup_trials: 0, n_warmup_steps: 3, interval_steps: 4, n_min_trials: 1 };
-    let bad = |steps: &[u64]| trial(30, TrialState::Running, &steps.iter().map(|s| (*s, 100.0)).collect::<Vec<_>>());
+    let p = MedianPruner {
+        n_startup_trials: 0,
+        n_warmup_steps: 3,
+        interval_steps: 4,
+        n_min_trials: 1,
+    };
+    let bad = |steps: &[u64]| {
+        trial(
+            30,
+            TrialState::Running,
+            &steps.iter().map(|s| (*s, 100.0)).collect::<Vec<_>>(),
+        )
+    };
     // Warm-up: steps < 3 are never pruned.
     assert!(!p.should_prune(&bad(&[0, 1, 2]), &all, Direction::Minimize));
     // Step 3 is the first pruning step; steps 4..6 are inside the interval already checked.
@@ -71,61 +95,146 @@ fn median_pruner_warmup_interval_and_min_trials() {
     // A report that skipped the checkpoint (6 -> 9) is checked at 9.
     assert!(p.should_prune(&bad(&[6, 9]), &all, Direction::Minimize));
     // n_min_trials: need that many completed trials with a value at the step.
-    let few = vec![trial(0, TrialState::Complete, &[(0, 1.0), (5, 1.0)]), trial(1, TrialState::Complete, &[(0, 1.0)])];
-    let p = MedianPruner { n_startup_trials: 0, n_warmup_steps: 0, interval_steps: 1, n_min_trials: 2 };
-    assert!(p.should_prune(&trial(9, TrialState::Running, &[(0, 5.0)]), &few, Direction::Minimize));
-    assert!(!p.should_prune(&trial(9, TrialState::Running, &[(5, 5.0)]), &few, Direction::Minimize));
+    let few = vec![
+        trial(0, TrialState::Complete, &[(0, 1.0), (5, 1.0)]),
+        trial(1, TrialState::Complete, &[(0, 1.0)]),
+    ];
+    let p = MedianPruner {
+        n_startup_trials: 0,
+        n_warmup_steps: 0,
+        interval_steps: 1,
+        n_min_trials: 2,
+    };
+    assert!(p.should_prune(
+        &trial(9, TrialState::Running, &[(0, 5.0)]),
+        &few,
+        Direction::Minimize
+    ));
+    assert!(!p.should_prune(
+        &trial(9, TrialState::Running, &[(5, 5.0)]),
+        &few,
+        Direction::Minimize
+    ));
 }
 
 #[test]
 fn percentile_pruner_interpolates_like_numpy() {
     // Completed values at step 0: 0, 1, 2, 3, 4 -> 25th percentile = 1.0, 10th = 0.4.
     let all = completed(5, |i, _| i as f64, 1);
-    let p = PercentilePruner { percentile: 10.0, n_startup_trials: 0, ..PercentilePruner::default() };
-    assert!(p.should_prune(&trial(9, TrialState::Running, &[(0, 0.41)]), &all, Direction::Minimize));
-    assert!(!p.should_prune(&trial(9, TrialState::Running, &[(0, 0.4)]), &all, Direction::Minimize));
+    let p = PercentilePruner {
+        percentile: 10.0,
+        n_startup_trials: 0,
+        ..PercentilePruner::default()
+    };
+    assert!(p.should_prune(
+        &trial(9, TrialState::Running, &[(0, 0.41)]),
+        &all,
+        Direction::Minimize
+    ));
+    assert!(!p.should_prune(
+        &trial(9, TrialState::Running, &[(0, 0.4)]),
+        &all,
+        Direction::Minimize
+    ));
     // Maximize uses the (100 - p)th percentile: 3.6.
-    assert!(p.should_prune(&trial(9, TrialState::Running, &[(0, 3.59)]), &all, Direction::Maximize));
-    assert!(!p.should_prune(&trial(9, TrialState::Running, &[(0, 3.6)]), &all, Direction::Maximize));
+    assert!(p.should_prune(
+        &trial(9, TrialState::Running, &[(0, 3.59)]),
+        &all,
+        Direction::Maximize
+    ));
+    assert!(!p.should_prune(
+        &trial(9, TrialState::Running, &[(0, 3.6)]),
+        &all,
+        Direction::Maximize
+    ));
 }
 
 #[test]
 fn successive_halving_rungs_and_promotion() {
     // min_resource 1, eta 2: rungs at steps 1, 2, 4, 8, ...
-    let p = SuccessiveHalvingPruner { min_resource: Some(1), reduction_factor: 2, min_early_stopping_rate: 0, bootstrap_count: 0 };
+    let p = SuccessiveHalvingPruner {
+        min_resource: Some(1),
+        reduction_factor: 2,
+        min_early_stopping_rate: 0,
+        bootstrap_count: 0,
+    };
     let others = vec![
         trial(0, TrialState::Complete, &[(1, 1.0), (2, 1.0), (4, 1.0)]),
         trial(1, TrialState::Complete, &[(1, 2.0), (2, 2.0), (4, 2.0)]),
         trial(2, TrialState::Pruned, &[(1, 3.0)]),
     ];
     // Step 0 is before the first rung.
-    assert!(!p.should_prune(&trial(9, TrialState::Running, &[(0, 99.0)]), &others, Direction::Minimize));
+    assert!(!p.should_prune(
+        &trial(9, TrialState::Running, &[(0, 99.0)]),
+        &others,
+        Direction::Minimize
+    ));
     // At rung 0 the competitors are 1, 2, 3 and us: promotable if within the best
     // len/eta = 2 values.
-    assert!(!p.should_prune(&trial(9, TrialState::Running, &[(0, 9.0), (1, 2.0)]), &others, Direction::Minimize));
-    assert!(p.should_prune(&trial(9, TrialState::Running, &[(0, 9.0), (1, 2.5)]), &others, Direction::Minimize));
+    assert!(!p.should_prune(
+        &trial(9, TrialState::Running, &[(0, 9.0), (1, 2.0)]),
+        &others,
+        Direction::Minimize
+    ));
+    assert!(p.should_prune(
+        &trial(9, TrialState::Running, &[(0, 9.0), (1, 2.5)]),
+        &others,
+        Direction::Minimize
+    ));
     // Between rungs (step 3) there is nothing to decide.
-    assert!(!p.should_prune(&trial(9, TrialState::Running, &[(1, 1.5), (2, 1.5), (3, 50.0)]), &others, Direction::Minimize));
+    assert!(!p.should_prune(
+        &trial(9, TrialState::Running, &[(1, 1.5), (2, 1.5), (3, 50.0)]),
+        &others,
+        Direction::Minimize
+    ));
     // A report that jumps over several rungs is checked at each of them.
-    assert!(p.should_prune(&trial(9, TrialState::Running, &[(4, 2.5)]), &others, Direction::Minimize));
+    assert!(p.should_prune(
+        &trial(9, TrialState::Running, &[(4, 2.5)]),
+        &others,
+        Direction::Minimize
+    ));
     // Maximize: the largest values are promoted.
-    assert!(!p.should_prune(&trial(9, TrialState::Running, &[(1, 2.5)]), &others, Direction::Maximize));
-    assert!(p.should_prune(&trial(9, TrialState::Running, &[(1, 1.5)]), &others, Direction::Maximize));
+    assert!(!p.should_prune(
+        &trial(9, TrialState::Running, &[(1, 2.5)]),
+        &others,
+        Direction::Maximize
+    ));
+    assert!(p.should_prune(
+        &trial(9, TrialState::Running, &[(1, 1.5)]),
+        &others,
+        Direction::Maximize
+    ));
     // NaN at a rung is pruned.
-    assert!(p.should_prune(&trial(9, TrialState::Running, &[(1, f64::NAN)]), &others, Direction::Minimize));
+    assert!(p.should_prune(
+        &trial(9, TrialState::Running, &[(1, f64::NAN)]),
+        &others,
+        Direction::Minimize
+    ));
     // Auto min_resource waits for a completed trial.
     let auto = SuccessiveHalvingPruner::default();
-    assert!(!auto.should_prune(&trial(9, TrialState::Running, &[(1, 9.0)]), &[], Direction::Minimize));
+    assert!(!auto.should_prune(
+        &trial(9, TrialState::Running, &[(1, 9.0)]),
+        &[],
+        Direction::Minimize
+    ));
 }
 
 #[test]
 fn hyperband_brackets_follow_optuna() {
-    let h = HyperbandPruner { max_resource: Some(27), study_name: "fixture-study".into(), ..HyperbandPruner::default() };
+    let h = HyperbandPruner {
+        max_resource: Some(27),
+        study_name: "fixture-study".into(),
+        ..HyperbandPruner::default()
+    };
     // n_brackets = floor(log3(27)) + 1 = 4; budgets ceil(4 * 3^s / (s + 1)) for s = 3..0.
     assert_eq!(h.budgets(27), vec![27, 12, 6, 4]);
     let b: Vec<usize> = (0..8).map(|n| h.bracket_of(&h.budgets(27), n)).collect();
     assert!(b.iter().all(|x| *x < 4));
-    assert!(!NopPruner.should_prune(&trial(0, TrialState::Running, &[(0, f64::NAN)]), &[], Direction::Minimize));
+    assert!(!NopPruner.should_prune(
+        &trial(0, TrialState::Running, &[(0, f64::NAN)]),
+        &[],
+        Direction::Minimize
+    ));
 }
 
 #[test]
@@ -141,7 +250,12 @@ fn configs_round_trip_through_json() {
     }
     let tpe = SamplerConfig::from_json(r#"{"name":"tpe"}"#).unwrap();
     assert_eq!(tpe, SamplerConfig::default());
-    assert!(SamplerConfig::from_json(r#"{"name":"tpe","n_ei_candidates":0}"#).unwrap().build().is_err());
+    assert!(
+        SamplerConfig::from_json(r#"{"name":"tpe","n_ei_candidates":0}"#)
+            .unwrap()
+            .build()
+            .is_err()
+    );
     assert!(SamplerConfig::from_json(r#"{"name":"cmaes"}"#).is_err());
     for json in [
         r#"{"name":"nop"}"#,
@@ -160,57 +274,107 @@ fn configs_round_trip_through_json() {
         r#"{"name":"successive_halving","reduction_factor":1}"#,
         r#"{"name":"hyperband","min_resource":10,"max_resource":5}"#,
     ] {
-        let e = PrunerConfig::from_json(bad).unwrap().build().err().expect("rejected");
+        let e = PrunerConfig::from_json(bad)
+            .unwrap()
+            .build()
+            .err()
+            .expect("rejected");
         assert!(e.to_string().contains("must"), "{e}");
     }
 }
 
 /// The median rule as Optuna documents it, stated directly.
-fn median_reference(p: &MedianPruner, t: &FrozenTrial, all: &[FrozenTrial], dir: Direction) -> bool {
-    let done: Vec<&FrozenTrial> = all.iter().filter(|x| x.state == TrialState::Complete).collect();
+fn median_reference(
+    p: &MedianPruner,
+    t: &FrozenTrial,
+    all: &[FrozenTrial],
+    dir: Direction,
+) -> bool {
+    let done: Vec<&FrozenTrial> = all
+        .iter()
+        .filter(|x| x.state == TrialState::Complete)
+        .collect();
     if done.is_empty() || (done.len() as u64) < p.n_startup_trials {
         return false;
     }
-    let Some(step) = t.intermediate_values.keys().max().copied() else { return false };
+    let Some(step) = t.intermediate_values.keys().max().copied() else {
+        return false;
+    };
     if step < p.n_warmup_steps {
         return false;
     }
-    let checkpoint = (step - p.n_warmup_steps) / p.interval_steps * p.interval_steps + p.n_warmup_steps;
-    if t.intermediate_values.keys().any(|s| *s != step && *s >= checkpoint) {
+    let checkpoint =
+        (step - p.n_warmup_steps) / p.interval_steps * p.interval_steps + p.n_warmup_steps;
+    if t.intermediate_values
+        .keys()
+        .any(|s| *s != step && *s >= checkpoint)
+    {
         return false;
     }
-    let own: Vec<f64> = t.intermediate_values.values().copied().filter(|v| !v.is_nan()).collect();
+    let own: Vec<f64> = t
+        .intermediate_values
+        .values()
+        .copied()
+        .filter(|v| !v.is_nan())
+        .collect();
     if own.is_empty() {
         return true;
     }
-    let best = if dir == Direction::Minimize { own.iter().copied().fold(f64::INFINITY, f64::min) } else { own.iter().copied().fold(f64::NEG_INFINITY, f64::max) };
-    let mut at: Vec<f64> = done.iter().filter_map(|x| x.intermediate_values.get(&step).copied()).filter(|v| !v.is_nan()).collect();
+    let best = if dir == Direction::Minimize {
+        own.iter().copied().fold(f64::INFINITY, f64::min)
+    } else {
+        own.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    };
+    let mut at: Vec<f64> = done
+        .iter()
+        .filter_map(|x| x.intermediate_values.get(&step).copied())
+        .filter(|v| !v.is_nan())
+        .collect();
     if at.len() < p.n_min_trials as usize || at.is_empty() {
         return false;
     }
     at.sort_by(f64::total_cmp);
     let n = at.len();
-    let median = if n % 2 == 1 { at[n / 2] } else { (at[n / 2 - 1] + at[n / 2]) / 2.0 };
-    if dir == Direction::Minimize { best > median } else { best < median }
+    let median = if n % 2 == 1 {
+        at[n / 2]
+    } else {
+        (at[n / 2 - 1] + at[n / 2]) / 2.0
+    };
+    if dir == Direction::Minimize {
+        best > median
+    } else {
+        best < median
+    }
 }
 
 fn arb_history() -> impl Strategy<Value = (Vec<FrozenTrial>, FrozenTrial)> {
-    let t = (prop::sample::select(vec![TrialState::Complete, TrialState::Complete, TrialState::Pruned, TrialState::Running]),
-             prop::collection::btree_map(0u64..12, -5.0f64..5.0, 0..8));
-    (prop::collection::vec(t, 0..15), prop::collection::btree_map(0u64..12, -5.0f64..5.0, 1..6)).prop_map(|(ts, own)| {
-        let all = ts
-            .into_iter()
-            .enumerate()
-            .map(|(i, (state, iv))| {
-                let mut t = FrozenTrial::new(i as u64, state);
-                t.intermediate_values = iv;
-                t
-            })
-            .collect();
-        let mut me = FrozenTrial::new(100, TrialState::Running);
-        me.intermediate_values = own;
-        (all, me)
-    })
+    let t = (
+        prop::sample::select(vec![
+            TrialState::Complete,
+            TrialState::Complete,
+            TrialState::Pruned,
+            TrialState::Running,
+        ]),
+        prop::collection::btree_map(0u64..12, -5.0f64..5.0, 0..8),
+    );
+    (
+        prop::collection::vec(t, 0..15),
+        prop::collection::btree_map(0u64..12, -5.0f64..5.0, 1..6),
+    )
+        .prop_map(|(ts, own)| {
+            let all = ts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (state, iv))| {
+                    let mut t = FrozenTrial::new(i as u64, state);
+                    t.intermediate_values = iv;
+                    t
+                })
+                .collect();
+            let mut me = FrozenTrial::new(100, TrialState::Running);
+            me.intermediate_values = own;
+            (all, me)
+        })
 }
 
 proptest! {
@@ -254,11 +418,36 @@ fn extreme_pruner_settings_do_not_panic() {
     let t = trial(3, TrialState::Running, &[(0, 1.0), (u64::MAX - 1, 2.0)]);
     let all = completed(4, |i, s| (i + s) as f64, 3);
     let pruners: Vec<Box<dyn Pruner>> = vec![
-        Box::new(HyperbandPruner { max_resource: Some(u64::MAX), reduction_factor: 2, ..HyperbandPruner::default() }),
-        Box::new(HyperbandPruner { min_resource: 0, max_resource: Some(1), reduction_factor: 0, ..HyperbandPruner::default() }),
-        Box::new(SuccessiveHalvingPruner { min_resource: Some(u64::MAX), reduction_factor: u64::MAX, min_early_stopping_rate: u32::MAX, bootstrap_count: u64::MAX }),
-        Box::new(MedianPruner { n_startup_trials: 0, n_warmup_steps: u64::MAX, interval_steps: 0, n_min_trials: 0 }),
-        Box::new(PercentilePruner { percentile: f64::NAN, n_startup_trials: 0, n_warmup_steps: 0, interval_steps: 0, n_min_trials: 0 }),
+        Box::new(HyperbandPruner {
+            max_resource: Some(u64::MAX),
+            reduction_factor: 2,
+            ..HyperbandPruner::default()
+        }),
+        Box::new(HyperbandPruner {
+            min_resource: 0,
+            max_resource: Some(1),
+            reduction_factor: 0,
+            ..HyperbandPruner::default()
+        }),
+        Box::new(SuccessiveHalvingPruner {
+            min_resource: Some(u64::MAX),
+            reduction_factor: u64::MAX,
+            min_early_stopping_rate: u32::MAX,
+            bootstrap_count: u64::MAX,
+        }),
+        Box::new(MedianPruner {
+            n_startup_trials: 0,
+            n_warmup_steps: u64::MAX,
+            interval_steps: 0,
+            n_min_trials: 0,
+        }),
+        Box::new(PercentilePruner {
+            percentile: f64::NAN,
+            n_startup_trials: 0,
+            n_warmup_steps: 0,
+            interval_steps: 0,
+            n_min_trials: 0,
+        }),
     ];
     for p in &pruners {
         for dir in [Direction::Minimize, Direction::Maximize] {

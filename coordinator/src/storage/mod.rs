@@ -4,12 +4,14 @@
 //! - [`schema`]: Optuna's RDB schema v12 and the `mnist_` tables.
 //! - [`ops`]: the write operations and their SQL.
 //! - [`writer`]: the single writer task with group commit.
+//! - [`coalesce`]: a group's ops as few multi-row statements.
 //! - [`load`]: reading everything back at start-up.
 //!
 //! The database runs in WAL mode with `synchronous = NORMAL`: readers (Optuna,
 //! optuna-dashboard, `WatchStudy` replays) never block the writer, and a
 //! committed transaction survives a crash of the coordinator process.
 
+pub mod coalesce;
 pub mod load;
 pub mod ops;
 pub mod schema;
@@ -23,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub use load::Snapshot;
-pub use ops::{Op, ParamRow};
+pub use ops::{Op, ParamRow, TrialPut};
 pub use writer::{Batch, Pending, StorageHealth, WriterHandle};
 
 use crate::events::{Event, EventHub};

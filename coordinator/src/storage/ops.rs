@@ -15,6 +15,31 @@ pub struct ParamRow {
     pub distribution_json: String,
 }
 
+/// The whole stored state of one trial (see [`Op::PutTrial`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialPut {
+    pub trial_id: i64,
+    pub study_id: i64,
+    pub number: i64,
+    /// Optuna's state name.
+    pub state: &'static str,
+    /// Optuna's naive-UTC datetime text.
+    pub datetime_start: Option<String>,
+    pub datetime_complete: Option<String>,
+    pub retries: i64,
+    pub enqueued: bool,
+    /// The latest lease's token (kept after the lease ends).
+    pub lease_token: Option<i64>,
+    /// The live lease's holder, slot and expiry; `None` without a live lease.
+    pub lease_holder: Option<String>,
+    pub lease_slot: Option<i64>,
+    pub lease_expires_ms: Option<i64>,
+    pub hostname: Option<String>,
+    pub device: Option<String>,
+    /// The last failure or re-queue reason.
+    pub reason: Option<String>,
+}
+
 /// One database change.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -41,24 +66,11 @@ pub enum Op {
     /// water marks are kept in `mnist_meta`, so that event sequence numbers
     /// and lease tokens never repeat even when the newest study is deleted.
     DeleteStudy { study_id: i64, event_seq_floor: i64, lease_token_floor: i64 },
-    /// A new trial row (`trials` + `mnist_trials`), optionally with Optuna's
-    /// `fixed_params` system attribute (enqueued trials).
-    InsertTrial {
-        trial_id: i64,
-        study_id: i64,
-        number: i64,
-        state: &'static str,
-        datetime_start: Option<String>,
-        enqueued: bool,
-        fixed_params_json: Option<String>,
-    },
-    /// `trials.state` and its datetimes.
-    SetTrialState {
-        trial_id: i64,
-        state: &'static str,
-        datetime_start: Option<String>,
-        datetime_complete: Option<String>,
-    },
+    /// The current state of a trial: its `trials` row and its
+    /// `mnist_trials` row, inserted or replaced as a whole. Every change of
+    /// state, lease, retries or reason is written this way, so the rows of
+    /// many trials can share one multi-row statement.
+    PutTrial(TrialPut),
     /// Insert or replace parameter rows.
     SetParams { trial_id: i64, params: Vec<ParamRow> },
     /// Remove every parameter row of a trial (re-queue with fresh parameters).
@@ -73,21 +85,6 @@ pub enum Op {
     SetUserAttrs { trial_id: i64, attrs: Vec<(String, String)> },
     /// Insert or replace one system attribute (`value_json` text).
     SetSystemAttr { trial_id: i64, key: String, value_json: String },
-    /// A new lease on a trial.
-    SetLease {
-        trial_id: i64,
-        token: i64,
-        holder: String,
-        slot: i64,
-        expires_ms: i64,
-        hostname: Option<String>,
-        device: Option<String>,
-    },
-    /// The lease ended (finished, re-queued); the token is kept so that the
-    /// last holder can still upload artifacts.
-    EndLease { trial_id: i64 },
-    /// Retry count and the last failure / re-queue reason.
-    SetTrialMeta { trial_id: i64, retries: i64, reason: Option<String> },
     /// Register or update a worker.
     UpsertWorker {
         worker_id: String,
@@ -218,37 +215,7 @@ impl Op {
                     sqlx::query(&sql).bind(study_id).execute(&mut *conn).await?;
                 }
             }
-            Op::InsertTrial { trial_id, study_id, number, state, datetime_start, enqueued, fixed_params_json } => {
-                sqlx::query(
-                    "INSERT INTO trials (trial_id, number, study_id, state, datetime_start, datetime_complete) \
-                     VALUES (?, ?, ?, ?, ?, NULL)",
-                )
-                .bind(trial_id)
-                .bind(number)
-                .bind(study_id)
-                .bind(state)
-                .bind(datetime_start)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query("INSERT INTO mnist_trials (trial_id, study_id, enqueued) VALUES (?, ?, ?)")
-                    .bind(trial_id)
-                    .bind(study_id)
-                    .bind(*enqueued as i64)
-                    .execute(&mut *conn)
-                    .await?;
-                if let Some(json) = fixed_params_json {
-                    upsert_attr(conn, "trial_system_attributes", *trial_id, "fixed_params", json).await?;
-                }
-            }
-            Op::SetTrialState { trial_id, state, datetime_start, datetime_complete } => {
-                sqlx::query("UPDATE trials SET state = ?, datetime_start = ?, datetime_complete = ? WHERE trial_id = ?")
-                    .bind(state)
-                    .bind(datetime_start)
-                    .bind(datetime_complete)
-                    .bind(trial_id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            Op::PutTrial(t) => put_trials(conn, std::slice::from_ref(t)).await?,
             Op::SetParams { trial_id, params } => {
                 // One multi-row statement per trial; SQLite allows 32766 bound
                 // variables, far above 4 x any realistic parameter count, but
@@ -314,37 +281,6 @@ impl Op {
             Op::SetSystemAttr { trial_id, key, value_json } => {
                 upsert_attr(conn, "trial_system_attributes", *trial_id, key, value_json).await?;
             }
-            Op::SetLease { trial_id, token, holder, slot, expires_ms, hostname, device } => {
-                sqlx::query(
-                    "UPDATE mnist_trials SET lease_token = ?, lease_holder = ?, lease_slot = ?, lease_expires_ms = ?, \
-                     hostname = ?, device = ? WHERE trial_id = ?",
-                )
-                .bind(token)
-                .bind(holder)
-                .bind(slot)
-                .bind(expires_ms)
-                .bind(hostname)
-                .bind(device)
-                .bind(trial_id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            Op::EndLease { trial_id } => {
-                sqlx::query(
-                    "UPDATE mnist_trials SET lease_holder = NULL, lease_slot = NULL, lease_expires_ms = NULL WHERE trial_id = ?",
-                )
-                .bind(trial_id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            Op::SetTrialMeta { trial_id, retries, reason } => {
-                sqlx::query("UPDATE mnist_trials SET retries = ?, reason = ? WHERE trial_id = ?")
-                    .bind(retries)
-                    .bind(reason)
-                    .bind(trial_id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
             Op::UpsertWorker { worker_id, hostname, devices_json, labels_json, registered_at_ms, last_seen_ms } => {
                 sqlx::query(
                     "INSERT INTO mnist_workers (worker_id, hostname, devices_json, labels_json, registered_at_ms, last_seen_ms) \
@@ -408,5 +344,160 @@ async fn upsert_attr(
          ON CONFLICT (trial_id, \"key\") DO UPDATE SET value_json = excluded.value_json"
     );
     sqlx::query(&sql).bind(trial_id).bind(key).bind(value_json).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Columns of `trials` written by [`Op::PutTrial`].
+const TRIAL_COLS: usize = 6;
+/// Columns of `mnist_trials` written by [`Op::PutTrial`].
+const MNIST_TRIAL_COLS: usize = 11;
+/// Rows per multi-row statement (well under SQLite's 32766 variables).
+pub const ROWS_PER_STATEMENT: usize = 400;
+
+fn values_clause(rows: usize, cols: usize) -> String {
+    let one = format!("({})", vec!["?"; cols].join(", "));
+    vec![one; rows].join(", ")
+}
+
+/// Inserts or replaces the `trials` and `mnist_trials` rows of many trials,
+/// in order (a later row for the same trial wins).
+pub async fn put_trials(conn: &mut SqliteConnection, rows: &[TrialPut]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO trials (trial_id, number, study_id, state, datetime_start, datetime_complete) VALUES {} \
+             ON CONFLICT (trial_id) DO UPDATE SET number = excluded.number, study_id = excluded.study_id, state = excluded.state, \
+             datetime_start = excluded.datetime_start, datetime_complete = excluded.datetime_complete",
+            values_clause(chunk.len(), TRIAL_COLS)
+        );
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q.bind(t.trial_id).bind(t.number).bind(t.study_id).bind(t.state).bind(&t.datetime_start).bind(&t.datetime_complete);
+        }
+        q.execute(&mut *conn).await?;
+        let sql = format!(
+            "INSERT INTO mnist_trials (trial_id, study_id, retries, enqueued, lease_token, lease_holder, lease_slot, \
+             lease_expires_ms, hostname, device, reason) VALUES {} ON CONFLICT (trial_id) DO UPDATE SET \
+             study_id = excluded.study_id, retries = excluded.retries, enqueued = excluded.enqueued, lease_token = excluded.lease_token, \
+             lease_holder = excluded.lease_holder, lease_slot = excluded.lease_slot, lease_expires_ms = excluded.lease_expires_ms, \
+             hostname = excluded.hostname, device = excluded.device, reason = excluded.reason",
+            values_clause(chunk.len(), MNIST_TRIAL_COLS)
+        );
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q
+                .bind(t.trial_id)
+                .bind(t.study_id)
+                .bind(t.retries)
+                .bind(t.enqueued as i64)
+                .bind(t.lease_token)
+                .bind(&t.lease_holder)
+                .bind(t.lease_slot)
+                .bind(t.lease_expires_ms)
+                .bind(&t.hostname)
+                .bind(&t.device)
+                .bind(&t.reason);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts or replaces parameter rows of many trials.
+pub async fn put_params(conn: &mut SqliteConnection, rows: &[(i64, ParamRow)]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) VALUES {} \
+             ON CONFLICT (trial_id, param_name) DO UPDATE SET param_value = excluded.param_value, \
+             distribution_json = excluded.distribution_json",
+            values_clause(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (tid, p) in chunk {
+            q = q.bind(tid).bind(&p.name).bind(p.value).bind(&p.distribution_json);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts or replaces objective values of many trials.
+pub async fn put_values(conn: &mut SqliteConnection, rows: &[(i64, f64)]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES {} \
+             ON CONFLICT (trial_id, objective) DO UPDATE SET value = excluded.value, value_type = excluded.value_type",
+            values_clause(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (tid, v) in chunk {
+            let (v, ty) = value_repr(*v);
+            q = q.bind(tid).bind(0i64).bind(v).bind(ty);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts or replaces intermediate values of many trials.
+pub async fn put_intermediate(conn: &mut SqliteConnection, rows: &[(i64, i64, f64)]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) VALUES {} \
+             ON CONFLICT (trial_id, step) DO UPDATE SET intermediate_value = excluded.intermediate_value, \
+             intermediate_value_type = excluded.intermediate_value_type",
+            values_clause(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (tid, step, v) in chunk {
+            let (v, ty) = intermediate_repr(*v);
+            q = q.bind(tid).bind(step).bind(v).bind(ty);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts or replaces attributes (`trial_user_attributes` or
+/// `trial_system_attributes`) of many trials.
+pub async fn put_attrs(conn: &mut SqliteConnection, table: &'static str, rows: &[(i64, String, String)]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO {table} (trial_id, \"key\", value_json) VALUES {} \
+             ON CONFLICT (trial_id, \"key\") DO UPDATE SET value_json = excluded.value_json",
+            values_clause(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for (tid, k, v) in chunk {
+            q = q.bind(tid).bind(k).bind(v);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// One row of `mnist_events`.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: i64,
+    pub study_id: i64,
+    pub trial_id: Option<i64>,
+    pub kind: &'static str,
+    pub payload_json: String,
+    pub created_at_ms: i64,
+}
+
+/// Appends events.
+pub async fn put_events(conn: &mut SqliteConnection, rows: &[EventRow]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO mnist_events (seq, study_id, trial_id, kind, payload_json, created_at_ms) VALUES {}",
+            values_clause(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q.bind(e.seq).bind(e.study_id).bind(e.trial_id).bind(e.kind).bind(&e.payload_json).bind(e.created_at_ms);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::coalesce::Coalescer;
 use super::ops::Op;
 use super::StorageError;
 use crate::events::{Event, EventHub, EventKind};
@@ -225,22 +226,24 @@ async fn commit_group(conn: &mut SqliteConnection, all: &[&Batch]) -> Vec<Result
 
 async fn apply(conn: &mut SqliteConnection, batches: &[&Batch]) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
+    sqlx::query("PRAGMA defer_foreign_keys = ON").execute(&mut *tx).await?;
+    let mut co = Coalescer::default();
     for b in batches {
         for op in &b.ops {
-            op.apply(&mut tx).await?;
+            co.push(&mut tx, op).await?;
         }
         for ev in b.events.iter().filter(|e| e.kind != EventKind::StudyDeleted) {
-            Op::Event {
+            let op = Op::Event {
                 seq: ev.seq as i64,
                 study_id: ev.study_id,
                 trial_id: ev.trial_id,
                 kind: ev.kind.as_str(),
                 payload_json: serde_json::to_string(&**ev).unwrap_or_else(|_| "{}".into()),
                 created_at_ms: ev.time_ms,
-            }
-            .apply(&mut tx)
-            .await?;
+            };
+            co.push(&mut tx, &op).await?;
         }
     }
+    co.flush(&mut tx).await?;
     tx.commit().await
 }

@@ -415,6 +415,31 @@ fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::re
     Ok((study, unleased))
 }
 
+/// The whole stored state of trial `n` (its `trials` and `mnist_trials`
+/// rows), from memory.
+pub(crate) fn put_trial(study: &StudyMem, n: u64) -> Op {
+    let t = &study.trials[n as usize];
+    let x = &study.extra[n as usize];
+    let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
+    Op::PutTrial(crate::storage::TrialPut {
+        trial_id: x.trial_id,
+        study_id: study.id,
+        number: n as i64,
+        state: trial_state_str(t.state),
+        datetime_start: x.start_ms.map(crate::clock::optuna_datetime),
+        datetime_complete: if t.state.is_finished() { x.complete_ms.map(crate::clock::optuna_datetime) } else { None },
+        retries: x.retries as i64,
+        enqueued: x.enqueued,
+        lease_token: x.last_token.map(|t| t as i64),
+        lease_holder: x.lease.as_ref().map(|l| l.holder.clone()),
+        lease_slot: x.lease.as_ref().map(|l| l.slot as i64),
+        lease_expires_ms: x.lease.as_ref().map(|l| l.expires_ms),
+        hostname: opt(&x.hostname),
+        device: opt(&x.device),
+        reason: x.reason.clone(),
+    })
+}
+
 /// Writes the study's mutable columns (state, limits, clock).
 pub(crate) fn update_study_op(study: &StudyMem) -> Op {
     Op::UpdateStudy {

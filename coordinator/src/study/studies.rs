@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::model::{Counts, RetryPolicy, StudyConfig, StudyMem, StudyState, TrialExtra};
 use super::trials::maybe_finish;
 use super::view::{study_view, trial_view, StudyView, TrialView};
-use super::{make_event, not_found_study, update_study_op, Coordinator, Inner};
+use super::{make_event, not_found_study, put_trial, update_study_op, Coordinator, Inner};
 use crate::clock::now_ms;
 use crate::error::{check_study_name, CoordError, Result};
 use crate::events::EventKind;
@@ -406,15 +406,9 @@ impl Coordinator {
             study.push_trial(FrozenTrial::new(number, TrialState::Waiting), extra);
             trial_index.insert(trial_id, (sid, number));
             let mut batch = Batch::new();
-            batch.push(Op::InsertTrial {
-                trial_id,
-                study_id: sid,
-                number: number as i64,
-                state: "WAITING",
-                datetime_start: None,
-                enqueued: true,
-                fixed_params_json: Some(Value::Object(external).to_string()),
-            });
+            batch.push(put_trial(study, number));
+            // Optuna's own record of enqueued values (`enqueue_trial`).
+            batch.push(Op::SetSystemAttr { trial_id, key: "fixed_params".into(), value_json: Value::Object(external).to_string() });
             let ev = make_event(ids, study, EventKind::TrialEnqueued, Some(number), now);
             batch.events.push(Arc::new(ev));
             let view = trial_view(study, number).ok_or_else(|| CoordError::Internal("trial vanished".into()))?;

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::model::{trial_state_str, Lease, StudyMem, StudyState, TrialExtra};
 use super::view::{external_params, trial_view, AskOutcome, Assignment, FinishOutcome, HeartbeatOutcome, LeaseView, ReportOutcome};
-use super::{make_event, update_study_op, Coordinator, Counters, Inner, HolderView};
+use super::{make_event, put_trial, update_study_op, Coordinator, Counters, HolderView, Inner};
 use crate::clock::{now_ms, optuna_datetime, rfc3339};
 use crate::error::{check_holder_id, check_study_name, CoordError, Result};
 use crate::events::EventKind;
@@ -592,24 +592,12 @@ fn start_in_study(
             }
         }
         let need_params = waiting.is_none() || !study.extra[ni].params_stored || rows.len() != prev_count;
-        let insert = move |state: &'static str, start: Option<String>| Op::InsertTrial {
-            trial_id,
-            study_id: sid,
-            number: number as i64,
-            state,
-            datetime_start: start,
-            enqueued: false,
-            fixed_params_json: None,
-        };
         let ext = external_params(study, number);
         let cfg = match apply_params(&study.config.base_config, ext.iter().map(|(k, v)| (k.as_str(), v)))
             .and_then(|c| serde_json::to_string(&c).map_err(|e| e.to_string()))
         {
             Ok(c) => c,
             Err(e) => {
-                if waiting.is_none() {
-                    batch.push(insert("WAITING", None));
-                }
                 if need_params {
                     batch.push(Op::SetParams { trial_id, params: rows });
                     study.extra[ni].params_stored = true;
@@ -634,28 +622,10 @@ fn start_in_study(
             }
         }
         holders.insert((holder.to_string(), slot), trial_id);
-        if waiting.is_none() {
-            batch.push(insert("RUNNING", Some(optuna_datetime(now))));
-        } else {
-            batch.push(Op::SetTrialState {
-                trial_id,
-                state: "RUNNING",
-                datetime_start: Some(optuna_datetime(now)),
-                datetime_complete: None,
-            });
-        }
+        batch.push(put_trial(study, number));
         if need_params {
             batch.push(Op::SetParams { trial_id, params: rows });
         }
-        batch.push(Op::SetLease {
-            trial_id,
-            token: token as i64,
-            holder: holder.to_string(),
-            slot: slot as i64,
-            expires_ms,
-            hostname: (!hostname.is_empty()).then(|| hostname.clone()),
-            device: (!device.is_empty()).then(|| device.clone()),
-        });
         let mut ev = make_event(ids, study, EventKind::TrialStarted, Some(number), now);
         ev.params = ext.clone();
         ev.holder = Some(HolderView { holder_id: holder.to_string(), slot, hostname, device, expires_ms });
@@ -684,18 +654,12 @@ fn fail_waiting(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, n: 
     let x = &mut study.extra[n as usize];
     x.reason = Some(reason.to_string());
     x.complete_ms = Some(now);
-    batch.push(Op::SetTrialState {
-        trial_id,
-        state: "FAIL",
-        datetime_start: None,
-        datetime_complete: Some(optuna_datetime(now)),
-    });
+    batch.push(put_trial(study, n));
     batch.push(Op::SetSystemAttr {
         trial_id,
         key: "fail_reason".into(),
         value_json: serde_json::to_string(reason).unwrap_or_default(),
     });
-    batch.push(Op::SetTrialMeta { trial_id, retries: x.retries as i64, reason: Some(reason.to_string()) });
     let mut ev = make_event(ids, study, EventKind::TrialFailed, Some(n), now);
     ev.message = reason.to_string();
     batch.events.push(Arc::new(ev));
@@ -727,12 +691,6 @@ pub(crate) fn finish_trial(
     }
     x.complete_ms = Some(now);
     let trial_id = x.trial_id;
-    batch.push(Op::SetTrialState {
-        trial_id,
-        state: trial_state_str(state),
-        datetime_start: x.start_ms.map(optuna_datetime),
-        datetime_complete: Some(optuna_datetime(now)),
-    });
     if let Some(v) = value {
         batch.push(Op::SetValue { trial_id, value: v });
     }
@@ -746,9 +704,8 @@ pub(crate) fn finish_trial(
     if let Some(r) = &reason {
         x.reason = Some(r.clone());
         batch.push(Op::SetSystemAttr { trial_id, key: "fail_reason".into(), value_json: serde_json::to_string(r).unwrap_or_default() });
-        batch.push(Op::SetTrialMeta { trial_id, retries: x.retries as i64, reason: Some(r.clone()) });
     }
-    batch.push(Op::EndLease { trial_id });
+    batch.push(put_trial(study, n));
     let is_best = study.consider_best(n);
     let kind = match state {
         TrialState::Complete => EventKind::TrialCompleted,
@@ -805,10 +762,8 @@ pub(crate) fn requeue_or_fail(
     }
     x.reason = Some(reason.to_string());
     x.start_ms = None;
-    batch.push(Op::SetTrialState { trial_id, state: "WAITING", datetime_start: None, datetime_complete: None });
     batch.push(Op::ClearIntermediate { trial_id });
-    batch.push(Op::SetTrialMeta { trial_id, retries: x.retries as i64, reason: Some(reason.to_string()) });
-    batch.push(Op::EndLease { trial_id });
+    batch.push(put_trial(study, n));
     let mut ev = make_event(ids, study, EventKind::TrialRequeued, Some(n), now);
     ev.message = reason.to_string();
     batch.events.push(Arc::new(ev));

@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
-use mnist_sampler::{Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler, TrialState};
+use mnist_sampler::{
+    Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler, TrialState,
+};
 use serde_json::{json, Value};
 
 struct Study {
@@ -27,9 +29,17 @@ struct Study {
 fn handle(study: &mut Option<Study>, req: &Value) -> Result<Value, String> {
     match req["cmd"].as_str() {
         Some("new") => {
-            let space = SearchSpace::from_json_str(&req["space"].to_string()).map_err(|e| e.to_string())?;
-            let direction = if req["direction"] == "maximize" { Direction::Maximize } else { Direction::Minimize };
-            let mut config = TpeConfig { seed: req["seed"].as_u64().unwrap_or(0), ..TpeConfig::default() };
+            let space =
+                SearchSpace::from_json_str(&req["space"].to_string()).map_err(|e| e.to_string())?;
+            let direction = if req["direction"] == "maximize" {
+                Direction::Maximize
+            } else {
+                Direction::Minimize
+            };
+            let mut config = TpeConfig {
+                seed: req["seed"].as_u64().unwrap_or(0),
+                ..TpeConfig::default()
+            };
             if let Some(cfg) = req.get("config").and_then(Value::as_object) {
                 if let Some(v) = cfg.get("constant_liar").and_then(Value::as_bool) {
                     config.constant_liar = v;
@@ -38,21 +48,36 @@ fn handle(study: &mut Option<Study>, req: &Value) -> Result<Value, String> {
                     config.multivariate = v;
                 }
             }
-            *study = Some(Study { space, direction, sampler: TpeSampler::new(config), trials: Vec::new() });
+            *study = Some(Study {
+                space,
+                direction,
+                sampler: TpeSampler::new(config),
+                trials: Vec::new(),
+            });
             Ok(json!({"ok": true}))
         }
         Some("ask") => {
             let s = study.as_mut().ok_or("no study: send `new` first")?;
             let number = s.trials.len() as u64;
-            let params = s.sampler.sample(&s.space, &s.trials, s.direction, number).map_err(|e| e.to_string())?;
+            let params = s
+                .sampler
+                .sample(&s.space, &s.trials, s.direction, number)
+                .map_err(|e| e.to_string())?;
             let mut external = serde_json::Map::new();
             for (name, d) in s.space.params() {
                 let v = params.get(name).copied().ok_or("missing parameter")?;
-                external.insert(name.to_string(), serde_json::to_value(d.to_external(v)).map_err(|e| e.to_string())?);
+                external.insert(
+                    name.to_string(),
+                    serde_json::to_value(d.to_external(v)).map_err(|e| e.to_string())?,
+                );
             }
             let mut t = FrozenTrial::new(number, TrialState::Running);
             t.params = params;
-            t.distributions = s.space.params().map(|(n, d)| (n.to_string(), d.clone())).collect::<BTreeMap<_, _>>();
+            t.distributions = s
+                .space
+                .params()
+                .map(|(n, d)| (n.to_string(), d.clone()))
+                .collect::<BTreeMap<_, _>>();
             s.trials.push(t);
             Ok(json!({"number": number, "params": external}))
         }
@@ -67,7 +92,11 @@ fn handle(study: &mut Option<Study>, req: &Value) -> Result<Value, String> {
             };
             let mut t = FrozenTrial::new(number, state);
             t.params = serde_json::from_value(req["params"].clone()).map_err(|e| e.to_string())?;
-            t.distributions = s.space.params().map(|(n, d)| (n.to_string(), d.clone())).collect::<BTreeMap<_, _>>();
+            t.distributions = s
+                .space
+                .params()
+                .map(|(n, d)| (n.to_string(), d.clone()))
+                .collect::<BTreeMap<_, _>>();
             t.value = req["value"].as_f64();
             s.trials.push(t);
             Ok(json!({"number": number}))
@@ -76,7 +105,9 @@ fn handle(study: &mut Option<Study>, req: &Value) -> Result<Value, String> {
             let s = study.as_ref().ok_or("no study: send `new` first")?;
             let mut sampler = s.sampler;
             sampler.config.seed = req["seed"].as_u64().unwrap_or(0);
-            let params = sampler.sample(&s.space, &s.trials, s.direction, s.trials.len() as u64).map_err(|e| e.to_string())?;
+            let params = sampler
+                .sample(&s.space, &s.trials, s.direction, s.trials.len() as u64)
+                .map_err(|e| e.to_string())?;
             Ok(json!({"params": params}))
         }
         Some("tell") => {
@@ -86,7 +117,9 @@ fn handle(study: &mut Option<Study>, req: &Value) -> Result<Value, String> {
             if req["state"] == "fail" {
                 t.state = TrialState::Fail;
             } else {
-                let v = req["value"].as_f64().ok_or("tell needs a numeric `value`")?;
+                let v = req["value"]
+                    .as_f64()
+                    .ok_or("tell needs a numeric `value`")?;
                 t.state = TrialState::Complete;
                 t.value = Some(v);
             }

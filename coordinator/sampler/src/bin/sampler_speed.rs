@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use mnist_sampler::{Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler, TrialState};
+use mnist_sampler::{
+    Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler, TrialState,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -32,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let serve = args[2] == "serve";
     let reps: usize = if serve { 0 } else { args[2].parse()? };
     let space = SearchSpace::from_json_str(&hist.space.to_string())?;
-    let dists: BTreeMap<String, _> = space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+    let dists: BTreeMap<String, _> = space
+        .params()
+        .map(|(n, d)| (n.to_string(), d.clone()))
+        .collect();
     let trials: Vec<FrozenTrial> = hist
         .trials
         .into_iter()
@@ -45,7 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             intermediate_values: BTreeMap::new(),
         })
         .collect();
-    let sampler = TpeSampler::new(TpeConfig { seed: 0, ..TpeConfig::default() });
+    let sampler = TpeSampler::new(TpeConfig {
+        seed: 0,
+        ..TpeConfig::default()
+    });
     let mut next = trials.len() as u64;
     let mut run = |reps: usize| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         let mut times = Vec::with_capacity(reps);
@@ -59,7 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let mut sorted = times.clone();
         sorted.sort_by(f64::total_cmp);
-        Ok(serde_json::json!({"median_s": sorted[sorted.len() / 2], "min_s": sorted[0], "times_s": times, "checksum": checksum}))
+        Ok(
+            serde_json::json!({"median_s": sorted[sorted.len() / 2], "min_s": sorted[0], "times_s": times, "checksum": checksum}),
+        )
     };
     if serve {
         use std::io::{BufRead, Write};

@@ -24,7 +24,13 @@ pub struct HyperbandPruner {
 
 impl Default for HyperbandPruner {
     fn default() -> Self {
-        HyperbandPruner { min_resource: 1, max_resource: None, reduction_factor: 3, bootstrap_count: 0, study_name: String::new() }
+        HyperbandPruner {
+            min_resource: 1,
+            max_resource: None,
+            reduction_factor: 3,
+            bootstrap_count: 0,
+            study_name: String::new(),
+        }
     }
 }
 
@@ -91,7 +97,9 @@ impl HyperbandPruner {
 
 impl Pruner for HyperbandPruner {
     fn should_prune(&self, trial: &FrozenTrial, all: &[FrozenTrial], direction: Direction) -> bool {
-        let Some(max_resource) = self.max_resource(all) else { return false };
+        let Some(max_resource) = self.max_resource(all) else {
+            return false;
+        };
         let budgets = self.budgets(max_resource);
         if budgets.is_empty() {
             return false;

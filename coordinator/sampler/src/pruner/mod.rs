@@ -25,5 +25,10 @@ use crate::trial::{Direction, FrozenTrial};
 pub trait Pruner: Send + Sync {
     /// `trial` is the running trial after its latest report; `all_trials` is the
     /// whole study (it may include `trial` itself, which is then ignored).
-    fn should_prune(&self, trial: &FrozenTrial, all_trials: &[FrozenTrial], direction: Direction) -> bool;
+    fn should_prune(
+        &self,
+        trial: &FrozenTrial,
+        all_trials: &[FrozenTrial],
+        direction: Direction,
+    ) -> bool;
 }

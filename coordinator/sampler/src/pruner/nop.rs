@@ -10,7 +10,12 @@ use crate::trial::{Direction, FrozenTrial};
 pub struct NopPruner;
 
 impl Pruner for NopPruner {
-    fn should_prune(&self, _trial: &FrozenTrial, _all: &[FrozenTrial], _direction: Direction) -> bool {
+    fn should_prune(
+        &self,
+        _trial: &FrozenTrial,
+        _all: &[FrozenTrial],
+        _direction: Direction,
+    ) -> bool {
         false
     }
 }

@@ -25,7 +25,13 @@ pub struct PercentilePruner {
 
 impl Default for PercentilePruner {
     fn default() -> Self {
-        PercentilePruner { percentile: 25.0, n_startup_trials: 5, n_warmup_steps: 0, interval_steps: 1, n_min_trials: 1 }
+        PercentilePruner {
+            percentile: 25.0,
+            n_startup_trials: 5,
+            n_warmup_steps: 0,
+            interval_steps: 1,
+            n_min_trials: 1,
+        }
     }
 }
 
@@ -41,7 +47,12 @@ pub struct MedianPruner {
 
 impl Default for MedianPruner {
     fn default() -> Self {
-        MedianPruner { n_startup_trials: 5, n_warmup_steps: 0, interval_steps: 1, n_min_trials: 1 }
+        MedianPruner {
+            n_startup_trials: 5,
+            n_warmup_steps: 0,
+            interval_steps: 1,
+            n_min_trials: 1,
+        }
     }
 }
 
@@ -78,14 +89,23 @@ pub(crate) fn nan_percentile(values: &[f64], q: f64) -> f64 {
     if a == b || t == 0.0 {
         return a;
     }
-    if t >= 0.5 { b - (b - a) * (1.0 - t) } else { a + (b - a) * t }
+    if t >= 0.5 {
+        b - (b - a) * (1.0 - t)
+    } else {
+        a + (b - a) * t
+    }
 }
 
 /// Optuna's `_is_first_in_interval_step`.
 fn is_first_in_interval_step(step: u64, trial: &FrozenTrial, warmup: u64, interval: u64) -> bool {
     let interval = interval.max(1);
     let nearest_lower = (step - warmup) / interval * interval + warmup;
-    let second_last = trial.intermediate_values.keys().copied().filter(|s| *s != step).max();
+    let second_last = trial
+        .intermediate_values
+        .keys()
+        .copied()
+        .filter(|s| *s != step)
+        .max();
     match second_last {
         None => true,
         Some(s) => s < nearest_lower,
@@ -94,19 +114,28 @@ fn is_first_in_interval_step(step: u64, trial: &FrozenTrial, warmup: u64, interv
 
 impl Pruner for PercentilePruner {
     fn should_prune(&self, trial: &FrozenTrial, all: &[FrozenTrial], direction: Direction) -> bool {
-        let completed: Vec<&FrozenTrial> =
-            all.iter().filter(|t| t.state == TrialState::Complete && t.number != trial.number).collect();
+        let completed: Vec<&FrozenTrial> = all
+            .iter()
+            .filter(|t| t.state == TrialState::Complete && t.number != trial.number)
+            .collect();
         if completed.is_empty() || (completed.len() as u64) < self.n_startup_trials {
             return false;
         }
-        let Some(step) = trial.last_step() else { return false };
+        let Some(step) = trial.last_step() else {
+            return false;
+        };
         if step < self.n_warmup_steps {
             return false;
         }
         if !is_first_in_interval_step(step, trial, self.n_warmup_steps, self.interval_steps) {
             return false;
         }
-        let own: Vec<f64> = trial.intermediate_values.values().copied().filter(|v| !v.is_nan()).collect();
+        let own: Vec<f64> = trial
+            .intermediate_values
+            .values()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .collect();
         if own.is_empty() {
             return true; // every reported value is NaN
         }
@@ -114,7 +143,10 @@ impl Pruner for PercentilePruner {
             Direction::Minimize => own.iter().copied().fold(f64::INFINITY, f64::min),
             Direction::Maximize => own.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         };
-        let at_step: Vec<f64> = completed.iter().filter_map(|t| t.intermediate_values.get(&step).copied()).collect();
+        let at_step: Vec<f64> = completed
+            .iter()
+            .filter_map(|t| t.intermediate_values.get(&step).copied())
+            .collect();
         if (at_step.len() as u64) < self.n_min_trials.max(1) {
             return false;
         }

@@ -25,7 +25,12 @@ pub struct SuccessiveHalvingPruner {
 
 impl Default for SuccessiveHalvingPruner {
     fn default() -> Self {
-        SuccessiveHalvingPruner { min_resource: None, reduction_factor: 4, min_early_stopping_rate: 0, bootstrap_count: 0 }
+        SuccessiveHalvingPruner {
+            min_resource: None,
+            reduction_factor: 4,
+            min_early_stopping_rate: 0,
+            bootstrap_count: 0,
+        }
     }
 }
 
@@ -44,11 +49,16 @@ fn rung_step(min_resource: u64, eta: u64, rate: u32, rung: u32) -> u64 {
 /// The value a trial recorded at a rung: its value at the first reported step at
 /// or after `threshold`, provided that step is `<= up_to`.
 fn rung_value(t: &FrozenTrial, threshold: u64, up_to: u64) -> Option<f64> {
-    t.intermediate_values.range(threshold..=up_to).next().map(|(_, v)| *v)
+    t.intermediate_values
+        .range(threshold..=up_to)
+        .next()
+        .map(|(_, v)| *v)
 }
 
 /// Optuna's auto `min_resource` estimate.
-pub(crate) fn estimate_min_resource<'a>(trials: impl Iterator<Item = &'a FrozenTrial>) -> Option<u64> {
+pub(crate) fn estimate_min_resource<'a>(
+    trials: impl Iterator<Item = &'a FrozenTrial>,
+) -> Option<u64> {
     trials
         .filter(|t| t.state == TrialState::Complete)
         .filter_map(FrozenTrial::last_step)
@@ -59,13 +69,30 @@ pub(crate) fn estimate_min_resource<'a>(trials: impl Iterator<Item = &'a FrozenT
 impl SuccessiveHalvingPruner {
     /// The decision given the competing trials (already filtered, e.g. to one
     /// Hyperband bracket) and the min resource to use.
-    pub(crate) fn decide(&self, trial: &FrozenTrial, others: &[&FrozenTrial], min_resource: u64, direction: Direction) -> bool {
-        let Some(step) = trial.last_step() else { return false };
-        let value = trial.intermediate_values.get(&step).copied().unwrap_or(f64::NAN);
+    pub(crate) fn decide(
+        &self,
+        trial: &FrozenTrial,
+        others: &[&FrozenTrial],
+        min_resource: u64,
+        direction: Direction,
+    ) -> bool {
+        let Some(step) = trial.last_step() else {
+            return false;
+        };
+        let value = trial
+            .intermediate_values
+            .get(&step)
+            .copied()
+            .unwrap_or(f64::NAN);
         let eta = self.reduction_factor.max(2);
         let rate = self.min_early_stopping_rate;
         // Rungs this trial passed at an earlier report.
-        let prev = trial.intermediate_values.keys().copied().filter(|s| *s < step).max();
+        let prev = trial
+            .intermediate_values
+            .keys()
+            .copied()
+            .filter(|s| *s < step)
+            .max();
         let mut rung: u32 = 0;
         if let Some(prev) = prev {
             while rung < 64 && rung_step(min_resource, eta, rate, rung) <= prev {

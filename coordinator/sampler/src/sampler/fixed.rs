@@ -14,7 +14,10 @@ use crate::trial::{Direction, FrozenTrial, TrialState};
 
 /// The WAITING trial with the lowest number (the next one to serve), if any.
 pub fn first_waiting_trial(trials: &[FrozenTrial]) -> Option<&FrozenTrial> {
-    trials.iter().filter(|t| t.state == TrialState::Waiting).min_by_key(|t| t.number)
+    trials
+        .iter()
+        .filter(|t| t.state == TrialState::Waiting)
+        .min_by_key(|t| t.number)
 }
 
 /// Samples a trial, keeping the `fixed` internal values (Optuna's `fixed_params`).
@@ -35,8 +38,13 @@ pub fn suggest(
     };
     for (name, v) in fixed {
         if let Some(d) = space.get(name) {
-            let bad_log = matches!(d, crate::space::Distribution::Float { log: true, .. } | crate::space::Distribution::Int { log: true, .. }) && *v <= 0.0;
-            let bad_cat = matches!(d, crate::space::Distribution::Categorical { .. }) && !d.contains(*v);
+            let bad_log = matches!(
+                d,
+                crate::space::Distribution::Float { log: true, .. }
+                    | crate::space::Distribution::Int { log: true, .. }
+            ) && *v <= 0.0;
+            let bad_cat =
+                matches!(d, crate::space::Distribution::Categorical { .. }) && !d.contains(*v);
             if !v.is_finite() || bad_log || bad_cat {
                 return Err(SpaceError::InvalidValue {
                     value: v.to_string(),

@@ -55,16 +55,23 @@ impl GridSampler {
 
     /// A grid sampler with explicit values per parameter.
     pub fn with_grid(seed: u64, grid: BTreeMap<String, Vec<Choice>>) -> Self {
-        GridSampler { seed, grid: Some(grid) }
+        GridSampler {
+            seed,
+            grid: Some(grid),
+        }
     }
 
     fn values_for(&self, name: &str, d: &Distribution) -> Result<Vec<f64>, SampleError> {
         if let Some(g) = &self.grid {
             let vals = g.get(name).ok_or_else(|| {
-                SampleError::Grid(format!("parameter `{name}` is in the search space but has no grid values"))
+                SampleError::Grid(format!(
+                    "parameter `{name}` is in the search space but has no grid values"
+                ))
             })?;
             if vals.is_empty() {
-                return Err(SampleError::Grid(format!("parameter `{name}` has an empty list of grid values")));
+                return Err(SampleError::Grid(format!(
+                    "parameter `{name}` has an empty list of grid values"
+                )));
             }
             let mut out = Vec::with_capacity(vals.len());
             for v in vals {
@@ -75,24 +82,44 @@ impl GridSampler {
             }
             return Ok(out);
         }
-        let too_many = || SampleError::Grid(format!("parameter `{name}` has more than {MAX_GRID_POINTS} values"));
+        let too_many = || {
+            SampleError::Grid(format!(
+                "parameter `{name}` has more than {MAX_GRID_POINTS} values"
+            ))
+        };
         match d {
-            Distribution::Categorical { choices } => Ok((0..choices.len()).map(|i| i as f64).collect()),
-            Distribution::Int { low, high, step, .. } => {
+            Distribution::Categorical { choices } => {
+                Ok((0..choices.len()).map(|i| i as f64).collect())
+            }
+            Distribution::Int {
+                low, high, step, ..
+            } => {
                 let n = ((*high as i128 - *low as i128) / *step as i128 + 1) as u128;
                 if n > MAX_GRID_POINTS as u128 {
                     return Err(too_many());
                 }
                 Ok((0..n as i64).map(|k| (*low + k * *step) as f64).collect())
             }
-            Distribution::Float { low, high, step: Some(s), .. } => {
+            Distribution::Float {
+                low,
+                high,
+                step: Some(s),
+                ..
+            } => {
                 let k = ((high - low) / s + 1e-8).floor();
                 if !(0.0..MAX_GRID_POINTS as f64).contains(&k) {
                     return Err(too_many());
                 }
-                Ok((0..=k as usize).map(|i| (low + i as f64 * s).min(*high)).collect())
+                Ok((0..=k as usize)
+                    .map(|i| (low + i as f64 * s).min(*high))
+                    .collect())
             }
-            Distribution::Float { step: None, low, high, .. } => {
+            Distribution::Float {
+                step: None,
+                low,
+                high,
+                ..
+            } => {
                 if low == high {
                     Ok(vec![*low])
                 } else {
@@ -107,7 +134,9 @@ impl GridSampler {
     fn build(&self, space: &SearchSpace) -> Result<Grid, SampleError> {
         if let Some(g) = &self.grid {
             if let Some(extra) = g.keys().find(|k| space.get(k).is_none()) {
-                return Err(SampleError::Grid(format!("grid parameter `{extra}` is not in the search space")));
+                return Err(SampleError::Grid(format!(
+                    "grid parameter `{extra}` is not in the search space"
+                )));
             }
         }
         let mut params: Vec<(&str, &Distribution)> = space.params().collect();
@@ -120,7 +149,9 @@ impl GridSampler {
             n_points = n_points
                 .checked_mul(v.len())
                 .filter(|n| *n <= MAX_GRID_POINTS)
-                .ok_or_else(|| SampleError::Grid(format!("the grid has more than {MAX_GRID_POINTS} points")))?;
+                .ok_or_else(|| {
+                    SampleError::Grid(format!("the grid has more than {MAX_GRID_POINTS} points"))
+                })?;
             names.push(name.to_string());
             values.push(v);
         }
@@ -130,7 +161,13 @@ impl GridSampler {
         for (i, p) in order.iter().enumerate() {
             position[*p] = i;
         }
-        Ok(Grid { names, values, n_points, order, position })
+        Ok(Grid {
+            names,
+            values,
+            n_points,
+            order,
+            position,
+        })
     }
 
     /// Grid id of a trial's parameters, if they are a grid point.
@@ -138,7 +175,9 @@ impl GridSampler {
         let mut idx = 0usize;
         for (name, vals) in grid.names.iter().zip(&grid.values) {
             let v = t.params.get(name)?;
-            let k = vals.iter().position(|x| x == v || (x - v).abs() <= 1e-12 * x.abs().max(1.0))?;
+            let k = vals
+                .iter()
+                .position(|x| x == v || (x - v).abs() <= 1e-12 * x.abs().max(1.0))?;
             idx = idx * vals.len() + k;
         }
         Some(grid.position[idx])
@@ -162,7 +201,11 @@ impl GridSampler {
 
     /// True when every grid point has a finished trial (the study should stop);
     /// an error when the grid cannot be built from the space.
-    pub fn check_exhausted(&self, space: &SearchSpace, trials: &[FrozenTrial]) -> Result<bool, SampleError> {
+    pub fn check_exhausted(
+        &self,
+        space: &SearchSpace,
+        trials: &[FrozenTrial],
+    ) -> Result<bool, SampleError> {
         let grid = self.build(space)?;
         let (finished, _) = Self::status(&grid, trials, None);
         Ok(finished.iter().all(|f| *f))
@@ -199,10 +242,13 @@ impl Sampler for GridSampler {
                 candidates = (0..grid.n_points).filter(|i| !finished[*i]).collect();
             }
             if candidates.is_empty() {
-                return Err(SampleError::GridExhausted { n_points: grid.n_points });
+                return Err(SampleError::GridExhausted {
+                    n_points: grid.n_points,
+                });
             }
             let mut rng = trial_rng(self.seed, trial_number, 2);
-            candidates[((uniform01(&mut rng) * candidates.len() as f64) as usize).min(candidates.len() - 1)]
+            candidates[((uniform01(&mut rng) * candidates.len() as f64) as usize)
+                .min(candidates.len() - 1)]
         };
         let mut point = grid.order[id];
         let mut out = BTreeMap::new();

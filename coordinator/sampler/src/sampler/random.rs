@@ -32,7 +32,11 @@ fn next_below(x: f64) -> f64 {
         return -f64::from_bits(1);
     }
     let bits = x.to_bits();
-    if x > 0.0 { f64::from_bits(bits - 1) } else { f64::from_bits(bits + 1) }
+    if x > 0.0 {
+        f64::from_bits(bits - 1)
+    } else {
+        f64::from_bits(bits + 1)
+    }
 }
 
 /// Draws one internal value of `dist` uniformly, as Optuna's `RandomSampler` does.
@@ -41,7 +45,12 @@ pub fn sample_random_param(dist: &Distribution, rng: &mut Rng) -> f64 {
         return dist.single_value();
     }
     match dist {
-        Distribution::Float { low, high, log, step } => {
+        Distribution::Float {
+            low,
+            high,
+            log,
+            step,
+        } => {
             if *log {
                 let x = uniform(rng, low.ln(), high.ln()).exp();
                 x.clamp(*low, next_below(*high))
@@ -52,7 +61,12 @@ pub fn sample_random_param(dist: &Distribution, rng: &mut Rng) -> f64 {
                 uniform(rng, *low, *high).clamp(*low, next_below(*high))
             }
         }
-        Distribution::Int { low, high, log, step } => {
+        Distribution::Int {
+            low,
+            high,
+            log,
+            step,
+        } => {
             let (lo, hi, st) = (*low as f64, *high as f64, *step as f64);
             if *log {
                 let x = uniform(rng, (lo - 0.5).ln(), (hi + 0.5).ln()).exp();

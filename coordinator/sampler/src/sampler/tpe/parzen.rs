@@ -27,7 +27,11 @@ pub fn default_weights(n: usize) -> Vec<f64> {
     let start = 1.0 / n as f64;
     let mut w = Vec::with_capacity(n);
     for i in 0..m {
-        let v = if m == 1 { start } else { start + (1.0 - start) * i as f64 / (m - 1) as f64 };
+        let v = if m == 1 {
+            start
+        } else {
+            start + (1.0 - start) * i as f64 / (m - 1) as f64
+        };
         w.push(v);
     }
     w.extend(std::iter::repeat_n(1.0, 25));
@@ -85,17 +89,38 @@ pub struct ParzenEstimator {
 fn argsort_stable(xs: &[f64]) -> Vec<u32> {
     let key = |x: f64| -> u64 {
         let b = x.to_bits();
-        if b >> 63 == 1 { !b } else { b | (1 << 63) }
+        if b >> 63 == 1 {
+            !b
+        } else {
+            b | (1 << 63)
+        }
     };
-    let mut packed: Vec<u128> = xs.iter().enumerate().map(|(i, x)| ((key(*x) as u128) << 32) | i as u128).collect();
+    let mut packed: Vec<u128> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| ((key(*x) as u128) << 32) | i as u128)
+        .collect();
     packed.sort_unstable();
-    packed.into_iter().map(|p| (p & 0xFFFF_FFFF) as u32).collect()
+    packed
+        .into_iter()
+        .map(|p| (p & 0xFFFF_FFFF) as u32)
+        .collect()
 }
 
 fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     let (low, high, log, step) = match dist {
-        Distribution::Float { low, high, log, step } => (*low, *high, *log, *step),
-        Distribution::Int { low, high, log, step } => (*low as f64, *high as f64, *log, Some(*step as f64)),
+        Distribution::Float {
+            low,
+            high,
+            log,
+            step,
+        } => (*low, *high, *log, *step),
+        Distribution::Int {
+            low,
+            high,
+            log,
+            step,
+        } => (*low as f64, *high as f64, *log, Some(*step as f64)),
         Distribution::Categorical { .. } => (0.0, 1.0, false, None),
     };
     let (mut lo, mut hi) = (low, high);
@@ -114,7 +139,10 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     let n = mus.len();
     let mut sigmas = vec![0.0; n];
     // Observation indices sorted by value; ties keep trial order (a stable argsort).
-    let idx: Vec<(f64, u32)> = argsort_stable(&mus).into_iter().map(|i| (mus[i as usize], i)).collect();
+    let idx: Vec<(f64, u32)> = argsort_stable(&mus)
+        .into_iter()
+        .map(|i| (mus[i as usize], i))
+        .collect();
     if n > 0 {
         let with_ends = |i: usize| -> f64 {
             // index into [lo, sorted..., hi]
@@ -148,7 +176,8 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     mus.push(0.5 * (lo + hi));
     sigmas.push(hi - lo);
     let mass = |m: f64, s: f64| truncnorm::log_gauss_mass((lo - m) / s, (hi - m) / s);
-    let (mut pairs, mut pair_log_norm, mut pair_of, mut log_norm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pairs, mut pair_log_norm, mut pair_of, mut log_norm) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if step.is_some() {
         // Discrete: kernels at repeated values share (mu, sigma); walk them in value
         // order and merge neighbours, so the masses are computed once per pair.
@@ -168,7 +197,20 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     } else {
         log_norm = mus.iter().zip(&sigmas).map(|(m, s)| mass(*m, *s)).collect();
     }
-    Dim::Numerical { log, step, low, high, lo_t: lo, hi_t: hi, mus, sigmas, log_norm, pairs, pair_log_norm, pair_of }
+    Dim::Numerical {
+        log,
+        step,
+        low,
+        high,
+        lo_t: lo,
+        hi_t: hi,
+        mus,
+        sigmas,
+        log_norm,
+        pairs,
+        pair_log_norm,
+        pair_of,
+    }
 }
 
 fn categorical_dim(obs: &[f64], n_choices: usize, p: &ParzenParams) -> Dim {
@@ -176,13 +218,28 @@ fn categorical_dim(obs: &[f64], n_choices: usize, p: &ParzenParams) -> Dim {
     // Row = prior_weight / n_kernels everywhere, +1 at the observed choice, normalised.
     let base = p.prior_weight / n_kernels;
     let sum = 1.0 + base * n_choices as f64;
-    let chosen = obs.iter().map(|o| (*o as usize).min(n_choices - 1) as u32).collect();
-    Dim::Categorical { n_choices, chosen, p_hit: (base + 1.0) / sum, p_miss: base / sum }
+    let chosen = obs
+        .iter()
+        .map(|o| (*o as usize).min(n_choices - 1) as u32)
+        .collect();
+    Dim::Categorical {
+        n_choices,
+        chosen,
+        p_hit: (base + 1.0) / sum,
+        p_miss: base / sum,
+    }
 }
 
 impl Dim {
     /// Probability of choice `c` under kernel `k` of a categorical dimension.
-    fn cat_prob(chosen: &[u32], n_choices: usize, p_hit: f64, p_miss: f64, k: usize, c: usize) -> f64 {
+    fn cat_prob(
+        chosen: &[u32],
+        n_choices: usize,
+        p_hit: f64,
+        p_miss: f64,
+        k: usize,
+        c: usize,
+    ) -> f64 {
         match chosen.get(k) {
             Some(o) if *o as usize == c => p_hit,
             Some(_) => p_miss,
@@ -211,11 +268,17 @@ impl ParzenEstimator {
             .iter()
             .zip(dists)
             .map(|(obs, d)| match d {
-                Distribution::Categorical { choices } => categorical_dim(obs, choices.len().max(1), p),
+                Distribution::Categorical { choices } => {
+                    categorical_dim(obs, choices.len().max(1), p)
+                }
                 _ => numerical_dim(obs, d, p),
             })
             .collect();
-        ParzenEstimator { weights, log_weights, dims }
+        ParzenEstimator {
+            weights,
+            log_weights,
+            dims,
+        }
     }
 
     /// Number of mixture components (observations + prior).
@@ -239,9 +302,17 @@ impl ParzenEstimator {
     /// The `n_kernels × n_choices` probabilities (row-major) of a categorical dimension.
     pub fn categorical_probs(&self, dim: usize) -> Option<Vec<f64>> {
         match self.dims.get(dim)? {
-            Dim::Categorical { n_choices, chosen, p_hit, p_miss } => Some(
+            Dim::Categorical {
+                n_choices,
+                chosen,
+                p_hit,
+                p_miss,
+            } => Some(
                 (0..self.weights.len())
-                    .flat_map(|k| (0..*n_choices).map(move |c| Dim::cat_prob(chosen, *n_choices, *p_hit, *p_miss, k, c)))
+                    .flat_map(|k| {
+                        (0..*n_choices)
+                            .map(move |c| Dim::cat_prob(chosen, *n_choices, *p_hit, *p_miss, k, c))
+                    })
                     .collect(),
             ),
             Dim::Numerical { .. } => None,
@@ -263,7 +334,12 @@ impl ParzenEstimator {
             let mut point = Vec::with_capacity(self.dims.len());
             for dim in &self.dims {
                 let v = match dim {
-                    Dim::Categorical { n_choices, chosen, p_hit, p_miss } => {
+                    Dim::Categorical {
+                        n_choices,
+                        chosen,
+                        p_hit,
+                        p_miss,
+                    } => {
                         let q = uniform01(rng);
                         let mut c = 0.0;
                         let mut pick = n_choices - 1;
@@ -276,7 +352,17 @@ impl ParzenEstimator {
                         }
                         pick as f64
                     }
-                    Dim::Numerical { log, step, low, high, lo_t, hi_t, mus, sigmas, .. } => {
+                    Dim::Numerical {
+                        log,
+                        step,
+                        low,
+                        high,
+                        lo_t,
+                        hi_t,
+                        mus,
+                        sigmas,
+                        ..
+                    } => {
                         let (m, s) = (mus[k], sigmas[k]);
                         let z = truncnorm::ppf(uniform01(rng), (lo_t - m) / s, (hi_t - m) / s);
                         let mut x = z * s + m;
@@ -288,7 +374,9 @@ impl ParzenEstimator {
                             x = x.exp();
                         }
                         match step {
-                            Some(st) => (low + ((x - low) / st).round_ties_even() * st).clamp(*low, *high),
+                            Some(st) => {
+                                (low + ((x - low) / st).round_ties_even() * st).clamp(*low, *high)
+                            }
                             None => x.clamp(*low, *high),
                         }
                     }
@@ -326,7 +414,15 @@ impl ParzenEstimator {
                         }
                     }
                 }
-                Dim::Numerical { log, step: None, lo_t, hi_t, sigmas, log_norm, .. } => {
+                Dim::Numerical {
+                    log,
+                    step: None,
+                    lo_t,
+                    hi_t,
+                    sigmas,
+                    log_norm,
+                    ..
+                } => {
                     for k in 0..k_n {
                         let c = LN_SQRT_2PI + sigmas[k].ln() + log_norm[k];
                         base[k] -= c;
@@ -340,7 +436,11 @@ impl ParzenEstimator {
                     }
                     cont.push((d, sigmas.iter().map(|s| 1.0 / s).collect()));
                 }
-                Dim::Numerical { pair_log_norm, pair_of, .. } => {
+                Dim::Numerical {
+                    pair_log_norm,
+                    pair_of,
+                    ..
+                } => {
                     for k in 0..k_n {
                         bound[k] -= pair_log_norm[pair_of[k] as usize].min(0.0);
                     }
@@ -351,7 +451,13 @@ impl ParzenEstimator {
         let bound_max = bound.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let edges = |d: usize, v: f64| -> (f64, f64) {
             match &self.dims[d] {
-                Dim::Numerical { log, step: Some(st), lo_t, hi_t, .. } => {
+                Dim::Numerical {
+                    log,
+                    step: Some(st),
+                    lo_t,
+                    hi_t,
+                    ..
+                } => {
                     let (l, r) = (v - st / 2.0, v + st / 2.0);
                     let (l, r) = if *log { (l.ln(), r.ln()) } else { (l, r) };
                     (l.max(*lo_t), r.min(*hi_t))
@@ -371,15 +477,29 @@ impl ParzenEstimator {
             let mut v = base[k];
             for (d, dim) in self.dims.iter().enumerate() {
                 v += match dim {
-                    Dim::Categorical { n_choices, chosen, p_hit, p_miss } => {
-                        Dim::cat_prob(chosen, *n_choices, *p_hit, *p_miss, k, p[d] as usize).ln()
-                    }
-                    Dim::Numerical { log, step: None, mus, sigmas, .. } => {
+                    Dim::Categorical {
+                        n_choices,
+                        chosen,
+                        p_hit,
+                        p_miss,
+                    } => Dim::cat_prob(chosen, *n_choices, *p_hit, *p_miss, k, p[d] as usize).ln(),
+                    Dim::Numerical {
+                        log,
+                        step: None,
+                        mus,
+                        sigmas,
+                        ..
+                    } => {
                         let x = if *log { p[d].ln() } else { p[d] };
                         let z = (x - mus[k]) / sigmas[k];
                         -0.5 * z * z
                     }
-                    Dim::Numerical { pairs, pair_log_norm, pair_of, .. } => {
+                    Dim::Numerical {
+                        pairs,
+                        pair_log_norm,
+                        pair_of,
+                        ..
+                    } => {
                         let pi = pair_of[k] as usize;
                         let (l, r) = edges(d, p[d]);
                         exact(l, r, pairs[pi].0, pairs[pi].1, pair_log_norm[pi])
@@ -390,12 +510,28 @@ impl ParzenEstimator {
         };
         // Every kernel far below the prior kernel (by more than 50 in log) can get an
         // upper bound instead of its exact discrete masses.
-        let prior_val: Vec<f64> =
-            points.iter().zip(&dead).map(|(p, dd)| if *dd { f64::INFINITY } else { kernel_value(prior, p) }).collect();
+        let prior_val: Vec<f64> = points
+            .iter()
+            .zip(&dead)
+            .map(|(p, dd)| {
+                if *dd {
+                    f64::INFINITY
+                } else {
+                    kernel_value(prior, p)
+                }
+            })
+            .collect();
         // Discrete dims: each distinct value against each distinct (mu, sigma) once.
         let mut disc_tables: Vec<(usize, Vec<usize>, Vec<Vec<f64>>)> = Vec::new(); // (dim, value index per point, masses)
         for &d in &discrete {
-            let Dim::Numerical { pairs, pair_log_norm, .. } = &self.dims[d] else { continue };
+            let Dim::Numerical {
+                pairs,
+                pair_log_norm,
+                ..
+            } = &self.dims[d]
+            else {
+                continue;
+            };
             let mut uniq: Vec<f64> = Vec::new();
             let mut which = Vec::with_capacity(s_n);
             for p in points {
@@ -446,7 +582,13 @@ impl ParzenEstimator {
                 let p = &points[s];
                 row.copy_from_slice(&base);
                 for (d, dim) in self.dims.iter().enumerate() {
-                    if let Dim::Categorical { n_choices, chosen, p_hit, p_miss } = dim {
+                    if let Dim::Categorical {
+                        n_choices,
+                        chosen,
+                        p_hit,
+                        p_miss,
+                    } = dim
+                    {
                         let c = p[d] as u32;
                         let (l_hit, l_miss) = (p_hit.ln(), p_miss.ln());
                         for (a, o) in row.iter_mut().zip(chosen) {
@@ -478,7 +620,12 @@ impl ParzenEstimator {
                 }
                 // Terms below e^-50 of the largest cannot change the sum at double
                 // precision (even 10^4 of them add < 2e-18); skipping them saves exp().
-                let sum: f64 = row.iter().map(|a| a - mx).filter(|d| *d > -50.0).map(f64::exp).sum();
+                let sum: f64 = row
+                    .iter()
+                    .map(|a| a - mx)
+                    .filter(|d| *d > -50.0)
+                    .map(f64::exp)
+                    .sum();
                 mx + sum.ln()
             })
             .collect()

@@ -89,8 +89,16 @@ fn pruned_score(t: &FrozenTrial, direction: Direction) -> (f64, f64) {
 /// splits them for one objective without constraints: the `n_below` best complete
 /// trials, then the best pruned trials by (last step, last value) to fill up;
 /// everything else (running trials included) is above. Ties keep trial order.
-fn split_indices(trials: &[&FrozenTrial], n_below: usize, direction: Direction) -> (Vec<usize>, Vec<usize>) {
-    let sign = if direction == Direction::Maximize { -1.0 } else { 1.0 };
+fn split_indices(
+    trials: &[&FrozenTrial],
+    n_below: usize,
+    direction: Direction,
+) -> (Vec<usize>, Vec<usize>) {
+    let sign = if direction == Direction::Maximize {
+        -1.0
+    } else {
+        1.0
+    };
     let cmp = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
         a.0.partial_cmp(&b.0)
             .unwrap_or(std::cmp::Ordering::Equal)
@@ -139,7 +147,10 @@ pub fn split_trials<'a>(
     let mut sorted: Vec<&FrozenTrial> = trials.to_vec();
     sorted.sort_by_key(|t| t.number);
     let (b, a) = split_indices(&sorted, n_below, direction);
-    (b.iter().map(|i| sorted[*i]).collect(), a.iter().map(|i| sorted[*i]).collect())
+    (
+        b.iter().map(|i| sorted[*i]).collect(),
+        a.iter().map(|i| sorted[*i]).collect(),
+    )
 }
 
 /// Distribution equality, as `==` but cheaper on the common, equal case.
@@ -148,7 +159,9 @@ fn same_distribution(a: &Distribution, b: &Distribution) -> bool {
         (Distribution::Categorical { choices: x }, Distribution::Categorical { choices: y }) => {
             x.len() == y.len()
                 && x.iter().zip(y).all(|(p, q)| match (p, q) {
-                    (Choice::Str(p), Choice::Str(q)) => cmp_bytes(p.as_bytes(), q.as_bytes()).is_eq(),
+                    (Choice::Str(p), Choice::Str(q)) => {
+                        cmp_bytes(p.as_bytes(), q.as_bytes()).is_eq()
+                    }
                     _ => p.same(q),
                 })
         }
@@ -176,7 +189,10 @@ fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     let n = a.len().min(b.len());
     let (mut ca, mut cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
     for (x, y) in (&mut ca).zip(&mut cb) {
-        let (x, y) = (u64::from_be_bytes(x.try_into().unwrap_or([0; 8])), u64::from_be_bytes(y.try_into().unwrap_or([0; 8])));
+        let (x, y) = (
+            u64::from_be_bytes(x.try_into().unwrap_or([0; 8])),
+            u64::from_be_bytes(y.try_into().unwrap_or([0; 8])),
+        );
         if x != y {
             return x.cmp(&y);
         }
@@ -219,7 +235,11 @@ struct Table<'a> {
 }
 
 impl<'a> Table<'a> {
-    fn new(trials: Vec<&'a FrozenTrial>, space: &[(&str, &Distribution)], sorted: &[(usize, &str)]) -> Self {
+    fn new(
+        trials: Vec<&'a FrozenTrial>,
+        space: &[(&str, &Distribution)],
+        sorted: &[(usize, &str)],
+    ) -> Self {
         let width = space.len();
         let mut values = vec![f64::NAN; trials.len() * width];
         for (row, t) in values.chunks_mut(width.max(1)).zip(&trials) {
@@ -230,7 +250,11 @@ impl<'a> Table<'a> {
                 }
             });
         }
-        Table { trials, values, width }
+        Table {
+            trials,
+            values,
+            width,
+        }
     }
 
     /// Observation columns for `group` (space positions) from the rows `rows`,
@@ -256,7 +280,12 @@ impl TpeSampler {
 
     /// Default configuration with a seed.
     pub fn with_seed(seed: u64) -> Self {
-        TpeSampler { config: TpeConfig { seed, ..TpeConfig::default() } }
+        TpeSampler {
+            config: TpeConfig {
+                seed,
+                ..TpeConfig::default()
+            },
+        }
     }
 
     fn parzen_params(&self) -> ParzenParams {
@@ -308,7 +337,11 @@ impl Sampler for TpeSampler {
         let cfg = &self.config;
         let mut rng = trial_rng(cfg.seed, trial_number, 3);
         let params: Vec<(&str, &Distribution)> = space.params().collect();
-        let mut sorted: Vec<(usize, &str)> = params.iter().enumerate().map(|(i, (n, _))| (i, *n)).collect();
+        let mut sorted: Vec<(usize, &str)> = params
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (i, *n))
+            .collect();
         sorted.sort_by(|a, b| a.1.cmp(b.1));
 
         // Complete, pruned and (constant liar) running trials, in trial-number order.
@@ -324,14 +357,20 @@ impl Sampler for TpeSampler {
         if !considered.windows(2).all(|w| w[0].number <= w[1].number) {
             considered.sort_by_key(|t| t.number);
         }
-        let n_finished = considered.iter().filter(|t| t.state != TrialState::Running).count();
+        let n_finished = considered
+            .iter()
+            .filter(|t| t.state != TrialState::Running)
+            .count();
         let startup = n_finished < cfg.n_startup_trials;
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
 
         if !startup {
             // Optuna's intersection search space: parameters with the same
             // distribution in every finished trial (one merged walk per trial).
-            let mut keep: Vec<bool> = params.iter().map(|(_, d)| cfg.multivariate && !d.is_single()).collect();
+            let mut keep: Vec<bool> = params
+                .iter()
+                .map(|(_, d)| cfg.multivariate && !d.is_single())
+                .collect();
             if cfg.multivariate {
                 let mut seen = vec![false; params.len()];
                 for t in considered.iter().filter(|t| t.state != TrialState::Running) {
@@ -364,7 +403,10 @@ impl Sampler for TpeSampler {
                 let v = if d.is_single() {
                     d.single_value()
                 } else {
-                    self.sample_group(&params, &[i], &table, &split, &mut rng).first().copied().unwrap_or(f64::NAN)
+                    self.sample_group(&params, &[i], &table, &split, &mut rng)
+                        .first()
+                        .copied()
+                        .unwrap_or(f64::NAN)
                 };
                 out.insert(name.to_string(), v);
             }
@@ -375,7 +417,9 @@ impl Sampler for TpeSampler {
         }
         // Never hand out NaN or a value outside the space, whatever the history.
         for (name, d) in &params {
-            let bad = out.get(*name).is_none_or(|v| !v.is_finite() || !usable(d, *v));
+            let bad = out
+                .get(*name)
+                .is_none_or(|v| !v.is_finite() || !usable(d, *v));
             if bad {
                 out.insert(name.to_string(), sample_random_param(d, &mut rng));
             }

@@ -135,7 +135,11 @@ pub fn ndtri_exp(y: f64) -> f64 {
             break;
         }
     }
-    if flipped { -x } else { x }
+    if flipped {
+        -x
+    } else {
+        x
+    }
 }
 
 /// Inverse CDF of the standard normal truncated to `[a, b]` at quantile `q`.
@@ -157,7 +161,11 @@ pub fn ppf(q: f64, a: f64, b: f64) -> f64 {
         let log_phi_x = log_add_exp(log_ndtr(-b), (-q).ln_1p() + log_mass);
         -ndtri_exp(log_phi_x)
     };
-    if x.is_nan() { a } else { x.clamp(a, b) }
+    if x.is_nan() {
+        a
+    } else {
+        x.clamp(a, b)
+    }
 }
 
 /// Log density of the normal `N(loc, scale²)` truncated to the standardized bounds
@@ -176,12 +184,22 @@ mod tests {
 
     #[test]
     fn ppf_inverts_the_cdf() {
-        for &(a, b) in &[(-1.0, 1.0), (-30.0, -25.0), (25.0, 40.0), (-3.0, 0.5), (0.1, 0.2), (-50.0, 50.0)] {
+        for &(a, b) in &[
+            (-1.0, 1.0),
+            (-30.0, -25.0),
+            (25.0, 40.0),
+            (-3.0, 0.5),
+            (0.1, 0.2),
+            (-50.0, 50.0),
+        ] {
             for &q in &[1e-9, 0.01, 0.3, 0.5, 0.9, 0.999_999] {
                 let x: f64 = ppf(q, a, b);
                 assert!(x >= a && x <= b, "ppf({q},{a},{b}) = {x}");
                 let cdf = (log_gauss_mass(a, x) - log_gauss_mass(a, b)).exp();
-                assert!((cdf - q).abs() < 1e-6 * q.max(1e-3), "cdf {cdf} vs {q} for [{a},{b}]");
+                assert!(
+                    (cdf - q).abs() < 1e-6 * q.max(1e-3),
+                    "cdf {cdf} vs {q} for [{a},{b}]"
+                );
             }
         }
     }
