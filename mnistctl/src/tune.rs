@@ -333,7 +333,7 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
         c.complete,
         c.pruned,
         c.fail,
-        if s.end_reason.is_empty() { String::new() } else { format!(" ({})", s.end_reason) }
+        if s.end_reason.is_empty() { String::new() } else { format!(" | {}", s.end_reason) }
     );
     let Some(t) = s.best_trial else {
         println!("no trial completed, so there is no best trial");

@@ -83,17 +83,18 @@ impl Client {
     /// A lazily connecting client of the coordinator at `url`.
     pub fn new(url: &str, initial_backoff: Duration, max_backoff: Duration) -> Result<Client, WorkerError> {
         let bad = |m: String| WorkerError::Address { url: url.to_string(), message: m };
+        let url = normalize(url);
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(bad("the address needs a scheme".into()));
+            return Err(bad("use http:// or https://".into()));
         }
-        let endpoint = Endpoint::from_shared(url.to_string())
+        let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
-        Ok(Client { url: url.to_string(), channel: endpoint.connect_lazy(), initial_backoff, max_backoff })
+        Ok(Client { url, channel: endpoint.connect_lazy(), initial_backoff, max_backoff })
     }
 
     /// The coordinator's URL.
@@ -187,6 +188,16 @@ impl Client {
     }
 }
 
+/// `host:port` becomes `http://host:port`; a trailing `/` is dropped.
+pub fn normalize(addr: &str) -> String {
+    let a = addr.trim().trim_end_matches('/');
+    if a.contains("://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
+    }
+}
+
 /// A request with a timeout (so a call to a coordinator that hangs fails
 /// and is retried instead of blocking forever).
 pub fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -200,8 +211,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rejects_addresses_without_scheme() {
-        let e = Client::new("localhost:50051", Duration::from_millis(1), Duration::from_millis(2)).unwrap_err();
+    fn addresses_get_a_scheme() {
+        let c = Client::new("localhost:50051/", Duration::from_millis(1), Duration::from_millis(2)).unwrap();
+        assert_eq!(c.url(), "http://localhost:50051");
+        let e = Client::new("ftp://h:1", Duration::from_millis(1), Duration::from_millis(2)).unwrap_err();
         assert!(e.to_string().contains("http://HOST:50051"), "{e}");
     }
 

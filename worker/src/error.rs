@@ -12,7 +12,7 @@ pub enum WorkerError {
     #[error("{0}")]
     Config(String),
     /// A requested device cannot be used.
-    #[error(transparent)]
+    #[error("a device of --devices cannot be used: {0}")]
     Device(#[from] mnist_trainer::device::DeviceError),
     /// The coordinator address is not a valid URL.
     #[error("invalid coordinator address {url:?}: {message}; use e.g. http://HOST:50051")]

@@ -7,7 +7,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use mnist_worker::{DeviceSelection, WorkerConfig};
 use tracing_subscriber::EnvFilter;
@@ -167,8 +166,12 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
-    let summary = mnist_worker::run(cfg, stop_rx).await.context("the worker stopped")?;
-    tracing::info!(worker = %summary.worker_id, "exiting");
+    match mnist_worker::run(cfg, stop_rx).await {
+        Ok(summary) => tracing::info!(worker = %summary.worker_id, "exiting"),
+        // A signal before the worker got going is a clean stop too.
+        Err(mnist_worker::WorkerError::Shutdown) => tracing::info!("stopped before the worker started"),
+        Err(e) => return Err(anyhow::Error::new(e).context("the worker stopped")),
+    }
     Ok(())
 }
 

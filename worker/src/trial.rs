@@ -68,7 +68,7 @@ impl Drop for LiveGuard {
 
 /// Runs one assigned trial to its end.
 pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
-    let lease = a.lease.clone().unwrap_or_default();
+    let lease = a.lease.unwrap_or_default();
     let (trial_id, number, token) = (a.trial_id, a.number, lease.token);
     tracing::info!(
         study = %a.study_name,

@@ -134,8 +134,8 @@ fn killed_coordinator_restarts_and_the_study_finishes() {
     assert_eq!((c.complete + c.pruned, c.fail, c.running, c.waiting), (8, 0, 0, 0), "{c:?}");
 }
 
-/// Python Optuna reads the database and agrees with the coordinator on the
-/// best trial (and with `mnistctl study best -o json` when it is available).
+/// Python Optuna reads the database and agrees with the coordinator and with
+/// `mnistctl study best -o json` on the best trial.
 #[test]
 fn optuna_agrees_with_the_coordinator_on_the_best_trial() {
     let _g = serial();
@@ -178,32 +178,25 @@ print(json.dumps({"number": b.number, "value": b.value, "params": b.params,
         let got = py["params"][name].as_f64().unwrap_or(f64::NAN);
         assert!((got - want).abs() <= 1e-12 * want.abs().max(1.0), "{name}: optuna {got} vs coordinator {want}");
     }
-    if let Some(ctl) = from_ctl {
-        let number = ctl.get("number").or_else(|| ctl.pointer("/best_trial/number")).or_else(|| ctl.pointer("/trial/number"));
-        let value = ctl.get("value").or_else(|| ctl.pointer("/best_trial/value")).or_else(|| ctl.pointer("/trial/value"));
-        assert_eq!(number.and_then(|n| n.as_u64()), py["number"].as_u64(), "mnistctl {ctl} vs optuna {py}");
-        assert!((value.and_then(|v| v.as_f64()).unwrap_or(f64::NAN) - py["value"].as_f64().unwrap()).abs() < 1e-9, "mnistctl {ctl} vs optuna {py}");
+    let ctl = from_ctl;
+    assert_eq!(ctl["number"].as_u64(), py["number"].as_u64(), "mnistctl {ctl} vs optuna {py}");
+    assert!((ctl["value"].as_f64().unwrap_or(f64::NAN) - py["value"].as_f64().unwrap()).abs() < 1e-9, "mnistctl {ctl} vs optuna {py}");
+    for (name, v) in py["params"].as_object().expect("optuna's params") {
+        let got = ctl["params"][name].as_f64().unwrap_or(f64::NAN);
+        let want = v.as_f64().unwrap_or(f64::NAN);
+        assert!((got - want).abs() <= 1e-12 * want.abs().max(1.0), "{name}: mnistctl {got} vs optuna {want}");
     }
 }
 
-/// `mnistctl study best NAME -o json`, or `None` while that command does not
-/// exist yet.
-// TODO: make this mandatory once `mnistctl study best` lands (helper-3).
-fn mnistctl_best(url: &str, study: &str) -> Option<serde_json::Value> {
-    let bin = std::env::current_exe().ok()?.parent()?.parent()?.join("mnistctl");
-    if !bin.is_file() {
-        eprintln!("mnistctl is not built; comparing Optuna with the coordinator only");
-        return None;
-    }
+/// `mnistctl study best NAME -o json`.
+fn mnistctl_best(url: &str, study: &str) -> serde_json::Value {
+    let bin = workspace_bin("mnistctl", "mnistctl");
     let out = std::process::Command::new(&bin)
         .args(["--coordinator", url, "-o", "json", "study", "best", study])
         .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("`mnistctl study best` is not available yet ({}); comparing with the coordinator only", String::from_utf8_lossy(&out.stderr).trim());
-        return None;
-    }
-    Some(serde_json::from_slice(&out.stdout).expect("`mnistctl study best -o json` prints JSON"))
+        .expect("running mnistctl");
+    assert!(out.status.success(), "`mnistctl study best` failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("`mnistctl study best -o json` prints JSON")
 }
 
 /// A worker with an empty data directory fetches MNIST from the coordinator,

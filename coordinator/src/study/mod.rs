@@ -248,6 +248,17 @@ impl Coordinator {
 
     /// Flushes pending writes and closes the database.
     pub async fn close(&self) {
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let n = trials::PROF_ASK_N.load(Relaxed).max(1);
+            eprintln!(
+                "PROF asks {n}: lock {}us wait {}us | tells: lock {}us wait {}us",
+                trials::PROF_ASK_LOCK.load(Relaxed) / n,
+                trials::PROF_ASK_WAIT.load(Relaxed) / n,
+                trials::PROF_TELL_LOCK.load(Relaxed) / n,
+                trials::PROF_TELL_WAIT.load(Relaxed) / n
+            );
+        }
         self.begin_shutdown();
         self.storage.close().await;
     }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::model::{trial_state_str, Lease, StudyMem, StudyState, TrialExtra};
 use super::view::{external_params, trial_view, AskOutcome, Assignment, FinishOutcome, HeartbeatOutcome, LeaseView, ReportOutcome};
 use super::{make_event, put_trial, update_study_op, Coordinator, Counters, HolderView, Inner};
-use crate::clock::{now_ms, optuna_datetime, rfc3339};
+use crate::clock::{now_ms, rfc3339};
 use crate::error::{check_holder_id, check_study_name, CoordError, Result};
 use crate::events::EventKind;
 use crate::space::apply_params;
@@ -51,6 +51,11 @@ enum LeaseProblem {
 }
 
 const ASK_ATTEMPTS: usize = 8;
+pub static PROF_ASK_LOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static PROF_ASK_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static PROF_ASK_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static PROF_TELL_LOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static PROF_TELL_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Coordinator {
     /// Hands out a trial (see `AcquireTrial` and `Ask`): the one this holder's
@@ -67,8 +72,14 @@ impl Coordinator {
             let notified = self.work_notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let t0 = std::time::Instant::now();
             let (outcome, pending) = self.try_ask(&req)?;
+            let t1 = std::time::Instant::now();
             pending.wait().await?;
+            let t2 = std::time::Instant::now();
+            PROF_ASK_LOCK.fetch_add((t1 - t0).as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+            PROF_ASK_WAIT.fetch_add((t2 - t1).as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+            PROF_ASK_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match outcome {
                 AskOutcome::Idle { over: false, .. } if Instant::now() < deadline && !self.is_shutting_down() => {
                     let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -250,6 +261,7 @@ impl Coordinator {
             _ => {}
         }
         check_metrics(&metrics)?;
+        let t0 = std::time::Instant::now();
         let (res, pending) = {
             let now = now_ms();
             let mut g = self.lock();
@@ -273,7 +285,10 @@ impl Coordinator {
             };
             (res, self.submit(batch)?)
         };
+        let t1 = std::time::Instant::now();
         pending.wait().await?;
+        PROF_TELL_LOCK.fetch_add((t1 - t0).as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        PROF_TELL_WAIT.fetch_add(t1.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         res
     }
 

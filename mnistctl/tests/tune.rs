@@ -1,0 +1,120 @@
+//! `mnistctl tune` end to end on the CPU with a tiny CNN: Ctrl-C gives the
+//! running trial back and exits 0, the same command resumes and finishes
+//! with the exact trial count and prints the best trial with its artifacts,
+//! Optuna reads the database, and a third run finds the study complete.
+//!
+//! Data: `MNIST_TEST_DATA`, else `<repo>/../shared/data/mnist`.
+//! Python: `MNIST_TEST_PYTHON`, else `<repo>/.venv/bin/python`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("MNIST_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data/mnist"))
+}
+
+const SPACE: &str = r#"{
+  "learning_rate": {"type": "float", "low": 0.005, "high": 0.2, "log": true},
+  "momentum": {"type": "float", "low": 0.5, "high": 0.95}
+}"#;
+
+fn tune(dir: &Path, tag: &str) -> (Command, PathBuf, PathBuf) {
+    let space = dir.join("space.json");
+    std::fs::write(&space, SPACE).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnistctl"));
+    c.arg("tune")
+        .args(["--n-trials", "3", "--epochs", "3", "--train-limit", "1500", "--val-size", "300", "--test-limit", "500"])
+        .args(["--devices", "cpu", "--torch-threads", "1", "--seed", "3", "--study", "quick"])
+        .args(["--base", "conv1_channels=4", "--base", "conv2_channels=8", "--base", "fc_width=16", "--base", "batch_size=50"])
+        .arg("--space")
+        .arg(&space)
+        .arg("--storage")
+        .arg(dir.join("t.db"))
+        .arg("--work-dir")
+        .arg(dir.join("work"))
+        .arg("--data-dir")
+        .arg(data_dir())
+        .env("MNIST_NO_PROGRESS", "1")
+        .env("RUST_LOG", "info");
+    let out = dir.join(format!("{tag}.out"));
+    let err = dir.join(format!("{tag}.err"));
+    c.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+    (c, out, err)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn wait(child: &mut std::process::Child, timeout: Duration, log: &Path) -> std::process::ExitStatus {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("mnistctl tune did not finish within {timeout:?}\n{}", read(log));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    // 1. Interrupt while the first trial trains.
+    let (mut c, out, err) = tune(dir, "first");
+    let mut child = c.spawn().unwrap();
+    let end = Instant::now() + Duration::from_secs(120);
+    while !read(&err).contains("reported trial=") {
+        assert!(Instant::now() < end, "no trial reported an epoch\n{}", read(&err));
+        assert!(child.try_wait().unwrap().is_none(), "tune exited early\n{}", read(&err));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our own, not yet reaped, child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let st = wait(&mut child, Duration::from_secs(60), &err);
+    assert!(st.success(), "Ctrl-C should stop cleanly, got {st}\n{}", read(&err));
+    assert!(read(&out).contains("run the same command again to resume"), "{}\n{}", read(&out), read(&err));
+    assert!(read(&err).contains("trial released"), "the running trial was not given back\n{}", read(&err));
+
+    // 2. The same command resumes and finishes.
+    let (mut c, out, err) = tune(dir, "second");
+    let mut child = c.spawn().unwrap();
+    let st = wait(&mut child, Duration::from_secs(180), &err);
+    let text = read(&out);
+    assert!(st.success(), "{st}\n{text}\n{}", read(&err));
+    assert!(read(&err).contains("resuming the study"), "{}", read(&err));
+    assert!(text.contains("best trial: #"), "{text}");
+    assert!(text.contains("learning_rate") && text.contains("momentum"), "{text}");
+    let artifacts = text.lines().find_map(|l| l.strip_prefix("artifacts: ")).unwrap_or_else(|| panic!("no artifacts line\n{text}"));
+    for f in ["model/MLmodel", "weights/model.safetensors", "plots/accuracy.png", "metrics.json"] {
+        assert!(Path::new(artifacts.trim()).join(f).is_file(), "{f} missing under {artifacts}\n{text}");
+    }
+
+    // 3. Optuna reads exactly three finished trials.
+    let python = std::env::var_os("MNIST_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let script = "import optuna,sys\noptuna.logging.set_verbosity(optuna.logging.WARNING)\n\
+                  s=optuna.load_study(study_name='quick',storage='sqlite:///'+sys.argv[1])\n\
+                  print(sorted(t.number for t in s.trials), sorted({t.state.name for t in s.trials}))";
+    let py = Command::new(python).arg("-c").arg(script).arg(dir.join("t.db")).stderr(Stdio::inherit()).output().unwrap();
+    let py_out = String::from_utf8_lossy(&py.stdout);
+    assert!(py.status.success(), "python failed");
+    assert!(py_out.starts_with("[0, 1, 2]"), "optuna sees {py_out}");
+    assert!(!py_out.contains("FAIL") && !py_out.contains("RUNNING") && !py_out.contains("WAITING"), "optuna sees {py_out}");
+
+    // 4. Once more: nothing left to do.
+    let (mut c, out, err) = tune(dir, "third");
+    let mut child = c.spawn().unwrap();
+    let st = wait(&mut child, Duration::from_secs(60), &err);
+    assert!(st.success(), "{st}\n{}", read(&err));
+    assert!(read(&out).contains("already COMPLETE"), "{}", read(&out));
+}
