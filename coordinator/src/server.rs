@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServerConfig;
 use crate::error::CoordError;
@@ -113,13 +113,14 @@ pub fn serve(coord: Arc<Coordinator>, listener: TcpListener, grace: Duration) ->
     let task = tokio::spawn(async move {
         let services = crate::rpc::services(c.clone());
         let (sig_tx, sig_rx) = oneshot::channel::<()>();
+        // Nagle off on every accepted socket: a response is several small
+        // writes, and Nagle with delayed ACKs would stall each by ~40 ms.
         let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(services.study)
             .add_service(services.worker)
             .add_service(services.ask_tell)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
                 let _ = sig_rx.await;
             });
         tokio::pin!(server);
