@@ -80,7 +80,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// A lazily connecting client of the coordinator at `url`.
+    /// A lazily connecting client of the coordinator at `url` (`host:port`
+    /// gets `http://`). Call it inside a Tokio runtime.
     pub fn new(url: &str, initial_backoff: Duration, max_backoff: Duration) -> Result<Client, WorkerError> {
         let bad = |m: String| WorkerError::Address { url: url.to_string(), message: m };
         let url = normalize(url);
@@ -210,8 +211,8 @@ pub fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn addresses_get_a_scheme() {
+    #[tokio::test]
+    async fn addresses_get_a_scheme() {
         let c = Client::new("localhost:50051/", Duration::from_millis(1), Duration::from_millis(2)).unwrap();
         assert_eq!(c.url(), "http://localhost:50051");
         let e = Client::new("ftp://h:1", Duration::from_millis(1), Duration::from_millis(2)).unwrap_err();

@@ -132,6 +132,9 @@ fn killed_coordinator_restarts_and_the_study_finishes() {
     assert_exact(&ts, 8, FINISHED, &logs(&all));
     let c = s.counts.unwrap_or_default();
     assert_eq!((c.complete + c.pruned, c.fail, c.running, c.waiting), (8, 0, 0, 0), "{c:?}");
+    // The workers did see the coordinator go away, and came back.
+    let saw_outage = workers.iter().any(|w| std::fs::read_to_string(&w.log).unwrap_or_default().contains("unreachable"));
+    assert!(saw_outage, "no worker noticed the outage\n{}", logs(&all));
 }
 
 /// Python Optuna reads the database and agrees with the coordinator and with

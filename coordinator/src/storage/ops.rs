@@ -217,69 +217,26 @@ impl Op {
             }
             Op::PutTrial(t) => put_trials(conn, std::slice::from_ref(t)).await?,
             Op::SetParams { trial_id, params } => {
-                // One multi-row statement per trial; SQLite allows 32766 bound
-                // variables, far above 4 x any realistic parameter count, but
-                // chunk anyway.
-                for chunk in params.chunks(200) {
-                    let mut sql = String::from(
-                        "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) VALUES ",
-                    );
-                    for i in 0..chunk.len() {
-                        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
-                    }
-                    sql.push_str(
-                        " ON CONFLICT (trial_id, param_name) DO UPDATE SET param_value = excluded.param_value, \
-                         distribution_json = excluded.distribution_json",
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for p in chunk {
-                        q = q.bind(trial_id).bind(&p.name).bind(p.value).bind(&p.distribution_json);
-                    }
-                    q.execute(&mut *conn).await?;
-                }
+                let rows: Vec<(i64, ParamRow)> = params.iter().map(|p| (*trial_id, p.clone())).collect();
+                put_params(conn, &rows).await?;
             }
             Op::ClearParams { trial_id } => {
                 sqlx::query("DELETE FROM trial_params WHERE trial_id = ?").bind(trial_id).execute(&mut *conn).await?;
             }
-            Op::SetIntermediate { trial_id, step, value } => {
-                let (v, ty) = intermediate_repr(*value);
-                sqlx::query(
-                    "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) \
-                     VALUES (?, ?, ?, ?) ON CONFLICT (trial_id, step) DO UPDATE SET \
-                     intermediate_value = excluded.intermediate_value, intermediate_value_type = excluded.intermediate_value_type",
-                )
-                .bind(trial_id)
-                .bind(step)
-                .bind(v)
-                .bind(ty)
-                .execute(&mut *conn)
-                .await?;
-            }
+            Op::SetIntermediate { trial_id, step, value } => put_intermediate(conn, &[(*trial_id, *step, *value)]).await?,
             Op::ClearIntermediate { trial_id } => {
                 sqlx::query("DELETE FROM trial_intermediate_values WHERE trial_id = ?")
                     .bind(trial_id)
                     .execute(&mut *conn)
                     .await?;
             }
-            Op::SetValue { trial_id, value } => {
-                let (v, ty) = value_repr(*value);
-                sqlx::query(
-                    "INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES (?, 0, ?, ?) \
-                     ON CONFLICT (trial_id, objective) DO UPDATE SET value = excluded.value, value_type = excluded.value_type",
-                )
-                .bind(trial_id)
-                .bind(v)
-                .bind(ty)
-                .execute(&mut *conn)
-                .await?;
-            }
+            Op::SetValue { trial_id, value } => put_values(conn, &[(*trial_id, *value)]).await?,
             Op::SetUserAttrs { trial_id, attrs } => {
-                for (k, v) in attrs {
-                    upsert_attr(conn, "trial_user_attributes", *trial_id, k, v).await?;
-                }
+                let rows: Vec<(i64, String, String)> = attrs.iter().map(|(k, v)| (*trial_id, k.clone(), v.clone())).collect();
+                put_attrs(conn, "trial_user_attributes", &rows).await?;
             }
             Op::SetSystemAttr { trial_id, key, value_json } => {
-                upsert_attr(conn, "trial_system_attributes", *trial_id, key, value_json).await?;
+                put_attrs(conn, "trial_system_attributes", &[(*trial_id, key.clone(), value_json.clone())]).await?;
             }
             Op::UpsertWorker { worker_id, hostname, devices_json, labels_json, registered_at_ms, last_seen_ms } => {
                 sqlx::query(
@@ -315,44 +272,45 @@ impl Op {
                 .await?;
             }
             Op::Event { seq, study_id, trial_id, kind, payload_json, created_at_ms } => {
-                sqlx::query(
-                    "INSERT INTO mnist_events (seq, study_id, trial_id, kind, payload_json, created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(seq)
-                .bind(study_id)
-                .bind(trial_id)
-                .bind(kind)
-                .bind(payload_json)
-                .bind(created_at_ms)
-                .execute(&mut *conn)
-                .await?;
+                let row = EventRow {
+                    seq: *seq,
+                    study_id: *study_id,
+                    trial_id: *trial_id,
+                    kind,
+                    payload_json: payload_json.clone(),
+                    created_at_ms: *created_at_ms,
+                };
+                put_events(conn, std::slice::from_ref(&row)).await?;
             }
         }
         Ok(())
     }
 }
 
-async fn upsert_attr(
-    conn: &mut SqliteConnection,
-    table: &'static str,
-    trial_id: i64,
-    key: &str,
-    value_json: &str,
-) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO {table} (trial_id, \"key\", value_json) VALUES (?, ?, ?) \
-         ON CONFLICT (trial_id, \"key\") DO UPDATE SET value_json = excluded.value_json"
-    );
-    sqlx::query(&sql).bind(trial_id).bind(key).bind(value_json).execute(&mut *conn).await?;
-    Ok(())
-}
 
 /// Columns of `trials` written by [`Op::PutTrial`].
 const TRIAL_COLS: usize = 6;
 /// Columns of `mnist_trials` written by [`Op::PutTrial`].
 const MNIST_TRIAL_COLS: usize = 11;
-/// Rows per multi-row statement (well under SQLite's 32766 variables).
-pub const ROWS_PER_STATEMENT: usize = 400;
+/// Rows per multi-row statement, largest first. Only these sizes are used,
+/// so the same few SQL texts recur and stay in the prepared-statement cache
+/// (re-parsing SQL was the writer's largest cost). 256 rows x 11 columns stays
+/// far below SQLite's 32766 bound variables.
+const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Splits `rows` into slices whose lengths are all in [`CHUNK_SIZES`].
+fn fixed_chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    for size in CHUNK_SIZES {
+        while rest.len() >= size {
+            let (a, b) = rest.split_at(size);
+            out.push(a);
+            rest = b;
+        }
+    }
+    out
+}
 
 fn values_clause(rows: usize, cols: usize) -> String {
     let one = format!("({})", vec!["?"; cols].join(", "));
@@ -362,7 +320,7 @@ fn values_clause(rows: usize, cols: usize) -> String {
 /// Inserts or replaces the `trials` and `mnist_trials` rows of many trials,
 /// in order (a later row for the same trial wins).
 pub async fn put_trials(conn: &mut SqliteConnection, rows: &[TrialPut]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in fixed_chunks(rows) {
         let sql = format!(
             "INSERT INTO trials (trial_id, number, study_id, state, datetime_start, datetime_complete) VALUES {} \
              ON CONFLICT (trial_id) DO UPDATE SET number = excluded.number, study_id = excluded.study_id, state = excluded.state, \
@@ -404,7 +362,7 @@ pub async fn put_trials(conn: &mut SqliteConnection, rows: &[TrialPut]) -> Resul
 
 /// Inserts or replaces parameter rows of many trials.
 pub async fn put_params(conn: &mut SqliteConnection, rows: &[(i64, ParamRow)]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in fixed_chunks(rows) {
         let sql = format!(
             "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) VALUES {} \
              ON CONFLICT (trial_id, param_name) DO UPDATE SET param_value = excluded.param_value, \
@@ -422,7 +380,7 @@ pub async fn put_params(conn: &mut SqliteConnection, rows: &[(i64, ParamRow)]) -
 
 /// Inserts or replaces objective values of many trials.
 pub async fn put_values(conn: &mut SqliteConnection, rows: &[(i64, f64)]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in fixed_chunks(rows) {
         let sql = format!(
             "INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES {} \
              ON CONFLICT (trial_id, objective) DO UPDATE SET value = excluded.value, value_type = excluded.value_type",
@@ -440,7 +398,7 @@ pub async fn put_values(conn: &mut SqliteConnection, rows: &[(i64, f64)]) -> Res
 
 /// Inserts or replaces intermediate values of many trials.
 pub async fn put_intermediate(conn: &mut SqliteConnection, rows: &[(i64, i64, f64)]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in fixed_chunks(rows) {
         let sql = format!(
             "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) VALUES {} \
              ON CONFLICT (trial_id, step) DO UPDATE SET intermediate_value = excluded.intermediate_value, \
@@ -460,7 +418,7 @@ pub async fn put_intermediate(conn: &mut SqliteConnection, rows: &[(i64, i64, f6
 /// Inserts or replaces attributes (`trial_user_attributes` or
 /// `trial_system_attributes`) of many trials.
 pub async fn put_attrs(conn: &mut SqliteConnection, table: &'static str, rows: &[(i64, String, String)]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in fixed_chunks(rows) {
         let sql = format!(
             "INSERT INTO {table} (trial_id, \"key\", value_json) VALUES {} \
              ON CONFLICT (trial_id, \"key\") DO UPDATE SET value_json = excluded.value_json",
@@ -488,7 +446,7 @@ pub struct EventRow {
 
 /// Appends events.
 pub async fn put_events(conn: &mut SqliteConnection, rows: &[EventRow]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in fixed_chunks(rows) {
         let sql = format!(
             "INSERT INTO mnist_events (seq, study_id, trial_id, kind, payload_json, created_at_ms) VALUES {}",
             values_clause(chunk.len(), 6)
@@ -500,4 +458,20 @@ pub async fn put_events(conn: &mut SqliteConnection, rows: &[EventRow]) -> Resul
         q.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_use_fixed_sizes() {
+        let v: Vec<u32> = (0..400).collect();
+        let sizes: Vec<usize> = fixed_chunks(&v).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![256, 64, 64, 16]);
+        let flat: Vec<u32> = fixed_chunks(&v).concat();
+        assert_eq!(flat, v);
+        assert!(fixed_chunks::<u8>(&[]).is_empty());
+        assert_eq!(fixed_chunks(&[1, 2, 3]).len(), 3);
+    }
 }

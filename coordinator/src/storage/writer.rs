@@ -51,6 +51,10 @@ impl Batch {
     }
 }
 
+pub static PROF_W_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static PROF_W_GROUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static PROF_W_BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 enum Msg {
     Batch(Batch, oneshot::Sender<Result<(), StorageError>>),
     Close(oneshot::Sender<()>),
@@ -161,7 +165,11 @@ async fn run(
             continue;
         }
         let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
+        let t0 = std::time::Instant::now();
         let results = commit_group(&mut conn, &batches).await;
+        PROF_W_US.fetch_add(t0.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        PROF_W_GROUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PROF_W_BATCHES.fetch_add(batches.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for ((batch, ack), result) in group.into_iter().zip(results) {
             match result {
                 Ok(()) => {

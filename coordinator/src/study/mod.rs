@@ -258,6 +258,9 @@ impl Coordinator {
                 trials::PROF_TELL_LOCK.load(Relaxed) / n,
                 trials::PROF_TELL_WAIT.load(Relaxed) / n
             );
+            use crate::storage::writer::*;
+            let g = PROF_W_GROUPS.load(Relaxed).max(1);
+            eprintln!("PROF writer groups {g}, batches/group {}, us/group {}", PROF_W_BATCHES.load(Relaxed) / g, PROF_W_US.load(Relaxed) / g);
         }
         self.begin_shutdown();
         self.storage.close().await;
