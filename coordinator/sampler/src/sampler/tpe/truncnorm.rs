@@ -101,6 +101,11 @@ pub fn log_gauss_mass(a: f64, b: f64) -> f64 {
         // Tails beyond 9 sigma (< 1.2e-19) do not change log1p(-x) at double precision.
         let ta = if a < -9.0 { 0.0 } else { ndtr(a) };
         let tb = if b > 9.0 { 0.0 } else { ndtr(-b) };
+        if ta == 0.0 && tb == 0.0 {
+            // ln_1p(-0.0 - 0.0) is -0.0: skip the call (most kernels of a large
+            // estimator lie well inside the range).
+            return -0.0;
+        }
         (-ta - tb).ln_1p()
     }
 }
