@@ -14,5 +14,12 @@ if [ ! -f "$VENV_DIR/.complete" ]; then
 else
   echo "setup: reusing virtualenv $VENV_DIR"
 fi
+EXTRA_HASH="$(sha256sum "$ROOT/requirements-extra.txt" | cut -c1-12)"
+if [ ! -f "$VENV_DIR/.extra-$EXTRA_HASH" ]; then
+  echo "setup: installing requirements-extra.txt"
+  "$VENV_DIR/bin/python" -m pip install -q -r "$ROOT/requirements-extra.txt"
+  rm -f "$VENV_DIR"/.extra-*
+  touch "$VENV_DIR/.extra-$EXTRA_HASH"
+fi
 ln -sfn "$VENV_DIR" "$ROOT/.venv"
 "$VENV_DIR/bin/python" -c 'import torch; print("setup: torch", torch.__version__)'

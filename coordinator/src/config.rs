@@ -36,6 +36,8 @@ pub struct CoordinatorConfig {
     pub max_artifact_bytes: u64,
     /// Storage tuning.
     pub storage: StorageOptions,
+    /// MLflow tracking (no tracking URI: operations wait in the outbox).
+    pub mlflow: mnist_mlflow::MlflowConfig,
 }
 
 impl CoordinatorConfig {
@@ -53,6 +55,7 @@ impl CoordinatorConfig {
             max_wait: Duration::from_secs(30),
             max_artifact_bytes: 4 << 30,
             storage: StorageOptions::default(),
+            mlflow: mnist_mlflow::MlflowConfig::default(),
         }
     }
 

@@ -41,6 +41,7 @@ pub mod server;
 pub mod space;
 pub mod storage;
 pub mod study;
+pub mod tracking;
 
 pub use config::{CoordinatorConfig, ServerConfig};
 pub use error::CoordError;

@@ -80,6 +80,11 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     shutdown_grace_seconds: f64,
 
+    /// MLflow tracking: every study and trial is logged there through the
+    /// outbox in the study database.
+    #[command(flatten)]
+    mlflow: mnist_mlflow::MlflowArgs,
+
     /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -106,6 +111,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     c.max_artifact_bytes = args.max_artifact_mib.saturating_mul(1 << 20);
     anyhow::ensure!(args.max_write_batch > 0, "--max-write-batch must be at least 1");
     c.storage.max_batch_ops = args.max_write_batch;
+    c.mlflow = args.mlflow.config()?;
     cfg.shutdown_grace = seconds("shutdown-grace-seconds", args.shutdown_grace_seconds)?;
     Ok(cfg)
 }

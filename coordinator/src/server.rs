@@ -111,6 +111,16 @@ pub fn serve(coord: Arc<Coordinator>, listener: TcpListener, grace: Duration) ->
     let c = coord.clone();
     let stop_tx = stop.clone();
     let task = tokio::spawn(async move {
+        let tracking = match crate::tracking::Tracking::start(c.clone(), stop_tx.subscribe()).await {
+            Ok((t, task)) => {
+                c.set_tracking(t);
+                Some(task)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "MLflow tracking could not start; the study runs without it");
+                None
+            }
+        };
         let services = crate::rpc::services(c.clone());
         let (sig_tx, sig_rx) = oneshot::channel::<()>();
         // Nagle off on every accepted socket: a response is several small
@@ -152,6 +162,9 @@ pub fn serve(coord: Arc<Coordinator>, listener: TcpListener, grace: Duration) ->
         };
         stop_tx.send_replace(true);
         let _ = reaper.await;
+        if let Some(t) = tracking {
+            let _ = t.await;
+        }
         c.close().await;
         match storage_failure {
             Some(msg) => Err(ServeError::Storage(msg)),

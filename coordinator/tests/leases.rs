@@ -366,5 +366,10 @@ async fn reports_prune_and_watch() {
             TrialReported, TrialPruned
         ]
     );
+    // The same events, durable, for an outbox that tails all studies.
+    let stored = server.coordinator().events_since(0, 1000).await.unwrap();
+    assert_eq!(stored.len(), 10);
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(stored[2].step, Some(0));
     server.shutdown().await.unwrap();
 }

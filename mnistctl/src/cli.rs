@@ -57,4 +57,9 @@ pub enum Command {
     Workers(crate::workers::WorkersArgs),
     /// Tune on this machine: an embedded coordinator and a local worker per device (the seed's tune.py).
     Tune(crate::tune::TuneArgs),
+    /// Deliver or inspect the MLflow outbox of a study database or a training run.
+    Mlflow {
+        #[command(subcommand)]
+        cmd: crate::mlflow::MlflowCmd,
+    },
 }

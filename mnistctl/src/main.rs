@@ -15,6 +15,7 @@ mod cli;
 mod client;
 mod doctor;
 mod logging;
+mod mlflow;
 mod output;
 mod predict;
 mod study;
@@ -40,6 +41,7 @@ fn main() {
         cli::Command::Trial { cmd } => trial::run(cmd, &cli.global),
         cli::Command::Workers(args) => workers::run(args, &cli.global),
         cli::Command::Tune(args) => tune::run(args),
+        cli::Command::Mlflow { cmd } => mlflow::run(cmd),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -113,6 +113,24 @@ pub fn trial_json(t: &pb::Trial) -> Value {
         "holder": t.holder.as_ref().map(|h| json!({
             "id": h.holder_id, "slot": h.slot, "hostname": h.hostname, "device": h.device, "lease_expires_at": ts(&h.expires_at),
         })),
+        "mlflow_run": t.mlflow_run.as_ref().map(mlflow_run_json),
+    })
+}
+
+/// Where a run lives in MLflow, as JSON.
+pub fn mlflow_run_json(r: &pb::MlflowRun) -> Value {
+    json!({"experiment_id": r.experiment_id, "run_id": r.run_id, "url": if r.url.is_empty() { Value::Null } else { json!(r.url) }})
+}
+
+/// The MLflow outbox, as JSON.
+pub fn mlflow_status_json(m: &pb::MlflowStatus) -> Value {
+    json!({
+        "tracking_uri": if m.tracking_uri.is_empty() { Value::Null } else { json!(m.tracking_uri) },
+        "pending": m.pending,
+        "delivered": m.delivered,
+        "refused": m.dead,
+        "last_error": if m.last_error.is_empty() { Value::Null } else { json!(m.last_error) },
+        "oldest_pending_at": ts(&m.oldest_pending_at),
     })
 }
 
@@ -146,6 +164,8 @@ pub fn study_json(s: &pb::Study) -> Value {
         "created_at": ts(&s.created_at),
         "started_at": ts(&s.started_at),
         "ended_at": ts(&s.ended_at),
+        "mlflow_run": s.mlflow_run.as_ref().map(mlflow_run_json),
+        "mlflow": s.mlflow.as_ref().map(mlflow_status_json),
     })
 }
 
@@ -320,7 +340,7 @@ mod tests {
             params: [("lr".to_string(), pb::ParamValue { kind: Some(pb::param_value::Kind::FloatValue(0.01)) })].into(),
             ..Default::default()
         };
-        let csv = trials_csv(&[t.clone()]);
+        let csv = trials_csv(std::slice::from_ref(&t));
         assert!(csv.starts_with("number,state,value,"), "{csv}");
         assert!(csv.contains("3,COMPLETE,0.98"), "{csv}");
         assert_eq!(trial_json(&t)["params"]["lr"], json!(0.01));

@@ -14,13 +14,14 @@ use crate::output::*;
 /// Study commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum StudyCmd {
-    /// Create a study (the search space defaults to the built-in CNN space).
+    /// Create a study (the search space defaults to the built-in CNN space)
     ///
     /// Examples:
     ///   mnistctl study create mnist --n-trials 20 --epochs 3
     ///   mnistctl study create lr-sweep --space space.toml --sampler random --pruner none
     ///   mnistctl study create quick --n-trials 12 --base train_limit=5000 --base test_limit=1000
-    Create(CreateArgs),
+    #[command(verbatim_doc_comment)]
+    Create(Box<CreateArgs>),
     /// List the studies with their state, progress and best value.
     List,
     /// Show a study: configuration, search space, counts and the best trial.
@@ -62,9 +63,10 @@ pub enum StudyCmd {
         #[arg(long)]
         force: bool,
     },
-    /// Export a study's trials as CSV or JSON.
+    /// Export a study's trials as CSV or JSON
     ///
     /// Example: mnistctl study export mnist --format csv --file trials.csv
+    #[command(verbatim_doc_comment)]
     Export {
         /// The study name.
         name: String,
@@ -244,7 +246,7 @@ pub fn run(cmd: StudyCmd, global: &Global) -> anyhow::Result<()> {
         let mut c = connect(global).await?;
         let json_out = global.output == OutputFormat::Json;
         match cmd {
-            StudyCmd::Create(args) => create(&mut c, args, json_out).await,
+            StudyCmd::Create(args) => create(&mut c, *args, json_out).await,
             StudyCmd::List => list(&mut c, json_out).await,
             StudyCmd::Show { name } => show(&mut c, &name, json_out).await,
             StudyCmd::Trials(args) => trials(&mut c, &args, json_out).await,
@@ -376,8 +378,21 @@ async fn list(c: &mut Coordinator, json_out: bool) -> anyhow::Result<()> {
 
 async fn show(c: &mut Coordinator, name: &str, json_out: bool) -> anyhow::Result<()> {
     let s = get(c, name).await?;
+    let trials = c
+        .study
+        .list_trials(pb::ListTrialsRequest { study_name: name.to_string(), states: vec![], from_number: 0, limit: 0 })
+        .await
+        .map_err(|e| rpc_error(&c.url, e))?
+        .into_inner()
+        .trials;
     if json_out {
-        print_json(&study_json(&s));
+        let mut v = study_json(&s);
+        v["mlflow_trial_runs"] = trials
+            .iter()
+            .filter_map(|t| t.mlflow_run.as_ref().map(|r| (t.number.to_string(), crate::output::mlflow_run_json(r))))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        print_json(&v);
         return Ok(());
     }
     let spec = s.spec.clone().unwrap_or_default();
@@ -427,7 +442,33 @@ async fn show(c: &mut Coordinator, name: &str, json_out: bool) -> anyhow::Result
         }
         None => println!("best trial: none yet"),
     }
+    print_mlflow(&s, &trials);
     Ok(())
+}
+
+/// The MLflow part of `study show`: the outbox backlog, then each run's id and UI link.
+fn print_mlflow(s: &pb::Study, trials: &[pb::Trial]) {
+    let Some(m) = &s.mlflow else { return };
+    let server = if m.tracking_uri.is_empty() { "no tracking server configured".to_string() } else { m.tracking_uri.clone() };
+    println!("MLflow     {server}");
+    println!("  outbox   {} pending, {} delivered, {} refused", m.pending, m.delivered, m.dead);
+    if !m.last_error.is_empty() && m.pending > 0 {
+        println!("  waiting  {}", m.last_error);
+    }
+    let mut rows = Vec::new();
+    if let Some(r) = &s.mlflow_run {
+        rows.push(vec!["  study".to_string(), r.run_id.clone(), r.url.clone()]);
+    }
+    for t in trials {
+        if let Some(r) = &t.mlflow_run {
+            rows.push(vec![format!("  trial {}", t.number), r.run_id.clone(), r.url.clone()]);
+        }
+    }
+    if rows.is_empty() {
+        println!("  no MLflow run created yet");
+    } else {
+        print_table(&["  RUN", "MLFLOW RUN ID", "UI"], &rows);
+    }
 }
 
 pub(crate) async fn list_trials(c: &mut Coordinator, args: &TrialsArgs) -> anyhow::Result<Vec<pb::Trial>> {

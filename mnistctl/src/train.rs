@@ -129,10 +129,16 @@ pub struct TrainArgs {
     /// Where the model, metrics and plots are written.
     #[arg(long, default_value = "models")]
     pub output_dir: PathBuf,
+    /// MLflow: the run is logged (params, curves, plots, model) and its model
+    /// registered; without a tracking server it waits in `<output-dir>/mlflow-outbox.db`.
+    #[command(flatten)]
+    pub mlflow: mnist_mlflow::MlflowArgs,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = args.config.to_config()?;
+    // Check the MLflow settings before spending minutes on training.
+    args.mlflow.config()?;
     let spec: DeviceSpec = args.device.parse()?;
     let device = spec.resolve()?;
     let data = args.data.load()?;
@@ -177,5 +183,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     ] {
         println!("  {}", p.display());
     }
+    crate::mlflow::log_training_run(&args.mlflow, &config, &outcome, &artifacts, &mnist_trainer::device::device_name(device))?;
     Ok(())
 }

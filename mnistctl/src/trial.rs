@@ -12,11 +12,12 @@ use crate::study::{key_value, TrialsArgs};
 /// Trial commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum TrialCmd {
-    /// Add a trial with fixed parameters; it runs before any sampled trial.
+    /// Add a trial with fixed parameters; it runs before any sampled trial
     ///
     /// Parameters left out are sampled when the trial starts. Examples:
     ///   mnistctl trial enqueue mnist --param learning_rate=0.01 --param batch_size=64
     ///   mnistctl trial enqueue mnist --params-json '{"optimizer": "adam"}'
+    #[command(verbatim_doc_comment)]
     Enqueue {
         /// The study name.
         study: String,

@@ -105,6 +105,10 @@ pub struct TuneArgs {
     /// Use e.g. 0.0.0.0:50051 to let workers on other machines join.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// MLflow: the study becomes a parent run with one nested run per trial,
+    /// and the best model is registered (alias `champion`).
+    #[command(flatten)]
+    pub mlflow: mnist_mlflow::MlflowArgs,
 }
 
 /// The direction of the metric.
@@ -198,6 +202,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec) -> anyhow::Result<()> {
     }
     let mut cfg = ServerConfig::new(args.listen, args.storage.clone());
     cfg.coordinator.data_dir = Some(args.data_dir.clone());
+    cfg.coordinator.mlflow = args.mlflow.config()?;
     let artifacts_root = cfg.coordinator.artifacts_root();
     let running = server::start(cfg).await.with_context(|| format!("starting the coordinator on {}", args.storage.display()))?;
     let url = running.url();
@@ -350,6 +355,9 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
         if let Some(v) = t.metrics.get(k) {
             println!("  [{k}] {}", fmt_num(*v));
         }
+    }
+    if let Some(r) = &s.mlflow_run {
+        println!("MLflow parent run: {}{}", r.run_id, if r.url.is_empty() { String::new() } else { format!("  {}", r.url) });
     }
     let dir = mnist_coordinator::artifacts::trial_dir(artifacts_root, s.study_id, t.number);
     if dir.is_dir() {

@@ -164,6 +164,7 @@ pub fn trial_to_pb(t: &TrialView) -> pb::Trial {
         fail_reason: t.reason.clone().unwrap_or_default(),
         holder: t.holder.as_ref().map(holder_to_pb),
         enqueued: t.enqueued,
+        mlflow_run: None,
     }
 }
 
@@ -220,6 +221,8 @@ pub fn study_to_pb(s: &StudyView) -> pb::Study {
         created_at: Some(timestamp(s.created_ms)),
         started_at: Some(timestamp(s.started_ms)),
         ended_at: s.ended_ms.map(timestamp),
+        mlflow_run: None,
+        mlflow: None,
     }
 }
 
@@ -348,4 +351,21 @@ pub fn worker_to_pb(w: &WorkerView) -> pb::Worker {
 /// Metrics from the wire (sorted).
 pub fn metrics_from_pb(m: HashMap<String, f64>) -> BTreeMap<String, f64> {
     m.into_iter().collect()
+}
+
+/// Where a run lives in MLflow, with its UI link.
+pub fn mlflow_run_to_pb(t: &crate::tracking::Tracking, r: &mnist_mlflow::RunRecord) -> pb::MlflowRun {
+    pb::MlflowRun { experiment_id: r.experiment_id.clone(), run_id: r.run_id.clone(), url: t.run_url(r).unwrap_or_default() }
+}
+
+/// The MLflow outbox's backlog.
+pub fn mlflow_status_to_pb(t: &crate::tracking::Tracking, b: &mnist_mlflow::Backlog) -> pb::MlflowStatus {
+    pb::MlflowStatus {
+        tracking_uri: t.config().tracking_uri.clone().unwrap_or_default(),
+        pending: b.pending,
+        delivered: b.delivered,
+        dead: b.dead,
+        last_error: b.last_error.clone().unwrap_or_default(),
+        oldest_pending_at: b.oldest_pending_ms.map(timestamp),
+    }
 }

@@ -27,6 +27,19 @@ impl StudyApi {
     pub fn new(coord: Arc<Coordinator>) -> Self {
         StudyApi { coord }
     }
+
+    /// Fills each trial's MLflow run, when tracking runs.
+    async fn attach_runs(&self, study_name: &str, trials: &mut [pb::Trial]) -> Result<(), CoordError> {
+        let Some(t) = self.coord.tracking() else { return Ok(()) };
+        if trials.is_empty() {
+            return Ok(());
+        }
+        let runs = t.trial_runs(self.coord.study_id(study_name)?).await?;
+        for trial in trials {
+            trial.mlflow_run = runs.get(&trial.number).map(|r| mlflow_run_to_pb(t, r));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -41,7 +54,12 @@ impl StudyService for StudyApi {
 
     async fn get_study(&self, req: Request<pb::GetStudyRequest>) -> Result<Response<pb::Study>, Status> {
         let view = self.coord.get_study(&req.into_inner().name)?;
-        Ok(Response::new(study_to_pb(&view)))
+        let mut study = study_to_pb(&view);
+        if let Some(t) = self.coord.tracking() {
+            study.mlflow_run = t.study_run(view.id).await?.map(|r| mlflow_run_to_pb(t, &r));
+            study.mlflow = Some(mlflow_status_to_pb(t, &t.backlog().await?));
+        }
+        Ok(Response::new(study))
     }
 
     async fn list_studies(&self, _req: Request<pb::ListStudiesRequest>) -> Result<Response<pb::ListStudiesResponse>, Status> {
@@ -105,7 +123,9 @@ impl StudyService for StudyApi {
             }
         }
         let trials = self.coord.list_trials(&req.study_name, &states, req.from_number, req.limit)?;
-        Ok(Response::new(pb::ListTrialsResponse { trials: trials.iter().map(trial_to_pb).collect() }))
+        let mut trials: Vec<pb::Trial> = trials.iter().map(trial_to_pb).collect();
+        self.attach_runs(&req.study_name, &mut trials).await?;
+        Ok(Response::new(pb::ListTrialsResponse { trials }))
     }
 
     async fn get_trial(&self, req: Request<pb::GetTrialRequest>) -> Result<Response<pb::Trial>, Status> {
@@ -114,7 +134,9 @@ impl StudyService for StudyApi {
             Some(pb::get_trial_request::Key::Ref(r)) => self.coord.get_trial(&r.study_name, r.number)?,
             None => return Err(Status::invalid_argument("give a trial id or a study name and trial number")),
         };
-        Ok(Response::new(trial_to_pb(&view)))
+        let mut trials = vec![trial_to_pb(&view)];
+        self.attach_runs(&view.study_name, &mut trials).await?;
+        Ok(Response::new(trials.remove(0)))
     }
 
     async fn list_workers(&self, req: Request<pb::ListWorkersRequest>) -> Result<Response<pb::ListWorkersResponse>, Status> {
@@ -137,10 +159,8 @@ async fn watch(
     let mut last = after_seq.unwrap_or(0);
     let mut shutdown = coord.shutdown_signal();
     let wanted = |e: &Event| include_reports || e.kind != EventKind::TrialReported;
-    if after_seq.is_some() {
-        if !replay(&coord, study_id, &mut last, &wanted, tx).await? {
-            return Ok(());
-        }
+    if after_seq.is_some() && !replay(&coord, study_id, &mut last, &wanted, tx).await? {
+        return Ok(());
     }
     loop {
         let ev = tokio::select! {

@@ -94,6 +94,7 @@ fn stored_value(v: Option<f64>, ty: &str) -> f64 {
 }
 
 /// Reads the snapshot (call inside a read transaction for consistency).
+#[allow(clippy::type_complexity)]
 pub async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
     let mut snap = Snapshot::default();
     let rows: Vec<(i64, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>, Option<i64>, Option<i64>)> =
@@ -186,7 +187,6 @@ pub async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> 
             }
         }
     }
-    #[allow(clippy::type_complexity)]
     let mrows: Vec<(i64, i64, i64, Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<String>)> =
         sqlx::query_as(
             "SELECT trial_id, retries, enqueued, lease_token, lease_holder, lease_slot, lease_expires_ms, hostname, device, reason \

@@ -154,6 +154,18 @@ impl Storage {
         Ok(rows.into_iter().filter_map(|(json,)| serde_json::from_str(&json).ok()).collect())
     }
 
+    /// Stored events of every study with `seq > after`, oldest first, at most
+    /// `limit`: the durable feed an outbox (e.g. MLflow delivery) tails with
+    /// its own cursor.
+    pub async fn events_since(&self, after: u64, limit: u32) -> Result<Vec<Event>, StorageError> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT payload_json FROM mnist_events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after.min(i64::MAX as u64) as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows.into_iter().filter_map(|(json,)| serde_json::from_str(&json).ok()).collect())
+    }
+
     /// Flushes queued writes, stops the writer and closes the connections.
     pub async fn close(&self) {
         self.writer.close().await;

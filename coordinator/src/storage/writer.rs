@@ -33,7 +33,9 @@ use crate::events::{Event, EventHub, EventKind};
 #[derive(Debug, Default)]
 pub struct Batch {
     pub ops: Vec<Op>,
-    pub events: Vec<Arc<Event>>,
+    /// Events with their stored JSON (serialised by the caller, off the
+    /// writer's critical path).
+    pub events: Vec<(Arc<Event>, String)>,
 }
 
 impl Batch {
@@ -45,15 +47,16 @@ impl Batch {
     pub fn push(&mut self, op: Op) {
         self.ops.push(op);
     }
+    /// Appends an event (stored in the same transaction, published after it).
+    pub fn push_event(&mut self, ev: Event) {
+        let json = serde_json::to_string(&ev).unwrap_or_else(|_| "{}".into());
+        self.events.push((Arc::new(ev), json));
+    }
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
 }
-
-pub static PROF_W_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static PROF_W_GROUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static PROF_W_BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 enum Msg {
     Batch(Batch, oneshot::Sender<Result<(), StorageError>>),
@@ -74,7 +77,7 @@ impl Pending {
     pub async fn wait(self) -> Result<(), StorageError> {
         match self.0 {
             None => Ok(()),
-            Some(rx) => rx.await.unwrap_or_else(|_| Err(StorageError::Closed)),
+            Some(rx) => rx.await.unwrap_or(Err(StorageError::Closed)),
         }
     }
 }
@@ -165,15 +168,11 @@ async fn run(
             continue;
         }
         let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
-        let t0 = std::time::Instant::now();
         let results = commit_group(&mut conn, &batches).await;
-        PROF_W_US.fetch_add(t0.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-        PROF_W_GROUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        PROF_W_BATCHES.fetch_add(batches.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for ((batch, ack), result) in group.into_iter().zip(results) {
             match result {
                 Ok(()) => {
-                    for ev in batch.events {
+                    for (ev, _) in batch.events {
                         hub.publish(ev);
                     }
                     let _ = ack.send(Ok(()));
@@ -194,7 +193,7 @@ async fn run(
             let res = commit_group(&mut conn, &[&b]).await;
             let res = res.into_iter().next().unwrap_or(Err(StorageError::Closed));
             if res.is_ok() {
-                for ev in b.events {
+                for (ev, _) in b.events {
                     hub.publish(ev);
                 }
             }
@@ -240,13 +239,13 @@ async fn apply(conn: &mut SqliteConnection, batches: &[&Batch]) -> Result<(), sq
         for op in &b.ops {
             co.push(&mut tx, op).await?;
         }
-        for ev in b.events.iter().filter(|e| e.kind != EventKind::StudyDeleted) {
+        for (ev, json) in b.events.iter().filter(|(e, _)| e.kind != EventKind::StudyDeleted) {
             let op = Op::Event {
                 seq: ev.seq as i64,
                 study_id: ev.study_id,
                 trial_id: ev.trial_id,
                 kind: ev.kind.as_str(),
-                payload_json: serde_json::to_string(&**ev).unwrap_or_else(|_| "{}".into()),
+                payload_json: json.clone(),
                 created_at_ms: ev.time_ms,
             };
             co.push(&mut tx, &op).await?;

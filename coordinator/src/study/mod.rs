@@ -116,6 +116,8 @@ pub struct Coordinator {
     work: Notify,
     /// Turns true when the server shuts down (ends long polls and watches).
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// MLflow tracking, once the server started it.
+    tracking: std::sync::OnceLock<Arc<crate::tracking::Tracking>>,
 }
 
 impl Coordinator {
@@ -180,6 +182,7 @@ impl Coordinator {
             hub,
             work: Notify::new(),
             shutdown: tokio::sync::watch::channel(false).0,
+            tracking: std::sync::OnceLock::new(),
         });
         // RUNNING trials without a stored lease cannot be reached by anyone:
         // put them back in the queue (not counted as a retry).
@@ -197,6 +200,16 @@ impl Coordinator {
         let n_studies = coord.lock().studies.len();
         tracing::info!(db = %coord.config.db_path.display(), studies = n_studies, "coordinator state loaded");
         Ok(coord)
+    }
+
+    /// MLflow tracking, when running.
+    pub fn tracking(&self) -> Option<&Arc<crate::tracking::Tracking>> {
+        self.tracking.get()
+    }
+
+    /// Attaches MLflow tracking (once).
+    pub fn set_tracking(&self, t: Arc<crate::tracking::Tracking>) {
+        let _ = self.tracking.set(t);
     }
 
     /// The settings.
@@ -230,6 +243,13 @@ impl Coordinator {
         Ok(self.storage.events_after(study_id, after, limit).await?)
     }
 
+    /// Stored events of all studies after `after`, oldest first: the durable
+    /// feed for an outbox such as MLflow delivery (keep the last `seq`
+    /// delivered in your own table; `subscribe` wakes you for new ones).
+    pub async fn events_since(&self, after: u64, limit: u32) -> Result<Vec<Event>> {
+        Ok(self.storage.events_since(after, limit).await?)
+    }
+
     /// Starts shutting down: long polls answer at once and watch streams end.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -248,20 +268,6 @@ impl Coordinator {
 
     /// Flushes pending writes and closes the database.
     pub async fn close(&self) {
-        {
-            use std::sync::atomic::Ordering::Relaxed;
-            let n = trials::PROF_ASK_N.load(Relaxed).max(1);
-            eprintln!(
-                "PROF asks {n}: lock {}us wait {}us | tells: lock {}us wait {}us",
-                trials::PROF_ASK_LOCK.load(Relaxed) / n,
-                trials::PROF_ASK_WAIT.load(Relaxed) / n,
-                trials::PROF_TELL_LOCK.load(Relaxed) / n,
-                trials::PROF_TELL_WAIT.load(Relaxed) / n
-            );
-            use crate::storage::writer::*;
-            let g = PROF_W_GROUPS.load(Relaxed).max(1);
-            eprintln!("PROF writer groups {g}, batches/group {}, us/group {}", PROF_W_BATCHES.load(Relaxed) / g, PROF_W_US.load(Relaxed) / g);
-        }
         self.begin_shutdown();
         self.storage.close().await;
     }
@@ -391,10 +397,8 @@ fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::re
         }
         for (k, v) in &t.system_attrs {
             match k.as_str() {
-                "fail_reason" => {
-                    if extra.reason.is_none() {
-                        extra.reason = serde_json::from_str::<String>(v).ok();
-                    }
+                "fail_reason" if extra.reason.is_none() => {
+                    extra.reason = serde_json::from_str::<String>(v).ok();
                 }
                 "fixed_params" => {
                     if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(v) {

@@ -2,7 +2,6 @@
 //! trial queries.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use mnist_common::config::TrainConfig;
 use mnist_sampler::{Choice, Direction, FrozenTrial, PrunerConfig, SamplerConfig, SampleError, TrialState};
@@ -204,7 +203,7 @@ impl Coordinator {
                 started_at_ms: now,
             });
             let ev = make_event(&mut inner.ids, &study, EventKind::StudyCreated, None, now);
-            batch.events.push(Arc::new(ev));
+            batch.push_event(ev);
             let view = study_view(&study);
             inner.names.insert(study.name.clone(), id);
             inner.studies.insert(id, study);
@@ -247,7 +246,7 @@ impl Coordinator {
                 batch.push(update_study_op(study));
                 let mut ev = make_event(ids, study, EventKind::StudyStopped, None, now);
                 ev.message = study.end_reason.clone();
-                batch.events.push(Arc::new(ev));
+                batch.push_event(ev);
             }
             (study_view(study), self.submit(batch)?)
         };
@@ -302,7 +301,7 @@ impl Coordinator {
             study.started_ms = now;
             batch.push(update_study_op(study));
             let ev = make_event(ids, study, EventKind::StudyResumed, None, now);
-            batch.events.push(Arc::new(ev));
+            batch.push_event(ev);
             maybe_finish(study, ids, &mut batch, now);
             (study_view(study), self.submit(batch)?)
         };
@@ -339,7 +338,7 @@ impl Coordinator {
             }
             let mut batch = Batch::new();
             let ev = make_event(&mut inner.ids, &study, EventKind::StudyDeleted, None, now);
-            batch.events.push(Arc::new(ev));
+            batch.push_event(ev);
             batch.push(Op::DeleteStudy {
                 study_id: id,
                 event_seq_floor: inner.ids.next_seq as i64,
@@ -410,7 +409,7 @@ impl Coordinator {
             // Optuna's own record of enqueued values (`enqueue_trial`).
             batch.push(Op::SetSystemAttr { trial_id, key: "fixed_params".into(), value_json: Value::Object(external).to_string() });
             let ev = make_event(ids, study, EventKind::TrialEnqueued, Some(number), now);
-            batch.events.push(Arc::new(ev));
+            batch.push_event(ev);
             let view = trial_view(study, number).ok_or_else(|| CoordError::Internal("trial vanished".into()))?;
             (view, self.submit(batch)?)
         };

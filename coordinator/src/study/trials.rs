@@ -13,7 +13,6 @@
 //! lease and a finished trial never changes again.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use mnist_sampler::sampler::suggest;
@@ -51,11 +50,7 @@ enum LeaseProblem {
 }
 
 const ASK_ATTEMPTS: usize = 8;
-pub static PROF_ASK_LOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static PROF_ASK_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static PROF_ASK_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static PROF_TELL_LOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static PROF_TELL_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 
 impl Coordinator {
     /// Hands out a trial (see `AcquireTrial` and `Ask`): the one this holder's
@@ -72,14 +67,8 @@ impl Coordinator {
             let notified = self.work_notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let t0 = std::time::Instant::now();
             let (outcome, pending) = self.try_ask(&req)?;
-            let t1 = std::time::Instant::now();
             pending.wait().await?;
-            let t2 = std::time::Instant::now();
-            PROF_ASK_LOCK.fetch_add((t1 - t0).as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-            PROF_ASK_WAIT.fetch_add((t2 - t1).as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-            PROF_ASK_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match outcome {
                 AskOutcome::Idle { over: false, .. } if Instant::now() < deadline && !self.is_shutting_down() => {
                     let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -222,7 +211,7 @@ impl Coordinator {
                     if prune {
                         ev.message = "the pruner says prune".into();
                     }
-                    batch.events.push(Arc::new(ev));
+                    batch.push_event(ev);
                     Ok(ReportOutcome { prune, stop: study.state == StudyState::Stopped })
                 }
                 Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
@@ -261,7 +250,6 @@ impl Coordinator {
             _ => {}
         }
         check_metrics(&metrics)?;
-        let t0 = std::time::Instant::now();
         let (res, pending) = {
             let now = now_ms();
             let mut g = self.lock();
@@ -285,10 +273,7 @@ impl Coordinator {
             };
             (res, self.submit(batch)?)
         };
-        let t1 = std::time::Instant::now();
         pending.wait().await?;
-        PROF_TELL_LOCK.fetch_add((t1 - t0).as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-        PROF_TELL_WAIT.fetch_add(t1.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         res
     }
 
@@ -644,7 +629,7 @@ fn start_in_study(
         let mut ev = make_event(ids, study, EventKind::TrialStarted, Some(number), now);
         ev.params = ext.clone();
         ev.holder = Some(HolderView { holder_id: holder.to_string(), slot, hostname, device, expires_ms });
-        batch.events.push(Arc::new(ev));
+        batch.push_event(ev);
         return Ok(Assignment {
             study_name: study.name.clone(),
             trial_id,
@@ -677,7 +662,7 @@ fn fail_waiting(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, n: 
     });
     let mut ev = make_event(ids, study, EventKind::TrialFailed, Some(n), now);
     ev.message = reason.to_string();
-    batch.events.push(Arc::new(ev));
+    batch.push_event(ev);
     tracing::warn!(study = %study.name, trial = n, %reason, "trial failed before it started");
 }
 
@@ -730,7 +715,7 @@ pub(crate) fn finish_trial(
     let mut ev = make_event(ids, study, kind, Some(n), now);
     ev.metrics = metrics;
     ev.message = reason.unwrap_or_default();
-    batch.events.push(Arc::new(ev));
+    batch.push_event(ev);
     maybe_finish(study, ids, batch, now);
     is_best
 }
@@ -781,7 +766,7 @@ pub(crate) fn requeue_or_fail(
     batch.push(put_trial(study, n));
     let mut ev = make_event(ids, study, EventKind::TrialRequeued, Some(n), now);
     ev.message = reason.to_string();
-    batch.events.push(Arc::new(ev));
+    batch.push_event(ev);
     tracing::info!(study = %study.name, trial = n, %reason, "trial re-queued");
     TrialState::Waiting
 }
@@ -811,7 +796,7 @@ pub(crate) fn maybe_finish(study: &mut StudyMem, ids: &mut Counters, batch: &mut
         batch.push(update_study_op(study));
         let mut ev = make_event(ids, study, EventKind::StudyCompleted, None, now);
         ev.message = r;
-        batch.events.push(Arc::new(ev));
+        batch.push_event(ev);
         tracing::info!(study = %study.name, reason = %study.end_reason, "study complete");
     }
 }

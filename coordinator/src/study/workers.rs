@@ -1,7 +1,6 @@
 //! Workers (registration, listing) and the bookkeeping side of artifacts
 //! (who may upload for a trial, and recording what was stored).
 
-use std::sync::Arc;
 
 use super::view::{holder_slots, ArtifactTarget, SlotView, WorkerRegistration, WorkerView};
 use super::{make_event, Coordinator, WorkerMem};
@@ -158,7 +157,7 @@ impl Coordinator {
             });
             let mut ev = make_event(&mut inner.ids, study, EventKind::ArtifactStored, Some(target.number), now);
             ev.message = name.to_string();
-            batch.events.push(Arc::new(ev));
+            batch.push_event(ev);
             self.submit(batch)?
         };
         pending.wait().await?;

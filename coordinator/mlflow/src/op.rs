@@ -1,0 +1,204 @@
+//! The operations the rest of the system asks MLflow for. Each names its run
+//! by a stable *run key* of ours; the MLflow run id it maps to is learned at
+//! delivery and stored in the outbox, so an operation written before MLflow
+//! was reachable still lands in the right run.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One point of a metric's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub key: String,
+    #[serde(with = "lenient_f64")]
+    pub value: f64,
+    /// Fixed when the operation is written, so a resent point is the same
+    /// point (MLflow keeps one copy of an identical key/value/time/step).
+    pub timestamp_ms: i64,
+    pub step: i64,
+}
+
+/// A run's status in MLflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Failed,
+    Killed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "RUNNING",
+            RunStatus::Finished => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Killed => "KILLED",
+        }
+    }
+}
+
+/// What decides whether a new version takes the alias.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasRule {
+    /// The metric compared, stored as a version tag of that name.
+    pub metric: String,
+    #[serde(with = "lenient_f64")]
+    pub value: f64,
+    pub maximize: bool,
+}
+
+/// One MLflow operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Creates the run (in `experiment`, created if missing), nested under
+    /// `parent_key`'s run when given. Delivered at most once: a run already
+    /// carrying our `mnist.run_key` tag is adopted instead.
+    StartRun {
+        run_key: String,
+        experiment: String,
+        run_name: String,
+        parent_key: Option<String>,
+        start_ms: i64,
+        tags: Vec<(String, String)>,
+    },
+    /// Metrics, params and tags, split into as many `log-batch` calls as
+    /// MLflow's limits need.
+    Log {
+        run_key: String,
+        #[serde(default)]
+        metrics: Vec<MetricPoint>,
+        #[serde(default)]
+        params: Vec<(String, String)>,
+        #[serde(default)]
+        tags: Vec<(String, String)>,
+    },
+    /// Sets the run's status; `end_ms` for a finished run.
+    SetStatus { run_key: String, status: RunStatus, end_ms: Option<i64> },
+    /// Uploads a local file into the run's artifacts at `path`.
+    Artifact { run_key: String, path: String, file: String },
+    /// Records the model directory at `artifact_path` as a logged model
+    /// (`runs/log-model`); `flavors` is the `MLmodel` flavours as JSON.
+    LogModel { run_key: String, artifact_path: String, time_ms: i64, flavors: Value },
+    /// Registers the run's model directory as a version of `model_name`,
+    /// with `tags`, and moves `alias` to it when `rule` says it is better
+    /// than the version the alias points at (or when there is none).
+    Register {
+        run_key: String,
+        model_name: String,
+        artifact_path: String,
+        alias: String,
+        tags: Vec<(String, String)>,
+        rule: Option<AliasRule>,
+    },
+}
+
+impl Op {
+    /// The run this operation belongs to.
+    pub fn run_key(&self) -> &str {
+        match self {
+            Op::StartRun { run_key, .. }
+            | Op::Log { run_key, .. }
+            | Op::SetStatus { run_key, .. }
+            | Op::Artifact { run_key, .. }
+            | Op::LogModel { run_key, .. }
+            | Op::Register { run_key, .. } => run_key,
+        }
+    }
+
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::StartRun { .. } => "start_run",
+            Op::Log { .. } => "log",
+            Op::SetStatus { .. } => "set_status",
+            Op::Artifact { .. } => "artifact",
+            Op::LogModel { .. } => "log_model",
+            Op::Register { .. } => "register",
+        }
+    }
+}
+
+/// The `MLmodel` flavours of the training core's model directory (TorchScript
+/// saved for `mlflow.pytorch`, served by `python_function`), as
+/// `runs/log-model` wants them.
+pub fn torch_flavors(pytorch_version: &str, python_version: &str) -> Value {
+    serde_json::json!({
+        "pytorch": {
+            "model_data": "data",
+            "pytorch_version": pytorch_version,
+            "code": null
+        },
+        "python_function": {
+            "loader_module": "mlflow.pytorch",
+            "pickle_module_name": "mlflow.pytorch.pickle_module",
+            "data": "data",
+            "env": { "conda": "conda.yaml", "virtualenv": "python_env.yaml" },
+            "python_version": python_version
+        }
+    })
+}
+
+/// JSON has no NaN or infinity: they travel as the strings MLflow's protobuf
+/// JSON uses ("NaN", "Infinity", "-Infinity").
+mod lenient_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v == f64::INFINITY {
+            s.serialize_str("Infinity")
+        } else if *v == f64::NEG_INFINITY {
+            s.serialize_str("-Infinity")
+        } else {
+            s.serialize_f64(*v)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        F(f64),
+        S(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Num::deserialize(d)? {
+            Num::F(f) => Ok(f),
+            Num::S(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!("{other:?} is not a number"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip_through_json_with_non_finite_values() {
+        let op = Op::Log {
+            run_key: "r".into(),
+            metrics: vec![
+                MetricPoint { key: "a".into(), value: f64::NAN, timestamp_ms: 1, step: 0 },
+                MetricPoint { key: "b".into(), value: f64::NEG_INFINITY, timestamp_ms: 1, step: 1 },
+                MetricPoint { key: "c".into(), value: 0.25, timestamp_ms: 1, step: 2 },
+            ],
+            params: vec![("p".into(), "1".into())],
+            tags: vec![],
+        };
+        let s = serde_json::to_string(&op).unwrap();
+        let back: Op = serde_json::from_str(&s).unwrap();
+        let Op::Log { metrics, .. } = back else { panic!("wrong op {s}") };
+        assert!(metrics[0].value.is_nan());
+        assert_eq!(metrics[1].value, f64::NEG_INFINITY);
+        assert_eq!(metrics[2].value, 0.25);
+    }
+}

@@ -1,0 +1,311 @@
+//! The durable outbox: every MLflow operation is stored in SQLite before it
+//! is sent, with the MLflow ids that delivery learns (experiments, runs).
+//! All of this crate's SQL lives here.
+//!
+//! Tables (all prefixed `mnist_mlflow_`, next to Optuna's, which ignore them):
+//! - `outbox`: operations in the order they were written; `state` is
+//!   `PENDING`, `DONE` or `DEAD` (refused for good, with the reason);
+//! - `runs`: our run key → MLflow experiment id, run id, artifact root;
+//! - `experiments`: experiment name → id;
+//! - `state`: small named values of the writer that feeds the outbox (for
+//!   the coordinator, the last study event it turned into operations), kept
+//!   in the same transaction as the operations they produced.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::error::MlflowError;
+use crate::op::Op;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS mnist_mlflow_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        op_json TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'PENDING' CHECK (state IN ('PENDING', 'DONE', 'DEAD')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        done_ms INTEGER)",
+    "CREATE INDEX IF NOT EXISTS mnist_mlflow_outbox_pending ON mnist_mlflow_outbox (state, id)",
+    "CREATE TABLE IF NOT EXISTS mnist_mlflow_runs (
+        run_key TEXT PRIMARY KEY,
+        experiment_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        artifact_uri TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mnist_mlflow_experiments (name TEXT PRIMARY KEY, experiment_id TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mnist_mlflow_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+];
+
+/// A run that exists in MLflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub run_key: String,
+    pub experiment_id: String,
+    pub run_id: String,
+    pub artifact_uri: String,
+}
+
+/// What is still to deliver.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Backlog {
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    /// When the oldest pending operation was written.
+    pub oldest_pending_ms: Option<i64>,
+    /// The last delivery error of a pending operation (why it waits).
+    pub last_error: Option<String>,
+}
+
+/// A stored operation.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: i64,
+    pub attempts: u32,
+    pub op: Op,
+}
+
+/// The outbox in one SQLite database.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pool: SqlitePool,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Outbox {
+    /// Opens (and creates when missing) the outbox in the database at `path`,
+    /// which may be the coordinator's study database.
+    pub async fn open(path: &Path) -> Result<Outbox, MlflowError> {
+        let url = format!("sqlite://{}", path.display());
+        let opts = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await?;
+        let ob = Outbox { pool };
+        ob.migrate().await?;
+        Ok(ob)
+    }
+
+    async fn migrate(&self) -> Result<(), MlflowError> {
+        let mut tx = self.pool.begin().await?;
+        for stmt in SCHEMA {
+            sqlx::query(stmt).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends operations, in order, in one transaction.
+    pub async fn enqueue(&self, ops: &[Op]) -> Result<(), MlflowError> {
+        self.enqueue_with_state(ops, &[]).await
+    }
+
+    /// Appends operations and sets named state values in one transaction, so
+    /// a writer that records "done up to here" never loses or repeats work.
+    pub async fn enqueue_with_state(&self, ops: &[Op], state: &[(&str, String)]) -> Result<(), MlflowError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for op in ops {
+            let json = serde_json::to_string(op).map_err(|e| MlflowError::Corrupt { id: 0, message: e.to_string() })?;
+            sqlx::query("INSERT INTO mnist_mlflow_outbox (run_key, kind, op_json, created_ms) VALUES (?, ?, ?, ?)")
+                .bind(op.run_key())
+                .bind(op.kind())
+                .bind(json)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (name, value) in state {
+            sqlx::query("INSERT INTO mnist_mlflow_state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+                .bind(*name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A named state value.
+    pub async fn state(&self, name: &str) -> Result<Option<String>, MlflowError> {
+        let row = sqlx::query("SELECT value FROM mnist_mlflow_state WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Named state values whose name starts with `prefix`.
+    pub async fn states(&self, prefix: &str) -> Result<Vec<(String, String)>, MlflowError> {
+        let rows = sqlx::query("SELECT name, value FROM mnist_mlflow_state WHERE substr(name, 1, length(?)) = ? ORDER BY name")
+            .bind(prefix)
+            .bind(prefix)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
+    }
+
+    /// Removes a named state value.
+    pub async fn clear_state(&self, name: &str) -> Result<(), MlflowError> {
+        sqlx::query("DELETE FROM mnist_mlflow_state WHERE name = ?").bind(name).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The oldest pending operations, at most `limit`.
+    pub async fn pending(&self, limit: u32) -> Result<Vec<Entry>, MlflowError> {
+        let rows = sqlx::query("SELECT id, attempts, op_json FROM mnist_mlflow_outbox WHERE state = 'PENDING' ORDER BY id LIMIT ?")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                let attempts: i64 = r.get(1);
+                let json: String = r.get(2);
+                let op = serde_json::from_str(&json).map_err(|e| MlflowError::Corrupt { id, message: e.to_string() })?;
+                Ok(Entry { id, attempts: attempts.max(0) as u32, op })
+            })
+            .collect()
+    }
+
+    /// Marks an operation delivered.
+    pub async fn mark_done(&self, id: i64) -> Result<(), MlflowError> {
+        sqlx::query("UPDATE mnist_mlflow_outbox SET state = 'DONE', done_ms = ?, attempts = attempts + 1 WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt that will be retried.
+    pub async fn record_failure(&self, id: i64, error: &str) -> Result<(), MlflowError> {
+        sqlx::query("UPDATE mnist_mlflow_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks an operation refused for good, with the reason.
+    pub async fn mark_dead(&self, id: i64, error: &str) -> Result<(), MlflowError> {
+        sqlx::query("UPDATE mnist_mlflow_outbox SET state = 'DEAD', attempts = attempts + 1, last_error = ?, done_ms = ? WHERE id = ?")
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Puts every refused operation back in line (after the cause was fixed).
+    pub async fn retry_dead(&self) -> Result<u64, MlflowError> {
+        let r = sqlx::query("UPDATE mnist_mlflow_outbox SET state = 'PENDING', done_ms = NULL WHERE state = 'DEAD'")
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The MLflow run of `run_key`, once created.
+    pub async fn run(&self, run_key: &str) -> Result<Option<RunRecord>, MlflowError> {
+        let row = sqlx::query("SELECT run_key, experiment_id, run_id, artifact_uri FROM mnist_mlflow_runs WHERE run_key = ?")
+            .bind(run_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| RunRecord { run_key: r.get(0), experiment_id: r.get(1), run_id: r.get(2), artifact_uri: r.get(3) }))
+    }
+
+    /// Every MLflow run whose key starts with `prefix`.
+    pub async fn runs(&self, prefix: &str) -> Result<Vec<RunRecord>, MlflowError> {
+        let rows = sqlx::query(
+            "SELECT run_key, experiment_id, run_id, artifact_uri FROM mnist_mlflow_runs WHERE substr(run_key, 1, length(?)) = ? ORDER BY run_key",
+        )
+        .bind(prefix)
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| RunRecord { run_key: r.get(0), experiment_id: r.get(1), run_id: r.get(2), artifact_uri: r.get(3) }).collect())
+    }
+
+    /// Remembers the MLflow run of `run_key`.
+    pub async fn save_run(&self, rec: &RunRecord) -> Result<(), MlflowError> {
+        sqlx::query("INSERT OR REPLACE INTO mnist_mlflow_runs (run_key, experiment_id, run_id, artifact_uri) VALUES (?, ?, ?, ?)")
+            .bind(&rec.run_key)
+            .bind(&rec.experiment_id)
+            .bind(&rec.run_id)
+            .bind(&rec.artifact_uri)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The id of experiment `name`, once known.
+    pub async fn experiment(&self, name: &str) -> Result<Option<String>, MlflowError> {
+        let row = sqlx::query("SELECT experiment_id FROM mnist_mlflow_experiments WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Remembers the id of experiment `name`.
+    pub async fn save_experiment(&self, name: &str, id: &str) -> Result<(), MlflowError> {
+        sqlx::query("INSERT OR REPLACE INTO mnist_mlflow_experiments (name, experiment_id) VALUES (?, ?)")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a cached experiment id (the experiment was deleted in MLflow).
+    pub async fn forget_experiment(&self, name: &str) -> Result<(), MlflowError> {
+        sqlx::query("DELETE FROM mnist_mlflow_experiments WHERE name = ?").bind(name).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Counts of pending, delivered and refused operations.
+    pub async fn backlog(&self) -> Result<Backlog, MlflowError> {
+        let row = sqlx::query(
+            "SELECT
+                COALESCE(SUM(state = 'PENDING'), 0),
+                COALESCE(SUM(state = 'DONE'), 0),
+                COALESCE(SUM(state = 'DEAD'), 0),
+                MIN(CASE WHEN state = 'PENDING' THEN created_ms END),
+                (SELECT last_error FROM mnist_mlflow_outbox WHERE state = 'PENDING' AND last_error IS NOT NULL ORDER BY id LIMIT 1)
+             FROM mnist_mlflow_outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let n = |i: usize| r_i64(&row, i).max(0) as u64;
+        Ok(Backlog { pending: n(0), delivered: n(1), dead: n(2), oldest_pending_ms: row.get(3), last_error: row.get(4) })
+    }
+
+    /// The operations refused for good, newest last: (id, kind, run key, reason).
+    pub async fn dead(&self, limit: u32) -> Result<Vec<(i64, String, String, String)>, MlflowError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, run_key, COALESCE(last_error, '') FROM mnist_mlflow_outbox WHERE state = 'DEAD' ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<_> = rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn r_i64(row: &sqlx::sqlite::SqliteRow, i: usize) -> i64 {
+    row.try_get::<i64, _>(i).unwrap_or(0)
+}

@@ -1,0 +1,171 @@
+//! The client, the limits and the outbox against a real `mlflow server`
+//! (3.17.2) started with `--app-name basic-auth`: credentials, MLflow's
+//! batch and value limits, and exactly-once delivery when every operation is
+//! sent twice (as after a crash between "sent" and "marked done").
+//!
+//! One server for the whole file, so the cases run in one test, in order.
+
+#[path = "support/mlflow_server.rs"]
+mod mlflow_server;
+
+use std::time::Duration;
+
+use mlflow_server::MlflowServer;
+use mnist_mlflow::op::{torch_flavors, AliasRule};
+use mnist_mlflow::{Auth, Deliverer, MetricPoint, MlflowClient, MlflowConfig, MlflowError, Op, Outbox, RunStatus};
+
+fn config(uri: &str, auth: Auth) -> MlflowConfig {
+    MlflowConfig { tracking_uri: Some(uri.to_string()), auth, ..MlflowConfig::default() }
+}
+
+fn point(key: &str, value: f64, step: i64) -> MetricPoint {
+    MetricPoint { key: key.into(), value, timestamp_ms: 1_700_000_000_000 + step, step }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_mlflow_server_with_basic_auth() {
+    let server = MlflowServer::start_basic_auth();
+    let (user, password) = server.admin_credentials().expect("basic-auth server has admin credentials");
+    let uri = server.uri();
+    let good = config(&uri, Auth::Basic { username: user.clone(), password: password.clone() });
+
+    // --- credentials: ours are accepted, wrong or missing ones refused clearly.
+    MlflowClient::new(&good).unwrap().check_access().await.expect("the admin credentials are accepted");
+    for (what, auth) in [
+        ("wrong password", Auth::Basic { username: user.clone(), password: "not-the-password".into() }),
+        ("no credentials", Auth::None),
+        ("a bearer token", Auth::Bearer("nope".into())),
+    ] {
+        let e = MlflowClient::new(&config(&uri, auth)).unwrap().ensure_experiment("refused").await.unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, MlflowError::Auth { status: 401, .. }), "{what}: {msg}");
+        assert!(msg.contains("refused our credentials") && msg.contains("MLFLOW_TRACKING_USERNAME"), "{what}: {msg}");
+    }
+    // The deliverer keeps the operations and says why it stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong_db = dir.path().join("wrong.db");
+    let outbox = Outbox::open(&wrong_db).await.unwrap();
+    outbox
+        .enqueue(&[Op::StartRun { run_key: "x".into(), experiment: "refused".into(), run_name: "x".into(), parent_key: None, start_ms: 1, tags: vec![] }])
+        .await
+        .unwrap();
+    let wrong = config(&uri, Auth::Basic { username: user.clone(), password: "bad".into() });
+    let report = Deliverer::new(outbox.clone(), &wrong).unwrap().drain(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(report.pending, 1, "nothing is dropped on an auth error");
+    assert!(report.blocked_by.as_deref().unwrap_or("").contains("refused our credentials"), "{report:?}");
+
+    // --- limits and bad values: everything that can land, lands.
+    let db = dir.path().join("outbox.db");
+    let outbox = Outbox::open(&db).await.unwrap();
+    let many: Vec<MetricPoint> = (0..2345).map(|i| point("many", i as f64, i)).collect();
+    let params: Vec<(String, String)> = (0..250).map(|i| (format!("p{i:03}"), i.to_string())).collect();
+    let model_dir = dir.path().join("model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::write(model_dir.join("note.txt"), "artifact through the proxy").unwrap();
+    let ops = vec![
+        Op::StartRun { run_key: "parent".into(), experiment: "limits".into(), run_name: "parent".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![] },
+        Op::StartRun {
+            run_key: "child".into(),
+            experiment: "limits".into(),
+            run_name: "child".into(),
+            parent_key: Some("parent".into()),
+            start_ms: 1_700_000_000_000,
+            tags: vec![("bad key@x".into(), "v".into())],
+        },
+        Op::Log { run_key: "child".into(), metrics: many.clone(), params: params.clone(), tags: vec![] },
+        Op::Log {
+            run_key: "child".into(),
+            metrics: vec![point("nan_metric", f64::NAN, 0), point("a@b", 1.0, 0), point("fine", 2.0, 0)],
+            params: vec![("long".into(), "x".repeat(7000)), ("p000".into(), "a different value".into()), ("ok".into(), "1".into())],
+            tags: vec![("t".into(), "1".into()), ("t".into(), "2".into())],
+        },
+        Op::Artifact { run_key: "child".into(), path: "notes/note.txt".into(), file: model_dir.join("note.txt").display().to_string() },
+        Op::Artifact { run_key: "child".into(), path: "gone.txt".into(), file: dir.path().join("missing").display().to_string() },
+        Op::LogModel { run_key: "child".into(), artifact_path: "model".into(), time_ms: 1_700_000_000_000, flavors: torch_flavors("2.11.0", "3.11.7") },
+        Op::Register {
+            run_key: "child".into(),
+            model_name: "limits-model".into(),
+            artifact_path: "model".into(),
+            alias: "champion".into(),
+            tags: vec![("acc".into(), "0.5".into())],
+            rule: Some(AliasRule { metric: "acc".into(), value: 0.5, maximize: true }),
+        },
+        Op::SetStatus { run_key: "child".into(), status: RunStatus::Killed, end_ms: Some(1_700_000_100_000) },
+    ];
+    outbox.enqueue(&ops).await.unwrap();
+    let deliverer = Deliverer::new(outbox.clone(), &good).unwrap();
+    let report = deliverer.drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(report.pending, 0, "{report:?}");
+    assert_eq!(report.dead, 1, "only the missing artifact file is refused: {report:?} {:?}", outbox.dead(10).await.unwrap());
+    let dead = outbox.dead(10).await.unwrap();
+    assert!(dead[0].3.contains("missing"), "{dead:?}");
+
+    let client = MlflowClient::new(&good).unwrap();
+    let child = outbox.run("child").await.unwrap().unwrap();
+    let parent = outbox.run("parent").await.unwrap().unwrap();
+    let history = client.metric_history(&child.run_id, "many").await.unwrap();
+    assert_eq!(history.len(), 2345, "every metric point across three batches");
+    let nan = client.metric_history(&child.run_id, "nan_metric").await.unwrap();
+    assert!(nan.len() == 1 && nan[0].1.is_nan(), "{nan:?}");
+    assert_eq!(client.metric_history(&child.run_id, "a_b").await.unwrap().len(), 1, "the bad key was mended");
+    assert_eq!(client.metric_history(&child.run_id, "fine").await.unwrap().len(), 1, "neighbours of bad values land");
+    let run = client.run_tag(&child.run_id, "mlflow.parentRunId").await.unwrap();
+    assert_eq!(run.as_deref(), Some(parent.run_id.as_str()), "nested under the parent");
+    assert_eq!(client.run_tag(&child.run_id, "t").await.unwrap().as_deref(), Some("2"), "a repeated tag keeps the last value");
+    assert_eq!(client.run_tag(&child.run_id, "bad key_x").await.unwrap().as_deref(), Some("v"), "a bad tag key was mended");
+    let files = client.list_artifacts(&child.run_id, "notes").await.unwrap();
+    assert_eq!(files, vec![("notes/note.txt".to_string(), false)]);
+    let champion = client.version_by_alias("limits-model", "champion").await.unwrap().expect("alias set");
+    assert_eq!(champion.run_id, child.run_id);
+
+    // --- exactly once: send everything a second time, as after a crash
+    // between "sent" and "marked done". Nothing doubles.
+    let before_versions = champion.version.clone();
+    let history_before = client.run_tag(&child.run_id, "mlflow.log-model.history").await.unwrap().unwrap_or_default();
+    // Forget what delivery learnt, except the run ids a crash would also lose
+    // (the run-id rows are written after the run is created).
+    let again = Outbox::open(&dir.path().join("again.db")).await.unwrap();
+    again.enqueue(&ops[..5]).await.unwrap();
+    again.enqueue(&ops[6..]).await.unwrap();
+    let report = Deliverer::new(again.clone(), &good).unwrap().drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!((report.pending, report.dead), (0, 0), "{report:?}");
+    assert_eq!(again.run("child").await.unwrap().unwrap().run_id, child.run_id, "the run was found by its key, not created again");
+    let exp = client.experiment_id("limits").await.unwrap().unwrap();
+    assert_eq!(client.search_runs(&exp).await.unwrap().len(), 2, "still two runs");
+    assert_eq!(client.metric_history(&child.run_id, "many").await.unwrap().len(), 2345, "no doubled metric points");
+    assert_eq!(client.metric_history(&child.run_id, "nan_metric").await.unwrap().len(), 1);
+    let after = client.version_by_alias("limits-model", "champion").await.unwrap().unwrap();
+    assert_eq!(after.version, before_versions, "no second model version");
+    let history_after = client.run_tag(&child.run_id, "mlflow.log-model.history").await.unwrap().unwrap_or_default();
+    assert_eq!(history_after, history_before, "the logged model is recorded once");
+
+    // --- a worse model does not take the alias; a better one does.
+    again
+        .enqueue(&[
+            Op::StartRun { run_key: "worse".into(), experiment: "limits".into(), run_name: "worse".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![] },
+            Op::Register {
+                run_key: "worse".into(),
+                model_name: "limits-model".into(),
+                artifact_path: "model".into(),
+                alias: "champion".into(),
+                tags: vec![("acc".into(), "0.4".into())],
+                rule: Some(AliasRule { metric: "acc".into(), value: 0.4, maximize: true }),
+            },
+            Op::StartRun { run_key: "better".into(), experiment: "limits".into(), run_name: "better".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![] },
+            Op::Register {
+                run_key: "better".into(),
+                model_name: "limits-model".into(),
+                artifact_path: "model".into(),
+                alias: "champion".into(),
+                tags: vec![("acc".into(), "0.9".into())],
+                rule: Some(AliasRule { metric: "acc".into(), value: 0.9, maximize: true }),
+            },
+        ])
+        .await
+        .unwrap();
+    Deliverer::new(again.clone(), &good).unwrap().drain(Duration::from_secs(30)).await.unwrap();
+    let better = again.run("better").await.unwrap().unwrap();
+    let champion = client.version_by_alias("limits-model", "champion").await.unwrap().unwrap();
+    assert_eq!(champion.run_id, better.run_id, "the better model holds the alias");
+    assert_eq!(champion.version, "3", "versions: first, worse, better");
+}

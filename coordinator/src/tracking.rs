@@ -1,0 +1,473 @@
+//! MLflow tracking of every study and trial, through a durable outbox.
+//!
+//! The study event log (`mnist_events`, written in the same transaction as
+//! each state change) is the source. A *projector* task reads the events
+//! after its cursor, turns them into MLflow operations and writes those
+//! operations and the new cursor into the outbox in one transaction, so every
+//! event becomes its operations exactly once, across crashes. A *deliverer*
+//! task (`mnist_mlflow::Deliverer`) sends the outbox in order. Neither task
+//! is on any RPC's path: training never waits for MLflow.
+//!
+//! What each event becomes:
+//! - `STUDY_CREATED`: the parent run (in an experiment named after the
+//!   study, or the configured one) with the search space, sampler, pruner,
+//!   n_trials, direction and metric as params.
+//! - `TRIAL_STARTED`: a nested run (`mlflow.parentRunId`) with the trial's
+//!   params and tags (number, study, worker host, device).
+//! - `TRIAL_REPORTED`: the epoch's metrics at `step = epoch`.
+//! - `TRIAL_COMPLETED`/`PRUNED`/`FAILED`: final test metrics and per-class
+//!   F1, the state tags, the run status (FINISHED, KILLED + `pruned`,
+//!   FAILED); on the parent, `best_value` at step = finished trials. A trial
+//!   that became the study's best is remembered as the champion candidate.
+//! - `ARTIFACT_STORED`: the file uploaded to the trial's run; `model/MLmodel`
+//!   also logs the model (`runs/log-model`); the last file
+//!   (`weights/model.safetensors`) of the champion candidate registers its
+//!   model and moves the alias.
+//! - `STUDY_COMPLETED`: the optimisation-history plot, the best params and
+//!   value, and FINISHED; `STUDY_STOPPED` → KILLED, `STUDY_RESUMED` → RUNNING.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mnist_mlflow::op::{torch_flavors, AliasRule};
+use mnist_mlflow::{Backlog, Deliverer, MetricPoint, MlflowConfig, Op, Outbox, RunRecord, RunStatus};
+use mnist_sampler::{Choice, Direction, TrialState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::error::CoordError;
+use crate::events::{Event, EventKind};
+use crate::study::Coordinator;
+
+/// The state name of the projector's cursor (the last event turned into
+/// operations).
+const CURSOR: &str = "events.seq";
+/// Per-epoch metric names: they are histories by step, so the final report
+/// does not repeat them.
+const EPOCH_METRICS: &[&str] = &["train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"];
+/// The artifact that ends a trial's upload (the worker sends it last).
+const LAST_ARTIFACT: &str = "weights/model.safetensors";
+/// The file that marks the MLflow model directory.
+const MLMODEL: &str = "model/MLmodel";
+/// How long shutdown keeps delivering before it leaves the rest in the outbox.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(15);
+
+/// What the projector remembers about a study (`study.<id>` in the outbox state).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StudyKey {
+    run_key: String,
+    name: String,
+    metric: String,
+    maximize: bool,
+}
+
+/// MLflow tracking of one coordinator.
+#[derive(Debug)]
+pub struct Tracking {
+    outbox: Outbox,
+    config: MlflowConfig,
+    deliverer: Deliverer,
+    artifacts_root: PathBuf,
+}
+
+fn err(e: mnist_mlflow::MlflowError) -> CoordError {
+    CoordError::Internal(e.to_string())
+}
+
+fn choice_str(c: &Choice) -> String {
+    match c {
+        Choice::Str(s) => s.clone(),
+        other => other.to_py_json(),
+    }
+}
+
+fn trial_key(study: &StudyKey, number: u64) -> String {
+    format!("{}/trial/{number}", study.run_key)
+}
+
+fn state_name(s: TrialState) -> &'static str {
+    crate::study::trial_state_str(s)
+}
+
+impl Tracking {
+    /// Opens the outbox in the coordinator's database and starts the
+    /// projector and the deliverer; both stop when `stop` turns true, after
+    /// a last projection and up to [`SHUTDOWN_DRAIN`] of delivery.
+    pub async fn start(coord: Arc<Coordinator>, stop: watch::Receiver<bool>) -> Result<(Arc<Tracking>, JoinHandle<()>), CoordError> {
+        let config = coord.config().mlflow.clone();
+        let outbox = Outbox::open(&coord.config().db_path).await.map_err(err)?;
+        let deliverer = Deliverer::new(outbox.clone(), &config).map_err(err)?;
+        match &config.tracking_uri {
+            Some(uri) => info!(tracking_uri = %uri, "MLflow tracking on"),
+            None => info!("MLflow: no tracking server configured (MLFLOW_TRACKING_URI); studies are recorded in the outbox for a later `mnistctl mlflow sync`"),
+        }
+        let t = Arc::new(Tracking { outbox, config, deliverer, artifacts_root: coord.config().artifacts_root() });
+        let task = tokio::spawn(run(t.clone(), coord, stop));
+        Ok((t, task))
+    }
+
+    /// The MLflow settings.
+    pub fn config(&self) -> &MlflowConfig {
+        &self.config
+    }
+
+    /// What waits to be delivered.
+    pub async fn backlog(&self) -> Result<Backlog, CoordError> {
+        self.outbox.backlog().await.map_err(err)
+    }
+
+    async fn study_key(&self, study_id: i64) -> Result<Option<StudyKey>, CoordError> {
+        Ok(self.outbox.state(&format!("study.{study_id}")).await.map_err(err)?.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// The study's parent run in MLflow, once created.
+    pub async fn study_run(&self, study_id: i64) -> Result<Option<RunRecord>, CoordError> {
+        match self.study_key(study_id).await? {
+            Some(k) => self.outbox.run(&k.run_key).await.map_err(err),
+            None => Ok(None),
+        }
+    }
+
+    /// The trials' runs in MLflow, by trial number.
+    pub async fn trial_runs(&self, study_id: i64) -> Result<HashMap<u64, RunRecord>, CoordError> {
+        let Some(k) = self.study_key(study_id).await? else { return Ok(HashMap::new()) };
+        let prefix = format!("{}/trial/", k.run_key);
+        let runs = self.outbox.runs(&prefix).await.map_err(err)?;
+        Ok(runs
+            .into_iter()
+            .filter_map(|r| r.run_key.strip_prefix(&prefix).and_then(|n| n.parse().ok()).map(|n| (n, r)))
+            .collect())
+    }
+
+    /// The MLflow UI page of a run.
+    pub fn run_url(&self, run: &RunRecord) -> Option<String> {
+        self.config.run_url(&run.experiment_id, &run.run_id)
+    }
+
+    /// Turns every event after the cursor into operations. Returns how many
+    /// events it read.
+    async fn project(&self, coord: &Coordinator) -> Result<usize, CoordError> {
+        let mut total = 0;
+        loop {
+            let after: u64 = self.outbox.state(CURSOR).await.map_err(err)?.and_then(|s| s.parse().ok()).unwrap_or(0);
+            let events = coord.events_since(after, 256).await?;
+            let Some(last) = events.last().map(|e| e.seq) else { return Ok(total) };
+            let mut ops = Vec::new();
+            let mut state: Vec<(String, Option<String>)> = Vec::new();
+            let mut cache: HashMap<i64, Option<StudyKey>> = HashMap::new();
+            for ev in &events {
+                self.translate(coord, ev, &mut ops, &mut state, &mut cache).await?;
+            }
+            let mut sets: Vec<(&str, String)> = vec![(CURSOR, last.to_string())];
+            let mut clears = Vec::new();
+            for (k, v) in &state {
+                match v {
+                    Some(v) => sets.push((k.as_str(), v.clone())),
+                    None => clears.push(k.clone()),
+                }
+            }
+            self.outbox.enqueue_with_state(&ops, &sets).await.map_err(err)?;
+            for k in clears {
+                self.outbox.clear_state(&k).await.map_err(err)?;
+            }
+            if !ops.is_empty() {
+                self.deliverer.wake();
+            }
+            total += events.len();
+        }
+    }
+
+    /// The state a translation sees: what this batch set, else the outbox.
+    async fn lookup(&self, state: &[(String, Option<String>)], name: &str) -> Result<Option<String>, CoordError> {
+        if let Some((_, v)) = state.iter().rev().find(|(k, _)| k == name) {
+            return Ok(v.clone());
+        }
+        self.outbox.state(name).await.map_err(err)
+    }
+
+    async fn translate(
+        &self,
+        coord: &Coordinator,
+        ev: &Event,
+        ops: &mut Vec<Op>,
+        state: &mut Vec<(String, Option<String>)>,
+        cache: &mut HashMap<i64, Option<StudyKey>>,
+    ) -> Result<(), CoordError> {
+        let study_state = format!("study.{}", ev.study_id);
+        if ev.kind == EventKind::StudyCreated {
+            let view = coord.get_study(&ev.study_name).ok().filter(|v| v.id == ev.study_id);
+            let (metric, maximize) = match &view {
+                Some(v) => (v.config.metric.clone(), v.config.direction == Direction::Maximize),
+                None => (String::new(), true),
+            };
+            let key = StudyKey { run_key: format!("study/{}/{}", ev.study_id, ev.seq), name: ev.study_name.clone(), metric, maximize };
+            let experiment = self.config.experiment_name.clone().unwrap_or_else(|| ev.study_name.clone());
+            ops.push(Op::StartRun {
+                run_key: key.run_key.clone(),
+                experiment,
+                run_name: ev.study_name.clone(),
+                parent_key: None,
+                start_ms: ev.time_ms,
+                tags: vec![("mnist.study".into(), ev.study_name.clone()), ("mnist.kind".into(), "study".into())],
+            });
+            if let Some(v) = view {
+                let c = &v.config;
+                let mut params = vec![
+                    ("search_space".to_string(), v.space.to_json_string()),
+                    ("sampler".to_string(), serde_json::to_string(&c.sampler).unwrap_or_default()),
+                    ("pruner".to_string(), serde_json::to_string(&c.pruner).unwrap_or_default()),
+                    ("n_trials".to_string(), c.n_trials.to_string()),
+                    ("direction".to_string(), format!("{:?}", c.direction).to_lowercase()),
+                    ("metric".to_string(), c.metric.clone()),
+                    ("epochs".to_string(), c.base_config.epochs.to_string()),
+                    ("max_concurrency".to_string(), c.max_concurrency.to_string()),
+                    ("timeout_seconds".to_string(), c.timeout_seconds.to_string()),
+                ];
+                for (name, dist) in v.space.params() {
+                    params.push((format!("space.{name}"), dist.to_optuna_json()));
+                }
+                ops.push(Op::Log { run_key: key.run_key.clone(), metrics: vec![], params, tags: vec![] });
+            }
+            let json = serde_json::to_string(&key).map_err(|e| CoordError::Internal(e.to_string()))?;
+            state.push((study_state, Some(json)));
+            cache.insert(ev.study_id, Some(key));
+            return Ok(());
+        }
+        let key = match cache.get(&ev.study_id) {
+            Some(k) => k.clone(),
+            None => {
+                let k = self.lookup(state, &study_state).await?.and_then(|s| serde_json::from_str::<StudyKey>(&s).ok());
+                cache.insert(ev.study_id, k.clone());
+                k
+            }
+        };
+        // A study created before tracking existed has no parent run.
+        let Some(key) = key else { return Ok(()) };
+        let champion_state = format!("champion.{}", ev.study_id);
+        match ev.kind {
+            EventKind::StudyCreated => {}
+            EventKind::TrialStarted => {
+                let Some(n) = ev.trial_number else { return Ok(()) };
+                let mut tags = vec![
+                    ("mnist.study".to_string(), key.name.clone()),
+                    ("mnist.trial_number".to_string(), n.to_string()),
+                    ("mnist.state".to_string(), "RUNNING".to_string()),
+                ];
+                if let Some(h) = &ev.holder {
+                    tags.push(("mnist.worker_host".into(), h.hostname.clone()));
+                    tags.push(("mnist.worker_id".into(), h.holder_id.clone()));
+                    tags.push(("mnist.device".into(), h.device.clone()));
+                }
+                ops.push(Op::StartRun {
+                    run_key: trial_key(&key, n),
+                    experiment: self.config.experiment_name.clone().unwrap_or_else(|| key.name.clone()),
+                    run_name: format!("trial-{n}"),
+                    parent_key: Some(key.run_key.clone()),
+                    start_ms: ev.time_ms,
+                    tags: tags.clone(),
+                });
+                // A trial that runs again after a requeue: running again, on its new holder.
+                ops.push(Op::SetStatus { run_key: trial_key(&key, n), status: RunStatus::Running, end_ms: None });
+                let params = ev.params.iter().map(|(k, v)| (k.clone(), choice_str(v))).collect();
+                ops.push(Op::Log { run_key: trial_key(&key, n), metrics: vec![], params, tags });
+            }
+            EventKind::TrialReported => {
+                let (Some(n), Some(step)) = (ev.trial_number, ev.step) else { return Ok(()) };
+                let metrics = ev
+                    .metrics
+                    .iter()
+                    .map(|(k, v)| MetricPoint { key: k.clone(), value: *v, timestamp_ms: ev.time_ms, step: step as i64 })
+                    .collect();
+                ops.push(Op::Log { run_key: trial_key(&key, n), metrics, params: vec![], tags: vec![] });
+            }
+            EventKind::TrialCompleted | EventKind::TrialPruned | EventKind::TrialFailed => {
+                let Some(n) = ev.trial_number else { return Ok(()) };
+                let step = ev.metrics.get("epochs_run").copied().unwrap_or(0.0).max(0.0) as i64;
+                let mut metrics: Vec<MetricPoint> = ev
+                    .metrics
+                    .iter()
+                    .filter(|(k, _)| !EPOCH_METRICS.contains(&k.as_str()))
+                    .map(|(k, v)| MetricPoint { key: k.clone(), value: *v, timestamp_ms: ev.time_ms, step })
+                    .collect();
+                if let Some(v) = ev.value {
+                    metrics.push(MetricPoint { key: "objective".into(), value: v, timestamp_ms: ev.time_ms, step });
+                }
+                let state_s = ev.trial_state.map(state_name).unwrap_or("FAIL");
+                let mut tags = vec![("mnist.state".to_string(), state_s.to_string())];
+                let status = match ev.kind {
+                    EventKind::TrialCompleted => RunStatus::Finished,
+                    EventKind::TrialPruned => {
+                        tags.push(("pruned".into(), "true".into()));
+                        RunStatus::Killed
+                    }
+                    _ => {
+                        if !ev.message.is_empty() {
+                            tags.push(("mnist.fail_reason".into(), ev.message.clone()));
+                        }
+                        RunStatus::Failed
+                    }
+                };
+                let run_key = trial_key(&key, n);
+                ops.push(Op::Log { run_key: run_key.clone(), metrics, params: vec![], tags });
+                ops.push(Op::SetStatus { run_key, status, end_ms: Some(ev.time_ms) });
+                if let Some(best) = ev.best_value {
+                    let finished = (ev.counts.complete + ev.counts.pruned + ev.counts.fail) as i64;
+                    ops.push(Op::Log {
+                        run_key: key.run_key.clone(),
+                        metrics: vec![MetricPoint { key: "best_value".into(), value: best, timestamp_ms: ev.time_ms, step: finished }],
+                        params: vec![],
+                        tags: vec![("mnist.best_trial".into(), ev.best_trial_number.map(|b| b.to_string()).unwrap_or_default())],
+                    });
+                }
+                if ev.kind == EventKind::TrialCompleted && ev.best_trial_number == Some(n) {
+                    let value = ev.value.unwrap_or(f64::NAN);
+                    state.push((champion_state, Some(serde_json::json!({ "number": n, "value": value.to_string() }).to_string())));
+                }
+            }
+            EventKind::ArtifactStored => {
+                let Some(n) = ev.trial_number else { return Ok(()) };
+                let name = ev.message.clone();
+                let file = crate::artifacts::trial_dir(&self.artifacts_root, ev.study_id, n).join(&name);
+                let run_key = trial_key(&key, n);
+                ops.push(Op::Artifact { run_key: run_key.clone(), path: name.clone(), file: file.display().to_string() });
+                if name == MLMODEL {
+                    ops.push(Op::LogModel {
+                        run_key: run_key.clone(),
+                        artifact_path: "model".into(),
+                        time_ms: ev.time_ms,
+                        flavors: torch_flavors("2.11.0", "3.11.7"),
+                    });
+                }
+                if name == LAST_ARTIFACT {
+                    let pending = self.lookup(state, &champion_state).await?.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+                    let is_champion = pending.as_ref().and_then(|p| p["number"].as_u64()) == Some(n);
+                    if is_champion && model_uploaded(&self.artifacts_root, ev.study_id, n) {
+                        let value: f64 = pending.as_ref().and_then(|p| p["value"].as_str()).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+                        let metric = if key.metric.is_empty() { "objective".to_string() } else { key.metric.clone() };
+                        ops.push(Op::Register {
+                            run_key,
+                            model_name: self.config.model_name.clone(),
+                            artifact_path: "model".into(),
+                            alias: self.config.alias.clone(),
+                            tags: vec![
+                                ("study".into(), key.name.clone()),
+                                ("trial_number".into(), n.to_string()),
+                                ("metric".into(), metric.clone()),
+                                (metric.clone(), value.to_string()),
+                            ],
+                            rule: Some(AliasRule { metric, value, maximize: key.maximize }),
+                        });
+                        state.push((champion_state, None));
+                    }
+                }
+            }
+            EventKind::StudyCompleted => {
+                let mut tags = vec![("mnist.state".to_string(), "COMPLETE".to_string())];
+                let mut params = Vec::new();
+                let mut metrics = Vec::new();
+                if let Ok(view) = coord.get_study(&ev.study_name) {
+                    if view.id == ev.study_id {
+                        if let Some(best) = &view.best {
+                            for (k, v) in &best.params {
+                                params.push((format!("best.{k}"), choice_str(v)));
+                            }
+                            tags.push(("mnist.best_trial".into(), best.number.to_string()));
+                            if let Some(v) = best.value {
+                                metrics.push(MetricPoint { key: "best_value_final".into(), value: v, timestamp_ms: ev.time_ms, step: 0 });
+                            }
+                        }
+                        if let Some(file) = self.history_plot(coord, &view) {
+                            ops.push(Op::Artifact {
+                                run_key: key.run_key.clone(),
+                                path: "plots/optimization_history.png".into(),
+                                file: file.display().to_string(),
+                            });
+                        }
+                    }
+                }
+                ops.push(Op::Log { run_key: key.run_key.clone(), metrics, params, tags });
+                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Finished, end_ms: Some(ev.time_ms) });
+            }
+            EventKind::StudyStopped => {
+                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Killed, end_ms: Some(ev.time_ms) });
+            }
+            EventKind::StudyResumed => {
+                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Running, end_ms: None });
+            }
+            EventKind::StudyDeleted => {
+                state.push((study_state, None));
+                state.push((champion_state, None));
+                cache.insert(ev.study_id, None);
+            }
+            EventKind::TrialEnqueued | EventKind::TrialRequeued => {}
+        }
+        Ok(())
+    }
+
+    /// Draws the study's optimisation history next to its artifacts.
+    fn history_plot(&self, coord: &Coordinator, view: &crate::study::StudyView) -> Option<PathBuf> {
+        let trials = coord.list_trials(&view.name, &[TrialState::Complete], 0, 0).ok()?;
+        let points: Vec<(u64, f64)> = trials.iter().filter_map(|t| t.value.map(|v| (t.number, v))).collect();
+        let dir = crate::artifacts::study_dir(&self.artifacts_root, view.id);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            warn!(dir = %dir.display(), error = %e, "cannot create the study's artifact directory; no optimisation-history plot");
+            return None;
+        }
+        let path = dir.join("optimization_history.png");
+        let maximize = view.config.direction == Direction::Maximize;
+        match mnist_common::plots::optimization_history(&path, &points, maximize, &view.config.metric) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                warn!(error = %e, "cannot draw the optimisation history");
+                None
+            }
+        }
+    }
+}
+
+/// Whether the trial's model directory is in the artifact store.
+fn model_uploaded(root: &Path, study_id: i64, number: u64) -> bool {
+    crate::artifacts::trial_dir(root, study_id, number).join(MLMODEL).is_file()
+}
+
+async fn run(t: Arc<Tracking>, coord: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
+    let (dstop_tx, dstop_rx) = watch::channel(false);
+    let deliver = tokio::spawn(t.deliverer.clone().run(dstop_rx));
+    let mut events = coord.subscribe();
+    loop {
+        if let Err(e) = t.project(&coord).await {
+            warn!(error = %e, "MLflow: turning study events into outbox operations failed; retrying");
+        }
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            r = events.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    let _ = dstop_tx.send(true);
+    let _ = deliver.await;
+    if t.config.tracking_uri.is_some() {
+        match t.deliverer.drain(SHUTDOWN_DRAIN).await {
+            Ok(r) if r.pending == 0 => {}
+            Ok(r) => warn!(
+                pending = r.pending,
+                reason = r.blocked_by.as_deref().unwrap_or(""),
+                db = %coord.config().db_path.display(),
+                "MLflow operations still wait in the outbox; they are delivered when the coordinator runs again, or by `mnistctl mlflow sync --db <db>`"
+            ),
+            Err(e) => warn!(error = %e, "MLflow: the final delivery failed"),
+        }
+    }
+    t.outbox.close().await;
+}

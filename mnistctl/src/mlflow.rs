@@ -1,0 +1,237 @@
+//! MLflow from the command line: the single training run's logging (through
+//! an outbox next to its output), and `mnistctl mlflow sync|status`, which
+//! deliver or inspect any outbox: a training run's, or a coordinator's study
+//! database.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use mnist_mlflow::op::{torch_flavors, AliasRule};
+use mnist_mlflow::{Deliverer, MetricPoint, MlflowArgs, MlflowConfig, Op, Outbox, RunStatus};
+use mnist_trainer::run::RunArtifacts;
+use mnist_trainer::TrainOutcome;
+
+/// The outbox file of a training run, inside its output directory.
+pub const TRAIN_OUTBOX: &str = "mlflow-outbox.db";
+/// How long `train` keeps trying to deliver before it leaves the rest to `sync`.
+const TRAIN_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Deliver or inspect an MLflow outbox.
+#[derive(Debug, clap::Subcommand)]
+pub enum MlflowCmd {
+    /// Deliver everything waiting in an outbox (a study database, or a training
+    /// run's `mlflow-outbox.db`) to the tracking server, in order and exactly once.
+    #[command(after_help = "Examples:\n  mnistctl mlflow sync --db tune.db --mlflow-tracking-uri http://127.0.0.1:5000\n  MLFLOW_TRACKING_URI=http://mlflow:5000 mnistctl mlflow sync --db models/mlflow-outbox.db")]
+    Sync(SyncArgs),
+    /// Show what waits in an outbox and what MLflow refused.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// The SQLite file holding the outbox.
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Give up after the server stayed unreachable this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub patience: f64,
+    /// Try again the operations MLflow refused before (after fixing the cause).
+    #[arg(long)]
+    pub retry_refused: bool,
+    #[command(flatten)]
+    pub mlflow: MlflowArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The SQLite file holding the outbox.
+    #[arg(long)]
+    pub db: PathBuf,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+}
+
+async fn open_existing(db: &Path) -> anyhow::Result<Outbox> {
+    anyhow::ensure!(db.is_file(), "{} does not exist; give the study database or a training run's {TRAIN_OUTBOX}", db.display());
+    Outbox::open(db).await.with_context(|| format!("opening the MLflow outbox in {}", db.display()))
+}
+
+pub fn run(cmd: MlflowCmd) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match cmd {
+            MlflowCmd::Sync(a) => sync(a).await,
+            MlflowCmd::Status(a) => status(&a.db).await,
+        }
+    })
+}
+
+async fn sync(a: SyncArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.patience.is_finite() && a.patience >= 0.0, "--patience must be a number of seconds ≥ 0, got {}", a.patience);
+    let config = a.mlflow.config()?;
+    anyhow::ensure!(
+        config.tracking_uri.is_some(),
+        "no tracking server: set MLFLOW_TRACKING_URI or pass --mlflow-tracking-uri http://HOST:5000"
+    );
+    let outbox = open_existing(&a.db).await?;
+    if a.retry_refused {
+        let n = outbox.retry_dead().await?;
+        println!("{n} refused operations put back in line");
+    }
+    let before = outbox.backlog().await?;
+    println!("{} operations to deliver to {}", before.pending, config.tracking_uri.as_deref().unwrap_or(""));
+    let report = Deliverer::new(outbox.clone(), &config)?.drain(Duration::from_secs_f64(a.patience)).await?;
+    println!("delivered {}, refused {}, still pending {}", report.delivered, report.dead, report.pending);
+    outbox.close().await;
+    if let Some(why) = report.blocked_by {
+        anyhow::bail!("delivery stopped with {} operations pending: {why}", report.pending);
+    }
+    if report.dead > 0 {
+        anyhow::bail!("MLflow refused {} operations; see `mnistctl mlflow status --db {}`", report.dead, a.db.display());
+    }
+    Ok(())
+}
+
+async fn status(db: &Path) -> anyhow::Result<()> {
+    let outbox = open_existing(db).await?;
+    let b = outbox.backlog().await?;
+    println!("pending:   {}", b.pending);
+    println!("delivered: {}", b.delivered);
+    println!("refused:   {}", b.dead);
+    if let Some(ms) = b.oldest_pending_ms {
+        let when = chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339()).unwrap_or_default();
+        println!("oldest pending since {when}");
+    }
+    if let Some(e) = &b.last_error {
+        println!("waiting because: {e}");
+    }
+    for (id, kind, run, why) in outbox.dead(20).await? {
+        println!("refused #{id} {kind} ({run}): {why}");
+    }
+    outbox.close().await;
+    Ok(())
+}
+
+/// The operations that log one training run: its params, per-epoch metric
+/// histories, test metrics, plots, model directory and weights, the logged
+/// model, and the registration (the alias moves when its test accuracy beats
+/// the current champion's).
+fn train_ops(cfg: &MlflowConfig, config: &mnist_common::config::TrainConfig, outcome: &TrainOutcome, files: &[(String, PathBuf)], device: &str) -> Vec<Op> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let run_key = format!("train/{}", uuid::Uuid::new_v4().simple());
+    let start = now - (outcome.epochs.iter().map(|e| e.epoch_seconds).sum::<f64>() * 1000.0) as i64;
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let tags = vec![("mnist.kind".to_string(), "train".to_string()), ("mnist.host".into(), host), ("mnist.device".into(), device.to_string())];
+    let mut ops = vec![Op::StartRun {
+        run_key: run_key.clone(),
+        experiment: cfg.experiment_name.clone().unwrap_or_else(|| "mnist".into()),
+        run_name: format!("train-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")),
+        parent_key: None,
+        start_ms: start,
+        tags,
+    }];
+    let params = serde_json::to_value(config)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .map(|m| {
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut metrics = Vec::new();
+    let mut t = start;
+    for e in &outcome.epochs {
+        t += (e.epoch_seconds * 1000.0) as i64;
+        let step = e.epoch as i64;
+        for (k, v) in [
+            ("train_loss", e.train_loss),
+            ("train_accuracy", e.train_accuracy),
+            ("val_loss", e.val_loss),
+            ("val_accuracy", e.val_accuracy),
+            ("learning_rate", e.learning_rate),
+            ("epoch_seconds", e.epoch_seconds),
+        ] {
+            metrics.push(MetricPoint { key: k.into(), value: v, timestamp_ms: t, step });
+        }
+    }
+    let last = outcome.epochs.len() as i64;
+    let test = &outcome.test;
+    for (k, v) in [("test_accuracy", test.accuracy), ("test_loss", test.loss), ("macro_f1", test.macro_f1)] {
+        metrics.push(MetricPoint { key: k.into(), value: v, timestamp_ms: now, step: last });
+    }
+    for c in &test.per_class {
+        metrics.push(MetricPoint { key: format!("f1_class_{}", c.class), value: c.f1, timestamp_ms: now, step: last });
+    }
+    ops.push(Op::Log { run_key: run_key.clone(), metrics, params, tags: vec![] });
+    for (name, path) in files {
+        ops.push(Op::Artifact { run_key: run_key.clone(), path: name.clone(), file: path.display().to_string() });
+    }
+    ops.push(Op::LogModel { run_key: run_key.clone(), artifact_path: "model".into(), time_ms: now, flavors: torch_flavors(mnist_trainer::export::PYTORCH_VERSION, "3.11.7") });
+    ops.push(Op::Register {
+        run_key: run_key.clone(),
+        model_name: cfg.model_name.clone(),
+        artifact_path: "model".into(),
+        alias: cfg.alias.clone(),
+        tags: vec![("source".into(), "mnistctl train".into()), ("metric".into(), "test_accuracy".into()), ("test_accuracy".into(), test.accuracy.to_string())],
+        rule: Some(AliasRule { metric: "test_accuracy".into(), value: test.accuracy, maximize: true }),
+    });
+    ops.push(Op::SetStatus { run_key, status: RunStatus::Finished, end_ms: Some(now) });
+    ops
+}
+
+/// Logs a finished training run: writes it to the outbox in the output
+/// directory, then delivers it when a tracking server is configured. MLflow
+/// trouble never fails the training command; it says what to run later.
+pub fn log_training_run(
+    args: &MlflowArgs,
+    config: &mnist_common::config::TrainConfig,
+    outcome: &TrainOutcome,
+    artifacts: &RunArtifacts,
+    device: &str,
+) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let db = artifacts.dir.join(TRAIN_OUTBOX);
+    let files = mnist_worker::artifacts::files(artifacts);
+    let ops = train_ops(&cfg, config, outcome, &files, device);
+    runtime()?.block_on(async {
+        let outbox = Outbox::open(&db).await.with_context(|| format!("opening the MLflow outbox {}", db.display()))?;
+        outbox.enqueue(&ops).await?;
+        if cfg.tracking_uri.is_none() {
+            println!(
+                "MLflow: no tracking server configured (MLFLOW_TRACKING_URI); the run waits in {} — deliver it with `mnistctl mlflow sync --db {}`",
+                db.display(),
+                db.display()
+            );
+            outbox.close().await;
+            return Ok(());
+        }
+        let report = Deliverer::new(outbox.clone(), &cfg)?.drain(TRAIN_PATIENCE).await?;
+        let run = match ops.first() {
+            Some(op) => outbox.run(op.run_key()).await?,
+            None => None,
+        };
+        outbox.close().await;
+        match (report.pending, run) {
+            (0, Some(r)) => println!(
+                "MLflow: run {} logged{}; model registered as {}",
+                r.run_id,
+                cfg.run_url(&r.experiment_id, &r.run_id).map(|u| format!(" ({u})")).unwrap_or_default(),
+                cfg.model_name
+            ),
+            (n, _) => println!(
+                "MLflow: {n} operations wait in {} ({}); deliver them with `mnistctl mlflow sync --db {}`",
+                db.display(),
+                report.blocked_by.as_deref().unwrap_or("not delivered"),
+                db.display()
+            ),
+        }
+        if report.dead > 0 {
+            println!("MLflow refused {} operations; see `mnistctl mlflow status --db {}`", report.dead, db.display());
+        }
+        Ok(())
+    })
+}
