@@ -248,6 +248,8 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     let (mut pairs, mut pair_log_norm, mut pair_of, mut log_norm) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if step.is_some() {
+        pairs.reserve(n + 1);
+        pair_log_norm.reserve(n + 1);
         // Discrete: kernels at repeated values share (mu, sigma); walk them in value
         // order and merge neighbours, so the masses are computed once per pair.
         pair_of = vec![0u32; mus.len()];

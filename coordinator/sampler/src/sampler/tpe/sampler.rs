@@ -105,7 +105,7 @@ fn split_indices(
             .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
             .then(a.2.cmp(&b.2))
     };
-    let mut complete: Vec<(f64, f64, usize)> = Vec::new();
+    let mut complete: Vec<(f64, f64, usize)> = Vec::with_capacity(trials.len());
     let mut pruned: Vec<(f64, f64, usize)> = Vec::new();
     for (i, t) in trials.iter().enumerate() {
         if t.is_complete_with_value() {
@@ -131,8 +131,15 @@ fn split_indices(
     };
     let nc = take(&mut complete, n_below);
     take(&mut pruned, n_below - nc);
-    let below = (0..trials.len()).filter(|i| is_below[*i]).collect();
-    let above = (0..trials.len()).filter(|i| !is_below[*i]).collect();
+    let mut below = Vec::with_capacity(n_below.min(trials.len()));
+    let mut above = Vec::with_capacity(trials.len());
+    for (i, b) in is_below.iter().enumerate() {
+        if *b {
+            below.push(i);
+        } else {
+            above.push(i);
+        }
+    }
     (below, above)
 }
 
@@ -345,15 +352,12 @@ impl Sampler for TpeSampler {
         sorted.sort_by(|a, b| a.1.cmp(b.1));
 
         // Complete, pruned and (constant liar) running trials, in trial-number order.
-        let mut considered: Vec<&FrozenTrial> = trials
-            .iter()
-            .filter(|t| t.number != trial_number)
-            .filter(|t| {
-                t.is_complete_with_value()
-                    || t.state == TrialState::Pruned
-                    || (cfg.constant_liar && t.state == TrialState::Running)
-            })
-            .collect();
+        let mut considered: Vec<&FrozenTrial> = Vec::with_capacity(trials.len());
+        considered.extend(trials.iter().filter(|t| t.number != trial_number).filter(|t| {
+            t.is_complete_with_value()
+                || t.state == TrialState::Pruned
+                || (cfg.constant_liar && t.state == TrialState::Running)
+        }));
         if !considered.windows(2).all(|w| w[0].number <= w[1].number) {
             considered.sort_by_key(|t| t.number);
         }
