@@ -72,6 +72,8 @@ enum Dim {
         pairs: Vec<(f64, f64)>,
         pair_log_norm: Vec<f64>,
         pair_of: Vec<u32>,
+        /// Continuous dims: the observation kernels (not the prior) by increasing mu.
+        order: Vec<u32>,
     },
 }
 
@@ -245,8 +247,8 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     mus.push(0.5 * (lo + hi));
     sigmas.push(hi - lo);
     let mass = |m: f64, s: f64| truncnorm::log_gauss_mass((lo - m) / s, (hi - m) / s);
-    let (mut pairs, mut pair_log_norm, mut pair_of, mut log_norm) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pairs, mut pair_log_norm, mut pair_of, mut log_norm, mut order) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if step.is_some() {
         pairs.reserve(n + 1);
         pair_log_norm.reserve(n + 1);
@@ -267,6 +269,7 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
         pair_of[n] = (pairs.len() - 1) as u32;
     } else {
         log_norm = mus.iter().zip(&sigmas).map(|(m, s)| mass(*m, *s)).collect();
+        order = idx.iter().map(|(_, i)| *i).collect();
     }
     Dim::Numerical {
         log,
@@ -281,6 +284,7 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
         pairs,
         pair_log_norm,
         pair_of,
+        order,
     }
 }
 
@@ -473,6 +477,11 @@ impl ParzenEstimator {
     /// kernels provably more than 50 below it are left out (they would be left out of
     /// the sum anyway). Masses are cached per (distinct value, distinct kernel).
     pub fn log_pdf(&self, points: &[Vec<f64>]) -> Vec<f64> {
+        self.log_pdf_impl(points, true)
+    }
+
+    /// `log_pdf`, with or without the window (the results are identical).
+    fn log_pdf_impl(&self, points: &[Vec<f64>], use_window: bool) -> Vec<f64> {
         let k_n = self.weights.len();
         let s_n = points.len();
         let prior = k_n - 1;
@@ -480,9 +489,11 @@ impl ParzenEstimator {
         let mut base = self.log_weights.clone();
         let mut dead = vec![false; s_n];
         // Categorical dims: (dim, chosen, ln p_hit, ln p_miss, ln of the prior's 1/n).
-        let mut cats: Vec<(usize, &[u32], f64, f64, f64)> = Vec::new();
+        let mut cats: Vec<CatTerm<'_>> = Vec::new();
         // Continuous dims: (dim, log, mus, 1/sigma).
-        let mut cont: Vec<(usize, bool, &[f64], Vec<f64>)> = Vec::new();
+        let mut cont: Vec<ContTerm<'_>> = Vec::new();
+        // The first continuous dim's sigmas and kernel order (for the window).
+        let mut lead: Option<(&[f64], &[u32])> = None;
         let mut discs: Vec<DiscTable<'_>> = Vec::new();
         for (d, dim) in self.dims.iter().enumerate() {
             match dim {
@@ -513,6 +524,7 @@ impl ParzenEstimator {
                     mus,
                     sigmas,
                     log_norm,
+                    order,
                     ..
                 } => {
                     // Most kernels of a large estimator share the clipped bandwidth:
@@ -534,6 +546,9 @@ impl ParzenEstimator {
                         if !(x >= *lo_t && x <= *hi_t) {
                             dead[s] = true;
                         }
+                    }
+                    if lead.is_none() {
+                        lead = Some((sigmas, order));
                     }
                     cont.push((d, *log, mus, inv));
                 }
@@ -561,6 +576,12 @@ impl ParzenEstimator {
             }
         }
         let mut memo = MassMemo::default();
+        let mut window = match lead {
+            Some((sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
+                Window::new(&base, &cats, &cont, &discs, sigmas, order)
+            }
+            _ => None,
+        };
         let mut row = vec![0.0f64; k_n];
         let mut upper = vec![0.0f64; if discs.is_empty() { 0 } else { k_n }];
         (0..s_n)
@@ -569,6 +590,12 @@ impl ParzenEstimator {
                     return f64::NEG_INFINITY;
                 }
                 let p = &points[s];
+                if let Some(w) = window.as_mut() {
+                    if let Some(v) = w.log_pdf_point(s, p, &base, &cats, &cont, &mut discs, &mut memo)
+                    {
+                        return v;
+                    }
+                }
                 // Blocks of kernels, so that each block's terms stay in L1 cache
                 // across the dimensions (the order of the terms is unchanged).
                 let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
@@ -649,6 +676,233 @@ impl ParzenEstimator {
             .collect()
     }
 }
+
+/// Estimators with at least this many kernels try the window in `log_pdf`.
+const WINDOW_MIN_KERNELS: usize = 256;
+
+/// A categorical dim in `log_pdf`: (dim, chosen, ln p_hit, ln p_miss, ln 1/n).
+type CatTerm<'a> = (usize, &'a [u32], f64, f64, f64);
+/// A continuous dim in `log_pdf`: (dim, log, mus, 1/sigma).
+type ContTerm<'a> = (usize, bool, &'a [f64], Vec<f64>);
+
+/// The observation kernels (not the prior) permuted into increasing mu of the
+/// first continuous dimension, with `bmax`, a bound of every such kernel's terms
+/// other than that dimension's `-z^2/2` (base, best categorical term, `-ln` of
+/// each discrete normaliser; continuous terms are <= 0).
+///
+/// For a point with a lower bound `low` of the largest kernel value, a kernel whose
+/// mu lies further than `r = sigma_max * sqrt(2 (bmax - thr))` from the point in
+/// that dimension has a value below `thr = low - 50 - margin`, so it is left out
+/// of the sum in any case: only the kernels inside the window are evaluated, with
+/// the same terms in the same order as the full loop, and the included terms are
+/// summed in kernel order, so the result is identical.
+struct Window {
+    /// Original kernel index of each permuted kernel.
+    kidx: Vec<u32>,
+    /// The leading dimension's mus, increasing.
+    smu: Vec<f64>,
+    sigma_max: f64,
+    bmax: f64,
+    base: Vec<f64>,
+    chosen: Vec<Vec<u32>>,
+    mus: Vec<Vec<f64>>,
+    inv: Vec<Vec<f64>>,
+    pair_of: Vec<Vec<u32>>,
+    row: Vec<f64>,
+    upper: Vec<f64>,
+    terms: Vec<(u32, f64)>,
+}
+
+impl Window {
+    fn new(
+        base: &[f64],
+        cats: &[CatTerm<'_>],
+        cont: &[ContTerm<'_>],
+        discs: &[DiscTable<'_>],
+        sigmas: &[f64],
+        order: &[u32],
+    ) -> Option<Window> {
+        let n = base.len().checked_sub(1)?;
+        let lead_mus = cont.first()?.2;
+        if order.len() != n || sigmas.len() < n || n == 0 {
+            return None;
+        }
+        let mut sigma_max: f64 = 0.0;
+        for sg in &sigmas[..n] {
+            if !(sg.is_finite() && *sg > 0.0) {
+                return None;
+            }
+            sigma_max = sigma_max.max(*sg);
+        }
+        let kidx: Vec<u32> = order.to_vec();
+        if kidx.iter().any(|k| *k as usize >= n) {
+            return None;
+        }
+        let smu: Vec<f64> = kidx.iter().map(|k| lead_mus[*k as usize]).collect();
+        if smu.iter().any(|m| !m.is_finite()) {
+            return None;
+        }
+        let cat_max: f64 = cats.iter().map(|c| c.2.max(c.3)).sum();
+        let mut bmax = f64::NEG_INFINITY;
+        for (k, b0) in base[..n].iter().enumerate() {
+            let mut b = b0 + cat_max;
+            for t in discs {
+                b -= t.pair_log_norm[t.pair_of[k] as usize];
+            }
+            if b.is_nan() {
+                return None;
+            }
+            bmax = bmax.max(b);
+        }
+        let perm_f = |v: &[f64]| -> Vec<f64> { kidx.iter().map(|k| v[*k as usize]).collect() };
+        let perm_u = |v: &[u32]| -> Vec<u32> { kidx.iter().map(|k| v[*k as usize]).collect() };
+        Some(Window {
+            base: perm_f(base),
+            chosen: cats.iter().map(|c| perm_u(c.1)).collect(),
+            mus: cont.iter().map(|c| perm_f(c.2)).collect(),
+            inv: cont.iter().map(|c| perm_f(&c.3)).collect(),
+            pair_of: discs.iter().map(|t| perm_u(t.pair_of)).collect(),
+            row: Vec::with_capacity(n),
+            upper: Vec::with_capacity(n),
+            terms: Vec::new(),
+            kidx,
+            smu,
+            sigma_max,
+            bmax,
+        })
+    }
+
+    /// The log density of point `s` through the window, or `None` where the window
+    /// would not save work (or a bound is not finite): then the caller's full loop
+    /// runs.
+    #[allow(clippy::too_many_arguments)]
+    fn log_pdf_point(
+        &mut self,
+        s: usize,
+        p: &[f64],
+        base: &[f64],
+        cats: &[CatTerm<'_>],
+        cont: &[ContTerm<'_>],
+        discs: &mut [DiscTable<'_>],
+        memo: &mut MassMemo,
+    ) -> Option<f64> {
+        let n = self.kidx.len();
+        let prior = n;
+        let xs: Vec<f64> = cont
+            .iter()
+            .map(|(d, log, _, _)| if *log { p[*d].ln() } else { p[*d] })
+            .collect();
+        let x = *xs.first()?;
+        // One kernel's value, term by term in the order of the full loop.
+        let mut kernel_row = |k: usize, discs: &mut [DiscTable<'_>]| -> f64 {
+            let mut a = base[k];
+            for &(d, chosen, l_hit, l_miss, l_prior) in cats {
+                a += match chosen.get(k) {
+                    Some(o) => [l_miss, l_hit][(*o == p[d] as u32) as usize],
+                    None => l_prior,
+                };
+            }
+            for ((_, _, mus, inv), xc) in cont.iter().zip(&xs) {
+                let z = (xc - mus[k]) * inv[k];
+                a -= 0.5 * z * z;
+            }
+            for t in discs.iter_mut() {
+                a += t.exact(s, t.pair_of[k] as usize, memo);
+            }
+            a
+        };
+        let prior_row = kernel_row(prior, discs);
+        let mut low = prior_row;
+        let j0 = self.smu.partition_point(|m| *m < x);
+        for j in [j0.wrapping_sub(1), j0] {
+            if j < n {
+                low = low.max(kernel_row(self.kidx[j] as usize, discs));
+            }
+        }
+        let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
+        if !thr.is_finite() {
+            return None;
+        }
+        let gap = self.bmax - thr;
+        let r = if gap > 0.0 {
+            (2.0 * gap).sqrt() * self.sigma_max
+        } else {
+            0.0
+        };
+        let r = r * (1.0 + 1e-9) + 1e-9 * (x.abs() + r);
+        if !r.is_finite() {
+            return None;
+        }
+        let lo = self.smu.partition_point(|m| *m < x - r);
+        let hi = self.smu.partition_point(|m| *m <= x + r).max(lo);
+        let wn = hi - lo;
+        if 2 * wn > n {
+            return None;
+        }
+        self.row.clear();
+        self.row.extend_from_slice(&self.base[lo..hi]);
+        let row = &mut self.row;
+        for (&(d, _, l_hit, l_miss, _), ch) in cats.iter().zip(&self.chosen) {
+            let c = p[d] as u32;
+            let t = [l_miss, l_hit];
+            for (a, o) in row.iter_mut().zip(&ch[lo..hi]) {
+                *a += t[(*o == c) as usize];
+            }
+        }
+        for ((xc, mus), inv) in xs.iter().zip(&self.mus).zip(&self.inv) {
+            for ((a, m), iv) in row.iter_mut().zip(&mus[lo..hi]).zip(&inv[lo..hi]) {
+                let z = (xc - m) * iv;
+                *a -= 0.5 * z * z;
+            }
+        }
+        if !discs.is_empty() {
+            self.upper.clear();
+            self.upper.extend_from_slice(row);
+            for (t, po) in discs.iter().zip(&self.pair_of) {
+                let ub = t.upper_row(s);
+                for (a, pi) in self.upper.iter_mut().zip(&po[lo..hi]) {
+                    *a += ub[*pi as usize];
+                }
+            }
+            for (j, (a, u)) in row.iter_mut().zip(&self.upper).enumerate() {
+                if *u < thr {
+                    *a = f64::NEG_INFINITY;
+                } else {
+                    for (t, po) in discs.iter_mut().zip(&self.pair_of) {
+                        *a += t.exact(s, po[lo + j] as usize, memo);
+                    }
+                }
+            }
+        }
+        let mx = row.iter().copied().fold(prior_row, f64::max);
+        if !mx.is_finite() {
+            return None;
+        }
+        self.terms.clear();
+        for (j, a) in row.iter().enumerate() {
+            let d = *a - mx;
+            if d > -50.0 {
+                self.terms.push((self.kidx[lo + j], d));
+            }
+        }
+        #[cfg(test)]
+        WINDOW_USED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.terms.sort_unstable_by_key(|t| t.0);
+        let mut sum = 0.0;
+        for (_, d) in &self.terms {
+            sum += d.exp();
+        }
+        let d = prior_row - mx;
+        if d > -50.0 {
+            sum += d.exp();
+        }
+        Some(mx + sum.ln())
+    }
+}
+
+/// Points scored through the window (tests check that it is exercised).
+#[cfg(test)]
+static WINDOW_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Kernels per block in `log_pdf`.
 const BLOCK: usize = 256;
@@ -846,6 +1100,78 @@ mod tests {
         assert_eq!(argsort_stable(&xs), argsort_packed(&xs));
         let wide: Vec<f64> = (0..100).map(|i| if i % 2 == 0 { -1e308 } else { 1e308 }).collect();
         assert_eq!(argsort_stable(&wide), argsort_packed(&wide));
+    }
+
+    #[test]
+    fn window_gives_the_full_loop_result() {
+        use crate::space::Choice;
+        let dists = [
+            Distribution::Float { low: -5.0, high: 5.0, log: false, step: None },
+            Distribution::Float { low: 1e-4, high: 1.0, log: true, step: None },
+            Distribution::Int { low: 0, high: 100, log: false, step: 1 },
+            Distribution::Categorical {
+                choices: ["a", "b", "c"].iter().map(|c| Choice::Str(c.to_string())).collect(),
+            },
+            Distribution::Float { low: 0.0, high: 1.0, log: false, step: Some(0.1) },
+            Distribution::Int { low: 1, high: 1000, log: true, step: 1 },
+        ];
+        let mut rng = trial_rng(11, 0, 0);
+        for case in 0..24u32 {
+            let n = [300usize, 700, 1500][case as usize % 3];
+            // A subset of the dims, always with a continuous one first.
+            let pick: Vec<&Distribution> = match case % 4 {
+                0 => dists.iter().collect(),
+                1 => vec![&dists[1], &dists[0]],
+                2 => vec![&dists[0], &dists[2], &dists[4]],
+                _ => vec![&dists[1], &dists[3], &dists[5]],
+            };
+            let cols: Vec<Vec<f64>> = pick
+                .iter()
+                .map(|d| {
+                    (0..n)
+                        .map(|_| {
+                            // Clustered observations, as a study's history is.
+                            let u = uniform01(&mut rng).powi(1 + (case % 3) as i32);
+                            match d {
+                                Distribution::Float { low, high, log: true, .. } => {
+                                    (low.ln() + u * (high.ln() - low.ln())).exp()
+                                }
+                                Distribution::Float { low, step: Some(st), .. } => {
+                                    low + (u * 10.0).round() * st
+                                }
+                                Distribution::Float { low, high, .. } => low + u * (high - low),
+                                Distribution::Int { low, high, log: true, .. } => {
+                                    ((*low as f64).ln() + u * ((*high as f64).ln()))
+                                        .exp()
+                                        .round()
+                                        .clamp(*low as f64, *high as f64)
+                                }
+                                Distribution::Int { low, high, .. } => {
+                                    (*low as f64 + u * (high - low) as f64).round()
+                                }
+                                Distribution::Categorical { .. } => (u * 3.0).floor().min(2.0),
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let p = ParzenParams {
+                prior_weight: 1.0,
+                consider_magic_clip: case % 5 != 4,
+                consider_endpoints: case % 7 == 3,
+            };
+            let est = ParzenEstimator::new(&cols, &pick, &p);
+            let mut points = est.sample(&mut rng, 24);
+            let empty = vec![Vec::new(); pick.len()];
+            points.extend(ParzenEstimator::new(&empty, &pick, &p).sample(&mut rng, 8));
+            let a = est.log_pdf_impl(&points, true);
+            let b = est.log_pdf_impl(&points, false);
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.to_bits(), y.to_bits(), "case {case}: {x} vs {y}");
+            }
+        }
+        let used = WINDOW_USED.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(used > 100, "the window scored only {used} points");
     }
 
     #[test]
