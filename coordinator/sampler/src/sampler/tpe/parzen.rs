@@ -96,8 +96,15 @@ fn sort_key(x: f64) -> u64 {
     }
 }
 
-/// Stable argsort by packed integer keys (order-preserving bits, then the index).
-fn argsort_packed(xs: &[f64]) -> Vec<u32> {
+/// The float whose `sort_key` is `k` (the inverse, bit for bit).
+#[inline]
+fn from_sort_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// Stable argsort by packed integer keys (order-preserving bits, then the index);
+/// `(value, index)` in sorted order.
+fn argsort_packed(xs: &[f64]) -> Vec<(f64, u32)> {
     let mut packed: Vec<u128> = xs
         .iter()
         .enumerate()
@@ -106,11 +113,12 @@ fn argsort_packed(xs: &[f64]) -> Vec<u32> {
     packed.sort_unstable();
     packed
         .into_iter()
-        .map(|p| (p & 0xFFFF_FFFF) as u32)
+        .map(|p| (from_sort_key((p >> 32) as u64), (p & 0xFFFF_FFFF) as u32))
         .collect()
 }
 
-/// Stable argsort of floats (total order): ties keep index order.
+/// Stable argsort of floats (total order): `(value, index)` in sorted order, ties
+/// in index order.
 ///
 /// Large finite inputs go through a bucket sort: the bucket `(x - min) * scale`
 /// never decreases as `x` grows (every step is a correctly rounded monotone
@@ -119,17 +127,19 @@ fn argsort_packed(xs: &[f64]) -> Vec<u32> {
 /// larger keys) gives exactly the stable order. If the buckets turn out crowded
 /// (too many moves) it falls back to sorting packed keys; both give the same
 /// permutation.
-fn argsort_stable(xs: &[f64]) -> Vec<u32> {
+fn argsort_stable(xs: &[f64]) -> Vec<(f64, u32)> {
     let n = xs.len();
     if n < 64 {
         return argsort_packed(xs);
     }
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut nan = false;
     for x in xs {
         lo = lo.min(*x);
         hi = hi.max(*x);
+        nan |= x.is_nan();
     }
-    if !(lo.is_finite() && hi.is_finite()) || xs.iter().any(|x| x.is_nan()) {
+    if nan || !(lo.is_finite() && hi.is_finite()) {
         return argsort_packed(xs);
     }
     let nb = n;
@@ -141,26 +151,33 @@ fn argsort_stable(xs: &[f64]) -> Vec<u32> {
     if !scale.is_finite() {
         return argsort_packed(xs);
     }
-    let bucket = |x: f64| -> usize { (((x - lo) * scale) as usize).min(nb - 1) };
+    let top = (nb - 1) as u32;
+    let buckets: Vec<u32> = xs
+        .iter()
+        .map(|x| (((x - lo) * scale) as u32).min(top))
+        .collect();
     let mut start = vec![0u32; nb + 1];
-    for x in xs {
-        start[bucket(*x) + 1] += 1;
+    for b in &buckets {
+        start[*b as usize + 1] += 1;
     }
     for i in 0..nb {
         start[i + 1] += start[i];
     }
     let mut fill = start.clone();
     let mut out = vec![(0u64, 0u32); n];
-    for (i, x) in xs.iter().enumerate() {
-        let b = bucket(*x);
-        out[fill[b] as usize] = (sort_key(*x), i as u32);
-        fill[b] += 1;
+    for (i, (x, b)) in xs.iter().zip(&buckets).enumerate() {
+        let f = &mut fill[*b as usize];
+        out[*f as usize] = (sort_key(*x), i as u32);
+        *f += 1;
     }
     // Insertion sort inside each bucket, stable: shift only strictly larger keys.
     let mut moves = 0usize;
     let budget = 16 * n;
     for w in start.windows(2) {
         let (b0, b1) = (w[0] as usize, w[1] as usize);
+        if b1 - b0 < 2 {
+            continue;
+        }
         for i in b0 + 1..b1 {
             let e = out[i];
             let mut j = i;
@@ -175,7 +192,7 @@ fn argsort_stable(xs: &[f64]) -> Vec<u32> {
             return argsort_packed(xs);
         }
     }
-    out.into_iter().map(|(_, i)| i).collect()
+    out.into_iter().map(|(k, i)| (from_sort_key(k), i)).collect()
 }
 
 fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
@@ -210,10 +227,7 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     let n = mus.len();
     let mut sigmas = vec![0.0; n];
     // Observation indices sorted by value; ties keep trial order (a stable argsort).
-    let idx: Vec<(f64, u32)> = argsort_stable(&mus)
-        .into_iter()
-        .map(|i| (mus[i as usize], i))
-        .collect();
+    let idx: Vec<(f64, u32)> = argsort_stable(&mus);
     if n > 0 {
         let with_ends = |i: usize| -> f64 {
             // index into [lo, sorted..., hi]
@@ -1075,6 +1089,10 @@ mod tests {
     use super::*;
     use crate::rng::trial_rng;
 
+    fn bits(v: Vec<(f64, u32)>) -> Vec<(u64, u32)> {
+        v.into_iter().map(|(x, i)| (x.to_bits(), i)).collect()
+    }
+
     #[test]
     fn bucket_argsort_matches_packed_sort() {
         let mut rng = trial_rng(7, 0, 0);
@@ -1093,13 +1111,17 @@ mod tests {
                     }
                 })
                 .collect();
-            assert_eq!(argsort_stable(&xs), argsort_packed(&xs), "case {case}");
+            assert_eq!(bits(argsort_stable(&xs)), bits(argsort_packed(&xs)), "case {case}");
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_by(|a, b| xs[*a as usize].total_cmp(&xs[*b as usize]));
+            let got: Vec<u32> = argsort_stable(&xs).iter().map(|p| p.1).collect();
+            assert_eq!(got, order, "case {case}");
         }
         let odd = [f64::NAN, 1.0, f64::INFINITY, -2.0, 1.0, f64::NEG_INFINITY];
         let xs: Vec<f64> = (0..200).map(|i| odd[i % odd.len()]).collect();
-        assert_eq!(argsort_stable(&xs), argsort_packed(&xs));
+        assert_eq!(bits(argsort_stable(&xs)), bits(argsort_packed(&xs)));
         let wide: Vec<f64> = (0..100).map(|i| if i % 2 == 0 { -1e308 } else { 1e308 }).collect();
-        assert_eq!(argsort_stable(&wide), argsort_packed(&wide));
+        assert_eq!(bits(argsort_stable(&wide)), bits(argsort_packed(&wide)));
     }
 
     #[test]
