@@ -38,6 +38,9 @@ pub struct CoordinatorConfig {
     pub storage: StorageOptions,
     /// MLflow tracking (no tracking URI: operations wait in the outbox).
     pub mlflow: mnist_mlflow::MlflowConfig,
+    /// On shutdown, how long to keep delivering to MLflow before leaving the
+    /// rest in the outbox (delivered at the next start or by `mnistctl mlflow sync`).
+    pub mlflow_drain: Duration,
 }
 
 impl CoordinatorConfig {
@@ -56,6 +59,7 @@ impl CoordinatorConfig {
             max_artifact_bytes: 4 << 30,
             storage: StorageOptions::default(),
             mlflow: mnist_mlflow::MlflowConfig::default(),
+            mlflow_drain: Duration::from_secs(15),
         }
     }
 

@@ -14,7 +14,7 @@
 //!   n_trials, direction and metric as params.
 //! - `TRIAL_STARTED`: a nested run (`mlflow.parentRunId`) with the trial's
 //!   params and tags (number, study, worker host, device).
-//! - `TRIAL_REPORTED`: the epoch's metrics at `step = epoch`.
+//! - `TRIAL_REPORTED`: the epoch's metrics at `step = epoch` (1-based).
 //! - `TRIAL_COMPLETED`/`PRUNED`/`FAILED`: final test metrics and per-class
 //!   F1, the state tags, the run status (FINISHED, KILLED + `pruned`,
 //!   FAILED); on the parent, `best_value` at step = finished trials. A trial
@@ -53,8 +53,6 @@ const EPOCH_METRICS: &[&str] = &["train_loss", "train_accuracy", "val_loss", "va
 const LAST_ARTIFACT: &str = "weights/model.safetensors";
 /// The file that marks the MLflow model directory.
 const MLMODEL: &str = "model/MLmodel";
-/// How long shutdown keeps delivering before it leaves the rest in the outbox.
-pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(15);
 
 /// What the projector remembers about a study (`study.<id>` in the outbox state).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,7 +94,7 @@ fn state_name(s: TrialState) -> &'static str {
 impl Tracking {
     /// Opens the outbox in the coordinator's database and starts the
     /// projector and the deliverer; both stop when `stop` turns true, after
-    /// a last projection and up to [`SHUTDOWN_DRAIN`] of delivery.
+    /// a last projection and up to `config.mlflow_drain` of delivery.
     pub async fn start(coord: Arc<Coordinator>, stop: watch::Receiver<bool>) -> Result<(Arc<Tracking>, JoinHandle<()>), CoordError> {
         let config = coord.config().mlflow.clone();
         let outbox = Outbox::open(&coord.config().db_path).await.map_err(err)?;
@@ -277,10 +275,13 @@ impl Tracking {
             }
             EventKind::TrialReported => {
                 let (Some(n), Some(step)) = (ev.trial_number, ev.step) else { return Ok(()) };
+                // The reported step is 0-based (Optuna's intermediate step);
+                // MLflow's step is the epoch number, as `mnistctl train` logs it.
+                let epoch = step.saturating_add(1).min(i64::MAX as u64) as i64;
                 let metrics = ev
                     .metrics
                     .iter()
-                    .map(|(k, v)| MetricPoint { key: k.clone(), value: *v, timestamp_ms: ev.time_ms, step: step as i64 })
+                    .map(|(k, v)| MetricPoint { key: k.clone(), value: *v, timestamp_ms: ev.time_ms, step: epoch })
                     .collect();
                 ops.push(Op::Log { run_key: trial_key(&key, n), metrics, params: vec![], tags: vec![] });
             }
@@ -458,7 +459,7 @@ async fn run(t: Arc<Tracking>, coord: Arc<Coordinator>, mut stop: watch::Receive
     let _ = dstop_tx.send(true);
     let _ = deliver.await;
     if t.config.tracking_uri.is_some() {
-        match t.deliverer.drain(SHUTDOWN_DRAIN).await {
+        match t.deliverer.drain(coord.config().mlflow_drain).await {
             Ok(r) if r.pending == 0 => {}
             Ok(r) => warn!(
                 pending = r.pending,

@@ -109,6 +109,11 @@ pub struct TuneArgs {
     /// and the best model is registered (alias `champion`).
     #[command(flatten)]
     pub mlflow: mnist_mlflow::MlflowArgs,
+    /// At the end, wait up to this many seconds for MLflow to receive
+    /// everything; what is left stays in the study database's outbox for the
+    /// next run or `mnistctl mlflow sync --db <storage>`.
+    #[arg(long, default_value_t = 120.0)]
+    pub mlflow_wait_seconds: f64,
 }
 
 /// The direction of the metric.
@@ -203,6 +208,12 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec) -> anyhow::Result<()> {
     let mut cfg = ServerConfig::new(args.listen, args.storage.clone());
     cfg.coordinator.data_dir = Some(args.data_dir.clone());
     cfg.coordinator.mlflow = args.mlflow.config()?;
+    anyhow::ensure!(
+        args.mlflow_wait_seconds.is_finite() && args.mlflow_wait_seconds >= 0.0,
+        "--mlflow-wait-seconds must be a number of seconds ≥ 0, got {}",
+        args.mlflow_wait_seconds
+    );
+    cfg.coordinator.mlflow_drain = Duration::from_secs_f64(args.mlflow_wait_seconds);
     let artifacts_root = cfg.coordinator.artifacts_root();
     let running = server::start(cfg).await.with_context(|| format!("starting the coordinator on {}", args.storage.display()))?;
     let url = running.url();
@@ -210,6 +221,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec) -> anyhow::Result<()> {
 
     let outcome = drive(&args, spec, &url, &artifacts_root).await;
     running.shutdown().await.context("stopping the coordinator")?;
+    mlflow_summary(&args).await;
     outcome
 }
 
@@ -370,4 +382,31 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
         }
     }
     Ok(())
+}
+
+/// After the coordinator stopped (and delivered what it could): what MLflow
+/// received, or what still waits in the outbox and how to send it.
+async fn mlflow_summary(args: &TuneArgs) {
+    let Ok(outbox) = mnist_mlflow::Outbox::open(&args.storage).await else { return };
+    let uri = args.mlflow.config().ok().and_then(|c| c.tracking_uri);
+    if let Ok(b) = outbox.backlog().await {
+        match (&uri, b.pending) {
+            (Some(u), 0) => println!("MLflow: everything delivered to {u} ({} operations)", b.delivered),
+            (Some(_), n) => println!(
+                "MLflow: {n} operations wait in {} ({}); they are sent on the next run, or now with `mnistctl mlflow sync --db {}`",
+                args.storage.display(),
+                b.last_error.as_deref().unwrap_or("not delivered yet"),
+                args.storage.display()
+            ),
+            (None, n) => println!(
+                "MLflow: no tracking server configured; {n} operations are kept in {} for `mnistctl mlflow sync --db {}`",
+                args.storage.display(),
+                args.storage.display()
+            ),
+        }
+        if b.dead > 0 {
+            println!("MLflow refused {} operations; see `mnistctl mlflow status --db {}`", b.dead, args.storage.display());
+        }
+    }
+    outbox.close().await;
 }

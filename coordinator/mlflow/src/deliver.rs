@@ -366,7 +366,12 @@ impl Deliverer {
             (Some(cur), Some(rule)) => {
                 let theirs = cur.tags.iter().find(|(k, _)| *k == rule.metric).and_then(|(_, v)| v.parse::<f64>().ok());
                 match theirs {
-                    None => true,
+                    // The champion was chosen by another metric: not comparable, keep it.
+                    None => {
+                        info!(model = model_name, alias, champion = %cur.version, metric = %rule.metric,
+                            "MLflow: the alias stays; its version has no {} to compare with", rule.metric);
+                        false
+                    }
                     Some(t) if t.is_nan() => true,
                     Some(t) => {
                         if rule.maximize {

@@ -83,8 +83,10 @@ pub enum Op {
     /// (`runs/log-model`); `flavors` is the `MLmodel` flavours as JSON.
     LogModel { run_key: String, artifact_path: String, time_ms: i64, flavors: Value },
     /// Registers the run's model directory as a version of `model_name`,
-    /// with `tags`, and moves `alias` to it when `rule` says it is better
-    /// than the version the alias points at (or when there is none).
+    /// with `tags`, and moves `alias` to it when there is no alias yet, or
+    /// when `rule` says it is better than the aliased version by the same
+    /// metric (a version tag of that name). A champion without that tag was
+    /// chosen by another metric and keeps the alias.
     Register {
         run_key: String,
         model_name: String,

@@ -1,0 +1,298 @@
+//! MLflow end to end against a real `mlflow server` (3.17.2) on loopback:
+//! `mnistctl tune` logs a small study (parent run, nested trial runs, metric
+//! histories by step, artifacts, the registered champion that Python loads),
+//! and an MLflow outage mid-study loses and doubles nothing.
+//!
+//! Data: `MNIST_TEST_DATA`, else `<repo>/../shared/data/mnist`.
+
+#[path = "../../coordinator/mlflow/tests/support/mlflow_server.rs"]
+mod mlflow_server;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mlflow_server::MlflowServer;
+use mnist_mlflow::{MlflowClient, MlflowConfig};
+use serde_json::Value;
+
+/// The two tests each run a server and a study; one at a time on 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("MNIST_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data/mnist"))
+}
+
+/// `mnistctl tune` with a tiny CNN on the CPU, logging to `uri`.
+fn tune(dir: &Path, study: &str, uri: &str, n_trials: u32, epochs: u32, train_limit: u32) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnistctl"));
+    c.arg("tune")
+        .args(["--n-trials", &n_trials.to_string(), "--epochs", &epochs.to_string(), "--train-limit", &train_limit.to_string()])
+        .args(["--val-size", "300", "--test-limit", "500", "--devices", "cpu", "--torch-threads", "1", "--seed", "5"])
+        .args(["--study", study, "--pruner", "none"])
+        .args(["--base", "conv1_channels=4", "--base", "conv2_channels=8", "--base", "fc_width=16", "--base", "batch_size=50"])
+        .arg("--storage")
+        .arg(dir.join("t.db"))
+        .arg("--work-dir")
+        .arg(dir.join("work"))
+        .arg("--data-dir")
+        .arg(data_dir())
+        .args(["--mlflow-tracking-uri", uri])
+        .env_remove("MLFLOW_TRACKING_USERNAME")
+        .env_remove("MLFLOW_TRACKING_PASSWORD")
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .env_remove("MLFLOW_EXPERIMENT_NAME")
+        .env("MNIST_NO_PROGRESS", "1")
+        .env("RUST_LOG", "info");
+    c.stdout(std::fs::File::create(dir.join(format!("{study}.out"))).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("{study}.err"))).unwrap());
+    c
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration, dir: &Path, study: &str) -> std::process::ExitStatus {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("tune did not finish in {timeout:?}\nstdout:\n{}\nstderr:\n{}", read(&dir.join(format!("{study}.out"))), read(&dir.join(format!("{study}.err"))));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One number from the study database, by SQL (Python's sqlite3, read-only).
+fn sql_count(db: &Path, sql: &str) -> i64 {
+    let script = "import sqlite3,sys\ncon=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro',uri=True,timeout=30)\ntry:\n  print(con.execute(sys.argv[2]).fetchone()[0])\nexcept sqlite3.OperationalError:\n  print(0)";
+    let out = Command::new(MlflowServer::python()).arg("-c").arg(script).arg(db).arg(sql).stderr(Stdio::inherit()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+fn tags(run: &Value) -> BTreeMap<String, String> {
+    run["data"]["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| (t["key"].as_str().unwrap_or("").to_string(), t["value"].as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn params(run: &Value) -> BTreeMap<String, String> {
+    run["data"]["params"]
+        .as_array()
+        .map(|a| a.iter().map(|t| (t["key"].as_str().unwrap_or("").to_string(), t["value"].as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn run_id(run: &Value) -> String {
+    run["info"]["run_id"].as_str().unwrap_or("").to_string()
+}
+
+/// The study's runs: (parent, trial runs by number).
+async fn study_runs(client: &MlflowClient, experiment: &str) -> (Value, BTreeMap<u64, Value>) {
+    let exp = client.experiment_id(experiment).await.unwrap().expect("the study's experiment exists");
+    let runs = client.search_runs(&exp).await.unwrap();
+    let parents: Vec<&Value> = runs.iter().filter(|r| tags(r).get("mnist.kind").map(String::as_str) == Some("study")).collect();
+    assert_eq!(parents.len(), 1, "exactly one parent run: {runs:#?}");
+    let parent = parents[0].clone();
+    let mut trials = BTreeMap::new();
+    for r in &runs {
+        let t = tags(r);
+        if t.get("mnist.kind").map(String::as_str) == Some("study") {
+            continue;
+        }
+        assert_eq!(t.get("mlflow.parentRunId"), Some(&run_id(&parent)), "every trial run is nested under the parent");
+        let n: u64 = t.get("mnist.trial_number").and_then(|s| s.parse().ok()).expect("trial number tag");
+        assert!(trials.insert(n, r.clone()).is_none(), "trial {n} has two runs");
+    }
+    (parent, trials)
+}
+
+/// Checks each trial run's per-epoch histories: one point per epoch, steps
+/// 1..=epochs, nothing doubled. Returns the number of points checked.
+async fn check_histories(client: &MlflowClient, trials: &BTreeMap<u64, Value>, epochs: usize) -> usize {
+    let mut points = 0;
+    for (n, run) in trials {
+        assert_eq!(run["info"]["status"].as_str(), Some("FINISHED"), "trial {n}: {run:#?}");
+        for key in ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds", "learning_rate"] {
+            let h = client.metric_history(&run_id(run), key).await.unwrap();
+            let steps: Vec<i64> = h.iter().map(|(s, _)| *s).collect();
+            assert_eq!(steps, (1..=epochs as i64).collect::<Vec<_>>(), "trial {n} {key}: {h:?}");
+            points += h.len();
+        }
+        for key in ["test_accuracy", "macro_f1", "f1_class_0", "f1_class_9"] {
+            assert_eq!(client.metric_history(&run_id(run), key).await.unwrap().len(), 1, "trial {n} {key}");
+        }
+    }
+    points
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_study_is_logged_registered_and_loadable() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let uri = server.uri();
+    let status = tune(dir.path(), "small", &uri, 3, 2, 1500).status().unwrap();
+    let out = read(&dir.path().join("small.out"));
+    assert!(status.success(), "tune failed\nstdout:\n{out}\nstderr:\n{}", read(&dir.path().join("small.err")));
+    assert!(out.contains("MLflow: everything delivered"), "{out}");
+    assert!(out.contains("MLflow parent run:"), "{out}");
+
+    let client = MlflowClient::new(&MlflowConfig { tracking_uri: Some(uri.clone()), ..MlflowConfig::default() }).unwrap();
+    let (parent, trials) = study_runs(&client, "small").await;
+    assert_eq!(trials.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
+    let p = params(&parent);
+    for k in ["search_space", "sampler", "pruner", "n_trials", "direction", "metric", "space.learning_rate"] {
+        assert!(p.contains_key(k), "parent param {k} missing: {p:?}");
+    }
+    assert_eq!(p["n_trials"], "3");
+    assert_eq!(parent["info"]["status"].as_str(), Some("FINISHED"));
+    let best: Vec<i64> = client.metric_history(&run_id(&parent), "best_value").await.unwrap().iter().map(|(s, _)| *s).collect();
+    assert_eq!(best, vec![1, 2, 3], "best value after each finished trial");
+    let parent_plots = client.list_artifacts(&run_id(&parent), "plots").await.unwrap();
+    assert!(parent_plots.iter().any(|(p, _)| p == "plots/optimization_history.png"), "{parent_plots:?}");
+    assert!(params(&parent).keys().any(|k| k.starts_with("best.")), "best params logged at the end");
+
+    check_histories(&client, &trials, 2).await;
+    for (n, run) in &trials {
+        let t = tags(run);
+        assert_eq!(t.get("mnist.state").map(String::as_str), Some("COMPLETE"), "trial {n}");
+        assert!(t.get("mnist.worker_host").is_some_and(|h| !h.is_empty()), "trial {n} worker host: {t:?}");
+        assert_eq!(t.get("mnist.device").map(String::as_str), Some("cpu"), "trial {n}");
+        assert_eq!(t.get("mnist.study").map(String::as_str), Some("small"));
+        assert!(params(run).contains_key("learning_rate"), "trial {n} params");
+        let id = run_id(run);
+        let plots: HashSet<String> = client.list_artifacts(&id, "plots").await.unwrap().into_iter().map(|(p, _)| p).collect();
+        for f in ["plots/accuracy.png", "plots/loss.png", "plots/confusion_matrix.png", "plots/predictions.png"] {
+            assert!(plots.contains(f), "trial {n}: {f} missing from {plots:?}");
+        }
+        let model: HashSet<String> = client.list_artifacts(&id, "model").await.unwrap().into_iter().map(|(p, _)| p).collect();
+        assert!(model.contains("model/MLmodel") && model.contains("model/data"), "trial {n}: {model:?}");
+        let weights = client.list_artifacts(&id, "weights").await.unwrap();
+        assert_eq!(weights, vec![("weights/model.safetensors".to_string(), false)]);
+        assert!(client.run_tag(&id, "mlflow.log-model.history").await.unwrap().is_some(), "trial {n}: runs/log-model was called");
+    }
+
+    // The champion is the best trial's model, and Python loads it.
+    let best_trial: u64 = tags(&parent)["mnist.best_trial"].parse().unwrap();
+    let champion = client.version_by_alias("mnist-cnn", "champion").await.unwrap().expect("mnist-cnn@champion exists");
+    assert_eq!(champion.run_id, run_id(&trials[&best_trial]), "the alias points at the best trial's run");
+    let vt: BTreeMap<_, _> = champion.tags.iter().cloned().collect();
+    assert_eq!(vt.get("study").map(String::as_str), Some("small"));
+    assert_eq!(vt.get("trial_number"), Some(&best_trial.to_string()));
+    assert!(vt.contains_key("val_accuracy"), "the metric is a version tag: {vt:?}");
+    let check = repo().join("coordinator/mlflow/tests/support/check_champion.py");
+    let py = Command::new(MlflowServer::python()).arg(&check).arg(&uri).arg("mnist-cnn").output().unwrap();
+    assert!(py.status.success(), "Python could not load the champion:\n{}\n{}", String::from_utf8_lossy(&py.stdout), String::from_utf8_lossy(&py.stderr));
+    let line = String::from_utf8_lossy(&py.stdout);
+    let v: Value = serde_json::from_str(line.trim().lines().last().unwrap_or("")).unwrap();
+    assert_eq!(v["pytorch_shape"], serde_json::json!([4, 10]));
+    assert_eq!(v["pyfunc_shape"], serde_json::json!([4, 10]));
+
+    let st = Command::new(env!("CARGO_BIN_EXE_mnistctl")).args(["mlflow", "status", "--db"]).arg(dir.path().join("t.db")).output().unwrap();
+    let st_out = String::from_utf8_lossy(&st.stdout);
+    assert!(st.status.success() && st_out.contains("pending:   0") && st_out.contains("refused:   0"), "{st_out}");
+
+    // The single training command without a tracking server keeps its run in
+    // an outbox; `mnistctl mlflow sync` delivers and registers it later.
+    let models = dir.path().join("models");
+    let train = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
+        .args(["train", "--epochs", "1", "--train-limit", "1000", "--val-size", "200", "--test-limit", "300", "--device", "cpu", "--no-download"])
+        .arg("--data-dir")
+        .arg(data_dir())
+        .arg("--output-dir")
+        .arg(&models)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env("MNIST_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    let train_out = String::from_utf8_lossy(&train.stdout);
+    assert!(train.status.success(), "{train_out}
+{}", String::from_utf8_lossy(&train.stderr));
+    assert!(train_out.contains("no tracking server configured") && train_out.contains("mnistctl mlflow sync --db"), "{train_out}");
+    let sync = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
+        .args(["mlflow", "sync", "--db"])
+        .arg(models.join("mlflow-outbox.db"))
+        .args(["--mlflow-tracking-uri", &uri])
+        .output()
+        .unwrap();
+    let sync_out = String::from_utf8_lossy(&sync.stdout);
+    assert!(sync.status.success(), "{sync_out}
+{}", String::from_utf8_lossy(&sync.stderr));
+    assert!(sync_out.contains("still pending 0"), "{sync_out}");
+    let exp = client.experiment_id("mnist").await.unwrap().expect("train logs into experiment `mnist`");
+    let runs = client.search_runs(&exp).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let train_run = run_id(&runs[0]);
+    assert_eq!(client.metric_history(&train_run, "val_accuracy").await.unwrap().len(), 1);
+    let version = client.find_model_version("mnist-cnn", &train_run).await.unwrap().expect("the trained model is registered");
+    assert!(version.tags.iter().any(|(k, v)| k == "source" && v == "mnistctl train"), "{version:?}");
+    let still = client.version_by_alias("mnist-cnn", "champion").await.unwrap().unwrap();
+    assert_eq!(still.version, champion.version, "a model chosen by another metric keeps the alias");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mlflow_outage_mid_study_loses_and_doubles_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let uri = server.uri();
+    let (n_trials, epochs) = (8u32, 3usize);
+    let mut child = tune(dir.path(), "outage", &uri, n_trials, epochs as u32, 3000).args(["--mlflow-wait-seconds", "400"]).spawn().unwrap();
+
+    // Kill MLflow once it received something and a trial finished.
+    let finished = "SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')";
+    let delivered = "SELECT COUNT(*) FROM mnist_mlflow_outbox WHERE state = 'DONE'";
+    let end = Instant::now() + Duration::from_secs(300);
+    while sql_count(&db, finished) < 1 || sql_count(&db, delivered) < 1 {
+        assert!(child.try_wait().unwrap().is_none(), "tune ended before the outage:\n{}", read(&dir.path().join("outage.err")));
+        assert!(Instant::now() < end, "no trial finished in time:\n{}", read(&dir.path().join("outage.err")));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.kill();
+    let at_kill = sql_count(&db, finished);
+    assert!(at_kill < n_trials as i64, "the outage starts mid-study ({at_kill} of {n_trials} finished)");
+    // The study goes on without MLflow: more trials finish while it is down.
+    let end = Instant::now() + Duration::from_secs(300);
+    while sql_count(&db, finished) < at_kill + 2 {
+        assert!(Instant::now() < end, "training stalled while MLflow was down:\n{}", read(&dir.path().join("outage.err")));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pending_while_down = sql_count(&db, "SELECT COUNT(*) FROM mnist_mlflow_outbox WHERE state = 'PENDING'");
+    assert!(pending_while_down > 0, "operations wait in the outbox during the outage");
+    server.restart();
+
+    let status = wait_exit(&mut child, Duration::from_secs(600), dir.path(), "outage");
+    let out = read(&dir.path().join("outage.out"));
+    assert!(status.success(), "tune failed\nstdout:\n{out}\nstderr:\n{}", read(&dir.path().join("outage.err")));
+    assert!(out.contains("MLflow: everything delivered"), "{out}");
+    assert_eq!(sql_count(&db, "SELECT COUNT(*) FROM mnist_mlflow_outbox WHERE state != 'DONE'"), 0, "nothing pending or refused");
+
+    // Exact counts: one parent, one run per trial, one point per epoch.
+    let client = MlflowClient::new(&MlflowConfig { tracking_uri: Some(uri.clone()), ..MlflowConfig::default() }).unwrap();
+    let (parent, trials) = study_runs(&client, "outage").await;
+    assert_eq!(trials.len(), n_trials as usize, "one run per trial, none lost, none doubled");
+    let exp = client.experiment_id("outage").await.unwrap().unwrap();
+    assert_eq!(client.search_runs(&exp).await.unwrap().len(), n_trials as usize + 1);
+    let points = check_histories(&client, &trials, epochs).await;
+    assert_eq!(points, n_trials as usize * epochs * 6, "every per-epoch point exactly once");
+    let best: Vec<i64> = client.metric_history(&run_id(&parent), "best_value").await.unwrap().iter().map(|(s, _)| *s).collect();
+    assert_eq!(best, (1..=n_trials as i64).collect::<Vec<_>>(), "best value after each trial, once each");
+    for (n, run) in &trials {
+        let weights = client.list_artifacts(&run_id(run), "weights").await.unwrap();
+        assert_eq!(weights.len(), 1, "trial {n}'s weights arrived");
+    }
+    assert!(client.version_by_alias("mnist-cnn", "champion").await.unwrap().is_some(), "the champion was registered after the outage");
+}
