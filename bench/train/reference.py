@@ -98,6 +98,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                    help="cosine: CosineAnnealingLR(T_max=epochs) stepped per epoch, as `mnistctl train` does by default")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--train-limit", type=int, default=None)
@@ -115,6 +117,7 @@ def main():
     dev = torch.device(a.device)
     model = Net().to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs) if a.lr_schedule == "cosine" else None
     epochs = []
     for epoch in range(1, a.epochs + 1):
         t0 = time.perf_counter()
@@ -125,6 +128,8 @@ def main():
             loss = F.nll_loss(model(x), y)
             loss.backward()
             opt.step()
+        if sched is not None:
+            sched.step()
         val_loss, val_acc = evaluate(model, val_loader, dev)
         dt = time.perf_counter() - t0
         epochs.append({"epoch": epoch, "seconds": dt, "val_loss": val_loss, "val_accuracy": val_acc})

@@ -6,7 +6,7 @@
 //! plots into `--output-dir`.
 
 use anyhow::Context;
-use mnist_common::config::{ConfigError, Optimizer, TrainConfig};
+use mnist_common::config::{ConfigError, LrSchedule, Optimizer, TrainConfig};
 use mnist_common::mnist;
 use mnist_trainer::{run, DeviceSpec, HookAction, TrainOptions};
 use std::path::PathBuf;
@@ -56,6 +56,10 @@ pub struct ConfigArgs {
     /// Optimiser: sgd or adam.
     #[arg(long, default_value = "sgd", value_parser = parse_optimizer)]
     pub optimizer: Optimizer,
+    /// Learning-rate schedule: cosine (annealed towards 0 over the epochs,
+    /// one step per epoch) or constant (the seed's).
+    #[arg(long, default_value = "cosine", value_parser = parse_schedule)]
+    pub lr_schedule: LrSchedule,
     /// Output channels of the first conv layer.
     #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     pub conv1_channels: i64,
@@ -89,6 +93,10 @@ fn parse_optimizer(s: &str) -> Result<Optimizer, String> {
     s.parse().map_err(|e: ConfigError| e.message)
 }
 
+fn parse_schedule(s: &str) -> Result<LrSchedule, String> {
+    s.parse().map_err(|e: ConfigError| e.message)
+}
+
 impl ConfigArgs {
     /// The validated configuration; errors name the flag.
     pub fn to_config(&self) -> anyhow::Result<TrainConfig> {
@@ -102,6 +110,7 @@ impl ConfigArgs {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             optimizer: self.optimizer,
+            lr_schedule: self.lr_schedule,
             batch_size: self.batch_size,
             epochs: self.epochs,
             seed: self.seed,

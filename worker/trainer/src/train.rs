@@ -219,6 +219,8 @@ fn train_inner(
             indicatif::ProgressBar::hidden()
         };
         bar.set_message(format!("{epoch}/{}", cfg.epochs));
+        let lr = cfg.lr_schedule.rate(cfg.learning_rate, epoch as i64, cfg.epochs);
+        opt.set_lr(lr);
         let perm = Tensor::randperm(n, (Kind::Int64, device));
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
@@ -254,7 +256,7 @@ fn train_inner(
             train_accuracy: train_pass.accuracy(),
             val_loss: val_pass.loss(),
             val_accuracy: val_pass.accuracy(),
-            learning_rate: cfg.learning_rate,
+            learning_rate: lr,
             epoch_seconds: t0.elapsed().as_secs_f64(),
         };
         tracing::info!(
