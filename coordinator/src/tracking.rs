@@ -49,6 +49,8 @@ const CURSOR: &str = "events.seq";
 /// Per-epoch metric names: they are histories by step, so the final report
 /// does not repeat them.
 const EPOCH_METRICS: &[&str] = &["train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"];
+/// The least time between two projection passes.
+const PROJECT_EVERY: Duration = Duration::from_millis(500);
 /// The artifact that ends a trial's upload (the worker sends it last).
 const LAST_ARTIFACT: &str = "weights/model.safetensors";
 /// The file that marks the MLflow model directory.
@@ -152,7 +154,7 @@ impl Tracking {
         let mut total = 0;
         loop {
             let after: u64 = self.outbox.state(CURSOR).await.map_err(err)?.and_then(|s| s.parse().ok()).unwrap_or(0);
-            let events = coord.events_since(after, 256).await?;
+            let events = coord.events_since(after, 1024).await?;
             let Some(last) = events.last().map(|e| e.seq) else { return Ok(total) };
             let mut ops = Vec::new();
             let mut state: Vec<(String, Option<String>)> = Vec::new();
@@ -204,17 +206,10 @@ impl Tracking {
             };
             let key = StudyKey { run_key: format!("study/{}/{}", ev.study_id, ev.seq), name: ev.study_name.clone(), metric, maximize };
             let experiment = self.config.experiment_name.clone().unwrap_or_else(|| ev.study_name.clone());
-            ops.push(Op::StartRun {
-                run_key: key.run_key.clone(),
-                experiment,
-                run_name: ev.study_name.clone(),
-                parent_key: None,
-                start_ms: ev.time_ms,
-                tags: vec![("mnist.study".into(), ev.study_name.clone()), ("mnist.kind".into(), "study".into())],
-            });
+            let mut params = Vec::new();
             if let Some(v) = view {
                 let c = &v.config;
-                let mut params = vec![
+                params = vec![
                     ("search_space".to_string(), v.space.to_json_string()),
                     ("sampler".to_string(), serde_json::to_string(&c.sampler).unwrap_or_default()),
                     ("pruner".to_string(), serde_json::to_string(&c.pruner).unwrap_or_default()),
@@ -228,8 +223,16 @@ impl Tracking {
                 for (name, dist) in v.space.params() {
                     params.push((format!("space.{name}"), dist.to_optuna_json()));
                 }
-                ops.push(Op::Log { run_key: key.run_key.clone(), metrics: vec![], params, tags: vec![] });
             }
+            ops.push(Op::StartRun {
+                run_key: key.run_key.clone(),
+                experiment,
+                run_name: ev.study_name.clone(),
+                parent_key: None,
+                start_ms: ev.time_ms,
+                tags: vec![("mnist.study".into(), ev.study_name.clone()), ("mnist.kind".into(), "study".into())],
+                params,
+            });
             let json = serde_json::to_string(&key).map_err(|e| CoordError::Internal(e.to_string()))?;
             state.push((study_state, Some(json)));
             cache.insert(ev.study_id, Some(key));
@@ -266,12 +269,11 @@ impl Tracking {
                     run_name: format!("trial-{n}"),
                     parent_key: Some(key.run_key.clone()),
                     start_ms: ev.time_ms,
-                    tags: tags.clone(),
+                    tags,
+                    // A trial that runs again after a requeue keeps its run;
+                    // its tags then name the new holder.
+                    params: ev.params.iter().map(|(k, v)| (k.clone(), choice_str(v))).collect(),
                 });
-                // A trial that runs again after a requeue: running again, on its new holder.
-                ops.push(Op::SetStatus { run_key: trial_key(&key, n), status: RunStatus::Running, end_ms: None });
-                let params = ev.params.iter().map(|(k, v)| (k.clone(), choice_str(v))).collect();
-                ops.push(Op::Log { run_key: trial_key(&key, n), metrics: vec![], params, tags });
             }
             EventKind::TrialReported => {
                 let (Some(n), Some(step)) = (ev.trial_number, ev.step) else { return Ok(()) };
@@ -313,8 +315,7 @@ impl Tracking {
                     }
                 };
                 let run_key = trial_key(&key, n);
-                ops.push(Op::Log { run_key: run_key.clone(), metrics, params: vec![], tags });
-                ops.push(Op::SetStatus { run_key, status, end_ms: Some(ev.time_ms) });
+                ops.push(Op::SetStatus { run_key, status, end_ms: Some(ev.time_ms), metrics, tags });
                 if let Some(best) = ev.best_value {
                     let finished = (ev.counts.complete + ev.counts.pruned + ev.counts.fail) as i64;
                     ops.push(Op::Log {
@@ -390,14 +391,14 @@ impl Tracking {
                         }
                     }
                 }
-                ops.push(Op::Log { run_key: key.run_key.clone(), metrics, params, tags });
-                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Finished, end_ms: Some(ev.time_ms) });
+                ops.push(Op::Log { run_key: key.run_key.clone(), metrics: vec![], params, tags: vec![] });
+                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Finished, end_ms: Some(ev.time_ms), metrics, tags });
             }
             EventKind::StudyStopped => {
-                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Killed, end_ms: Some(ev.time_ms) });
+                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Killed, end_ms: Some(ev.time_ms), metrics: vec![], tags: vec![] });
             }
             EventKind::StudyResumed => {
-                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Running, end_ms: None });
+                ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Running, end_ms: None, metrics: vec![], tags: vec![] });
             }
             EventKind::StudyDeleted => {
                 state.push((study_state, None));
@@ -446,15 +447,26 @@ async fn run(t: Arc<Tracking>, coord: Arc<Coordinator>, mut stop: watch::Receive
         if *stop.borrow() {
             break;
         }
+        // Wait for an event (or a second), then let more gather: one
+        // transaction per PROJECT_EVERY takes SQLite's write lock far less
+        // often than one per event would, so the coordinator's own writes
+        // rarely wait behind ours.
         tokio::select! {
             r = events.recv() => {
                 if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(PROJECT_EVERY).await;
                 }
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => {}
         }
+        if !*stop.borrow() {
+            tokio::select! {
+                _ = tokio::time::sleep(PROJECT_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        events = events.resubscribe();
     }
     let _ = dstop_tx.send(true);
     let _ = deliver.await;

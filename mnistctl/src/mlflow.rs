@@ -131,6 +131,7 @@ fn train_ops(cfg: &MlflowConfig, config: &mnist_common::config::TrainConfig, out
         parent_key: None,
         start_ms: start,
         tags,
+        params: vec![],
     }];
     let params = serde_json::to_value(config)
         .ok()
@@ -179,7 +180,7 @@ fn train_ops(cfg: &MlflowConfig, config: &mnist_common::config::TrainConfig, out
         tags: vec![("source".into(), "mnistctl train".into()), ("metric".into(), "test_accuracy".into()), ("test_accuracy".into(), test.accuracy.to_string())],
         rule: Some(AliasRule { metric: "test_accuracy".into(), value: test.accuracy, maximize: true }),
     });
-    ops.push(Op::SetStatus { run_key, status: RunStatus::Finished, end_ms: Some(now) });
+    ops.push(Op::SetStatus { run_key, status: RunStatus::Finished, end_ms: Some(now), metrics: vec![], tags: vec![] });
     ops
 }
 

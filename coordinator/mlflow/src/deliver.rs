@@ -223,9 +223,11 @@ impl Deliverer {
     /// Sends one operation.
     async fn deliver(&self, client: &MlflowClient, op: &Op) -> Result<(), MlflowError> {
         match op {
-            Op::StartRun { run_key, experiment, run_name, parent_key, start_ms, tags } => {
-                if self.outbox.run(run_key).await?.is_some() {
-                    return Ok(());
+            Op::StartRun { run_key, experiment, run_name, parent_key, start_ms, tags, params } => {
+                if let Some(run) = self.outbox.run(run_key).await? {
+                    // Created earlier: by an attempt that failed while logging
+                    // the params, or the trial runs again after a requeue.
+                    return self.log(client, &run, &[], params, tags).await;
                 }
                 let experiment_id = self.experiment_id(client, experiment).await?;
                 let rec = match client.find_run_by_tag(&experiment_id, RUN_KEY_TAG, run_key).await? {
@@ -243,21 +245,22 @@ impl Deliverer {
                         client.create_run(&experiment_id, run_name, *start_ms, &cleaned.tags).await?
                     }
                 };
-                self.outbox
-                    .save_run(&RunRecord {
-                        run_key: run_key.clone(),
-                        experiment_id: rec.experiment_id,
-                        run_id: rec.run_id,
-                        artifact_uri: rec.artifact_uri,
-                    })
-                    .await
+                let run = RunRecord {
+                    run_key: run_key.clone(),
+                    experiment_id: rec.experiment_id,
+                    run_id: rec.run_id,
+                    artifact_uri: rec.artifact_uri,
+                };
+                self.outbox.save_run(&run).await?;
+                self.log(client, &run, &[], params, &[]).await
             }
             Op::Log { run_key, metrics, params, tags } => {
                 let run = self.require_run(run_key).await?;
                 self.log(client, &run, metrics, params, tags).await
             }
-            Op::SetStatus { run_key, status, end_ms } => {
+            Op::SetStatus { run_key, status, end_ms, metrics, tags } => {
                 let run = self.require_run(run_key).await?;
+                self.log(client, &run, metrics, &[], tags).await?;
                 client.update_run(&run.run_id, status.as_str(), *end_ms).await
             }
             Op::Artifact { run_key, path, file } => {

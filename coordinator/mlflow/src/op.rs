@@ -54,8 +54,8 @@ pub struct AliasRule {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Creates the run (in `experiment`, created if missing), nested under
-    /// `parent_key`'s run when given. Delivered at most once: a run already
-    /// carrying our `mnist.run_key` tag is adopted instead.
+    /// `parent_key`'s run when given, then logs `params`. Delivered at most
+    /// once: a run already carrying our `mnist.run_key` tag is adopted.
     StartRun {
         run_key: String,
         experiment: String,
@@ -63,6 +63,8 @@ pub enum Op {
         parent_key: Option<String>,
         start_ms: i64,
         tags: Vec<(String, String)>,
+        #[serde(default)]
+        params: Vec<(String, String)>,
     },
     /// Metrics, params and tags, split into as many `log-batch` calls as
     /// MLflow's limits need.
@@ -75,8 +77,17 @@ pub enum Op {
         #[serde(default)]
         tags: Vec<(String, String)>,
     },
-    /// Sets the run's status; `end_ms` for a finished run.
-    SetStatus { run_key: String, status: RunStatus, end_ms: Option<i64> },
+    /// Logs the last `metrics` and `tags`, then sets the run's status
+    /// (`end_ms` for a finished run).
+    SetStatus {
+        run_key: String,
+        status: RunStatus,
+        end_ms: Option<i64>,
+        #[serde(default)]
+        metrics: Vec<MetricPoint>,
+        #[serde(default)]
+        tags: Vec<(String, String)>,
+    },
     /// Uploads a local file into the run's artifacts at `path`.
     Artifact { run_key: String, path: String, file: String },
     /// Records the model directory at `artifact_path` as a logged model

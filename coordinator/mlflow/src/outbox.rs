@@ -115,16 +115,28 @@ impl Outbox {
     /// a writer that records "done up to here" never loses or repeats work.
     pub async fn enqueue_with_state(&self, ops: &[Op], state: &[(&str, String)]) -> Result<(), MlflowError> {
         let now = now_ms();
+        let rows = ops
+            .iter()
+            .map(|op| serde_json::to_string(op).map(|json| (op, json)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| MlflowError::Corrupt { id: 0, message: e.to_string() })?;
         let mut tx = self.pool.begin().await?;
-        for op in ops {
-            let json = serde_json::to_string(op).map_err(|e| MlflowError::Corrupt { id: 0, message: e.to_string() })?;
-            sqlx::query("INSERT INTO mnist_mlflow_outbox (run_key, kind, op_json, created_ms) VALUES (?, ?, ?, ?)")
-                .bind(op.run_key())
-                .bind(op.kind())
-                .bind(json)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+        // Multi-row inserts in a few fixed sizes (so the statements stay
+        // cached): a busy coordinator writes thousands of operations a second.
+        let mut rest = &rows[..];
+        while !rest.is_empty() {
+            let n = [64usize, 16, 4, 1].into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+            let (chunk, tail) = rest.split_at(n);
+            let sql = format!(
+                "INSERT INTO mnist_mlflow_outbox (run_key, kind, op_json, created_ms) VALUES {}",
+                vec!["(?, ?, ?, ?)"; n].join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (op, json) in chunk {
+                q = q.bind(op.run_key()).bind(op.kind()).bind(json.as_str()).bind(now);
+            }
+            q.execute(&mut *tx).await?;
+            rest = tail;
         }
         for (name, value) in state {
             sqlx::query("INSERT INTO mnist_mlflow_state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")

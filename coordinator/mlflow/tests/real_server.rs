@@ -46,7 +46,7 @@ async fn real_mlflow_server_with_basic_auth() {
     let wrong_db = dir.path().join("wrong.db");
     let outbox = Outbox::open(&wrong_db).await.unwrap();
     outbox
-        .enqueue(&[Op::StartRun { run_key: "x".into(), experiment: "refused".into(), run_name: "x".into(), parent_key: None, start_ms: 1, tags: vec![] }])
+        .enqueue(&[Op::StartRun { run_key: "x".into(), experiment: "refused".into(), run_name: "x".into(), parent_key: None, start_ms: 1, tags: vec![], params: vec![] }])
         .await
         .unwrap();
     let wrong = config(&uri, Auth::Basic { username: user.clone(), password: "bad".into() });
@@ -63,7 +63,7 @@ async fn real_mlflow_server_with_basic_auth() {
     std::fs::create_dir_all(&model_dir).unwrap();
     std::fs::write(model_dir.join("note.txt"), "artifact through the proxy").unwrap();
     let ops = vec![
-        Op::StartRun { run_key: "parent".into(), experiment: "limits".into(), run_name: "parent".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![] },
+        Op::StartRun { run_key: "parent".into(), experiment: "limits".into(), run_name: "parent".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![], params: vec![] },
         Op::StartRun {
             run_key: "child".into(),
             experiment: "limits".into(),
@@ -71,6 +71,7 @@ async fn real_mlflow_server_with_basic_auth() {
             parent_key: Some("parent".into()),
             start_ms: 1_700_000_000_000,
             tags: vec![("bad key@x".into(), "v".into())],
+            params: vec![("started_with".into(), "params".into())],
         },
         Op::Log { run_key: "child".into(), metrics: many.clone(), params: params.clone(), tags: vec![] },
         Op::Log {
@@ -90,7 +91,13 @@ async fn real_mlflow_server_with_basic_auth() {
             tags: vec![("acc".into(), "0.5".into())],
             rule: Some(AliasRule { metric: "acc".into(), value: 0.5, maximize: true }),
         },
-        Op::SetStatus { run_key: "child".into(), status: RunStatus::Killed, end_ms: Some(1_700_000_100_000) },
+        Op::SetStatus {
+            run_key: "child".into(),
+            status: RunStatus::Killed,
+            end_ms: Some(1_700_000_100_000),
+            metrics: vec![point("final", 3.0, 9)],
+            tags: vec![("pruned".into(), "true".into())],
+        },
     ];
     outbox.enqueue(&ops).await.unwrap();
     let deliverer = Deliverer::new(outbox.clone(), &good).unwrap();
@@ -113,6 +120,8 @@ async fn real_mlflow_server_with_basic_auth() {
     assert_eq!(run.as_deref(), Some(parent.run_id.as_str()), "nested under the parent");
     assert_eq!(client.run_tag(&child.run_id, "t").await.unwrap().as_deref(), Some("2"), "a repeated tag keeps the last value");
     assert_eq!(client.run_tag(&child.run_id, "bad key_x").await.unwrap().as_deref(), Some("v"), "a bad tag key was mended");
+    assert_eq!(client.metric_history(&child.run_id, "final").await.unwrap(), vec![(9, 3.0)], "the end's metrics");
+    assert_eq!(client.run_tag(&child.run_id, "pruned").await.unwrap().as_deref(), Some("true"));
     let files = client.list_artifacts(&child.run_id, "notes").await.unwrap();
     assert_eq!(files, vec![("notes/note.txt".to_string(), false)]);
     let champion = client.version_by_alias("limits-model", "champion").await.unwrap().expect("alias set");
@@ -142,7 +151,7 @@ async fn real_mlflow_server_with_basic_auth() {
     // --- a worse model does not take the alias; a better one does.
     again
         .enqueue(&[
-            Op::StartRun { run_key: "worse".into(), experiment: "limits".into(), run_name: "worse".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![] },
+            Op::StartRun { run_key: "worse".into(), experiment: "limits".into(), run_name: "worse".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![], params: vec![] },
             Op::Register {
                 run_key: "worse".into(),
                 model_name: "limits-model".into(),
@@ -151,7 +160,7 @@ async fn real_mlflow_server_with_basic_auth() {
                 tags: vec![("acc".into(), "0.4".into())],
                 rule: Some(AliasRule { metric: "acc".into(), value: 0.4, maximize: true }),
             },
-            Op::StartRun { run_key: "better".into(), experiment: "limits".into(), run_name: "better".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![] },
+            Op::StartRun { run_key: "better".into(), experiment: "limits".into(), run_name: "better".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![], params: vec![] },
             Op::Register {
                 run_key: "better".into(),
                 model_name: "limits-model".into(),
