@@ -10,6 +10,8 @@ source "$ROOT/scripts/env.sh"
 export MNIST_TEST_PYTHON="${MNIST_TEST_PYTHON:-$VENV_DIR/bin/python}"
 export MNIST_TEST_DATA="${MNIST_TEST_DATA:-$ROOT/../shared/data/mnist}"
 export MNIST_NO_PROGRESS=1
+# Tests start their own MLflow servers; never log to one from the environment.
+unset MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD MLFLOW_TRACKING_TOKEN MLFLOW_EXPERIMENT_NAME
 cd "$ROOT"
 echo "test: CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 cargo build --workspace --all-targets

@@ -471,6 +471,15 @@ async fn run(t: Arc<Tracking>, coord: Arc<Coordinator>, mut stop: watch::Receive
     let _ = dstop_tx.send(true);
     let _ = deliver.await;
     if t.config.tracking_uri.is_some() {
+        if let Ok(b) = t.outbox.backlog().await {
+            if b.pending > 0 {
+                info!(
+                    pending = b.pending,
+                    "MLflow: delivering what is left (up to {:.0} s) before exiting",
+                    coord.config().mlflow_drain.as_secs_f64()
+                );
+            }
+        }
         match t.deliverer.drain(coord.config().mlflow_drain).await {
             Ok(r) if r.pending == 0 => {}
             Ok(r) => warn!(

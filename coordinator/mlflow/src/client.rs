@@ -212,7 +212,10 @@ impl MlflowClient {
         if let Some(id) = self.experiment_id(name).await? {
             return Ok(id);
         }
-        match self.post("experiments/create", json!({ "name": name })).await {
+        // Tagged as classic model training, so MLflow 3's UI opens it on its
+        // runs table and charts rather than the GenAI (tracing) overview.
+        let tags = json!([{ "key": "mlflow.experimentKind", "value": "custom_model_development" }]);
+        match self.post("experiments/create", json!({ "name": name, "tags": tags })).await {
             Ok(v) => v["experiment_id"].as_str().map(str::to_string).ok_or_else(|| MlflowError::Protocol {
                 endpoint: "experiments/create".into(),
                 message: format!("no experiment_id in {v}"),
