@@ -75,7 +75,8 @@ fn wait_exit(child: &mut Child, timeout: Duration, dir: &Path, study: &str) -> s
 
 /// One number from the study database, by SQL (Python's sqlite3, read-only).
 fn sql_count(db: &Path, sql: &str) -> i64 {
-    let script = "import sqlite3,sys\ncon=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro',uri=True,timeout=30)\ntry:\n  print(con.execute(sys.argv[2]).fetchone()[0])\nexcept sqlite3.OperationalError:\n  print(0)";
+    // Before the database exists (or has the table), the count is 0.
+    let script = "import sqlite3,sys\ntry:\n  con=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro',uri=True,timeout=30)\n  print(con.execute(sys.argv[2]).fetchone()[0])\nexcept sqlite3.OperationalError:\n  print(0)";
     let out = Command::new(MlflowServer::python()).arg("-c").arg(script).arg(db).arg(sql).stderr(Stdio::inherit()).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }
@@ -240,6 +241,65 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert!(version.tags.iter().any(|(k, v)| k == "source" && v == "mnistctl train"), "{version:?}");
     let still = client.version_by_alias("mnist-cnn", "champion").await.unwrap().unwrap();
     assert_eq!(still.version, champion.version, "a model chosen by another metric keeps the alias");
+
+    // `mnistctl study show` against a running coordinator: each run's MLflow id
+    // and UI link, and the outbox backlog.
+    let mut cfg = mnist_coordinator::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("show.db"));
+    cfg.coordinator.mlflow = MlflowConfig { tracking_uri: Some(uri.clone()), ..MlflowConfig::default() };
+    let running = mnist_coordinator::server::start(cfg).await.expect("start the coordinator");
+    let url = running.url();
+    let space = dir.path().join("space.toml");
+    std::fs::write(&space, "[x]\ntype = \"float\"\nlow = -3.0\nhigh = 3.0\n").unwrap();
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mnistctl")).args(args).args(["--coordinator", &url]).output().unwrap();
+        assert!(out.status.success(), "mnistctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ctl(&["study", "create", "show", "--space", space.to_str().unwrap(), "--n-trials", "3", "--sampler", "random", "--pruner", "none", "--metric", "loss", "--direction", "minimize"]);
+    let mut at = mnist_proto::v1::ask_tell_service_client::AskTellServiceClient::connect(url.clone()).await.unwrap();
+    for _ in 0..3 {
+        let t = at
+            .ask(mnist_proto::v1::AskRequest { study_name: "show".into(), client_id: "t".into(), slot: 0, wait_ms: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .trial
+            .expect("a trial");
+        at.tell(mnist_proto::v1::TellRequest {
+            trial_id: t.trial_id,
+            lease_token: t.lease.unwrap().token,
+            state: mnist_proto::v1::TrialState::Complete as i32,
+            value: Some(1.0 + t.number as f64),
+            fail_reason: String::new(),
+            metrics: Default::default(),
+        })
+        .await
+        .unwrap();
+    }
+    // Delivery runs in the background; wait for the backlog to empty.
+    let end = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let v: Value = serde_json::from_str(&ctl(&["study", "show", "show", "-o", "json"])).unwrap();
+        if v["mlflow"]["pending"] == 0 && v["mlflow_trial_runs"].as_object().is_some_and(|m| m.len() == 3) {
+            break v;
+        }
+        assert!(Instant::now() < end, "MLflow delivery did not finish: {v:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(shown["mlflow"]["tracking_uri"], uri.as_str());
+    assert_eq!(shown["mlflow"]["refused"], 0);
+    let parent_url = shown["mlflow_run"]["url"].as_str().unwrap_or("");
+    let parent_id = shown["mlflow_run"]["run_id"].as_str().unwrap_or("");
+    assert!(!parent_id.is_empty() && parent_url.starts_with(&uri) && parent_url.ends_with(parent_id), "{shown:#}");
+    for n in ["0", "1", "2"] {
+        let r = &shown["mlflow_trial_runs"][n];
+        let id = r["run_id"].as_str().unwrap_or("");
+        assert!(!id.is_empty() && r["url"].as_str().unwrap_or("").ends_with(id), "trial {n}: {r}");
+        assert_eq!(client.run_tag(id, "mlflow.parentRunId").await.unwrap().as_deref(), Some(parent_id));
+    }
+    let table = ctl(&["study", "show", "show"]);
+    assert!(table.contains("MLflow") && table.contains("0 pending") && table.contains(parent_url), "{table}");
+    running.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

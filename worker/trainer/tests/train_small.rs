@@ -72,7 +72,7 @@ fn learns_and_reports_consistent_metrics() {
     let support: u64 = out.test.per_class.iter().map(|c| c.support).sum();
     assert_eq!(support, 1000);
     for e in &out.epochs {
-        assert_eq!(e.learning_rate, cfg.learning_rate);
+        assert_eq!(e.learning_rate, cfg.lr_schedule.rate(cfg.learning_rate, e.epoch as i64, cfg.epochs), "the epoch's scheduled rate");
         assert!(e.epoch_seconds > 0.0);
     }
 }
