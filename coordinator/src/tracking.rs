@@ -162,18 +162,11 @@ impl Tracking {
             for ev in &events {
                 self.translate(coord, ev, &mut ops, &mut state, &mut cache).await?;
             }
-            let mut sets: Vec<(&str, String)> = vec![(CURSOR, last.to_string())];
-            let mut clears = Vec::new();
-            for (k, v) in &state {
-                match v {
-                    Some(v) => sets.push((k.as_str(), v.clone())),
-                    None => clears.push(k.clone()),
-                }
-            }
-            self.outbox.enqueue_with_state(&ops, &sets).await.map_err(err)?;
-            for k in clears {
-                self.outbox.clear_state(&k).await.map_err(err)?;
-            }
+            // The state changes in event order (a champion set, cleared and set
+            // again in one batch ends set), with the cursor, in one transaction.
+            let mut changes: Vec<(&str, Option<String>)> = state.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            changes.push((CURSOR, Some(last.to_string())));
+            self.outbox.enqueue_with_state(&ops, &changes).await.map_err(err)?;
             if !ops.is_empty() {
                 self.deliverer.wake();
             }

@@ -111,9 +111,10 @@ impl Outbox {
         self.enqueue_with_state(ops, &[]).await
     }
 
-    /// Appends operations and sets named state values in one transaction, so
-    /// a writer that records "done up to here" never loses or repeats work.
-    pub async fn enqueue_with_state(&self, ops: &[Op], state: &[(&str, String)]) -> Result<(), MlflowError> {
+    /// Appends operations and sets (`Some`) or removes (`None`) named state
+    /// values in one transaction, so a writer that records "done up to here"
+    /// never loses or repeats work. State entries apply in order.
+    pub async fn enqueue_with_state(&self, ops: &[Op], state: &[(&str, Option<String>)]) -> Result<(), MlflowError> {
         let now = now_ms();
         let rows = ops
             .iter()
@@ -139,11 +140,20 @@ impl Outbox {
             rest = tail;
         }
         for (name, value) in state {
-            sqlx::query("INSERT INTO mnist_mlflow_state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
-                .bind(*name)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
+            match value {
+                Some(value) => {
+                    sqlx::query(
+                        "INSERT INTO mnist_mlflow_state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(*name)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM mnist_mlflow_state WHERE name = ?").bind(*name).execute(&mut *tx).await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -163,12 +173,6 @@ impl Outbox {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
-    }
-
-    /// Removes a named state value.
-    pub async fn clear_state(&self, name: &str) -> Result<(), MlflowError> {
-        sqlx::query("DELETE FROM mnist_mlflow_state WHERE name = ?").bind(name).execute(&self.pool).await?;
-        Ok(())
     }
 
     /// The oldest pending operations, at most `limit`.
@@ -320,4 +324,37 @@ impl Outbox {
 
 fn r_i64(row: &sqlx::sqlite::SqliteRow, i: usize) -> i64 {
     row.try_get::<i64, _>(i).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::RunStatus;
+
+    fn op(key: &str) -> Op {
+        Op::SetStatus { run_key: key.into(), status: RunStatus::Finished, end_ms: None, metrics: vec![], tags: vec![] }
+    }
+
+    #[tokio::test]
+    async fn operations_keep_their_order_and_state_changes_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db")).await.unwrap();
+        let ops: Vec<Op> = (0..150).map(|i| op(&format!("r{i}"))).collect();
+        ob.enqueue_with_state(&ops, &[("a", Some("1".into())), ("a", None), ("a", Some("2".into())), ("b", Some("x".into())), ("b", None)])
+            .await
+            .unwrap();
+        assert_eq!(ob.state("a").await.unwrap().as_deref(), Some("2"), "set, cleared, set again: set");
+        assert_eq!(ob.state("b").await.unwrap(), None, "set then cleared: gone");
+        let pending = ob.pending(1000).await.unwrap();
+        let keys: Vec<&str> = pending.iter().map(|e| e.op.run_key()).collect();
+        assert_eq!(keys, (0..150).map(|i| format!("r{i}")).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>());
+        ob.mark_done(pending[0].id).await.unwrap();
+        ob.record_failure(pending[1].id, "down").await.unwrap();
+        ob.mark_dead(pending[2].id, "refused").await.unwrap();
+        let b = ob.backlog().await.unwrap();
+        assert_eq!((b.pending, b.delivered, b.dead), (148, 1, 1));
+        assert_eq!(b.last_error.as_deref(), Some("down"));
+        assert_eq!(ob.retry_dead().await.unwrap(), 1);
+        assert_eq!(ob.backlog().await.unwrap().pending, 149);
+    }
 }
