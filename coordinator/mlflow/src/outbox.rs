@@ -12,7 +12,6 @@
 //!   in the same transaction as the operations they produced.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -85,8 +84,8 @@ impl Outbox {
     /// Opens (and creates when missing) the outbox in the database at `path`,
     /// which may be the coordinator's study database.
     pub async fn open(path: &Path) -> Result<Outbox, MlflowError> {
-        let url = format!("sqlite://{}", path.display());
-        let opts = SqliteConnectOptions::from_str(&url)?
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
