@@ -7,8 +7,10 @@
 //! - [`plots`]: PNG charts (learning curves, confusion matrix, prediction grid,
 //!   optimisation history) drawn with plotters and an embedded font.
 //! - [`progress`]: progress bars that only show on a terminal.
+//! - [`mlflow_model`]: the versions recorded in the MLflow model directory.
 
 pub mod config;
+pub mod mlflow_model;
 pub mod mnist;
 pub mod plots;
 pub mod progress;

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mnist_common::mlflow_model::{PYTHON_VERSION, PYTORCH_VERSION};
 use mnist_mlflow::op::{torch_flavors, AliasRule};
 use mnist_mlflow::{Backlog, Deliverer, MetricPoint, MlflowConfig, Op, Outbox, RunRecord, RunStatus};
 use mnist_sampler::{Choice, Direction, TrialState};
@@ -334,7 +335,7 @@ impl Tracking {
                         run_key: run_key.clone(),
                         artifact_path: "model".into(),
                         time_ms: ev.time_ms,
-                        flavors: torch_flavors("2.11.0", "3.11.7"),
+                        flavors: torch_flavors(PYTORCH_VERSION, PYTHON_VERSION),
                     });
                 }
                 if name == LAST_ARTIFACT {

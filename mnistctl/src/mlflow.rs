@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use mnist_common::mlflow_model::{PYTHON_VERSION, PYTORCH_VERSION};
 use mnist_mlflow::op::{torch_flavors, AliasRule};
 use mnist_mlflow::{Deliverer, MetricPoint, MlflowArgs, MlflowConfig, Op, Outbox, RunStatus};
 use mnist_trainer::run::RunArtifacts;
@@ -148,16 +149,10 @@ fn train_ops(cfg: &MlflowConfig, config: &mnist_common::config::TrainConfig, out
     for e in &outcome.epochs {
         t += (e.epoch_seconds * 1000.0) as i64;
         let step = e.epoch as i64;
-        for (k, v) in [
-            ("train_loss", e.train_loss),
-            ("train_accuracy", e.train_accuracy),
-            ("val_loss", e.val_loss),
-            ("val_accuracy", e.val_accuracy),
-            ("learning_rate", e.learning_rate),
-            ("epoch_seconds", e.epoch_seconds),
-        ] {
-            metrics.push(MetricPoint { key: k.into(), value: v, timestamp_ms: t, step });
-        }
+        // The same per-epoch metrics, by the same names, as a tuning trial reports.
+        let mut epoch: Vec<(String, f64)> = mnist_worker::objective::epoch_metrics(e).into_iter().collect();
+        epoch.sort_by(|a, b| a.0.cmp(&b.0));
+        metrics.extend(epoch.into_iter().map(|(key, value)| MetricPoint { key, value, timestamp_ms: t, step }));
     }
     let last = outcome.epochs.len() as i64;
     let test = &outcome.test;
@@ -171,7 +166,7 @@ fn train_ops(cfg: &MlflowConfig, config: &mnist_common::config::TrainConfig, out
     for (name, path) in files {
         ops.push(Op::Artifact { run_key: run_key.clone(), path: name.clone(), file: path.display().to_string() });
     }
-    ops.push(Op::LogModel { run_key: run_key.clone(), artifact_path: "model".into(), time_ms: now, flavors: torch_flavors(mnist_trainer::export::PYTORCH_VERSION, "3.11.7") });
+    ops.push(Op::LogModel { run_key: run_key.clone(), artifact_path: "model".into(), time_ms: now, flavors: torch_flavors(PYTORCH_VERSION, PYTHON_VERSION) });
     ops.push(Op::Register {
         run_key: run_key.clone(),
         model_name: cfg.model_name.clone(),

@@ -60,14 +60,9 @@ fn kvs(pairs: &[(String, String)]) -> Vec<Kv<'_>> {
 /// MLflow's JSON for a metric value: protobuf JSON writes non-finite doubles
 /// as the strings "NaN", "Infinity" and "-Infinity".
 fn metric_value(v: f64) -> Value {
-    if v.is_nan() {
-        json!("NaN")
-    } else if v == f64::INFINITY {
-        json!("Infinity")
-    } else if v == f64::NEG_INFINITY {
-        json!("-Infinity")
-    } else {
-        json!(v)
+    match crate::op::non_finite_name(v) {
+        Some(name) => json!(name),
+        None => json!(v),
     }
 }
 

@@ -88,10 +88,9 @@ impl Deliverer {
     /// Delivers until `shutdown` turns true. Never returns an error: every
     /// failure is retried or recorded in the outbox.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let Some(client) = self.client.clone() else {
-            info!("MLflow: no tracking server configured (MLFLOW_TRACKING_URI); every operation is kept in the outbox for `mnistctl mlflow sync`");
-            return;
-        };
+        // Without a tracking server there is nothing to send; the caller
+        // says so once (operations stay in the outbox for `mnistctl mlflow sync`).
+        let Some(client) = self.client.clone() else { return };
         let mut backoff = BACKOFF_START;
         let mut failing_since: Option<std::time::Instant> = None;
         let mut failures = 0u64;

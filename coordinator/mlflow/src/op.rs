@@ -155,19 +155,27 @@ pub fn torch_flavors(pytorch_version: &str, python_version: &str) -> Value {
 }
 
 /// JSON has no NaN or infinity: they travel as the strings MLflow's protobuf
-/// JSON uses ("NaN", "Infinity", "-Infinity").
+/// JSON uses. `None` for a finite number.
+pub(crate) fn non_finite_name(v: f64) -> Option<&'static str> {
+    if v.is_nan() {
+        Some("NaN")
+    } else if v == f64::INFINITY {
+        Some("Infinity")
+    } else if v == f64::NEG_INFINITY {
+        Some("-Infinity")
+    } else {
+        None
+    }
+}
+
+/// Serde for an `f64` that may be NaN or infinite (see [`non_finite_name`]).
 mod lenient_f64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_nan() {
-            s.serialize_str("NaN")
-        } else if *v == f64::INFINITY {
-            s.serialize_str("Infinity")
-        } else if *v == f64::NEG_INFINITY {
-            s.serialize_str("-Infinity")
-        } else {
-            s.serialize_f64(*v)
+        match super::non_finite_name(*v) {
+            Some(name) => s.serialize_str(name),
+            None => s.serialize_f64(*v),
         }
     }
 

@@ -13,10 +13,7 @@ use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-/// The MLflow version the model directory is written for.
-pub const MLFLOW_VERSION: &str = "3.17.2";
-/// The torch version recorded in `MLmodel`.
-pub const PYTORCH_VERSION: &str = "2.11.0";
+pub use mnist_common::mlflow_model::{MLFLOW_VERSION, PYTHON_VERSION, PYTORCH_VERSION};
 
 fn artifact_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Artifact { path: path.display().to_string(), message: e.to_string() }
@@ -67,7 +64,7 @@ pub fn write_mlflow_model(dir: &Path, torchscript: &Path) -> Result<PathBuf, Tra
     let size = fs::metadata(&model_pth).map(|m| m.len()).unwrap_or(0);
     let uuid = uuid::Uuid::new_v4().simple().to_string();
     let created = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f");
-    let python = "3.11.7";
+    let python = PYTHON_VERSION;
     let mlmodel = format!(
         r#"flavors:
   python_function:

@@ -1,0 +1,11 @@
+//! The versions recorded in the MLflow model directory (`MLmodel`,
+//! `requirements.txt`, `python_env.yaml`). The training core writes the
+//! directory and the MLflow integration describes the same model to
+//! `runs/log-model`; both read these, so the two never disagree.
+
+/// The MLflow version the model directory is written for.
+pub const MLFLOW_VERSION: &str = "3.17.2";
+/// The torch version recorded in `MLmodel`.
+pub const PYTORCH_VERSION: &str = "2.11.0";
+/// The Python version recorded in `MLmodel` and `python_env.yaml`.
+pub const PYTHON_VERSION: &str = "3.11.7";
