@@ -1,14 +1,10 @@
 //! `mnistctl train`, `predict` and `doctor` as a user runs them: the real
 //! binary, real data, real files; and every kind of bad input.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("MNIST_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mnist"))
-}
+mod support;
+use support::data_dir;
 
 fn mnistctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mnistctl"))

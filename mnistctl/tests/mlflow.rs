@@ -7,27 +7,21 @@
 
 #[path = "../../coordinator/mlflow/tests/support/mlflow_server.rs"]
 mod mlflow_server;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mlflow_server::MlflowServer;
+use support::{data_dir, read, repo, wait};
 use mnist_mlflow::{MlflowClient, MlflowConfig};
 use serde_json::Value;
 
 /// The two tests each run a server and a study; one at a time on 2 cores.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("MNIST_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data/mnist"))
-}
 
 /// `mnistctl tune` with a tiny CNN on the CPU, logging to `uri`.
 fn tune(dir: &Path, study: &str, uri: &str, n_trials: u32, epochs: u32, train_limit: u32) -> Command {
@@ -53,24 +47,6 @@ fn tune(dir: &Path, study: &str, uri: &str, n_trials: u32, epochs: u32, train_li
     c.stdout(std::fs::File::create(dir.join(format!("{study}.out"))).unwrap())
         .stderr(std::fs::File::create(dir.join(format!("{study}.err"))).unwrap());
     c
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration, dir: &Path, study: &str) -> std::process::ExitStatus {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("tune did not finish in {timeout:?}\nstdout:\n{}\nstderr:\n{}", read(&dir.join(format!("{study}.out"))), read(&dir.join(format!("{study}.err"))));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// One number from the study database, by SQL (Python's sqlite3, read-only).
@@ -334,7 +310,7 @@ async fn an_mlflow_outage_mid_study_loses_and_doubles_nothing() {
     assert!(pending_while_down > 0, "operations wait in the outbox during the outage");
     server.restart();
 
-    let status = wait_exit(&mut child, Duration::from_secs(600), dir.path(), "outage");
+    let status = wait(&mut child, Duration::from_secs(600), &[&dir.path().join("outage.out"), &dir.path().join("outage.err")]);
     let out = read(&dir.path().join("outage.out"));
     assert!(status.success(), "tune failed\nstdout:\n{out}\nstderr:\n{}", read(&dir.path().join("outage.err")));
     assert!(out.contains("MLflow: everything delivered"), "{out}");

@@ -10,13 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("MNIST_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data/mnist"))
-}
+mod support;
+use support::{data_dir, read, repo, wait};
 
 const SPACE: &str = r#"{
   "learning_rate": {"type": "float", "low": 0.005, "high": 0.2, "log": true},
@@ -47,24 +42,6 @@ fn tune(dir: &Path, tag: &str) -> (Command, PathBuf, PathBuf) {
     (c, out, err)
 }
 
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn wait(child: &mut std::process::Child, timeout: Duration, log: &Path) -> std::process::ExitStatus {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("mnistctl tune did not finish within {timeout:?}\n{}", read(log));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     let tmp = tempfile::tempdir().unwrap();
@@ -81,7 +58,7 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     }
     // SAFETY: kill(2) on our own, not yet reaped, child.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
-    let st = wait(&mut child, Duration::from_secs(60), &err);
+    let st = wait(&mut child, Duration::from_secs(60), &[&err]);
     assert!(st.success(), "Ctrl-C should stop cleanly, got {st}\n{}", read(&err));
     assert!(read(&out).contains("run the same command again to resume"), "{}\n{}", read(&out), read(&err));
     assert!(read(&err).contains("trial released"), "the running trial was not given back\n{}", read(&err));
@@ -89,7 +66,7 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     // 2. The same command resumes and finishes.
     let (mut c, out, err) = tune(dir, "second");
     let mut child = c.spawn().unwrap();
-    let st = wait(&mut child, Duration::from_secs(180), &err);
+    let st = wait(&mut child, Duration::from_secs(180), &[&err]);
     let text = read(&out);
     assert!(st.success(), "{st}\n{text}\n{}", read(&err));
     assert!(read(&err).contains("resuming the study"), "{}", read(&err));
@@ -114,7 +91,7 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     // 4. Once more: nothing left to do.
     let (mut c, out, err) = tune(dir, "third");
     let mut child = c.spawn().unwrap();
-    let st = wait(&mut child, Duration::from_secs(60), &err);
+    let st = wait(&mut child, Duration::from_secs(60), &[&err]);
     assert!(st.success(), "{st}\n{}", read(&err));
     assert!(read(&out).contains("already COMPLETE"), "{}", read(&out));
 }
