@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use mnist_sampler::sampler::suggest;
+use mnist_sampler::sampler::{suggest, SamplerCache};
 use mnist_sampler::{
     Choice, Direction, Distribution, FrozenTrial, GridSampler, RandomSampler, Sampler, SearchSpace,
     TpeConfig, TpeSampler, TrialState,
@@ -212,6 +212,64 @@ proptest! {
         prop_assert_eq!(&a, &d);
         let r = RandomSampler::new(seed);
         prop_assert_eq!(r.sample(&space, &trials, Direction::Minimize, 7).unwrap(), r.sample(&space, &[], Direction::Minimize, 7).unwrap());
+    }
+
+    #[test]
+    fn a_kept_cache_gives_the_fresh_suggestion(space in arb_space(), n in 0usize..45, seed in any::<u64>(),
+                                               order in any::<u64>(), maximize in any::<bool>(), cl in any::<bool>()) {
+        // A study as the coordinator runs it: trials are asked (RUNNING), some are
+        // requeued (WAITING, parameters cleared), then finish in a shuffled order;
+        // one cache is kept throughout and must always agree with a fresh sampler,
+        // also when the trial being sampled is one of the finished ones and when
+        // the space changes.
+        let template = history(&space, n, Values::Normal, seed);
+        let direction = if maximize { Direction::Maximize } else { Direction::Minimize };
+        let s = tpe(seed, true, cl);
+        let mut cache = SamplerCache::default();
+        let mut trials: Vec<FrozenTrial> = Vec::new();
+        let mut open: Vec<usize> = Vec::new();
+        let mut x = order | 1;
+        let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let mut check = |trials: &[FrozenTrial], space: &SearchSpace, number: u64| -> Result<(), TestCaseError> {
+            let fresh = s.sample(space, trials, direction, number).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let kept = s.sample_with(&mut cache, space, trials, direction, number).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(fresh, kept);
+            Ok(())
+        };
+        for t in &template {
+            let mut running = t.clone();
+            running.state = TrialState::Running;
+            running.value = None;
+            running.intermediate_values.clear();
+            trials.push(running);
+            open.push(trials.len() - 1);
+            check(&trials, &space, trials.len() as u64)?;
+            while !open.is_empty() && next() % 3 == 0 {
+                let i = open.swap_remove((next() % open.len() as u64) as usize);
+                if next() % 5 == 0 {
+                    trials[i].state = TrialState::Waiting;
+                    trials[i].params.clear();
+                    trials[i].distributions.clear();
+                    check(&trials, &space, i as u64)?;
+                    trials[i].state = TrialState::Running;
+                    trials[i].params = template[i].params.clone();
+                    trials[i].distributions = template[i].distributions.clone();
+                    open.push(i);
+                } else {
+                    let done = &template[i];
+                    let state = if matches!(done.state, TrialState::Running | TrialState::Waiting) { TrialState::Complete } else { done.state };
+                    trials[i].state = state;
+                    trials[i].value = if state == TrialState::Complete { Some(done.value.unwrap_or(i as f64 * 0.1)) } else { None };
+                    trials[i].intermediate_values = done.intermediate_values.clone();
+                    check(&trials, &space, trials.len() as u64)?;
+                    check(&trials, &space, i as u64)?;
+                }
+            }
+        }
+        let mut space2 = space.clone();
+        space2.push("late", Distribution::Float { low: 0.0, high: 1.0, log: false, step: None });
+        check(&trials, &space2, trials.len() as u64)?;
+        check(&trials, &space, trials.len() as u64)?;
     }
 
     #[test]
@@ -446,6 +504,7 @@ fn enqueued_fixed_params_are_served_first() {
     let s = tpe(1, true, true);
     let p = suggest(
         &s,
+        &mut SamplerCache::default(),
         &space,
         &trials,
         Direction::Minimize,
@@ -458,7 +517,16 @@ fn enqueued_fixed_params_are_served_first() {
     assert_eq!(p.len(), space.len());
     let mut bad = BTreeMap::new();
     bad.insert("lr".to_string(), -3.0);
-    let e = suggest(&s, &space, &trials, Direction::Minimize, 5, Some(&bad)).unwrap_err();
+    let e = suggest(
+        &s,
+        &mut SamplerCache::default(),
+        &space,
+        &trials,
+        Direction::Minimize,
+        5,
+        Some(&bad),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("lr"), "{e}");
 }
 

@@ -345,6 +345,7 @@ fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::re
         config,
         space,
         sampler,
+        sampler_cache: Default::default(),
         pruner,
         state,
         end_reason: row.end_reason.clone(),

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mnist_common::config::TrainConfig;
+use mnist_sampler::sampler::SamplerCache;
 use mnist_sampler::{Direction, FrozenTrial, Pruner, PrunerConfig, Sampler, SamplerConfig, SearchSpace, TrialState};
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +205,9 @@ pub struct StudyMem {
     pub config: StudyConfig,
     pub space: SearchSpace,
     pub sampler: Box<dyn Sampler>,
+    /// The sampler's memo of this study's trials (TPE's dense history), kept in
+    /// step with `trials` on every ask; suggestions are the same without it.
+    pub sampler_cache: SamplerCache,
     pub pruner: Box<dyn Pruner>,
     pub state: StudyState,
     pub end_reason: String,

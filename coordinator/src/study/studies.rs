@@ -178,6 +178,7 @@ impl Coordinator {
                 config,
                 space,
                 sampler,
+                sampler_cache: Default::default(),
                 pruner,
                 state: StudyState::Running,
                 end_reason: String::new(),

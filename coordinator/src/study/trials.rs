@@ -539,6 +539,7 @@ fn start_in_study(
         };
         let sampled = suggest(
             study.sampler.as_ref(),
+            &mut study.sampler_cache,
             &study.space,
             &study.trials,
             study.config.direction,

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
 use mnist_sampler::{
-    Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler, TrialState,
+    sampler::SamplerCache, Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler,
+    TrialState,
 };
 use serde_json::{json, Value};
 
@@ -23,6 +24,8 @@ struct Study {
     space: SearchSpace,
     direction: Direction,
     sampler: TpeSampler,
+    /// Kept across asks, as the coordinator keeps one per study.
+    cache: SamplerCache,
     trials: Vec<FrozenTrial>,
 }
 
@@ -52,6 +55,7 @@ fn handle(study: &mut Option<Study>, req: &Value) -> Result<Value, String> {
                 space,
                 direction,
                 sampler: TpeSampler::new(config),
+                cache: SamplerCache::default(),
                 trials: Vec::new(),
             });
             Ok(json!({"ok": true}))
@@ -61,7 +65,7 @@ fn handle(study: &mut Option<Study>, req: &Value) -> Result<Value, String> {
             let number = s.trials.len() as u64;
             let params = s
                 .sampler
-                .sample(&s.space, &s.trials, s.direction, number)
+                .sample_with(&mut s.cache, &s.space, &s.trials, s.direction, number)
                 .map_err(|e| e.to_string())?;
             let mut external = serde_json::Map::new();
             for (name, d) in s.space.params() {

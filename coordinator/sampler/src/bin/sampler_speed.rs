@@ -1,6 +1,9 @@
 //! Speed benchmark helper: reads a study history (JSON file written by
 //! `bench/sampler/speed.py`), times one TPE suggestion on it several times and
-//! prints the timings as JSON. Usage: `sampler-speed HISTORY.json REPS`, or
+//! prints the timings as JSON. It calls the sampler the way the coordinator does:
+//! with the study's [`SamplerCache`], synced as part of every timed call, and each
+//! suggested trial is then added to the history as FAIL (as the Optuna side tells
+//! its asked trial FAIL), so every timed call also reads one new trial. Usage: `sampler-speed HISTORY.json REPS`, or
 //! `sampler-speed HISTORY.json serve`: then each line `REPS` on stdin gets one
 //! JSON line of timings, so the driver can interleave our rounds with Optuna's.
 
@@ -8,7 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use mnist_sampler::{
-    Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler, TrialState,
+    sampler::SamplerCache, Direction, FrozenTrial, Sampler, SearchSpace, TpeConfig, TpeSampler,
+    TrialState,
 };
 use serde::Deserialize;
 
@@ -38,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .params()
         .map(|(n, d)| (n.to_string(), d.clone()))
         .collect();
-    let trials: Vec<FrozenTrial> = hist
+    let mut trials: Vec<FrozenTrial> = hist
         .trials
         .into_iter()
         .map(|t| FrozenTrial {
@@ -55,14 +59,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..TpeConfig::default()
     });
     let mut next = trials.len() as u64;
+    let mut cache = SamplerCache::default();
     let mut run = |reps: usize| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         let mut times = Vec::with_capacity(reps);
         let mut checksum = 0.0;
         for _ in 0..reps.max(1) {
             let t0 = Instant::now();
-            let p = sampler.sample(&space, &trials, Direction::Minimize, next)?;
+            let p = sampler.sample_with(&mut cache, &space, &trials, Direction::Minimize, next)?;
             times.push(t0.elapsed().as_secs_f64());
             checksum += p.values().sum::<f64>();
+            let mut failed = FrozenTrial::new(next, TrialState::Fail);
+            failed.params = p;
+            failed.distributions = dists.clone();
+            trials.push(failed);
             next += 1;
         }
         let mut sorted = times.clone();

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Sampler;
+use super::{Sampler, SamplerCache};
 use crate::error::{SampleError, SpaceError};
 use crate::space::SearchSpace;
 use crate::trial::{Direction, FrozenTrial, TrialState};
@@ -23,9 +23,11 @@ pub fn first_waiting_trial(trials: &[FrozenTrial]) -> Option<&FrozenTrial> {
 /// Samples a trial, keeping the `fixed` internal values (Optuna's `fixed_params`).
 /// A fixed value that is not valid for the distribution (NaN, or non-positive on a
 /// log scale) is an error that names the parameter; one outside the range is kept,
-/// as Optuna keeps it (with a warning there).
+/// as Optuna keeps it (with a warning there). `cache` is the study's
+/// [`SamplerCache`] (see [`Sampler::sample_with`]).
 pub fn suggest(
     sampler: &dyn Sampler,
+    cache: &mut SamplerCache,
     space: &SearchSpace,
     trials: &[FrozenTrial],
     direction: Direction,
@@ -34,7 +36,7 @@ pub fn suggest(
 ) -> Result<BTreeMap<String, f64>, SampleError> {
     let fixed = match fixed {
         Some(f) if !f.is_empty() => f,
-        _ => return sampler.sample(space, trials, direction, trial_number),
+        _ => return sampler.sample_with(cache, space, trials, direction, trial_number),
     };
     for (name, v) in fixed {
         if let Some(d) = space.get(name) {
@@ -59,7 +61,7 @@ pub fn suggest(
     let mut out = if all_fixed {
         BTreeMap::new()
     } else {
-        sampler.sample(space, trials, direction, trial_number)?
+        sampler.sample_with(cache, space, trials, direction, trial_number)?
     };
     for (name, _) in space.params() {
         if let Some(v) = fixed.get(name) {

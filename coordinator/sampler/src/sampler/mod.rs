@@ -21,6 +21,22 @@ use crate::error::SampleError;
 use crate::space::SearchSpace;
 use crate::trial::{Direction, FrozenTrial};
 
+/// What a sampler may keep between the suggestions of one study so that it need
+/// not reread the whole history each time (TPE's dense [`tpe::TpeHistory`]).
+/// It is a memo only: a suggestion made with a cache is the one made without.
+/// Keep one per study and always pass that study's trials with it.
+#[derive(Debug, Clone, Default)]
+pub struct SamplerCache {
+    tpe: Option<tpe::TpeHistory>,
+}
+
+impl SamplerCache {
+    /// The TPE history, created empty on first use.
+    pub(crate) fn tpe_history(&mut self) -> &mut tpe::TpeHistory {
+        self.tpe.get_or_insert_with(tpe::TpeHistory::new)
+    }
+}
+
 /// Checks every distribution of a space the way Optuna accepts it (single-valued
 /// ranges allowed), so that no sampler works on NaN or inverted bounds.
 pub fn check_space(space: &SearchSpace) -> Result<(), SampleError> {
@@ -42,6 +58,19 @@ pub trait Sampler: Send + Sync {
         direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError>;
+
+    /// [`Sampler::sample`] with a per-study memo; the result is the same. Samplers
+    /// that keep nothing between calls need not override it.
+    fn sample_with(
+        &self,
+        _cache: &mut SamplerCache,
+        space: &SearchSpace,
+        trials: &[FrozenTrial],
+        direction: Direction,
+        trial_number: u64,
+    ) -> Result<BTreeMap<String, f64>, SampleError> {
+        self.sample(space, trials, direction, trial_number)
+    }
 
     /// True when the sampler has nothing left to suggest and the study should stop
     /// (the grid sampler once every grid point has finished; never for the others).

@@ -2,8 +2,10 @@
 //! (multivariate, constant liar, `n_startup_trials=10`, `n_ei_candidates=24`,
 //! gamma `min(ceil(0.1 n), 25)`, Optuna's weight ramp, prior weight 1, magic clip).
 
+mod history;
 pub mod parzen;
 mod sampler;
 pub mod truncnorm;
 
+pub use history::TpeHistory;
 pub use sampler::{gamma, split_trials, TpeConfig, TpeSampler};
