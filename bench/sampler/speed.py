@@ -145,6 +145,8 @@ def main():
     ap.add_argument("--bin", required=True, help="path to the sampler-speed binary")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--dims", default="5,20")
+    ap.add_argument("--block", type=int, default=3,
+                    help="suggestions per side per round (rounds alternate between the sides)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -161,8 +163,8 @@ def main():
             opt.time_one()  # warm-up, both sides
             ours.time(1)
             for _ in range(rounds):
-                t_opt.extend(opt.time_one() for _ in range(3))
-                t_ours.extend(ours.time(3))
+                t_opt.extend(opt.time_one() for _ in range(args.block))
+                t_ours.extend(ours.time(args.block))
             ours.close()
             m_opt, m_ours = statistics.median(t_opt), statistics.median(t_ours)
             rows.append({"n_trials": n, "n_params": d, "optuna_median_s": m_opt, "ours_median_s": m_ours,

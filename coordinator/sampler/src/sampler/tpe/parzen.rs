@@ -282,7 +282,21 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
         pair_log_norm.push(mass(mus[n], sigmas[n]));
         pair_of[n] = (pairs.len() - 1) as u32;
     } else {
-        log_norm = mus.iter().zip(&sigmas).map(|(m, s)| mass(*m, *s)).collect();
+        // A kernel 9.5 sigmas or more inside both ends has both standardised ends
+        // beyond 9 whatever the rounding, where `log_gauss_mass` returns -0.0
+        // without a division or a special function: skip straight to that value.
+        log_norm = mus
+            .iter()
+            .zip(&sigmas)
+            .map(|(m, s)| {
+                let far = 9.5 * s;
+                if m - lo >= far && hi - m >= far {
+                    -0.0
+                } else {
+                    mass(*m, *s)
+                }
+            })
+            .collect();
         order = idx.iter().map(|(_, i)| *i).collect();
     }
     Dim::Numerical {
