@@ -156,3 +156,31 @@ async fn sigterm_is_a_clean_shutdown() {
     let s = c.study.get_study(pb::GetStudyRequest { name: "term".into() }).await.unwrap().into_inner();
     assert_eq!(s.spec.unwrap().n_trials, 3);
 }
+
+/// Two coordinators on one database would hand out the same trials twice: the
+/// second is refused with a message naming the first, and once the first is
+/// killed (`kill -9`, so nothing cleans up) the database can be opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_on_one_database_is_refused() {
+    let dir = tempdir();
+    let db = dir.path().join("one.db");
+    let mut first = CoordProcess::spawn(&db, &[]);
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run a second mnist-coordinator");
+    assert!(!second.status.success(), "the second coordinator must not start");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another coordinator is using the study database"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "names the holder: {err}");
+    // The first one still serves.
+    let mut c = connect(&first.url).await;
+    create(&mut c, small_spec("owner", 2)).await;
+    first.kill9();
+    let again = CoordProcess::spawn(&db, &[]);
+    let mut c = connect(&again.url).await;
+    let s = c.study.get_study(pb::GetStudyRequest { name: "owner".into() }).await.unwrap().into_inner();
+    assert_eq!(s.spec.unwrap().n_trials, 2);
+}

@@ -20,9 +20,12 @@
 //! * **ask**: if [`sampler::first_waiting_trial`] returns an enqueued trial, serve
 //!   it (mark it RUNNING) and fill its missing parameters with
 //!   [`sampler::suggest`]`(.., Some(&fixed))`; otherwise call
-//!   [`Sampler::sample`](sampler::Sampler::sample) with every trial of the study
-//!   (RUNNING trials included: TPE's constant liar needs them) and store the
-//!   returned internal values with their distributions on the new RUNNING trial.
+//!   [`Sampler::sample_with`](sampler::Sampler::sample_with) with the study's
+//!   [`sampler::SamplerCache`] and every trial of the study (RUNNING trials
+//!   included: TPE's constant liar needs them) and store the returned internal
+//!   values with their distributions on the new RUNNING trial. Keep one cache
+//!   per study; it only saves rereading finished trials (the result is what
+//!   [`Sampler::sample`](sampler::Sampler::sample) returns).
 //!   Convert to user values with [`Distribution::to_external`]; store
 //!   [`Distribution::to_optuna_json`] in `distribution_json`.
 //! * A grid sampler returns [`SampleError::GridExhausted`] when every point has

@@ -36,6 +36,11 @@ pub enum StorageError {
     /// The database could not be opened or created.
     #[error("cannot open the study database {path}: {message}")]
     Open { path: PathBuf, message: String },
+    /// Another coordinator has the database open.
+    #[error(
+        "another coordinator is using the study database {path} ({holder}); stop it first, or give this one another --db"
+    )]
+    Locked { path: PathBuf, holder: String },
     /// The file holds an Optuna schema other than version 12.
     #[error("the study database {path} has an incompatible schema: {message}")]
     Schema { path: PathBuf, message: String },
@@ -84,6 +89,51 @@ pub struct Storage {
     health: StorageHealth,
     readers: SqlitePool,
     writer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The exclusive lock on `<db>.lock`, held until `close` (the kernel also
+    /// drops it when the process dies, `kill -9` included).
+    lock: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+/// Takes the exclusive lock of the coordinator that owns `path`: `<path>.lock`,
+/// which then names this process. Two coordinators writing one study database
+/// would hand out the same trials twice.
+fn lock_database(path: &Path) -> Result<std::fs::File, StorageError> {
+    use std::io::{Read, Seek, Write};
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let err = |message: String| StorageError::Open { path: path.to_path_buf(), message };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| err(format!("opening the lock file {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => format!("it holds {}", lock_path.display()),
+                h => format!("{h}, holding {}", lock_path.display()),
+            };
+            return Err(StorageError::Locked { path: path.to_path_buf(), holder });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(err(format!("locking {}: {e}", lock_path.display())));
+        }
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let me = if host.is_empty() {
+        format!("pid {}", std::process::id())
+    } else {
+        format!("pid {} on {host}", std::process::id())
+    };
+    // Best effort: the lock itself is what keeps others out.
+    let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(me.as_bytes()));
+    Ok(file)
 }
 
 fn connect_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
@@ -105,6 +155,7 @@ impl Storage {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StorageError::Open { path: path.to_path_buf(), message: format!("creating {}: {e}", dir.display()) })?;
         }
+        let lock = lock_database(path)?;
         let mut conn = SqliteConnection::connect_with(&connect_options(path, opts.busy_timeout)).await.map_err(open_err)?;
         migrate(&mut conn, path).await?;
         let snapshot = {
@@ -121,7 +172,14 @@ impl Storage {
             .map_err(open_err)?;
         let (writer, health, task) = writer::spawn(conn, hub, opts.max_batch_ops, opts.queue_capacity);
         Ok((
-            Storage { path: path.to_path_buf(), writer, health, readers, writer_task: tokio::sync::Mutex::new(Some(task)) },
+            Storage {
+                path: path.to_path_buf(),
+                writer,
+                health,
+                readers,
+                writer_task: tokio::sync::Mutex::new(Some(task)),
+                lock: std::sync::Mutex::new(Some(lock)),
+            },
             snapshot,
         ))
     }
@@ -173,6 +231,10 @@ impl Storage {
             let _ = task.await;
         }
         self.readers.close().await;
+        // Another coordinator may take the database from here on.
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
     }
 }
 
