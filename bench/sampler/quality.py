@@ -143,8 +143,11 @@ def summarize(rows):
     n_worse = n_better = 0
     min_p_worse = 1.0
     per_key = []
+    n_seeds = len({r["seed"] for r in rows})
     for mode in ["sequential", "concurrent-8"]:
-        lines.append(f"\n**{mode}** (30 seeds x {N_TRIALS} trials; lower is better)\n")
+        if not any(r["mode"] == mode for r in rows):
+            continue
+        lines.append(f"\n**{mode}** ({n_seeds} seeds x {N_TRIALS} trials; lower is better)\n")
         lines.append("| function | median best ours | median best Optuna | median AUC ours | median AUC Optuna "
                      "| MWU p best (2-sided) | p ours worse (1-sided) | MWU p AUC (2-sided) | mean rank ours / Optuna |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
@@ -158,7 +161,7 @@ def summarize(rows):
             p2 = mannwhitneyu(ob, qb, alternative="two-sided").pvalue
             p_worse = mannwhitneyu(ob, qb, alternative="greater").pvalue
             pa = mannwhitneyu(oa, qa, alternative="two-sided").pvalue
-            # Rank of each run among all 60 runs of this function/mode (1 = best).
+            # Rank of each run among all runs of this function/mode, both samplers (1 = best).
             allv = np.array(ob + qb)
             order = allv.argsort(kind="stable")
             rk = np.empty(len(allv))
@@ -181,7 +184,7 @@ def summarize(rows):
     mr_o = float(np.mean([r[0] for r in ranks])) if ranks else float("nan")
     mr_q = float(np.mean([r[1] for r in ranks])) if ranks else float("nan")
     lines.append("")
-    lines.append(f"Mean rank over all function/mode pairs (rank among the 60 runs of a pair, 1 = best): "
+    lines.append(f"Mean rank over all function/mode pairs (rank among the {2 * n_seeds} runs of a pair, 1 = best): "
                  f"**ours {mr_o:.2f}, Optuna {mr_q:.2f}**.")
     lines.append(f"Pairs significantly different at p < 0.05 (two-sided Mann-Whitney U on the best value): "
                  f"{n_worse} worse for us, {n_better} better for us, out of {len(per_key)}; "
