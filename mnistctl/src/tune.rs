@@ -300,10 +300,53 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, url: &str, artifacts_root: 
     report(&mut client, &args.study, artifacts_root, true).await
 }
 
+/// The settings of `requested` that the stored study does not share, as
+/// "what (stored X, this command Y)". `n_trials` is left out (a larger one
+/// resumes the study with more trials) and so is the search space (stored in
+/// another form); an unset sampler seed matches any stored seed.
+fn spec_differences(requested: &pb::StudySpec, stored: &pb::StudySpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |what: &str, stored: String, given: String| {
+        if stored != given {
+            out.push(format!("{what} (stored {stored}, this command {given})"));
+        }
+    };
+    let dir = |d: i32| match pb::Direction::try_from(d) {
+        Ok(pb::Direction::Minimize) => "minimize".to_string(),
+        Ok(pb::Direction::Maximize) => "maximize".to_string(),
+        _ => "unset".to_string(),
+    };
+    differ("direction", dir(stored.direction), dir(requested.direction));
+    differ("metric", stored.metric.clone(), requested.metric.clone());
+    let (rs, ss) = (requested.sampler.clone().unwrap_or_default(), stored.sampler.clone().unwrap_or_default());
+    differ("sampler", ss.kind.clone(), rs.kind.clone());
+    if let Some(seed) = rs.seed {
+        differ("sampler seed", ss.seed.map_or_else(|| "none".into(), |s| s.to_string()), seed.to_string());
+    }
+    let (rp, sp) = (requested.pruner.clone().unwrap_or_default(), stored.pruner.clone().unwrap_or_default());
+    differ("pruner", sp.kind, rp.kind);
+    // Training settings field by field, both sides with every default filled in.
+    let full = |json: &str| -> Option<serde_json::Map<String, Value>> {
+        let cfg: TrainConfig = if json.trim().is_empty() { TrainConfig::default() } else { serde_json::from_str(json).ok()? };
+        match serde_json::to_value(cfg).ok()? {
+            Value::Object(m) => Some(m),
+            _ => None,
+        }
+    };
+    if let (Some(s), Some(r)) = (full(&stored.base_config_json), full(&requested.base_config_json)) {
+        for (k, rv) in &r {
+            let sv = s.get(k).cloned().unwrap_or(Value::Null);
+            differ(k, sv.to_string(), rv.to_string());
+        }
+    }
+    out
+}
+
 /// Creates the study, or loads the one of that name and makes it run again
 /// when it was stopped or needs more trials.
 async fn open_study(client: &mut StudyServiceClient<Channel>, spec: pb::StudySpec, n_trials: u32) -> anyhow::Result<pb::Study> {
     let name = spec.name.clone();
+    let requested = spec.clone();
     let r = client
         .create_study(pb::CreateStudyRequest { spec: Some(spec), load_if_exists: true })
         .await
@@ -316,6 +359,15 @@ async fn open_study(client: &mut StudyServiceClient<Channel>, spec: pb::StudySpe
         return Ok(study);
     }
     let stored = study.spec.clone().unwrap_or_default();
+    let changed = spec_differences(&requested, &stored);
+    if !changed.is_empty() {
+        tracing::warn!(
+            study = %name,
+            "the study exists already and keeps its stored settings, which differ from this command's: {}; \
+             to tune with the new settings, give another --study name (or --storage)",
+            changed.join(", ")
+        );
+    }
     let c = study.counts.unwrap_or_default();
     let finished = c.complete + c.pruned + c.fail;
     tracing::info!(

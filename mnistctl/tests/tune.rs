@@ -70,6 +70,7 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     let text = read(&out);
     assert!(st.success(), "{st}\n{text}\n{}", read(&err));
     assert!(read(&err).contains("resuming the study"), "{}", read(&err));
+    assert!(!read(&err).contains("differ from this command"), "same command, same settings\n{}", read(&err));
     assert!(text.contains("best trial: #"), "{text}");
     assert!(text.contains("learning_rate") && text.contains("momentum"), "{text}");
     let artifacts = text.lines().find_map(|l| l.strip_prefix("artifacts: ")).unwrap_or_else(|| panic!("no artifacts line\n{text}"));
@@ -93,5 +94,21 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     let mut child = c.spawn().unwrap();
     let st = wait(&mut child, Duration::from_secs(60), &[&err]);
     assert!(st.success(), "{st}\n{}", read(&err));
+    assert!(read(&out).contains("already COMPLETE"), "{}", read(&out));
+    assert!(!read(&err).contains("differ from this command"), "{}", read(&err));
+
+    // 5. Other training settings under the same study name: the stored ones are
+    //    kept, and the command says which of its settings are not used.
+    let (mut c, out, err) = tune(dir, "fifth");
+    c.args(["--base", "optimizer=adam", "--metric", "val_loss", "--direction", "minimize"]);
+    let mut child = c.spawn().unwrap();
+    let st = wait(&mut child, Duration::from_secs(60), &[&err]);
+    assert!(st.success(), "{st}\n{}", read(&err));
+    let e = read(&err);
+    assert!(e.contains("differ from this command"), "{e}");
+    for what in ["optimizer (stored \"sgd\", this command \"adam\")", "metric (stored val_accuracy, this command val_loss)", "direction (stored maximize, this command minimize)"] {
+        assert!(e.contains(what), "{what} missing in\n{e}");
+    }
+    assert!(!e.contains("epochs ("), "unchanged settings are not listed\n{e}");
     assert!(read(&out).contains("already COMPLETE"), "{}", read(&out));
 }

@@ -216,7 +216,8 @@ proptest! {
 
     #[test]
     fn a_kept_cache_gives_the_fresh_suggestion(space in arb_space(), n in 0usize..45, seed in any::<u64>(),
-                                               order in any::<u64>(), maximize in any::<bool>(), cl in any::<bool>()) {
+                                               order in any::<u64>(), maximize in any::<bool>(), mv in any::<bool>(),
+                                               cl in any::<bool>()) {
         // A study as the coordinator runs it: trials are asked (RUNNING), some are
         // requeued (WAITING, parameters cleared), then finish in a shuffled order;
         // one cache is kept throughout and must always agree with a fresh sampler,
@@ -224,7 +225,7 @@ proptest! {
         // the space changes.
         let template = history(&space, n, Values::Normal, seed);
         let direction = if maximize { Direction::Maximize } else { Direction::Minimize };
-        let s = tpe(seed, true, cl);
+        let s = tpe(seed, mv, cl);
         let mut cache = SamplerCache::default();
         let mut trials: Vec<FrozenTrial> = Vec::new();
         let mut open: Vec<usize> = Vec::new();
