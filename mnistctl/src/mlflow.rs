@@ -27,6 +27,21 @@ pub enum MlflowCmd {
     Sync(SyncArgs),
     /// Show what waits in an outbox and what MLflow refused.
     Status(StatusArgs),
+    /// Delete delivered operations from an outbox (pending and refused ones
+    /// stay), so that a long-lived study database does not keep growing.
+    #[command(after_help = "Examples:\n  mnistctl mlflow prune --db tune.db\n  mnistctl mlflow prune --db tune.db --older-than-days 7")]
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// The SQLite file holding the outbox.
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Keep what was delivered in the last this many days. Default: delete
+    /// everything delivered.
+    #[arg(long, default_value_t = 0.0)]
+    pub older_than_days: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +80,7 @@ pub fn run(cmd: MlflowCmd) -> anyhow::Result<()> {
         match cmd {
             MlflowCmd::Sync(a) => sync(a).await,
             MlflowCmd::Status(a) => status(&a.db).await,
+            MlflowCmd::Prune(a) => prune(a).await,
         }
     })
 }
@@ -92,6 +108,21 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     if report.dead > 0 {
         anyhow::bail!("MLflow refused {} operations; see `mnistctl mlflow status --db {}`", report.dead, a.db.display());
     }
+    Ok(())
+}
+
+async fn prune(a: PruneArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.older_than_days.is_finite() && a.older_than_days >= 0.0,
+        "--older-than-days must be a number of days ≥ 0, got {}",
+        a.older_than_days
+    );
+    let outbox = open_existing(&a.db).await?;
+    let cutoff = chrono::Utc::now().timestamp_millis() - (a.older_than_days * 86_400_000.0) as i64;
+    let n = outbox.prune_delivered(cutoff).await?;
+    let b = outbox.backlog().await?;
+    outbox.close().await;
+    println!("deleted {n} delivered operations; kept {} delivered, {} pending, {} refused", b.delivered, b.pending, b.dead);
     Ok(())
 }
 

@@ -180,6 +180,21 @@ async fn small_study_is_logged_registered_and_loadable() {
     let st = Command::new(env!("CARGO_BIN_EXE_mnistctl")).args(["mlflow", "status", "--db"]).arg(dir.path().join("t.db")).output().unwrap();
     let st_out = String::from_utf8_lossy(&st.stdout);
     assert!(st.status.success() && st_out.contains("pending:   0") && st_out.contains("refused:   0"), "{st_out}");
+    let delivered: u64 = st_out.lines().find_map(|l| l.strip_prefix("delivered: ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    assert!(delivered > 0, "{st_out}");
+    // Delivered operations can go; what was delivered in the last day stays
+    // with --older-than-days 1, and everything goes without it.
+    let prune = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mnistctl")).args(["mlflow", "prune", "--db"]).arg(dir.path().join("t.db")).args(extra).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let kept = prune(&["--older-than-days", "1"]);
+    assert!(kept.contains(&format!("deleted 0 delivered operations; kept {delivered} delivered, 0 pending, 0 refused")), "{kept}");
+    let all = prune(&[]);
+    assert!(all.contains(&format!("deleted {delivered} delivered operations; kept 0 delivered")), "{all}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_mnistctl")).args(["mlflow", "prune", "--older-than-days=-1", "--db"]).arg(dir.path().join("t.db")).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--older-than-days"));
 
     // The single training command without a tracking server keeps its run in
     // an outbox; `mnistctl mlflow sync` delivers and registers it later.

@@ -285,6 +285,18 @@ impl Outbox {
         Ok(())
     }
 
+    /// Deletes delivered (`DONE`) operations finished before `before_ms`;
+    /// pending and refused ones are kept, and so are the run and experiment
+    /// ids (delivery stays idempotent without the delivered rows). Returns how
+    /// many rows went.
+    pub async fn prune_delivered(&self, before_ms: i64) -> Result<u64, MlflowError> {
+        let r = sqlx::query("DELETE FROM mnist_mlflow_outbox WHERE state = 'DONE' AND done_ms < ?")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Counts of pending, delivered and refused operations.
     pub async fn backlog(&self) -> Result<Backlog, MlflowError> {
         let row = sqlx::query(
