@@ -8,9 +8,13 @@ float). Both sides get the same history in the same run.
 
 Optuna: in-memory storage, history added with `study.add_trials` /
 `optuna.trial.create_trial`; the timed part is `study.ask()` plus the
-`suggest_*` calls of every parameter (the trial is then told FAIL, which TPE
-ignores). Ours: the `sampler-speed` binary loads the same history and times
-`TpeSampler::sample` (the full suggestion). Rounds alternate between the two
+`suggest_*` calls of every parameter. Ours: the `sampler-speed` binary loads the
+same history and times `TpeSampler::sample_with` with the study's cache, as the
+coordinator calls it (the full suggestion, syncing the cache included). On both
+sides each suggested trial is then told COMPLETE with the same made-up objective
+(sum of sin(0.37 x) over its internal values), so every suggestion sees a
+history one trial longer than the last, as in a study (`--tell fail` tells it
+FAIL instead, which TPE ignores). Rounds alternate between the two
 sides (three Optuna suggestions, then three of ours) so both see the same load;
 the table gives the ratio of the medians, and of the fastest times.
 """
@@ -90,10 +94,11 @@ def make_history(dists, n, seed):
 class OptunaSide:
     """An Optuna study holding the history; `time_one()` times one suggestion."""
 
-    def __init__(self, dists, history):
+    def __init__(self, dists, history, tell):
         sampler = optuna.samplers.TPESampler(seed=0, multivariate=True, constant_liar=True,
                                              n_startup_trials=10, n_ei_candidates=24)
         self.dists = dists
+        self.tell = tell
         self.study = optuna.create_study(sampler=sampler)
         self.study.add_trials([optuna.trial.create_trial(params=ext, distributions=dists, value=v)
                                for ext, _, v in history])
@@ -109,20 +114,25 @@ class OptunaSide:
             else:
                 trial.suggest_float(name, d.low, d.high, log=d.log, step=d.step)
         dt = time.perf_counter() - t0
-        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)  # ignored by TPE afterwards
+        if self.tell == "complete":
+            internal = [self.dists[n].to_internal_repr(v) for n, v in trial.params.items()]
+            self.study.tell(trial, sum(math.sin(0.37 * x) for x in internal))
+        else:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)  # ignored by TPE afterwards
         return dt
 
 
 class OursSide:
     """The `sampler-speed` binary serving the same history; `time(k)` times k suggestions."""
 
-    def __init__(self, binary, space, history):
+    def __init__(self, binary, space, history, tell):
         f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump({"space": space, "trials": [{"number": i, "params": internal, "value": v}
                                               for i, (_, internal, v) in enumerate(history)]}, f)
         f.close()
         self.path = f.name
-        self.p = subprocess.Popen([binary, self.path, "serve"], stdin=subprocess.PIPE,
+        extra = ["--complete"] if tell == "complete" else []
+        self.p = subprocess.Popen([binary, self.path, "serve", *extra], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
 
     def time(self, k):
@@ -145,6 +155,8 @@ def main():
     ap.add_argument("--bin", required=True, help="path to the sampler-speed binary")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--dims", default="5,20")
+    ap.add_argument("--tell", choices=["complete", "fail"], default="complete",
+                    help="how each timed suggestion is told afterwards (complete: the history grows)")
     ap.add_argument("--block", type=int, default=3,
                     help="suggestions per side per round (rounds alternate between the sides)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -156,7 +168,7 @@ def main():
         space, dists = make_space(d)
         for n in map(int, args.sizes.split(",")):
             history = make_history(dists, n, seed=1000 * d + n)
-            opt, ours = OptunaSide(dists, history), OursSide(args.bin, space, history)
+            opt, ours = OptunaSide(dists, history, args.tell), OursSide(args.bin, space, history, args.tell)
             # Interleaved rounds, so that both sides see the same machine load.
             rounds = 7 if n <= 1000 else 3
             t_opt, t_ours = [], []

@@ -2,8 +2,10 @@
 //! `bench/sampler/speed.py`), times one TPE suggestion on it several times and
 //! prints the timings as JSON. It calls the sampler the way the coordinator does:
 //! with the study's [`SamplerCache`], synced as part of every timed call, and each
-//! suggested trial is then added to the history as FAIL (as the Optuna side tells
-//! its asked trial FAIL), so every timed call also reads one new trial. Usage: `sampler-speed HISTORY.json REPS`, or
+//! suggested trial is then added to the history: with `--complete` as COMPLETE
+//! with a made-up objective (sum of sin(0.37 x) over its internal values, as the
+//! Optuna side of `bench/sampler/speed.py` tells it), else as FAIL; so every
+//! timed call also reads one new trial. Usage: `sampler-speed HISTORY.json REPS`, or
 //! `sampler-speed HISTORY.json serve`: then each line `REPS` on stdin gets one
 //! JSON line of timings, so the driver can interleave our rounds with Optuna's.
 
@@ -32,7 +34,7 @@ struct History {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        return Err("usage: sampler-speed HISTORY.json REPS".into());
+        return Err("usage: sampler-speed HISTORY.json (REPS | serve) [--complete]".into());
     }
     let hist: History = serde_json::from_str(&std::fs::read_to_string(&args[1])?)?;
     let serve = args[2] == "serve";
@@ -58,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: 0,
         ..TpeConfig::default()
     });
+    let complete = args.iter().any(|a| a == "--complete");
     let mut next = trials.len() as u64;
     let mut cache = SamplerCache::default();
     let mut run = |reps: usize| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
@@ -68,10 +71,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let p = sampler.sample_with(&mut cache, &space, &trials, Direction::Minimize, next)?;
             times.push(t0.elapsed().as_secs_f64());
             checksum += p.values().sum::<f64>();
-            let mut failed = FrozenTrial::new(next, TrialState::Fail);
-            failed.params = p;
-            failed.distributions = dists.clone();
-            trials.push(failed);
+            let mut told = FrozenTrial::new(next, TrialState::Fail);
+            if complete {
+                // A made-up objective, so that the history changes as in a study.
+                told.state = TrialState::Complete;
+                told.value = Some(p.values().map(|v| (0.37 * v).sin()).sum::<f64>());
+            }
+            told.params = p;
+            told.distributions = dists.clone();
+            trials.push(told);
             next += 1;
         }
         let mut sorted = times.clone();

@@ -27,13 +27,19 @@ use crate::trial::{Direction, FrozenTrial};
 /// Keep one per study and always pass that study's trials with it.
 #[derive(Debug, Clone, Default)]
 pub struct SamplerCache {
-    tpe: Option<tpe::TpeHistory>,
+    tpe: Option<(tpe::TpeHistory, tpe::parzen::MassMemo)>,
 }
 
+/// Slots of the Gaussian-mass memo a study keeps (16,384 × 24 bytes).
+const MASS_MEMO_SLOTS: usize = 16_384;
+
 impl SamplerCache {
-    /// The TPE history, created empty on first use.
-    pub(crate) fn tpe_history(&mut self) -> &mut tpe::TpeHistory {
-        self.tpe.get_or_insert_with(tpe::TpeHistory::new)
+    /// The TPE history and mass memo, created empty on first use.
+    pub(crate) fn tpe_parts(&mut self) -> (&mut tpe::TpeHistory, &mut tpe::parzen::MassMemo) {
+        let (h, m) = self
+            .tpe
+            .get_or_insert_with(|| (tpe::TpeHistory::new(), tpe::parzen::MassMemo::with_slots(MASS_MEMO_SLOTS)));
+        (h, m)
     }
 }
 

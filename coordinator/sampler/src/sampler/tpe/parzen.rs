@@ -195,7 +195,7 @@ fn argsort_stable(xs: &[f64]) -> Vec<(f64, u32)> {
     out.into_iter().map(|(k, i)| (from_sort_key(k), i)).collect()
 }
 
-fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
+fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams, memo: &mut MassMemo) -> Dim {
     let (low, high, log, step) = match dist {
         Distribution::Float {
             low,
@@ -260,7 +260,7 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams) -> Dim {
     }
     mus.push(0.5 * (lo + hi));
     sigmas.push(hi - lo);
-    let mass = |m: f64, s: f64| truncnorm::log_gauss_mass((lo - m) / s, (hi - m) / s);
+    let mut mass = |m: f64, s: f64| memo.log_gauss_mass((lo - m) / s, (hi - m) / s);
     let (mut pairs, mut pair_log_norm, mut pair_of, mut log_norm, mut order) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if step.is_some() {
@@ -355,6 +355,17 @@ impl ParzenEstimator {
     /// Builds the estimator. `columns[d][i]` is observation `i` of parameter `d`
     /// (internal repr, observations in trial-number order).
     pub fn new(columns: &[Vec<f64>], dists: &[&Distribution], p: &ParzenParams) -> Self {
+        Self::new_with(columns, dists, p, &mut MassMemo::default())
+    }
+
+    /// [`ParzenEstimator::new`] with a memo of Gaussian masses that may be kept
+    /// across calls (the result is the same).
+    pub fn new_with(
+        columns: &[Vec<f64>],
+        dists: &[&Distribution],
+        p: &ParzenParams,
+        memo: &mut MassMemo,
+    ) -> Self {
         let n = columns.first().map_or(0, Vec::len);
         let mut weights = if n == 0 {
             vec![1.0]
@@ -374,7 +385,7 @@ impl ParzenEstimator {
                 Distribution::Categorical { choices } => {
                     categorical_dim(obs, choices.len().max(1), p)
                 }
-                _ => numerical_dim(obs, d, p),
+                _ => numerical_dim(obs, d, p, memo),
             })
             .collect();
         ParzenEstimator {
@@ -505,11 +516,17 @@ impl ParzenEstimator {
     /// kernels provably more than 50 below it are left out (they would be left out of
     /// the sum anyway). Masses are cached per (distinct value, distinct kernel).
     pub fn log_pdf(&self, points: &[Vec<f64>]) -> Vec<f64> {
-        self.log_pdf_impl(points, true)
+        self.log_pdf_impl(points, true, &mut MassMemo::default())
+    }
+
+    /// [`ParzenEstimator::log_pdf`] with a memo of Gaussian masses that may be
+    /// kept across calls (the result is the same).
+    pub fn log_pdf_with(&self, points: &[Vec<f64>], memo: &mut MassMemo) -> Vec<f64> {
+        self.log_pdf_impl(points, true, memo)
     }
 
     /// `log_pdf`, with or without the window (the results are identical).
-    fn log_pdf_impl(&self, points: &[Vec<f64>], use_window: bool) -> Vec<f64> {
+    fn log_pdf_impl(&self, points: &[Vec<f64>], use_window: bool, memo: &mut MassMemo) -> Vec<f64> {
         let k_n = self.weights.len();
         let s_n = points.len();
         let prior = k_n - 1;
@@ -603,7 +620,6 @@ impl ParzenEstimator {
                 }
             }
         }
-        let mut memo = MassMemo::default();
         let mut window = match lead {
             Some((sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
                 Window::new(&base, &cats, &cont, &discs, sigmas, order)
@@ -619,7 +635,7 @@ impl ParzenEstimator {
                 }
                 let p = &points[s];
                 if let Some(w) = window.as_mut() {
-                    if let Some(v) = w.log_pdf_point(s, p, &base, &cats, &cont, &mut discs, &mut memo)
+                    if let Some(v) = w.log_pdf_point(s, p, &base, &cats, &cont, &mut discs, memo)
                     {
                         return v;
                     }
@@ -674,7 +690,7 @@ impl ParzenEstimator {
                 } else {
                     let mut low = row[best];
                     for t in discs.iter_mut() {
-                        low += t.exact(s, t.pair_of[best] as usize, &mut memo);
+                        low += t.exact(s, t.pair_of[best] as usize, memo);
                     }
                     // A margin far above rounding (values are sums of a few terms).
                     let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
@@ -683,7 +699,7 @@ impl ParzenEstimator {
                             *a = f64::NEG_INFINITY;
                         } else {
                             for t in discs.iter_mut() {
-                                *a += t.exact(s, t.pair_of[k] as usize, &mut memo);
+                                *a += t.exact(s, t.pair_of[k] as usize, memo);
                             }
                             mx = mx.max(*a);
                         }
@@ -1056,20 +1072,42 @@ impl<'a> DiscTable<'a> {
     }
 }
 
-/// A small open-addressing memo of `truncnorm::log_gauss_mass` keyed by the exact
+/// An open-addressing memo of `truncnorm::log_gauss_mass` keyed by the exact
 /// bits of its arguments (a pure function, so a hit returns the same value).
-#[derive(Default)]
-struct MassMemo {
+/// One kept across suggestions (in the study's `SamplerCache`) serves the
+/// truncation masses and discrete bin masses that recur from ask to ask: the
+/// same integer offsets, steps and bandwidths. When full, it starts over.
+#[derive(Debug, Clone)]
+pub struct MassMemo {
     keys: Vec<(u64, u64)>,
     vals: Vec<f64>,
     used: usize,
+    slots: usize,
+}
+
+impl Default for MassMemo {
+    /// A memo for one call (1,024 slots).
+    fn default() -> Self {
+        MassMemo::with_slots(1024)
+    }
 }
 
 impl MassMemo {
+    /// A memo of `slots` entries (rounded up to a power of two), half of which
+    /// are used before it starts over.
+    pub fn with_slots(slots: usize) -> Self {
+        MassMemo {
+            keys: Vec::new(),
+            vals: Vec::new(),
+            used: 0,
+            slots: slots.max(16).next_power_of_two(),
+        }
+    }
+
     fn log_gauss_mass(&mut self, a: f64, b: f64) -> f64 {
         if self.keys.is_empty() {
-            self.keys = vec![(u64::MAX, u64::MAX); 1024];
-            self.vals = vec![0.0; 1024];
+            self.keys = vec![(u64::MAX, u64::MAX); self.slots];
+            self.vals = vec![0.0; self.slots];
         }
         let key = (a.to_bits(), b.to_bits());
         if key == (u64::MAX, u64::MAX) {
@@ -1089,11 +1127,15 @@ impl MassMemo {
             i = (i + 1) & mask;
         }
         let v = truncnorm::log_gauss_mass(a, b);
-        if 2 * (self.used + 1) <= self.keys.len() {
-            self.keys[i] = key;
-            self.vals[i] = v;
-            self.used += 1;
+        if 2 * (self.used + 1) > self.keys.len() {
+            // Full: start over (the slot probed is then free).
+            self.keys.iter_mut().for_each(|k| *k = (u64::MAX, u64::MAX));
+            self.used = 0;
+            i = (h >> 40) as usize & mask;
         }
+        self.keys[i] = key;
+        self.vals[i] = v;
+        self.used += 1;
         v
     }
 }
@@ -1200,8 +1242,8 @@ mod tests {
             let mut points = est.sample(&mut rng, 24);
             let empty = vec![Vec::new(); pick.len()];
             points.extend(ParzenEstimator::new(&empty, &pick, &p).sample(&mut rng, 8));
-            let a = est.log_pdf_impl(&points, true);
-            let b = est.log_pdf_impl(&points, false);
+            let a = est.log_pdf_impl(&points, true, &mut MassMemo::default());
+            let b = est.log_pdf_impl(&points, false, &mut MassMemo::with_slots(16));
             for (x, y) in a.iter().zip(&b) {
                 assert_eq!(x.to_bits(), y.to_bits(), "case {case}: {x} vs {y}");
             }

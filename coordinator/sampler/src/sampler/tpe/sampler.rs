@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::history::{usable, Class, Row, TpeHistory};
-use super::parzen::{ParzenEstimator, ParzenParams};
+use super::parzen::{MassMemo, ParzenEstimator, ParzenParams};
 use crate::error::SampleError;
 use crate::rng::{trial_rng, Rng};
 use crate::sampler::{sample_random_param, Sampler, SamplerCache};
@@ -184,15 +184,18 @@ impl TpeSampler {
         group: &[usize],
         split: &(Vec<usize>, Vec<usize>),
         rng: &mut Rng,
+        memo: &mut MassMemo,
     ) -> Vec<f64> {
         let params = hist.params();
         let dists: Vec<&Distribution> = group.iter().map(|g| &params[*g].1).collect();
         let pp = self.parzen_params();
-        let mpe_below = ParzenEstimator::new(&observations(hist, group, &split.0), &dists, &pp);
-        let mpe_above = ParzenEstimator::new(&observations(hist, group, &split.1), &dists, &pp);
+        let mpe_below =
+            ParzenEstimator::new_with(&observations(hist, group, &split.0), &dists, &pp, memo);
+        let mpe_above =
+            ParzenEstimator::new_with(&observations(hist, group, &split.1), &dists, &pp, memo);
         let candidates = mpe_below.sample(rng, self.config.n_ei_candidates.max(1));
-        let lb = mpe_below.log_pdf(&candidates);
-        let la = mpe_above.log_pdf(&candidates);
+        let lb = mpe_below.log_pdf_with(&candidates, memo);
+        let la = mpe_above.log_pdf_with(&candidates, memo);
         let mut best = 0;
         let mut best_val = f64::NEG_INFINITY;
         for (i, (b, a)) in lb.iter().zip(&la).enumerate() {
@@ -211,6 +214,7 @@ impl TpeSampler {
         hist: &TpeHistory,
         trials: &[FrozenTrial],
         trial_number: u64,
+        memo: &mut MassMemo,
     ) -> BTreeMap<String, f64> {
         let cfg = &self.config;
         let mut rng = trial_rng(cfg.seed, trial_number, 3);
@@ -266,7 +270,7 @@ impl TpeSampler {
             let split = split_rows(rows, &cons, gamma(n_finished));
             let group: Vec<usize> = (0..params.len()).filter(|i| keep[*i]).collect();
             if !group.is_empty() {
-                let values = self.sample_group(hist, &group, &split, &mut rng);
+                let values = self.sample_group(hist, &group, &split, &mut rng, memo);
                 for (g, v) in group.iter().zip(values) {
                     out.insert(params[*g].0.clone(), v);
                 }
@@ -279,7 +283,7 @@ impl TpeSampler {
                 let v = if d.is_single() {
                     d.single_value()
                 } else {
-                    self.sample_group(hist, &[i], &split, &mut rng)
+                    self.sample_group(hist, &[i], &split, &mut rng, memo)
                         .first()
                         .copied()
                         .unwrap_or(f64::NAN)
@@ -312,13 +316,11 @@ impl Sampler for TpeSampler {
         direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
-        self.sample_with(
-            &mut SamplerCache::default(),
-            space,
-            trials,
-            direction,
-            trial_number,
-        )
+        // One call: a fresh history and a small memo (what `sample_with` keeps).
+        crate::sampler::check_space(space)?;
+        let mut hist = TpeHistory::new();
+        hist.sync(space, direction, trials);
+        Ok(self.sample_from(&hist, trials, trial_number, &mut MassMemo::default()))
     }
 
     fn sample_with(
@@ -330,8 +332,8 @@ impl Sampler for TpeSampler {
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
         crate::sampler::check_space(space)?;
-        let hist = cache.tpe_history();
+        let (hist, memo) = cache.tpe_parts();
         hist.sync(space, direction, trials);
-        Ok(self.sample_from(hist, trials, trial_number))
+        Ok(self.sample_from(hist, trials, trial_number, memo))
     }
 }
