@@ -151,33 +151,18 @@ impl Coordinator {
     /// database: after a restart every lease gets `restart_grace` anyway.
     pub async fn heartbeat(&self, trial_id: i64, token: u64, holder: &str) -> Result<HeartbeatOutcome> {
         let lease_ms = self.config().lease_duration.as_millis() as i64;
-        let (res, pending) = {
-            let now = now_ms();
-            let mut g = self.lock();
-            let inner = &mut *g;
-            if !holder.is_empty() {
-                touch_worker(inner, holder, now);
-            }
-            let (sid, n) = locate(inner, trial_id)?;
-            let mut batch = Batch::new();
-            let res = match check_lease(&inner.studies[&sid], n, token, now) {
-                Ok(()) => {
-                    let study = inner.studies.get_mut(&sid).ok_or_else(|| CoordError::Internal("study vanished".into()))?;
-                    let stop = study.state == StudyState::Stopped;
-                    let l = study.extra[n as usize].lease.as_mut().ok_or_else(|| CoordError::Internal("lease vanished".into()))?;
-                    l.expires_ms = now + lease_ms;
-                    Ok(HeartbeatOutcome {
-                        stop,
-                        message: if stop { format!("study {:?} was stopped: {}", study.name, study.end_reason) } else { String::new() },
-                        expires_ms: l.expires_ms,
-                    })
-                }
-                Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
-            };
-            (res, self.submit(batch)?)
-        };
-        pending.wait().await?;
-        res
+        self.with_lease(trial_id, token, holder, |inner, _batch, sid, n, now| {
+            let study = inner.studies.get_mut(&sid).ok_or_else(|| CoordError::Internal("study vanished".into()))?;
+            let stop = study.state == StudyState::Stopped;
+            let l = study.extra[n as usize].lease.as_mut().ok_or_else(|| CoordError::Internal("lease vanished".into()))?;
+            l.expires_ms = now + lease_ms;
+            Ok(HeartbeatOutcome {
+                stop,
+                message: if stop { format!("study {:?} was stopped: {}", study.name, study.end_reason) } else { String::new() },
+                expires_ms: l.expires_ms,
+            })
+        })
+        .await
     }
 
     /// Records an intermediate value and asks the pruner (see `ReportIntermediate`).
@@ -187,39 +172,27 @@ impl Coordinator {
         }
         check_metrics(&metrics)?;
         let lease_ms = self.config().lease_duration.as_millis() as i64;
-        let (res, pending) = {
-            let now = now_ms();
-            let mut g = self.lock();
-            let inner = &mut *g;
-            let (sid, n) = locate(inner, trial_id)?;
-            let mut batch = Batch::new();
-            let res = match check_lease(&inner.studies[&sid], n, token, now) {
-                Ok(()) => {
-                    let Inner { studies, ids, .. } = inner;
-                    let study = studies.get_mut(&sid).ok_or_else(|| CoordError::Internal("study vanished".into()))?;
-                    let ni = n as usize;
-                    study.trials[ni].intermediate_values.insert(step, value);
-                    if let Some(l) = study.extra[ni].lease.as_mut() {
-                        l.expires_ms = now + lease_ms;
-                    }
-                    batch.push(Op::SetIntermediate { trial_id, step: step as i64, value });
-                    let prune = study.pruner.should_prune(&study.trials[ni], &study.trials, study.config.direction);
-                    let mut ev = make_event(ids, study, EventKind::TrialReported, Some(n), now);
-                    ev.step = Some(step);
-                    ev.value = Some(value);
-                    ev.metrics = metrics;
-                    if prune {
-                        ev.message = "the pruner says prune".into();
-                    }
-                    batch.push_event(ev);
-                    Ok(ReportOutcome { prune, stop: study.state == StudyState::Stopped })
-                }
-                Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
-            };
-            (res, self.submit(batch)?)
-        };
-        pending.wait().await?;
-        res
+        self.with_lease(trial_id, token, "", |inner, batch, sid, n, now| {
+            let Inner { studies, ids, .. } = inner;
+            let study = studies.get_mut(&sid).ok_or_else(|| CoordError::Internal("study vanished".into()))?;
+            let ni = n as usize;
+            study.trials[ni].intermediate_values.insert(step, value);
+            if let Some(l) = study.extra[ni].lease.as_mut() {
+                l.expires_ms = now + lease_ms;
+            }
+            batch.push(Op::SetIntermediate { trial_id, step: step as i64, value });
+            let prune = study.pruner.should_prune(&study.trials[ni], &study.trials, study.config.direction);
+            let mut ev = make_event(ids, study, EventKind::TrialReported, Some(n), now);
+            ev.step = Some(step);
+            ev.value = Some(value);
+            ev.metrics = metrics;
+            if prune {
+                ev.message = "the pruner says prune".into();
+            }
+            batch.push_event(ev);
+            Ok(ReportOutcome { prune, stop: study.state == StudyState::Stopped })
+        })
+        .await
     }
 
     /// Finishes a trial COMPLETE or PRUNED (see `CompleteTrial` / `Tell`).
@@ -250,31 +223,19 @@ impl Coordinator {
             _ => {}
         }
         check_metrics(&metrics)?;
-        let (res, pending) = {
-            let now = now_ms();
-            let mut g = self.lock();
-            let inner = &mut *g;
-            let (sid, n) = locate(inner, trial_id)?;
-            let mut batch = Batch::new();
-            let res = match check_lease(&inner.studies[&sid], n, token, now) {
-                Ok(()) => {
-                    let value = match (state, value) {
-                        (TrialState::Pruned, None) => {
-                            inner.studies[&sid].trials[n as usize].intermediate_values.values().next_back().copied().filter(|v| !v.is_nan())
-                        }
-                        (_, v) => v,
-                    };
-                    let is_best = finish_trial(inner, &mut batch, sid, n, state, value, metrics, None, now);
-                    self.wake_workers();
-                    let trial = trial_view(&inner.studies[&sid], n).ok_or_else(|| CoordError::Internal("trial vanished".into()))?;
-                    Ok(FinishOutcome { trial, is_best })
+        self.with_lease(trial_id, token, "", |inner, batch, sid, n, now| {
+            let value = match (state, value) {
+                (TrialState::Pruned, None) => {
+                    inner.studies[&sid].trials[n as usize].intermediate_values.values().next_back().copied().filter(|v| !v.is_nan())
                 }
-                Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
+                (_, v) => v,
             };
-            (res, self.submit(batch)?)
-        };
-        pending.wait().await?;
-        res
+            let is_best = finish_trial(inner, batch, sid, n, state, value, metrics, None, now);
+            self.wake_workers();
+            let trial = trial_view(&inner.studies[&sid], n).ok_or_else(|| CoordError::Internal("trial vanished".into()))?;
+            Ok(FinishOutcome { trial, is_best })
+        })
+        .await
     }
 
     /// Fails a trial (see `FailTrial`). A retryable failure re-queues it
@@ -286,54 +247,30 @@ impl Coordinator {
             return Err(CoordError::InvalidArgument("a failure needs a reason (what went wrong)".into()));
         }
         let reason = truncate(reason, 4096);
-        let (res, pending) = {
-            let now = now_ms();
-            let mut g = self.lock();
-            let inner = &mut *g;
-            let (sid, n) = locate(inner, trial_id)?;
-            let mut batch = Batch::new();
-            let res = match check_lease(&inner.studies[&sid], n, token, now) {
-                Ok(()) => {
-                    let state = if retryable {
-                        requeue_or_fail(inner, &mut batch, sid, n, &reason, true, now)
-                    } else {
-                        finish_trial(inner, &mut batch, sid, n, TrialState::Fail, None, BTreeMap::new(), Some(reason.clone()), now);
-                        TrialState::Fail
-                    };
-                    self.wake_workers();
-                    let study = &inner.studies[&sid];
-                    let left = study.config.retry.max_retries.saturating_sub(study.extra[n as usize].retries);
-                    Ok((state, if state == TrialState::Waiting { left } else { 0 }))
-                }
-                Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
+        self.with_lease(trial_id, token, "", |inner, batch, sid, n, now| {
+            let state = if retryable {
+                requeue_or_fail(inner, batch, sid, n, &reason, true, now)
+            } else {
+                finish_trial(inner, batch, sid, n, TrialState::Fail, None, BTreeMap::new(), Some(reason.clone()), now);
+                TrialState::Fail
             };
-            (res, self.submit(batch)?)
-        };
-        pending.wait().await?;
-        res
+            self.wake_workers();
+            let study = &inner.studies[&sid];
+            let left = study.config.retry.max_retries.saturating_sub(study.extra[n as usize].retries);
+            Ok((state, if state == TrialState::Waiting { left } else { 0 }))
+        })
+        .await
     }
 
     /// Gives a trial back at once, without counting a retry (see `ReleaseTrial`).
     pub async fn release(&self, trial_id: i64, token: u64, reason: &str) -> Result<TrialState> {
         let reason = if reason.trim().is_empty() { "released by its holder".to_string() } else { truncate(reason.trim(), 4096) };
-        let (res, pending) = {
-            let now = now_ms();
-            let mut g = self.lock();
-            let inner = &mut *g;
-            let (sid, n) = locate(inner, trial_id)?;
-            let mut batch = Batch::new();
-            let res = match check_lease(&inner.studies[&sid], n, token, now) {
-                Ok(()) => {
-                    let s = requeue_or_fail(inner, &mut batch, sid, n, &format!("released: {reason}"), false, now);
-                    self.wake_workers();
-                    Ok(s)
-                }
-                Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
-            };
-            (res, self.submit(batch)?)
-        };
-        pending.wait().await?;
-        res
+        self.with_lease(trial_id, token, "", |inner, batch, sid, n, now| {
+            let s = requeue_or_fail(inner, batch, sid, n, &format!("released: {reason}"), false, now);
+            self.wake_workers();
+            Ok(s)
+        })
+        .await
     }
 
     /// The reaper's sweep: re-queues (or fails) every trial whose lease has
@@ -383,6 +320,38 @@ impl Coordinator {
 
     /// Turns a lease problem into the error to return, expiring the trial
     /// first when its lease has run out.
+    /// The frame of every call made under a lease: under the lock, finds the
+    /// trial and checks that `token` is its live lease (invariant 2); then runs
+    /// `f(inner, batch, study id, trial number, now)`, or records what a lapsed
+    /// lease means; commits the batch either way (whatever changed in memory is
+    /// written), and waits for the commit. `holder`, when not empty, is the
+    /// worker seen alive.
+    async fn with_lease<T>(
+        &self,
+        trial_id: i64,
+        token: u64,
+        holder: &str,
+        f: impl FnOnce(&mut Inner, &mut Batch, i64, u64, i64) -> Result<T>,
+    ) -> Result<T> {
+        let (res, pending) = {
+            let now = now_ms();
+            let mut g = self.lock();
+            let inner = &mut *g;
+            if !holder.is_empty() {
+                touch_worker(inner, holder, now);
+            }
+            let (sid, n) = locate(inner, trial_id)?;
+            let mut batch = Batch::new();
+            let res = match check_lease(&inner.studies[&sid], n, token, now) {
+                Ok(()) => f(inner, &mut batch, sid, n, now),
+                Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
+            };
+            (res, self.submit(batch)?)
+        };
+        pending.wait().await?;
+        res
+    }
+
     fn lease_problem(&self, inner: &mut Inner, batch: &mut Batch, sid: i64, n: u64, p: LeaseProblem, now: i64) -> CoordError {
         match p {
             LeaseProblem::Refused(e) => e,
