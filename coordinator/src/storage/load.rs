@@ -23,19 +23,7 @@ pub struct StudyRow {
     pub ended_at_ms: Option<i64>,
 }
 
-/// The coordinator's columns of a trial (`mnist_trials`).
-#[derive(Debug, Clone, Default)]
-pub struct MnistTrialRow {
-    pub retries: i64,
-    pub enqueued: bool,
-    pub lease_token: Option<i64>,
-    pub lease_holder: Option<String>,
-    pub lease_slot: Option<i64>,
-    pub lease_expires_ms: Option<i64>,
-    pub hostname: Option<String>,
-    pub device: Option<String>,
-    pub reason: Option<String>,
-}
+pub use super::ops::MnistTrialRow;
 
 /// A trial of a managed study with everything hanging off it.
 #[derive(Debug, Clone, Default)]

@@ -25,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub use load::Snapshot;
-pub use ops::{Op, ParamRow, TrialPut};
+pub use ops::{MnistTrialRow, Op, ParamRow, TrialPut};
 pub use writer::{Batch, Pending, StorageHealth, WriterHandle};
 
 use crate::events::{Event, EventHub};

@@ -26,6 +26,14 @@ pub struct TrialPut {
     /// Optuna's naive-UTC datetime text.
     pub datetime_start: Option<String>,
     pub datetime_complete: Option<String>,
+    /// The `mnist_trials` columns.
+    pub mnist: MnistTrialRow,
+}
+
+/// The coordinator's columns of a trial (`mnist_trials`), as written and as
+/// loaded back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MnistTrialRow {
     pub retries: i64,
     pub enqueued: bool,
     /// The latest lease's token (kept after the lease ends).
@@ -342,18 +350,19 @@ pub async fn put_trials(conn: &mut SqliteConnection, rows: &[TrialPut]) -> Resul
         );
         let mut q = sqlx::query(&sql);
         for t in chunk {
+            let m = &t.mnist;
             q = q
                 .bind(t.trial_id)
                 .bind(t.study_id)
-                .bind(t.retries)
-                .bind(t.enqueued as i64)
-                .bind(t.lease_token)
-                .bind(&t.lease_holder)
-                .bind(t.lease_slot)
-                .bind(t.lease_expires_ms)
-                .bind(&t.hostname)
-                .bind(&t.device)
-                .bind(&t.reason);
+                .bind(m.retries)
+                .bind(m.enqueued as i64)
+                .bind(m.lease_token)
+                .bind(&m.lease_holder)
+                .bind(m.lease_slot)
+                .bind(m.lease_expires_ms)
+                .bind(&m.hostname)
+                .bind(&m.device)
+                .bind(&m.reason);
         }
         q.execute(&mut *conn).await?;
     }

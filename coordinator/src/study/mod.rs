@@ -447,15 +447,17 @@ pub(crate) fn put_trial(study: &StudyMem, n: u64) -> Op {
         state: trial_state_str(t.state),
         datetime_start: x.start_ms.map(crate::clock::optuna_datetime),
         datetime_complete: if t.state.is_finished() { x.complete_ms.map(crate::clock::optuna_datetime) } else { None },
-        retries: x.retries as i64,
-        enqueued: x.enqueued,
-        lease_token: x.last_token.map(|t| t as i64),
-        lease_holder: x.lease.as_ref().map(|l| l.holder.clone()),
-        lease_slot: x.lease.as_ref().map(|l| l.slot as i64),
-        lease_expires_ms: x.lease.as_ref().map(|l| l.expires_ms),
-        hostname: opt(&x.hostname),
-        device: opt(&x.device),
-        reason: x.reason.clone(),
+        mnist: crate::storage::MnistTrialRow {
+            retries: x.retries as i64,
+            enqueued: x.enqueued,
+            lease_token: x.last_token.map(|t| t as i64),
+            lease_holder: x.lease.as_ref().map(|l| l.holder.clone()),
+            lease_slot: x.lease.as_ref().map(|l| l.slot as i64),
+            lease_expires_ms: x.lease.as_ref().map(|l| l.expires_ms),
+            hostname: opt(&x.hostname),
+            device: opt(&x.device),
+            reason: x.reason.clone(),
+        },
     })
 }
 
