@@ -8,8 +8,10 @@
 //!   optimisation history) drawn with plotters and an embedded font.
 //! - [`progress`]: progress bars that only show on a terminal.
 //! - [`mlflow_model`]: the versions recorded in the MLflow model directory.
+//! - [`logging`]: the binaries' `tracing` set-up.
 
 pub mod config;
+pub mod logging;
 pub mod mlflow_model;
 pub mod mnist;
 pub mod plots;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use mnist_coordinator::{server, ServerConfig};
-use tracing_subscriber::EnvFilter;
 
 /// The tuning coordinator: owns the studies and hands trials to workers over gRPC.
 ///
@@ -141,19 +140,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let default = match args.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Colours only on a terminal: redirected logs (files, journald) stay plain text.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    mnist_common::logging::init_stderr(mnist_common::logging::default_filter(args.verbose));
 
     let cfg = config(&args)?;
     if let Some(d) = &cfg.coordinator.data_dir {

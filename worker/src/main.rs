@@ -3,13 +3,11 @@
 //! trials, then exit 0; a second signal exits at once), and runs
 //! [`mnist_worker::run`].
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use mnist_worker::{DeviceSelection, WorkerConfig};
-use tracing_subscriber::EnvFilter;
 
 /// The training worker: runs the trials a coordinator hands out, one per device.
 ///
@@ -177,16 +175,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
 
 fn main() {
     let args = Args::parse();
-    let default = match args.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    mnist_common::logging::init_stderr(mnist_common::logging::default_filter(args.verbose));
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

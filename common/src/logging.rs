@@ -1,0 +1,28 @@
+//! Logging set-up shared by the binaries: `tracing` to stderr, filtered by
+//! `RUST_LOG` or a verbosity count, in colour only on a terminal (redirected
+//! logs, files and journald stay plain text).
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// The filter for `verbose` `-v` flags: info, debug, then trace.
+pub fn default_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    }
+}
+
+/// Installs the global subscriber writing to stderr; `RUST_LOG` overrides
+/// `default`. A second call does nothing.
+pub fn init_stderr(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
