@@ -9,9 +9,11 @@
 //! - [`progress`]: progress bars that only show on a terminal.
 //! - [`mlflow_model`]: the versions recorded in the MLflow model directory.
 //! - [`logging`]: the binaries' `tracing` set-up.
+//! - [`metrics`]: the names of the per-epoch metrics.
 
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod mlflow_model;
 pub mod mnist;
 pub mod plots;

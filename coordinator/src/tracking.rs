@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mnist_common::metrics::EPOCH_METRICS;
 use mnist_common::mlflow_model::{PYTHON_VERSION, PYTORCH_VERSION};
 use mnist_mlflow::op::{torch_flavors, AliasRule};
 use mnist_mlflow::{Backlog, Deliverer, MetricPoint, MlflowConfig, Op, Outbox, RunRecord, RunStatus};
@@ -47,9 +48,6 @@ use crate::study::Coordinator;
 /// The state name of the projector's cursor (the last event turned into
 /// operations).
 const CURSOR: &str = "events.seq";
-/// Per-epoch metric names: they are histories by step, so the final report
-/// does not repeat them.
-const EPOCH_METRICS: &[&str] = &["train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"];
 /// The least time between two projection passes.
 const PROJECT_EVERY: Duration = Duration::from_millis(500);
 /// The artifact that ends a trial's upload (the worker sends it last).
@@ -284,6 +282,8 @@ impl Tracking {
             EventKind::TrialCompleted | EventKind::TrialPruned | EventKind::TrialFailed => {
                 let Some(n) = ev.trial_number else { return Ok(()) };
                 let step = ev.metrics.get("epochs_run").copied().unwrap_or(0.0).max(0.0) as i64;
+                // Per-epoch metrics are histories by step already; the final
+                // report does not repeat them.
                 let mut metrics: Vec<MetricPoint> = ev
                     .metrics
                     .iter()

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use mnist_common::metrics::EPOCH_METRICS;
 use mnist_trainer::metrics::TestMetrics;
 use mnist_trainer::EpochMetrics;
 
@@ -67,13 +68,11 @@ fn finite(map: &mut HashMap<String, f64>, k: impl Into<String>, v: f64) {
 
 /// The per-epoch metrics sent with a report.
 pub fn epoch_metrics(m: &EpochMetrics) -> HashMap<String, f64> {
+    let values = [m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.learning_rate, m.epoch_seconds];
     let mut out = HashMap::new();
-    finite(&mut out, "train_loss", m.train_loss);
-    finite(&mut out, "train_accuracy", m.train_accuracy);
-    finite(&mut out, "val_loss", m.val_loss);
-    finite(&mut out, "val_accuracy", m.val_accuracy);
-    finite(&mut out, "learning_rate", m.learning_rate);
-    finite(&mut out, "epoch_seconds", m.epoch_seconds);
+    for (name, v) in EPOCH_METRICS.iter().zip(values) {
+        finite(&mut out, *name, v);
+    }
     out
 }
 
