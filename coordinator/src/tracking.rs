@@ -84,9 +84,28 @@ fn choice_str(c: &Choice) -> String {
     }
 }
 
-fn trial_key(study: &StudyKey, number: u64) -> String {
-    format!("{}/trial/{number}", study.run_key)
+/// The run key of attempt `attempt` (0 first) of trial `number`: a trial that
+/// is requeued and runs again gets a new nested run, so that no run mixes the
+/// epochs or parameters of two attempts.
+fn trial_key(study: &StudyKey, number: u64, attempt: u32) -> String {
+    match attempt {
+        0 => format!("{}/trial/{number}", study.run_key),
+        a => format!("{}/trial/{number}/attempt/{a}", study.run_key),
+    }
 }
+
+/// The trial number and attempt named by a trial run key's tail (after
+/// `<study run key>/trial/`).
+fn parse_trial_key(tail: &str) -> Option<(u64, u32)> {
+    match tail.split_once("/attempt/") {
+        Some((n, a)) => Some((n.parse().ok()?, a.parse().ok()?)),
+        None => Some((tail.parse().ok()?, 0)),
+    }
+}
+
+/// Per study, the attempt each requeued trial is on (absent: 0), as the
+/// projector's batch sees it.
+type Attempts = HashMap<i64, HashMap<u64, u32>>;
 
 fn state_name(s: TrialState) -> &'static str {
     crate::study::trial_state_str(s)
@@ -131,15 +150,33 @@ impl Tracking {
         }
     }
 
-    /// The trials' runs in MLflow, by trial number.
+    /// The trials' runs in MLflow, by trial number (the latest attempt's).
     pub async fn trial_runs(&self, study_id: i64) -> Result<HashMap<u64, RunRecord>, CoordError> {
         let Some(k) = self.study_key(study_id).await? else { return Ok(HashMap::new()) };
         let prefix = format!("{}/trial/", k.run_key);
         let runs = self.outbox.runs(&prefix).await.map_err(err)?;
-        Ok(runs
-            .into_iter()
-            .filter_map(|r| r.run_key.strip_prefix(&prefix).and_then(|n| n.parse().ok()).map(|n| (n, r)))
-            .collect())
+        let mut latest: HashMap<u64, (u32, RunRecord)> = HashMap::new();
+        for r in runs {
+            let Some((n, a)) = r.run_key.strip_prefix(&prefix).and_then(parse_trial_key) else { continue };
+            if latest.get(&n).is_none_or(|(b, _)| a >= *b) {
+                latest.insert(n, (a, r));
+            }
+        }
+        Ok(latest.into_iter().map(|(n, (_, r))| (n, r)).collect())
+    }
+
+    /// The attempt trial `n` of study `sid` is on.
+    async fn attempt(&self, attempts: &mut Attempts, sid: i64, n: u64) -> Result<u32, CoordError> {
+        if !attempts.contains_key(&sid) {
+            let prefix = format!("attempt.{sid}.");
+            let stored = self.outbox.states(&prefix).await.map_err(err)?;
+            let map = stored
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse().ok()?, v.parse().ok()?)))
+                .collect();
+            attempts.insert(sid, map);
+        }
+        Ok(attempts.get(&sid).and_then(|m| m.get(&n)).copied().unwrap_or(0))
     }
 
     /// The MLflow UI page of a run.
@@ -158,8 +195,9 @@ impl Tracking {
             let mut ops = Vec::new();
             let mut state: Vec<(String, Option<String>)> = Vec::new();
             let mut cache: HashMap<i64, Option<StudyKey>> = HashMap::new();
+            let mut attempts = Attempts::new();
             for ev in &events {
-                self.translate(coord, ev, &mut ops, &mut state, &mut cache).await?;
+                self.translate(coord, ev, &mut ops, &mut state, &mut cache, &mut attempts).await?;
             }
             // The state changes in event order (a champion set, cleared and set
             // again in one batch ends set), with the cursor, in one transaction.
@@ -188,6 +226,7 @@ impl Tracking {
         ops: &mut Vec<Op>,
         state: &mut Vec<(String, Option<String>)>,
         cache: &mut HashMap<i64, Option<StudyKey>>,
+        attempts: &mut Attempts,
     ) -> Result<(), CoordError> {
         let study_state = format!("study.{}", ev.study_id);
         if ev.kind == EventKind::StudyCreated {
@@ -255,15 +294,15 @@ impl Tracking {
                     tags.push(("mnist.worker_id".into(), h.holder_id.clone()));
                     tags.push(("mnist.device".into(), h.device.clone()));
                 }
+                let attempt = self.attempt(attempts, ev.study_id, n).await?;
+                tags.push(("mnist.attempt".into(), (attempt + 1).to_string()));
                 ops.push(Op::StartRun {
-                    run_key: trial_key(&key, n),
+                    run_key: trial_key(&key, n, attempt),
                     experiment: self.config.experiment_name.clone().unwrap_or_else(|| key.name.clone()),
-                    run_name: format!("trial-{n}"),
+                    run_name: if attempt == 0 { format!("trial-{n}") } else { format!("trial-{n} (attempt {})", attempt + 1) },
                     parent_key: Some(key.run_key.clone()),
                     start_ms: ev.time_ms,
                     tags,
-                    // A trial that runs again after a requeue keeps its run;
-                    // its tags then name the new holder.
                     params: ev.params.iter().map(|(k, v)| (k.clone(), choice_str(v))).collect(),
                 });
             }
@@ -277,7 +316,8 @@ impl Tracking {
                     .iter()
                     .map(|(k, v)| MetricPoint { key: k.clone(), value: *v, timestamp_ms: ev.time_ms, step: epoch })
                     .collect();
-                ops.push(Op::Log { run_key: trial_key(&key, n), metrics, params: vec![], tags: vec![] });
+                let attempt = self.attempt(attempts, ev.study_id, n).await?;
+                ops.push(Op::Log { run_key: trial_key(&key, n, attempt), metrics, params: vec![], tags: vec![] });
             }
             EventKind::TrialCompleted | EventKind::TrialPruned | EventKind::TrialFailed => {
                 let Some(n) = ev.trial_number else { return Ok(()) };
@@ -308,7 +348,7 @@ impl Tracking {
                         RunStatus::Failed
                     }
                 };
-                let run_key = trial_key(&key, n);
+                let run_key = trial_key(&key, n, self.attempt(attempts, ev.study_id, n).await?);
                 ops.push(Op::SetStatus { run_key, status, end_ms: Some(ev.time_ms), metrics, tags });
                 if let Some(best) = ev.best_value {
                     let finished = (ev.counts.complete + ev.counts.pruned + ev.counts.fail) as i64;
@@ -328,7 +368,7 @@ impl Tracking {
                 let Some(n) = ev.trial_number else { return Ok(()) };
                 let name = ev.message.clone();
                 let file = crate::artifacts::trial_dir(&self.artifacts_root, ev.study_id, n).join(&name);
-                let run_key = trial_key(&key, n);
+                let run_key = trial_key(&key, n, self.attempt(attempts, ev.study_id, n).await?);
                 ops.push(Op::Artifact { run_key: run_key.clone(), path: name.clone(), file: file.display().to_string() });
                 if name == MLMODEL {
                     ops.push(Op::LogModel {
@@ -399,7 +439,26 @@ impl Tracking {
                 state.push((champion_state, None));
                 cache.insert(ev.study_id, None);
             }
-            EventKind::TrialEnqueued | EventKind::TrialRequeued => {}
+            EventKind::TrialRequeued => {
+                // The attempt's run ends here; the next start opens a new one.
+                let Some(n) = ev.trial_number else { return Ok(()) };
+                let attempt = self.attempt(attempts, ev.study_id, n).await?;
+                let mut tags = vec![("mnist.state".to_string(), "REQUEUED".to_string())];
+                if !ev.message.is_empty() {
+                    tags.push(("mnist.requeue_reason".into(), ev.message.clone()));
+                }
+                ops.push(Op::SetStatus {
+                    run_key: trial_key(&key, n, attempt),
+                    status: RunStatus::Killed,
+                    end_ms: Some(ev.time_ms),
+                    metrics: vec![],
+                    tags,
+                });
+                let next = attempt + 1;
+                state.push((format!("attempt.{}.{n}", ev.study_id), Some(next.to_string())));
+                attempts.entry(ev.study_id).or_default().insert(n, next);
+            }
+            EventKind::TrialEnqueued => {}
         }
         Ok(())
     }

@@ -248,14 +248,30 @@ async fn small_study_is_logged_registered_and_loadable() {
     };
     ctl(&["study", "create", "show", "--space", space.to_str().unwrap(), "--n-trials", "3", "--sampler", "random", "--pruner", "none", "--metric", "loss", "--direction", "minimize"]);
     let mut at = mnist_proto::v1::ask_tell_service_client::AskTellServiceClient::connect(url.clone()).await.unwrap();
-    for _ in 0..3 {
-        let t = at
-            .ask(mnist_proto::v1::AskRequest { study_name: "show".into(), client_id: "t".into(), slot: 0, wait_ms: 0 })
-            .await
-            .unwrap()
-            .into_inner()
-            .trial
-            .expect("a trial");
+    let mut wk = mnist_proto::v1::worker_service_client::WorkerServiceClient::connect(url.clone()).await.unwrap();
+    let report = |t: &mnist_proto::v1::TrialAssignment, step: u64, acc: f64| mnist_proto::v1::ReportIntermediateRequest {
+        trial_id: t.trial_id,
+        lease_token: t.lease.as_ref().map(|l| l.token).unwrap_or(0),
+        step,
+        value: acc,
+        metrics: [("val_accuracy".to_string(), acc)].into_iter().collect(),
+    };
+    for i in 0..3 {
+        let ask = mnist_proto::v1::AskRequest { study_name: "show".into(), client_id: "t".into(), slot: 0, wait_ms: 0 };
+        let mut t = at.ask(ask.clone()).await.unwrap().into_inner().trial.expect("a trial");
+        if i == 0 {
+            // Trial 0 runs twice: one epoch, given back (requeued), then again
+            // from the start. Each attempt is a run of its own in MLflow.
+            wk.report_intermediate(report(&t, 0, 0.5)).await.unwrap();
+            let token = t.lease.as_ref().map(|l| l.token).unwrap_or(0);
+            wk.release_trial(mnist_proto::v1::ReleaseTrialRequest { trial_id: t.trial_id, lease_token: token, reason: "test".into() })
+                .await
+                .unwrap();
+            t = at.ask(ask).await.unwrap().into_inner().trial.expect("trial 0 again");
+            assert_eq!(t.number, 0);
+            wk.report_intermediate(report(&t, 0, 0.6)).await.unwrap();
+            wk.report_intermediate(report(&t, 1, 0.7)).await.unwrap();
+        }
         at.tell(mnist_proto::v1::TellRequest {
             trial_id: t.trial_id,
             lease_token: t.lease.unwrap().token,
@@ -288,6 +304,33 @@ async fn small_study_is_logged_registered_and_loadable() {
         assert!(!id.is_empty() && r["url"].as_str().unwrap_or("").ends_with(id), "trial {n}: {r}");
         assert_eq!(client.run_tag(id, "mlflow.parentRunId").await.unwrap().as_deref(), Some(parent_id));
     }
+    let show_exp = client.experiment_id("show").await.unwrap().expect("the study's experiment");
+    let mut attempts: Vec<(String, String, String)> = Vec::new();
+    for r in client.search_runs(&show_exp).await.unwrap() {
+        let id = run_id(&r);
+        if client.run_tag(&id, "mnist.trial_number").await.unwrap().as_deref() == Some("0") {
+            let name = r["info"]["run_name"].as_str().unwrap_or("").to_string();
+            attempts.push((name, r["info"]["status"].as_str().unwrap_or("").to_string(), id));
+        }
+    }
+    attempts.sort();
+    let [(first_name, first_status, first_id), (second_name, second_status, second_id)] = &attempts[..] else {
+        panic!("trial 0 has one run per attempt: {attempts:?}");
+    };
+    assert_eq!((first_name.as_str(), first_status.as_str()), ("trial-0", "KILLED"), "{attempts:?}");
+    assert_eq!(client.run_tag(first_id, "mnist.state").await.unwrap().as_deref(), Some("REQUEUED"));
+    assert_eq!((second_name.as_str(), second_status.as_str()), ("trial-0 (attempt 2)", "FINISHED"), "{attempts:?}");
+    let history = |id: String| {
+        let client = &client;
+        async move {
+            let mut h = client.metric_history(&id, "val_accuracy").await.unwrap();
+            h.sort_by(|a, b| a.0.cmp(&b.0));
+            h
+        }
+    };
+    assert_eq!(history(first_id.clone()).await, vec![(1, 0.5)], "the first attempt keeps its own epoch");
+    assert_eq!(history(second_id.clone()).await, vec![(1, 0.6), (2, 0.7)], "one point per step, no mix of attempts");
+    assert_eq!(shown["mlflow_trial_runs"]["0"]["run_id"].as_str(), Some(second_id.as_str()), "study show names the latest attempt");
     let table = ctl(&["study", "show", "show"]);
     assert!(table.contains("MLflow") && table.contains("0 pending") && table.contains(parent_url), "{table}");
     running.shutdown().await.unwrap();
