@@ -22,7 +22,8 @@ use crate::space::SearchSpace;
 use crate::trial::{Direction, FrozenTrial};
 
 /// What a sampler may keep between the suggestions of one study so that it need
-/// not reread the whole history each time (TPE's dense [`tpe::TpeHistory`]).
+/// not redo the same work each time (TPE's dense [`tpe::TpeHistory`] and a memo
+/// of Gaussian masses).
 /// It is a memo only: a suggestion made with a cache is the one made without.
 /// Keep one per study and always pass that study's trials with it.
 #[derive(Debug, Clone, Default)]
@@ -36,9 +37,12 @@ const MASS_MEMO_SLOTS: usize = 16_384;
 impl SamplerCache {
     /// The TPE history and mass memo, created empty on first use.
     pub(crate) fn tpe_parts(&mut self) -> (&mut tpe::TpeHistory, &mut tpe::parzen::MassMemo) {
-        let (h, m) = self
-            .tpe
-            .get_or_insert_with(|| (tpe::TpeHistory::new(), tpe::parzen::MassMemo::with_slots(MASS_MEMO_SLOTS)));
+        let (h, m) = self.tpe.get_or_insert_with(|| {
+            (
+                tpe::TpeHistory::new(),
+                tpe::parzen::MassMemo::with_slots(MASS_MEMO_SLOTS),
+            )
+        });
         (h, m)
     }
 }
