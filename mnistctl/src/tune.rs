@@ -300,12 +300,34 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, url: &str, artifacts_root: 
     report(&mut client, &args.study, artifacts_root, true).await
 }
 
+/// A spec's search space as parameter name → Optuna `distribution_json`
+/// (order-free); `None` when it does not parse.
+fn space_map(src: &Option<pb::SearchSpaceSource>) -> Option<std::collections::BTreeMap<String, String>> {
+    use mnist_coordinator::space::{parse_space, SpaceSource};
+    use pb::search_space_source::Source;
+    let source = match src.as_ref().and_then(|s| s.source.as_ref()) {
+        None => SpaceSource::Default,
+        Some(Source::Toml(t)) => SpaceSource::Toml(t.clone()),
+        Some(Source::Json(j)) => SpaceSource::Json(j.clone()),
+        Some(Source::Space(s)) => SpaceSource::Space(mnist_coordinator::rpc::convert::space_from_pb(s).ok()?),
+    };
+    let space = parse_space(&source).ok()?;
+    Some(space.params().map(|(n, d)| (n.to_string(), d.to_optuna_json())).collect())
+}
+
 /// The settings of `requested` that the stored study does not share, as
 /// "what (stored X, this command Y)". `n_trials` is left out (a larger one
-/// resumes the study with more trials) and so is the search space (stored in
-/// another form); an unset sampler seed matches any stored seed.
+/// resumes the study with more trials); an unset sampler seed matches any
+/// stored seed.
 fn spec_differences(requested: &pb::StudySpec, stored: &pb::StudySpec) -> Vec<String> {
     let mut out = Vec::new();
+    if let (Some(s), Some(r)) = (space_map(&stored.search_space), space_map(&requested.search_space)) {
+        let names: std::collections::BTreeSet<&String> = s.keys().chain(r.keys()).collect();
+        let changed: Vec<&str> = names.into_iter().filter(|n| s.get(*n) != r.get(*n)).map(|n| n.as_str()).collect();
+        if !changed.is_empty() {
+            out.push(format!("search space (parameters that differ: {})", changed.join(", ")));
+        }
+    }
     let mut differ = |what: &str, stored: String, given: String| {
         if stored != given {
             out.push(format!("{what} (stored {stored}, this command {given})"));

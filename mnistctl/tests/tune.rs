@@ -101,12 +101,18 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     //    kept, and the command says which of its settings are not used.
     let (mut c, out, err) = tune(dir, "fifth");
     c.args(["--base", "optimizer=adam", "--metric", "val_loss", "--direction", "minimize"]);
+    std::fs::write(dir.join("space.json"), SPACE.replace("\"high\": 0.95", "\"high\": 0.99")).unwrap();
     let mut child = c.spawn().unwrap();
     let st = wait(&mut child, Duration::from_secs(60), &[&err]);
     assert!(st.success(), "{st}\n{}", read(&err));
     let e = read(&err);
     assert!(e.contains("differ from this command"), "{e}");
-    for what in ["optimizer (stored \"sgd\", this command \"adam\")", "metric (stored val_accuracy, this command val_loss)", "direction (stored maximize, this command minimize)"] {
+    for what in [
+        "optimizer (stored \"sgd\", this command \"adam\")",
+        "metric (stored val_accuracy, this command val_loss)",
+        "direction (stored maximize, this command minimize)",
+        "search space (parameters that differ: momentum)",
+    ] {
         assert!(e.contains(what), "{what} missing in\n{e}");
     }
     assert!(!e.contains("epochs ("), "unchanged settings are not listed\n{e}");
