@@ -12,13 +12,15 @@
 //! | worker shutting down           | `ReleaseTrial` at once                |
 //! | lease lost                     | nothing: drop it                      |
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mnist_common::config::TrainConfig;
 use mnist_proto::v1 as pb;
+use mnist_trainer::run::RunArtifacts;
+use mnist_trainer::TrainError;
 use tokio::time::Instant;
 
 use crate::client::{cancelled, request, CallError};
@@ -126,7 +128,9 @@ pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
         let mut reporter = reporter;
         let result = {
             let mut hook = |m: &mnist_trainer::EpochMetrics| handle.block_on(reporter.report(m));
-            let want = || !c2.is_stopped();
+            // A pruned trial keeps its curves and model too (for a look at why
+            // it was pruned); a released or lost one writes nothing.
+            let want = || matches!(c2.reason(), None | Some(StopReason::Pruned));
             training::run(&job, &mut hook, &want)
         };
         (result, reporter.last_value, job.artifact_dir)
@@ -175,7 +179,11 @@ pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
         (_, Err(e)) => session.fail(&e.to_string(), training::retryable(&e)).await,
         (Some(StopReason::Pruned), Ok(fin)) => {
             let metrics = final_metrics(&fin.epochs, &fin.test, fin.total_seconds);
-            session.complete(pb::TrialState::Pruned, last_value, metrics).await
+            let end = session.complete(pb::TrialState::Pruned, last_value, metrics).await;
+            if end == TrialEnd::Pruned {
+                session.upload(fin.artifacts, &dir).await;
+            }
+            end
         }
         (None, Ok(fin)) => session.finish(objective, fin, dir).await,
     }
@@ -206,16 +214,23 @@ impl Session<'_> {
         };
         let metrics = final_metrics(&fin.epochs, &fin.test, fin.total_seconds);
         let end = self.complete(pb::TrialState::Complete, Some(value), metrics).await;
-        if end != TrialEnd::Complete {
-            return end;
+        if end == TrialEnd::Complete {
+            self.upload(fin.artifacts, &dir).await;
         }
-        match fin.artifacts {
+        end
+    }
+
+    /// Uploads a finished trial's artifacts (the coordinator takes them from
+    /// the latest lease holder after completion) and removes the local copy
+    /// unless `keep_artifacts`.
+    async fn upload(&self, artifacts: Option<Result<RunArtifacts, TrainError>>, dir: &Path) {
+        match artifacts {
             Some(Ok(run)) => {
                 match crate::artifacts::upload_run(&self.ctx.shared.client, self.trial_id, self.token, &run).await {
                     Ok((files, bytes)) => {
                         tracing::info!(trial = self.number, files, bytes, "artifacts uploaded");
                         if !self.ctx.shared.config.keep_artifacts {
-                            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                            if let Err(e) = std::fs::remove_dir_all(dir) {
                                 tracing::debug!(dir = %dir.display(), "could not remove the local artifacts: {e}");
                             }
                             // The study's folder too, once it is empty.
@@ -230,7 +245,6 @@ impl Session<'_> {
             Some(Err(e)) => tracing::warn!(trial = self.number, "writing the artifacts failed: {e}"),
             None => {}
         }
-        end
     }
 
     async fn complete(&self, state: pb::TrialState, value: Option<f64>, metrics: std::collections::HashMap<String, f64>) -> TrialEnd {

@@ -257,3 +257,35 @@ fn sigterm_releases_the_trial_at_once() {
     let ts = trials(&rt, &coord.url, "term").unwrap();
     assert_exact(&ts, 2, &[pb::TrialState::Complete], &logs(&[&w, &other, &coord.proc]));
 }
+
+/// A pruned trial keeps its curves, metrics and model: a good trial runs
+/// first, then a hopeless one (learning rate 1e-3, heavy dropout) that the
+/// median pruner stops after its first epoch; both trials' artifacts are in
+/// the coordinator's store.
+#[test]
+fn a_pruned_trial_uploads_its_artifacts() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &CoordOpts::default(), "a");
+    let mut s = spec("pruned", 2, base_config(3, 1500), "median");
+    s.pruner = Some(pb::PrunerSpec { kind: "median".into(), options_json: r#"{"n_startup_trials": 1, "n_warmup_steps": 0}"#.into() });
+    let study = create_study(&rt, &coord.url, s);
+    enqueue(&rt, &coord.url, "pruned", &[("learning_rate", 0.1), ("momentum", 0.9), ("dropout_fc", 0.0)]);
+    enqueue(&rt, &coord.url, "pruned", &[("learning_rate", 0.001), ("momentum", 0.5), ("dropout_fc", 0.5)]);
+    let mut workers = vec![start_worker(dir, &coord.url, "w0", &data_dir(), &["--exit-when-idle"])];
+    wait_workers(&mut workers, Duration::from_secs(240), &[&coord.proc]);
+    let all: Vec<&Proc> = workers.iter().chain([&coord.proc]).collect();
+    let ts = trials(&rt, &coord.url, "pruned").unwrap();
+    let states: Vec<pb::TrialState> = ts.iter().map(state).collect();
+    assert_eq!(states, vec![pb::TrialState::Complete, pb::TrialState::Pruned], "{}", logs(&all));
+    assert_eq!(ts[1].intermediate_values.len(), 1, "pruned after its first epoch\n{}", logs(&all));
+    let root = dir.join("study.db.artifacts").join(format!("study-{}", study.study_id));
+    for t in &ts {
+        let d = root.join(format!("trial-{}", t.number));
+        for f in ["metrics.json", "plots/accuracy.png", "plots/loss.png", "plots/confusion_matrix.png", "model/MLmodel", "weights/model.safetensors"] {
+            assert!(d.join(f).is_file(), "{} is missing\n{}", d.join(f).display(), logs(&all));
+        }
+    }
+}

@@ -288,6 +288,18 @@ pub fn create_study(rt: &tokio::runtime::Runtime, url: &str, spec: pb::StudySpec
     })
 }
 
+/// Enqueues a trial with fixed float parameters.
+pub fn enqueue(rt: &tokio::runtime::Runtime, url: &str, study: &str, params: &[(&str, f64)]) {
+    rt.block_on(async {
+        let mut c = client(url).await;
+        let params = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), pb::ParamValue { kind: Some(pb::param_value::Kind::FloatValue(*v)) }))
+            .collect();
+        c.enqueue_trial(pb::EnqueueTrialRequest { study_name: study.into(), params }).await.expect("EnqueueTrial");
+    })
+}
+
 /// The study, or `None` while the coordinator is unreachable.
 pub fn get_study(rt: &tokio::runtime::Runtime, url: &str, name: &str) -> Option<pb::Study> {
     rt.block_on(async {
