@@ -103,9 +103,39 @@ fn parse_trial_key(tail: &str) -> Option<(u64, u32)> {
     }
 }
 
-/// Per study, the attempt each requeued trial is on (absent: 0), as the
-/// projector's batch sees it.
-type Attempts = HashMap<i64, HashMap<u64, u32>>;
+/// Where a requeued trial stands in MLflow: its latest run is attempt
+/// `attempt`, and `ended` says that run was closed by a requeue, so the
+/// trial's next start opens attempt + 1 (until then its events go to the
+/// latest run). Stored as `attempt.<study run key>.<n>` = "k" or "k+"; absent:
+/// attempt 0, not ended. Keyed by the study's run key, which is unique even
+/// where a study id is reused after a delete.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Attempt {
+    attempt: u32,
+    ended: bool,
+}
+
+impl Attempt {
+    fn parse(s: &str) -> Option<Attempt> {
+        let (n, ended) = match s.strip_suffix('+') {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        Some(Attempt { attempt: n.parse().ok()?, ended })
+    }
+
+    fn text(self) -> String {
+        format!("{}{}", self.attempt, if self.ended { "+" } else { "" })
+    }
+}
+
+/// Per study run key, the requeued trials' attempts, as the projector's batch
+/// sees them.
+type Attempts = HashMap<String, HashMap<u64, Attempt>>;
+
+fn attempt_state(study: &StudyKey, n: u64) -> String {
+    format!("attempt.{}.{n}", study.run_key)
+}
 
 fn state_name(s: TrialState) -> &'static str {
     crate::study::trial_state_str(s)
@@ -165,18 +195,30 @@ impl Tracking {
         Ok(latest.into_iter().map(|(n, (_, r))| (n, r)).collect())
     }
 
-    /// The attempt trial `n` of study `sid` is on.
-    async fn attempt(&self, attempts: &mut Attempts, sid: i64, n: u64) -> Result<u32, CoordError> {
-        if !attempts.contains_key(&sid) {
-            let prefix = format!("attempt.{sid}.");
+    /// Where trial `n` of the study stands (see [`Attempt`]).
+    async fn attempt(&self, attempts: &mut Attempts, study: &StudyKey, n: u64) -> Result<Attempt, CoordError> {
+        if !attempts.contains_key(&study.run_key) {
+            let prefix = format!("attempt.{}.", study.run_key);
             let stored = self.outbox.states(&prefix).await.map_err(err)?;
             let map = stored
                 .into_iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse().ok()?, v.parse().ok()?)))
+                .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse().ok()?, Attempt::parse(&v)?)))
                 .collect();
-            attempts.insert(sid, map);
+            attempts.insert(study.run_key.clone(), map);
         }
-        Ok(attempts.get(&sid).and_then(|m| m.get(&n)).copied().unwrap_or(0))
+        Ok(attempts.get(&study.run_key).and_then(|m| m.get(&n)).copied().unwrap_or_default())
+    }
+
+    /// Records where trial `n` stands, in this batch and in its state changes.
+    fn set_attempt(
+        attempts: &mut Attempts,
+        state: &mut Vec<(String, Option<String>)>,
+        study: &StudyKey,
+        n: u64,
+        a: Attempt,
+    ) {
+        state.push((attempt_state(study, n), Some(a.text())));
+        attempts.entry(study.run_key.clone()).or_default().insert(n, a);
     }
 
     /// The MLflow UI page of a run.
@@ -294,7 +336,13 @@ impl Tracking {
                     tags.push(("mnist.worker_id".into(), h.holder_id.clone()));
                     tags.push(("mnist.device".into(), h.device.clone()));
                 }
-                let attempt = self.attempt(attempts, ev.study_id, n).await?;
+                let mut at = self.attempt(attempts, &key, n).await?;
+                if at.ended {
+                    // The first start after a requeue opens the next attempt's run.
+                    at = Attempt { attempt: at.attempt + 1, ended: false };
+                    Self::set_attempt(attempts, state, &key, n, at);
+                }
+                let attempt = at.attempt;
                 tags.push(("mnist.attempt".into(), (attempt + 1).to_string()));
                 ops.push(Op::StartRun {
                     run_key: trial_key(&key, n, attempt),
@@ -316,7 +364,7 @@ impl Tracking {
                     .iter()
                     .map(|(k, v)| MetricPoint { key: k.clone(), value: *v, timestamp_ms: ev.time_ms, step: epoch })
                     .collect();
-                let attempt = self.attempt(attempts, ev.study_id, n).await?;
+                let attempt = self.attempt(attempts, &key, n).await?.attempt;
                 ops.push(Op::Log { run_key: trial_key(&key, n, attempt), metrics, params: vec![], tags: vec![] });
             }
             EventKind::TrialCompleted | EventKind::TrialPruned | EventKind::TrialFailed => {
@@ -348,7 +396,9 @@ impl Tracking {
                         RunStatus::Failed
                     }
                 };
-                let run_key = trial_key(&key, n, self.attempt(attempts, ev.study_id, n).await?);
+                // A trial that fails while waiting after a requeue ends its
+                // latest run, the one the requeue closed.
+                let run_key = trial_key(&key, n, self.attempt(attempts, &key, n).await?.attempt);
                 ops.push(Op::SetStatus { run_key, status, end_ms: Some(ev.time_ms), metrics, tags });
                 if let Some(best) = ev.best_value {
                     let finished = (ev.counts.complete + ev.counts.pruned + ev.counts.fail) as i64;
@@ -368,7 +418,7 @@ impl Tracking {
                 let Some(n) = ev.trial_number else { return Ok(()) };
                 let name = ev.message.clone();
                 let file = crate::artifacts::trial_dir(&self.artifacts_root, ev.study_id, n).join(&name);
-                let run_key = trial_key(&key, n, self.attempt(attempts, ev.study_id, n).await?);
+                let run_key = trial_key(&key, n, self.attempt(attempts, &key, n).await?.attempt);
                 ops.push(Op::Artifact { run_key: run_key.clone(), path: name.clone(), file: file.display().to_string() });
                 if name == MLMODEL {
                     ops.push(Op::LogModel {
@@ -442,21 +492,19 @@ impl Tracking {
             EventKind::TrialRequeued => {
                 // The attempt's run ends here; the next start opens a new one.
                 let Some(n) = ev.trial_number else { return Ok(()) };
-                let attempt = self.attempt(attempts, ev.study_id, n).await?;
+                let at = self.attempt(attempts, &key, n).await?;
                 let mut tags = vec![("mnist.state".to_string(), "REQUEUED".to_string())];
                 if !ev.message.is_empty() {
                     tags.push(("mnist.requeue_reason".into(), ev.message.clone()));
                 }
                 ops.push(Op::SetStatus {
-                    run_key: trial_key(&key, n, attempt),
+                    run_key: trial_key(&key, n, at.attempt),
                     status: RunStatus::Killed,
                     end_ms: Some(ev.time_ms),
                     metrics: vec![],
                     tags,
                 });
-                let next = attempt + 1;
-                state.push((format!("attempt.{}.{n}", ev.study_id), Some(next.to_string())));
-                attempts.entry(ev.study_id).or_default().insert(n, next);
+                Self::set_attempt(attempts, state, &key, n, Attempt { attempt: at.attempt, ended: true });
             }
             EventKind::TrialEnqueued => {}
         }

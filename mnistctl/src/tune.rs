@@ -339,14 +339,20 @@ fn spec_differences(requested: &pb::StudySpec, stored: &pb::StudySpec) -> Vec<St
         _ => "unset".to_string(),
     };
     differ("direction", dir(stored.direction), dir(requested.direction));
-    differ("metric", stored.metric.clone(), requested.metric.clone());
+    // Names compare as the coordinator stores them (case, aliases, defaults).
+    use mnist_coordinator::study::{metric_name, pruner_kind, sampler_kind};
+    differ("metric", metric_name(&stored.metric), metric_name(&requested.metric));
     let (rs, ss) = (requested.sampler.clone().unwrap_or_default(), stored.sampler.clone().unwrap_or_default());
-    differ("sampler", ss.kind.clone(), rs.kind.clone());
+    if sampler_kind(&ss.kind) != sampler_kind(&rs.kind) {
+        differ("sampler", ss.kind.clone(), rs.kind.clone());
+    }
     if let Some(seed) = rs.seed {
         differ("sampler seed", ss.seed.map_or_else(|| "none".into(), |s| s.to_string()), seed.to_string());
     }
     let (rp, sp) = (requested.pruner.clone().unwrap_or_default(), stored.pruner.clone().unwrap_or_default());
-    differ("pruner", sp.kind, rp.kind);
+    if pruner_kind(&sp.kind) != pruner_kind(&rp.kind) {
+        differ("pruner", sp.kind, rp.kind);
+    }
     // Training settings field by field, both sides with every default filled in.
     let full = |json: &str| -> Option<serde_json::Map<String, Value>> {
         let cfg: TrainConfig = if json.trim().is_empty() { TrainConfig::default() } else { serde_json::from_str(json).ok()? };

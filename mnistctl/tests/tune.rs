@@ -89,8 +89,10 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     assert!(py_out.starts_with("[0, 1, 2]"), "optuna sees {py_out}");
     assert!(!py_out.contains("FAIL") && !py_out.contains("RUNNING") && !py_out.contains("WAITING"), "optuna sees {py_out}");
 
-    // 4. Once more: nothing left to do.
+    // 4. Once more: nothing left to do (names written differently are the
+    //    same settings).
     let (mut c, out, err) = tune(dir, "third");
+    c.args(["--pruner", "MEDIAN", "--sampler", "TPE", "--metric", " val_accuracy "]);
     let mut child = c.spawn().unwrap();
     let st = wait(&mut child, Duration::from_secs(60), &[&err]);
     assert!(st.success(), "{st}\n{}", read(&err));

@@ -99,7 +99,13 @@ pub struct Storage {
 /// would hand out the same trials twice.
 fn lock_database(path: &Path) -> Result<std::fs::File, StorageError> {
     use std::io::{Read, Seek, Write};
-    let mut name = path.as_os_str().to_owned();
+    // The real path, so that two names of one file (symlinks) share one lock.
+    let real = std::fs::canonicalize(path).ok().or_else(|| {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+    });
+    let path_for_lock = real.as_deref().unwrap_or(path);
+    let mut name = path_for_lock.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
     let err = |message: String| StorageError::Open { path: path.to_path_buf(), message };

@@ -57,16 +57,41 @@ fn options_object(what: &str, text: &str) -> Result<Map<String, Value>> {
     }
 }
 
+/// The stored name of a sampler kind as a user may write it (any case, empty
+/// for TPE), or `None` for an unknown one.
+pub fn sampler_kind(kind: &str) -> Option<&'static str> {
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "" | "tpe" => Some("tpe"),
+        "random" => Some("random"),
+        "grid" => Some("grid"),
+        _ => None,
+    }
+}
+
+/// The stored name of a pruner kind as a user may write it (any case,
+/// aliases, empty or `none` for none), or `None` for an unknown one.
+pub fn pruner_kind(kind: &str) -> Option<&'static str> {
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "" | "none" | "nop" => Some("nop"),
+        "median" => Some("median"),
+        "percentile" => Some("percentile"),
+        "successive_halving" | "successive-halving" | "asha" => Some("successive_halving"),
+        "hyperband" => Some("hyperband"),
+        _ => None,
+    }
+}
+
+/// The stored metric name: trimmed, `val_accuracy` when empty.
+pub fn metric_name(metric: &str) -> String {
+    if metric.trim().is_empty() { "val_accuracy".to_string() } else { metric.trim().to_string() }
+}
+
 /// Builds the sampler configuration from a kind, a seed and options.
 pub(crate) fn sampler_config(kind: &str, seed: Option<u64>, options: &str) -> Result<SamplerConfig> {
     let mut obj = options_object("sampler", options)?;
-    let kind = match kind.trim().to_ascii_lowercase().as_str() {
-        "" | "tpe" => "tpe",
-        "random" => "random",
-        "grid" => "grid",
-        other => {
-            return Err(CoordError::InvalidArgument(format!("unknown sampler {other:?}; use tpe, random or grid")));
-        }
+    let Some(kind) = sampler_kind(kind) else {
+        let other = kind.trim().to_ascii_lowercase();
+        return Err(CoordError::InvalidArgument(format!("unknown sampler {other:?}; use tpe, random or grid")));
     };
     obj.insert("name".into(), Value::from(kind));
     let seed = seed.or_else(|| obj.get("seed").and_then(Value::as_u64)).unwrap_or_else(|| rand::random::<u32>() as u64);
@@ -80,17 +105,11 @@ pub(crate) fn sampler_config(kind: &str, seed: Option<u64>, options: &str) -> Re
 /// Builds the pruner configuration from a kind and options.
 pub(crate) fn pruner_config(kind: &str, options: &str, study_name: &str) -> Result<PrunerConfig> {
     let mut obj = options_object("pruner", options)?;
-    let kind = match kind.trim().to_ascii_lowercase().as_str() {
-        "" | "none" | "nop" => "nop",
-        "median" => "median",
-        "percentile" => "percentile",
-        "successive_halving" | "successive-halving" | "asha" => "successive_halving",
-        "hyperband" => "hyperband",
-        other => {
-            return Err(CoordError::InvalidArgument(format!(
-                "unknown pruner {other:?}; use none, median, percentile, successive_halving or hyperband"
-            )));
-        }
+    let Some(kind) = pruner_kind(kind) else {
+        let other = kind.trim().to_ascii_lowercase();
+        return Err(CoordError::InvalidArgument(format!(
+            "unknown pruner {other:?}; use none, median, percentile, successive_halving or hyperband"
+        )));
     };
     obj.insert("name".into(), Value::from(kind));
     if kind == "hyperband" && !obj.contains_key("study_name") {
@@ -119,7 +138,7 @@ fn study_config(spec: &NewStudy) -> Result<StudyConfig> {
             spec.timeout_seconds
         )));
     }
-    let metric = if spec.metric.trim().is_empty() { "val_accuracy".to_string() } else { spec.metric.trim().to_string() };
+    let metric = metric_name(&spec.metric);
     if metric.len() > 512 || metric.chars().any(char::is_control) {
         return Err(CoordError::InvalidArgument("the metric name must be at most 512 characters without control characters".into()));
     }

@@ -318,8 +318,6 @@ impl Coordinator {
         Ok(expired)
     }
 
-    /// Turns a lease problem into the error to return, expiring the trial
-    /// first when its lease has run out.
     /// The frame of every call made under a lease: under the lock, finds the
     /// trial and checks that `token` is its live lease (invariant 2); then runs
     /// `f(inner, batch, study id, trial number, now)`, or records what a lapsed
@@ -352,6 +350,8 @@ impl Coordinator {
         res
     }
 
+    /// Turns a lease problem into the error to return, expiring the trial
+    /// first when its lease has run out.
     fn lease_problem(&self, inner: &mut Inner, batch: &mut Batch, sid: i64, n: u64, p: LeaseProblem, now: i64) -> CoordError {
         match p {
             LeaseProblem::Refused(e) => e,
