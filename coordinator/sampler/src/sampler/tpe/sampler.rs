@@ -208,6 +208,21 @@ impl TpeSampler {
         candidates.into_iter().nth(best).unwrap_or_default()
     }
 
+    /// Checks the space, syncs `hist` with `trials` and samples from it.
+    fn sample_synced(
+        &self,
+        hist: &mut TpeHistory,
+        memo: &mut MassMemo,
+        space: &SearchSpace,
+        trials: &[FrozenTrial],
+        direction: Direction,
+        trial_number: u64,
+    ) -> Result<BTreeMap<String, f64>, SampleError> {
+        crate::sampler::check_space(space)?;
+        hist.sync(space, direction, trials);
+        Ok(self.sample_from(hist, trials, trial_number, memo))
+    }
+
     /// The suggestion from a history synced with `trials` (see [`TpeHistory`]).
     fn sample_from(
         &self,
@@ -317,10 +332,8 @@ impl Sampler for TpeSampler {
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
         // One call: a fresh history and a small memo (what `sample_with` keeps).
-        crate::sampler::check_space(space)?;
-        let mut hist = TpeHistory::new();
-        hist.sync(space, direction, trials);
-        Ok(self.sample_from(&hist, trials, trial_number, &mut MassMemo::default()))
+        let (mut hist, mut memo) = (TpeHistory::new(), MassMemo::default());
+        self.sample_synced(&mut hist, &mut memo, space, trials, direction, trial_number)
     }
 
     fn sample_with(
@@ -331,9 +344,7 @@ impl Sampler for TpeSampler {
         direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
-        crate::sampler::check_space(space)?;
         let (hist, memo) = cache.tpe_parts();
-        hist.sync(space, direction, trials);
-        Ok(self.sample_from(hist, trials, trial_number, memo))
+        self.sample_synced(hist, memo, space, trials, direction, trial_number)
     }
 }
