@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mlflow_server::MlflowServer;
-use support::{data_dir, read, repo, wait};
+use support::{data_dir, read, repo, tiny_tune, wait};
 use mnist_mlflow::{MlflowClient, MlflowConfig};
 use serde_json::Value;
 
@@ -25,25 +25,14 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// `mnistctl tune` with a tiny CNN on the CPU, logging to `uri`.
 fn tune(dir: &Path, study: &str, uri: &str, n_trials: u32, epochs: u32, train_limit: u32) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mnistctl"));
-    c.arg("tune")
-        .args(["--n-trials", &n_trials.to_string(), "--epochs", &epochs.to_string(), "--train-limit", &train_limit.to_string()])
-        .args(["--val-size", "300", "--test-limit", "500", "--devices", "cpu", "--torch-threads", "1", "--seed", "5"])
-        .args(["--study", study, "--pruner", "none"])
-        .args(["--base", "conv1_channels=4", "--base", "conv2_channels=8", "--base", "fc_width=16", "--base", "batch_size=50"])
-        .arg("--storage")
-        .arg(dir.join("t.db"))
-        .arg("--work-dir")
-        .arg(dir.join("work"))
-        .arg("--data-dir")
-        .arg(data_dir())
+    let mut c = tiny_tune(dir);
+    c.args(["--n-trials", &n_trials.to_string(), "--epochs", &epochs.to_string(), "--train-limit", &train_limit.to_string()])
+        .args(["--seed", "5", "--study", study, "--pruner", "none"])
         .args(["--mlflow-tracking-uri", uri])
         .env_remove("MLFLOW_TRACKING_USERNAME")
         .env_remove("MLFLOW_TRACKING_PASSWORD")
         .env_remove("MLFLOW_TRACKING_TOKEN")
-        .env_remove("MLFLOW_EXPERIMENT_NAME")
-        .env("MNIST_NO_PROGRESS", "1")
-        .env("RUST_LOG", "info");
+        .env_remove("MLFLOW_EXPERIMENT_NAME");
     c.stdout(std::fs::File::create(dir.join(format!("{study}.out"))).unwrap())
         .stderr(std::fs::File::create(dir.join(format!("{study}.err"))).unwrap());
     c

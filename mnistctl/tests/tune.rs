@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{data_dir, read, repo, wait};
+use support::{read, repo, tiny_tune, wait};
 
 const SPACE: &str = r#"{
   "learning_rate": {"type": "float", "low": 0.005, "high": 0.2, "log": true},
@@ -21,21 +21,8 @@ const SPACE: &str = r#"{
 fn tune(dir: &Path, tag: &str) -> (Command, PathBuf, PathBuf) {
     let space = dir.join("space.json");
     std::fs::write(&space, SPACE).unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mnistctl"));
-    c.arg("tune")
-        .args(["--n-trials", "3", "--epochs", "3", "--train-limit", "1500", "--val-size", "300", "--test-limit", "500"])
-        .args(["--devices", "cpu", "--torch-threads", "1", "--seed", "3", "--study", "quick"])
-        .args(["--base", "conv1_channels=4", "--base", "conv2_channels=8", "--base", "fc_width=16", "--base", "batch_size=50"])
-        .arg("--space")
-        .arg(&space)
-        .arg("--storage")
-        .arg(dir.join("t.db"))
-        .arg("--work-dir")
-        .arg(dir.join("work"))
-        .arg("--data-dir")
-        .arg(data_dir())
-        .env("MNIST_NO_PROGRESS", "1")
-        .env("RUST_LOG", "info");
+    let mut c = tiny_tune(dir);
+    c.args(["--n-trials", "3", "--epochs", "3", "--train-limit", "1500", "--seed", "3", "--study", "quick"]).arg("--space").arg(&space);
     let out = dir.join(format!("{tag}.out"));
     let err = dir.join(format!("{tag}.err"));
     c.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());

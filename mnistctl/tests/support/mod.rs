@@ -1,10 +1,11 @@
 //! Helpers shared by the `mnistctl` integration tests: where the repository
-//! and the MNIST copy are, reading a log, and waiting for a child process.
+//! and the MNIST copy are, a quick `mnistctl tune`, reading a log, and waiting
+//! for a child process.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -15,6 +16,25 @@ pub fn repo() -> PathBuf {
 /// MNIST for tests: `MNIST_TEST_DATA`, else `<repo>/../shared/data/mnist`.
 pub fn data_dir() -> PathBuf {
     std::env::var_os("MNIST_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data/mnist"))
+}
+
+/// `mnistctl tune` with a tiny CNN on a slice of the data, on one CPU thread,
+/// with its database (`t.db`) and work directory under `dir`; tests add the
+/// study, trials, epochs and the rest.
+pub fn tiny_tune(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnistctl"));
+    c.arg("tune")
+        .args(["--val-size", "300", "--test-limit", "500", "--devices", "cpu", "--torch-threads", "1"])
+        .args(["--base", "conv1_channels=4", "--base", "conv2_channels=8", "--base", "fc_width=16", "--base", "batch_size=50"])
+        .arg("--storage")
+        .arg(dir.join("t.db"))
+        .arg("--work-dir")
+        .arg(dir.join("work"))
+        .arg("--data-dir")
+        .arg(data_dir())
+        .env("MNIST_NO_PROGRESS", "1")
+        .env("RUST_LOG", "info");
+    c
 }
 
 /// A file's text, or "" when it cannot be read.
