@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use super::parzen::sort_key;
 use crate::space::{Choice, Distribution, SearchSpace};
 use crate::trial::{Direction, FrozenTrial, TrialState};
 
@@ -84,6 +85,13 @@ pub struct TpeHistory {
     unsettled: Vec<usize>,
     /// Whether row numbers never decrease (the slice is in trial-number order).
     pub(crate) sorted: bool,
+    /// Per numerical parameter: `(key, row)` of every row holding it, in increasing
+    /// order, where `key` is [`sort_key`] of the value as the Parzen estimator sees
+    /// it (its log for `log=true`); ties in row order. Kept as rows change, so an
+    /// estimator over many rows needs no sort (empty for categorical parameters).
+    pub(crate) order: Vec<Vec<(u64, u32)>>,
+    /// Entries read since the last sync ended, merged into `order` when it does.
+    pending: Vec<Vec<(u64, u32)>>,
 }
 
 impl TpeHistory {
@@ -133,6 +141,23 @@ impl TpeHistory {
         }
         if numbers_changed {
             self.sorted = self.rows.windows(2).all(|w| w[0].number <= w[1].number);
+        }
+        self.merge_pending();
+    }
+
+    /// Merges the entries read during a sync into `order` (a batch by one sort,
+    /// a few by binary insertion; both give the one increasing order).
+    fn merge_pending(&mut self) {
+        for (order, pending) in self.order.iter_mut().zip(&mut self.pending) {
+            if pending.len() > 16 {
+                order.append(pending);
+                order.sort_unstable();
+            } else {
+                for e in pending.drain(..) {
+                    let at = order.partition_point(|x| *x < e);
+                    order.insert(at, e);
+                }
+            }
         }
     }
 
@@ -187,6 +212,8 @@ impl TpeHistory {
         self.mismatch = vec![0; self.space.len()];
         self.unsettled.clear();
         self.sorted = true;
+        self.order = vec![Vec::new(); self.space.len()];
+        self.pending = vec![Vec::new(); self.space.len()];
     }
 
     /// (Re)reads row `i` from `t`; returns true while the trial is unfinished.
@@ -194,13 +221,21 @@ impl TpeHistory {
         let row = Row::of(t, self.direction);
         let class = row.class;
         self.rows[i] = row;
-        for c in &mut self.cols {
+        for ((c, (_, d)), order) in self.cols.iter_mut().zip(&self.space).zip(&mut self.order) {
+            if let Some(key) = order_key(d, c[i]) {
+                if let Ok(at) = order.binary_search(&(key, i as u32)) {
+                    order.remove(at);
+                }
+            }
             c[i] = f64::NAN;
         }
-        let (space, cols) = (&self.space, &mut self.cols);
+        let (space, cols, pending) = (&self.space, &mut self.cols, &mut self.pending);
         walk(&t.params, &self.by_name, space, |pos, v| {
             if usable(&space[pos].1, *v) {
                 cols[pos][i] = *v;
+                if let Some(key) = order_key(&space[pos].1, *v) {
+                    pending[pos].push((key, i as u32));
+                }
             }
         });
         let unfinished = matches!(t.state, TrialState::Running | TrialState::Waiting);
@@ -224,6 +259,21 @@ impl TpeHistory {
             if !s {
                 *x += 1;
             }
+        }
+    }
+}
+
+/// The `order` key of a stored value of `d`: the value as the Parzen estimator
+/// sees it (its log for `log=true`), as an order-preserving integer. `None` for
+/// categorical parameters and missing (NaN) values.
+fn order_key(d: &Distribution, v: f64) -> Option<u64> {
+    if v.is_nan() {
+        return None;
+    }
+    match d {
+        Distribution::Categorical { .. } => None,
+        Distribution::Float { log, .. } | Distribution::Int { log, .. } => {
+            Some(sort_key(if *log { v.ln() } else { v }))
         }
     }
 }

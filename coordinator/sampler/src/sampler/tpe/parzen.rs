@@ -87,7 +87,7 @@ pub struct ParzenEstimator {
 
 /// Order-preserving integer key of a float (total order, as `f64::total_cmp`).
 #[inline]
-fn sort_key(x: f64) -> u64 {
+pub(crate) fn sort_key(x: f64) -> u64 {
     let b = x.to_bits();
     if b >> 63 == 1 {
         !b
@@ -98,7 +98,7 @@ fn sort_key(x: f64) -> u64 {
 
 /// The float whose `sort_key` is `k` (the inverse, bit for bit).
 #[inline]
-fn from_sort_key(k: u64) -> f64 {
+pub(crate) fn from_sort_key(k: u64) -> f64 {
     f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
@@ -195,7 +195,15 @@ fn argsort_stable(xs: &[f64]) -> Vec<(f64, u32)> {
     out.into_iter().map(|(k, i)| (from_sort_key(k), i)).collect()
 }
 
-fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams, memo: &mut MassMemo) -> Dim {
+/// One numerical dimension's kernels. `sorted`, when given, must be what
+/// `argsort_stable` gives for the transformed observations (the caller keeps it).
+fn numerical_dim(
+    obs: &[f64],
+    dist: &Distribution,
+    p: &ParzenParams,
+    memo: &mut MassMemo,
+    sorted: Option<Vec<(f64, u32)>>,
+) -> Dim {
     let (low, high, log, step) = match dist {
         Distribution::Float {
             low,
@@ -216,43 +224,53 @@ fn numerical_dim(obs: &[f64], dist: &Distribution, p: &ParzenParams, memo: &mut 
         lo -= s / 2.0;
         hi += s / 2.0;
     }
-    let mut mus: Vec<f64> = obs.to_vec();
     if log {
         lo = lo.ln();
         hi = hi.ln();
-        for m in &mut mus {
-            *m = m.ln();
-        }
     }
+    // Observation indices sorted by value; ties keep trial order (a stable argsort).
+    let (mut mus, idx) = match sorted {
+        Some(idx) if idx.len() == obs.len() => {
+            let mut mus = vec![0.0; idx.len()];
+            for (v, i) in &idx {
+                mus[*i as usize] = *v;
+            }
+            (mus, idx)
+        }
+        _ => {
+            let mut mus: Vec<f64> = obs.to_vec();
+            if log {
+                for m in &mut mus {
+                    *m = m.ln();
+                }
+            }
+            let idx = argsort_stable(&mus);
+            (mus, idx)
+        }
+    };
     let n = mus.len();
     let mut sigmas = vec![0.0; n];
-    // Observation indices sorted by value; ties keep trial order (a stable argsort).
-    let idx: Vec<(f64, u32)> = argsort_stable(&mus);
     if n > 0 {
-        let with_ends = |i: usize| -> f64 {
-            // index into [lo, sorted..., hi]
-            if i == 0 {
-                lo
-            } else if i == n + 1 {
-                hi
-            } else {
-                idx[i - 1].0
-            }
-        };
         let maxsigma = hi - lo;
         let minsigma = if p.consider_magic_clip {
             (hi - lo) / 100f64.min(1.0 + (n + 1) as f64)
         } else {
             1e-12
         };
+        // Each kernel's bandwidth: the larger distance to its sorted neighbours,
+        // the range ends standing in for the missing ones (and, unless
+        // `consider_endpoints`, the outermost kernels using their inner gap only).
+        let v = |k: usize| idx[k].0;
         for k in 0..n {
-            let i = k + 1;
-            let mut s = (with_ends(i) - with_ends(i - 1)).max(with_ends(i + 1) - with_ends(i));
+            let prev = if k == 0 { lo } else { v(k - 1) };
+            let next = if k + 1 == n { hi } else { v(k + 1) };
+            let cur = v(k);
+            let mut s = (cur - prev).max(next - cur);
             if !p.consider_endpoints && n >= 2 {
                 if k == 0 {
-                    s = with_ends(2) - with_ends(1);
+                    s = v(1) - v(0);
                 } else if k == n - 1 {
-                    s = with_ends(n) - with_ends(n - 1);
+                    s = v(n - 1) - v(n - 2);
                 }
             }
             sigmas[idx[k].1 as usize] = s.max(minsigma).min(maxsigma);
@@ -366,6 +384,21 @@ impl ParzenEstimator {
         p: &ParzenParams,
         memo: &mut MassMemo,
     ) -> Self {
+        Self::new_sorted(columns, dists, p, memo, Vec::new())
+    }
+
+    /// [`ParzenEstimator::new_with`] given, for some numerical dimensions, the
+    /// stable argsort of their transformed observations (`sorted[d]`: `(value,
+    /// observation index)` by increasing value, ties in index order), which the
+    /// caller may keep across calls; the result is the same.
+    pub(crate) fn new_sorted(
+        columns: &[Vec<f64>],
+        dists: &[&Distribution],
+        p: &ParzenParams,
+        memo: &mut MassMemo,
+        mut sorted: Vec<Option<Vec<(f64, u32)>>>,
+    ) -> Self {
+        sorted.resize(columns.len(), None);
         let n = columns.first().map_or(0, Vec::len);
         let mut weights = if n == 0 {
             vec![1.0]
@@ -381,11 +414,12 @@ impl ParzenEstimator {
         let dims = columns
             .iter()
             .zip(dists)
-            .map(|(obs, d)| match d {
+            .zip(sorted)
+            .map(|((obs, d), sorted)| match d {
                 Distribution::Categorical { choices } => {
                     categorical_dim(obs, choices.len().max(1), p)
                 }
-                _ => numerical_dim(obs, d, p, memo),
+                _ => numerical_dim(obs, d, p, memo, sorted),
             })
             .collect();
         ParzenEstimator {
@@ -753,7 +787,6 @@ struct Window {
     inv: Vec<Vec<f64>>,
     pair_of: Vec<Vec<u32>>,
     row: Vec<f64>,
-    upper: Vec<f64>,
     terms: Vec<(u32, f64)>,
 }
 
@@ -807,7 +840,6 @@ impl Window {
             inv: cont.iter().map(|c| perm_f(&c.3)).collect(),
             pair_of: discs.iter().map(|t| perm_u(t.pair_of)).collect(),
             row: Vec::with_capacity(n),
-            upper: Vec::with_capacity(n),
             terms: Vec::new(),
             kidx,
             smu,
@@ -900,16 +932,25 @@ impl Window {
             }
         }
         if !discs.is_empty() {
-            self.upper.clear();
-            self.upper.extend_from_slice(row);
-            for (t, po) in discs.iter().zip(&self.pair_of) {
-                let ub = t.upper_row(s);
-                for (a, pi) in self.upper.iter_mut().zip(&po[lo..hi]) {
-                    *a += ub[*pi as usize];
+            // The point's largest discrete bound per dimension, summed: a kernel
+            // whose other terms plus this (and a margin far above rounding) stay
+            // below `thr` has its exact bound below `thr` too, so it is left out
+            // without gathering its discrete bounds.
+            let disc_max: f64 = discs
+                .iter()
+                .map(|t| t.upper_row(s).iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                .sum();
+            for (j, a) in row.iter_mut().enumerate() {
+                let coarse = *a + disc_max;
+                if coarse + 1e-6 * (1.0 + a.abs() + disc_max.abs()) < thr {
+                    *a = f64::NEG_INFINITY;
+                    continue;
                 }
-            }
-            for (j, (a, u)) in row.iter_mut().zip(&self.upper).enumerate() {
-                if *u < thr {
+                let mut u = *a;
+                for (t, po) in discs.iter().zip(&self.pair_of) {
+                    u += t.upper_row(s)[po[lo + j] as usize];
+                }
+                if u < thr {
                     *a = f64::NEG_INFINITY;
                 } else {
                     for (t, po) in discs.iter_mut().zip(&self.pair_of) {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::history::{usable, Class, Row, TpeHistory};
-use super::parzen::{MassMemo, ParzenEstimator, ParzenParams};
+use super::parzen::{from_sort_key, MassMemo, ParzenEstimator, ParzenParams};
 use crate::error::SampleError;
 use crate::rng::{trial_rng, Rng};
 use crate::sampler::{sample_random_param, Sampler, SamplerCache};
@@ -140,18 +140,55 @@ pub fn split_trials<'a>(
 }
 
 /// Observation columns for `group` (space positions) from the rows `rows`,
-/// keeping only trials that have every parameter of the group.
-fn observations(hist: &TpeHistory, group: &[usize], rows: &[usize]) -> Vec<Vec<f64>> {
-    let mut cols = vec![Vec::with_capacity(rows.len()); group.len()];
+/// keeping only trials that have every parameter of the group, and the rows kept
+/// (observation `k` is row `kept[k]`).
+fn observations(hist: &TpeHistory, group: &[usize], rows: &[usize]) -> (Vec<Vec<f64>>, Vec<usize>) {
     let src: Vec<&[f64]> = group.iter().map(|g| hist.cols[*g].as_slice()).collect();
-    for r in rows {
-        if src.iter().all(|c| !c[*r].is_nan()) {
-            for (c, s) in cols.iter_mut().zip(&src) {
-                c.push(s[*r]);
-            }
-        }
+    let kept: Vec<usize> = rows
+        .iter()
+        .copied()
+        .filter(|r| src.iter().all(|c| c.get(*r).is_some_and(|v| !v.is_nan())))
+        .collect();
+    let cols = src
+        .iter()
+        .map(|c| kept.iter().map(|r| c[*r]).collect())
+        .collect();
+    (cols, kept)
+}
+
+/// Fewer observations than this are simply sorted by the estimator.
+const PRESORT_MIN: usize = 64;
+
+/// For each parameter of `group`, the stable argsort of the observations of rows
+/// `kept` (as [`observations`] gives them) read from the history's kept order
+/// instead of sorted afresh: the same `(value, index)` list, since the history's
+/// order breaks ties by row and rows are in observation order when the history is
+/// sorted by trial number. `None` where the estimator sorts itself.
+fn presorted(hist: &TpeHistory, group: &[usize], kept: &[usize]) -> Vec<Option<Vec<(f64, u32)>>> {
+    if !hist.sorted || kept.len() < PRESORT_MIN {
+        return Vec::new();
     }
-    cols
+    let mut index_of = vec![u32::MAX; hist.rows.len()];
+    for (k, r) in kept.iter().enumerate() {
+        index_of[*r] = k as u32;
+    }
+    group
+        .iter()
+        .map(|g| {
+            let order = &hist.order[*g];
+            if order.is_empty() {
+                return None;
+            }
+            let mut out = Vec::with_capacity(kept.len());
+            for (key, row) in order {
+                let k = index_of[*row as usize];
+                if k != u32::MAX {
+                    out.push((from_sort_key(*key), k));
+                }
+            }
+            Some(out)
+        })
+        .collect()
 }
 
 impl TpeSampler {
@@ -189,10 +226,13 @@ impl TpeSampler {
         let params = hist.params();
         let dists: Vec<&Distribution> = group.iter().map(|g| &params[*g].1).collect();
         let pp = self.parzen_params();
-        let mpe_below =
-            ParzenEstimator::new_with(&observations(hist, group, &split.0), &dists, &pp, memo);
-        let mpe_above =
-            ParzenEstimator::new_with(&observations(hist, group, &split.1), &dists, &pp, memo);
+        let estimator = |rows: &[usize], memo: &mut MassMemo| {
+            let (cols, kept) = observations(hist, group, rows);
+            let sorted = presorted(hist, group, &kept);
+            ParzenEstimator::new_sorted(&cols, &dists, &pp, memo, sorted)
+        };
+        let mpe_below = estimator(&split.0, memo);
+        let mpe_above = estimator(&split.1, memo);
         let candidates = mpe_below.sample(rng, self.config.n_ei_candidates.max(1));
         let lb = mpe_below.log_pdf_with(&candidates, memo);
         let la = mpe_above.log_pdf_with(&candidates, memo);
@@ -346,5 +386,133 @@ impl Sampler for TpeSampler {
     ) -> Result<BTreeMap<String, f64>, SampleError> {
         let (hist, memo) = cache.tpe_parts();
         self.sample_synced(hist, memo, space, trials, direction, trial_number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{trial_rng, uniform01};
+    use crate::trial::TrialState;
+
+    /// Bits of every numerical dimension's kernels (mus, sigmas).
+    fn kernel_bits(e: &ParzenEstimator, n_dims: usize) -> Vec<Vec<(u64, u64)>> {
+        (0..n_dims)
+            .filter_map(|d| e.kernels(d))
+            .map(|(m, s)| m.iter().zip(s).map(|(a, b)| (a.to_bits(), b.to_bits())).collect())
+            .collect()
+    }
+
+    #[test]
+    fn the_kept_order_gives_the_estimator_of_a_fresh_sort() {
+        // Ties (integers, steps), log dims, missing parameters, trials re-read with
+        // cleared and restored parameters: the history's kept order must give the
+        // same kernels (and densities) as sorting the observations afresh.
+        let space = SearchSpace::from_json_str(
+            r#"{"f": {"type": "float", "low": -5.0, "high": 5.0},
+                "lf": {"type": "float", "low": 1e-4, "high": 1.0, "log": true},
+                "i": {"type": "int", "low": 0, "high": 20},
+                "li": {"type": "int", "low": 1, "high": 1000, "log": true},
+                "s": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.1},
+                "c": {"type": "categorical", "choices": ["a", "b", "c"]}}"#,
+        )
+        .expect("space");
+        let dists: BTreeMap<String, Distribution> =
+            space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+        let mut rng = trial_rng(5, 0, 0);
+        let mut trials: Vec<FrozenTrial> = Vec::new();
+        let mut hist = TpeHistory::new();
+        let pp = ParzenParams {
+            prior_weight: 1.0,
+            consider_magic_clip: true,
+            consider_endpoints: false,
+        };
+        let mut checked = 0;
+        for round in 0..12 {
+            for _ in 0..40 {
+                let number = trials.len() as u64;
+                let mut t = FrozenTrial::new(number, TrialState::Complete);
+                t.value = Some(uniform01(&mut rng));
+                for (name, d) in &dists {
+                    if uniform01(&mut rng) < 0.05 {
+                        continue; // a missing parameter
+                    }
+                    let u = uniform01(&mut rng);
+                    let v = match d {
+                        Distribution::Float { low, high, log: true, .. } => {
+                            (low.ln() + u * (high.ln() - low.ln())).exp()
+                        }
+                        Distribution::Float { low, step: Some(st), .. } => {
+                            low + (u * 10.0).round() * st
+                        }
+                        Distribution::Float { low, high, .. } => low + u * (high - low),
+                        Distribution::Int { low, high, log: true, .. } => {
+                            (u * (*high as f64).ln()).exp().round().clamp(*low as f64, *high as f64)
+                        }
+                        Distribution::Int { low, high, .. } => {
+                            (*low as f64 + u * (high - low) as f64).round()
+                        }
+                        Distribution::Categorical { .. } => (u * 3.0).floor().min(2.0),
+                    };
+                    t.params.insert(name.clone(), v);
+                    t.distributions.insert(name.clone(), d.clone());
+                }
+                if uniform01(&mut rng) < 0.2 {
+                    t.state = TrialState::Running;
+                    t.value = None;
+                }
+                trials.push(t);
+            }
+            // Running trials: some cleared (requeued), some restored, some finished.
+            for t in trials.iter_mut().filter(|t| t.state == TrialState::Running) {
+                let u = uniform01(&mut rng);
+                if u < 0.3 {
+                    t.params.clear();
+                } else if u < 0.6 {
+                    t.state = TrialState::Complete;
+                    t.value = Some(uniform01(&mut rng));
+                    if t.params.is_empty() {
+                        for (name, d) in &dists {
+                            let low = match d {
+                                Distribution::Float { low, .. } => *low,
+                                Distribution::Int { low, .. } => *low as f64,
+                                Distribution::Categorical { .. } => 0.0,
+                            };
+                            t.params.insert(name.clone(), low);
+                        }
+                    }
+                }
+            }
+            hist.sync(&space, Direction::Minimize, &trials);
+            let mut fresh = TpeHistory::new();
+            fresh.sync(&space, Direction::Minimize, &trials);
+            assert_eq!(hist.order, fresh.order, "round {round}");
+            let all: Vec<usize> = (0..trials.len())
+                .filter(|i| matches!(hist.rows[*i].class, Class::Complete | Class::Running))
+                .collect();
+            let half: Vec<usize> = all.iter().copied().filter(|i| i % 2 == round % 2).collect();
+            let groups: [&[usize]; 3] = [&[0, 1, 2, 3, 4, 5], &[1, 3], &[4, 0, 5]];
+            for rows in [&all, &half] {
+                for group in groups {
+                    let params = hist.params();
+                    let ds: Vec<&Distribution> = group.iter().map(|g| &params[*g].1).collect();
+                    let (cols, kept) = observations(&hist, group, rows);
+                    let sorted = presorted(&hist, group, &kept);
+                    if kept.len() >= PRESORT_MIN {
+                        assert!(sorted.iter().any(Option::is_some));
+                        checked += 1;
+                    }
+                    let mut memo = MassMemo::default();
+                    let a = ParzenEstimator::new_sorted(&cols, &ds, &pp, &mut memo, sorted);
+                    let b = ParzenEstimator::new(&cols, &ds, &pp);
+                    assert_eq!(kernel_bits(&a, ds.len()), kernel_bits(&b, ds.len()), "round {round}");
+                    let pts = b.sample(&mut rng, 8);
+                    let (la, lb) = (a.log_pdf(&pts), b.log_pdf(&pts));
+                    let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+                    assert_eq!(bits(la), bits(lb), "round {round}");
+                }
+            }
+        }
+        assert!(checked > 20, "the kept order was used only {checked} times");
     }
 }
