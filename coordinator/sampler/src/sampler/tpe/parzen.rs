@@ -787,6 +787,8 @@ struct Window {
     inv: Vec<Vec<f64>>,
     pair_of: Vec<Vec<u32>>,
     row: Vec<f64>,
+    /// Window positions of the kernels that may reach the threshold.
+    live: Vec<u32>,
     terms: Vec<(u32, f64)>,
 }
 
@@ -840,6 +842,7 @@ impl Window {
             inv: cont.iter().map(|c| perm_f(&c.3)).collect(),
             pair_of: discs.iter().map(|t| perm_u(t.pair_of)).collect(),
             row: Vec::with_capacity(n),
+            live: Vec::with_capacity(n),
             terms: Vec::new(),
             kidx,
             smu,
@@ -931,43 +934,56 @@ impl Window {
                 *a -= 0.5 * z * z;
             }
         }
-        if !discs.is_empty() {
-            // The point's largest discrete bound per dimension, summed: a kernel
-            // whose other terms plus this (and a margin far above rounding) stay
-            // below `thr` has its exact bound below `thr` too, so it is left out
-            // without gathering its discrete bounds.
+        // Kernels that may reach `thr`, in window order: all of them without
+        // discrete dims; with them, those whose other terms plus the point's
+        // largest discrete bound per dimension (and a margin far above rounding)
+        // reach it; the others' exact bounds are below `thr` too, so they are left
+        // out without gathering their discrete bounds (branch-free first pass).
+        self.live.clear();
+        if discs.is_empty() {
+            self.live.extend(0..wn as u32);
+        } else {
             let disc_max: f64 = discs
                 .iter()
                 .map(|t| t.upper_row(s).iter().copied().fold(f64::NEG_INFINITY, f64::max))
                 .sum();
-            for (j, a) in row.iter_mut().enumerate() {
-                let coarse = *a + disc_max;
-                if coarse + 1e-6 * (1.0 + a.abs() + disc_max.abs()) < thr {
-                    *a = f64::NEG_INFINITY;
-                    continue;
-                }
-                let mut u = *a;
+            let slack = 1e-6 * (1.0 + disc_max.abs());
+            self.live.resize(wn, 0);
+            let mut cnt = 0;
+            for (j, a) in row.iter().enumerate() {
+                let coarse = *a + disc_max + (slack + 1e-6 * a.abs());
+                self.live[cnt] = j as u32;
+                cnt += !(coarse < thr) as usize;
+            }
+            self.live.truncate(cnt);
+            self.live.retain(|j| {
+                let j = *j as usize;
+                let mut u = row[j];
                 for (t, po) in discs.iter().zip(&self.pair_of) {
                     u += t.upper_row(s)[po[lo + j] as usize];
                 }
-                if u < thr {
-                    *a = f64::NEG_INFINITY;
-                } else {
-                    for (t, po) in discs.iter_mut().zip(&self.pair_of) {
-                        *a += t.exact(s, po[lo + j] as usize, memo);
-                    }
+                !(u < thr)
+            });
+            for j in &self.live {
+                let j = *j as usize;
+                for (t, po) in discs.iter_mut().zip(&self.pair_of) {
+                    row[j] += t.exact(s, po[lo + j] as usize, memo);
                 }
             }
         }
-        let mx = row.iter().copied().fold(prior_row, f64::max);
+        let mx = self
+            .live
+            .iter()
+            .map(|j| row[*j as usize])
+            .fold(prior_row, f64::max);
         if !mx.is_finite() {
             return None;
         }
         self.terms.clear();
-        for (j, a) in row.iter().enumerate() {
-            let d = *a - mx;
+        for j in &self.live {
+            let d = row[*j as usize] - mx;
             if d > -50.0 {
-                self.terms.push((self.kidx[lo + j], d));
+                self.terms.push((self.kidx[lo + *j as usize], d));
             }
         }
         #[cfg(test)]
