@@ -63,3 +63,53 @@ pub enum Command {
         cmd: crate::mlflow::MlflowCmd,
     },
 }
+
+impl Command {
+    /// The subcommand's name as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Train(_) => "train",
+            Command::Predict(_) => "predict",
+            Command::Doctor(_) => "doctor",
+            Command::Study { .. } => "study",
+            Command::Trial { .. } => "trial",
+            Command::Workers(_) => "workers",
+            Command::Tune(_) => "tune",
+            Command::Mlflow { .. } => "mlflow",
+        }
+    }
+}
+
+/// The message for a global flag given on the command line to a command that
+/// does not read it (`--coordinator` outside `study`, `trial` and `workers`;
+/// `--output` outside those and `doctor`); `None` if there is none. Values from
+/// the environment (`MNISTCTL_COORDINATOR`) are not flagged.
+pub fn unused_global_flag(command: &Command, matches: &clap::ArgMatches) -> Option<String> {
+    let given = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine)
+        )
+    };
+    let client = matches!(
+        command,
+        Command::Study { .. } | Command::Trial { .. } | Command::Workers(_)
+    );
+    let name = command.name();
+    if given("coordinator") && !client {
+        let why = match command {
+            Command::Tune(_) => " (it runs its own coordinator in this process)",
+            _ => " (it does not talk to a coordinator)",
+        };
+        return Some(format!(
+            "--coordinator is not used by `mnistctl {name}`{why}; leave it out"
+        ));
+    }
+    if given("output") && !client && !matches!(command, Command::Doctor(_)) {
+        return Some(format!(
+            "--output/-o is not used by `mnistctl {name}` (only study, trial, workers and \
+             doctor print tables or JSON); leave it out"
+        ));
+    }
+    None
+}

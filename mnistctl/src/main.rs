@@ -24,10 +24,17 @@ mod tune;
 mod trial;
 mod workers;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // A global flag the chosen command does not read is a mistake, not a no-op.
+    if let Some(msg) = cli::unused_global_flag(&cli.command, &matches) {
+        cli::Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, msg)
+            .exit();
+    }
     match &cli.command {
         // `tune` logs above its progress bar.
         cli::Command::Tune(_) => tune::init_logging(cli.global.verbose),

@@ -144,3 +144,61 @@ fn train_then_predict_end_to_end() {
     assert_fails_with(&["predict", "--model", model.to_str().unwrap(), "--data-dir", d.to_str().unwrap(), "10000"], "out of range");
     assert_fails_with(&["predict", "--model", model.to_str().unwrap(), "missing.png"], "missing.png");
 }
+
+#[test]
+fn global_flags_a_command_does_not_read_are_refused() {
+    // `--coordinator` and `-o` are global flags; a command that ignores them
+    // must say so rather than run as if they were honoured.
+    assert_fails_with(
+        &[
+            "tune",
+            "--coordinator",
+            "http://10.0.0.1:50051",
+            "--n-trials",
+            "1",
+        ],
+        "--coordinator is not used by `mnistctl tune`",
+    );
+    assert_fails_with(
+        &[
+            "--coordinator",
+            "http://10.0.0.1:50051",
+            "train",
+            "--epochs",
+            "1",
+        ],
+        "--coordinator is not used by `mnistctl train`",
+    );
+    assert_fails_with(
+        &["train", "-o", "json"],
+        "--output/-o is not used by `mnistctl train`",
+    );
+    let o = mnistctl(&["tune", "--coordinator", "http://10.0.0.1:50051"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "bad usage exits 2: {}",
+        stderr(&o)
+    );
+    // From the environment it is not an error (a shell may export it for every command),
+    // and the commands that read the flags accept them.
+    let o = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
+        .args(["train", "--epochs", "0"])
+        .env("MNISTCTL_COORDINATOR", "http://10.0.0.1:50051")
+        .output()
+        .expect("run mnistctl");
+    assert!(stderr(&o).contains("--epochs"), "{}", stderr(&o));
+    let o = mnistctl(&[
+        "study",
+        "list",
+        "-o",
+        "json",
+        "--coordinator",
+        "http://127.0.0.1:9",
+    ]);
+    assert!(
+        stderr(&o).contains("cannot reach coordinator at http://127.0.0.1:9"),
+        "{}",
+        stderr(&o)
+    );
+}
