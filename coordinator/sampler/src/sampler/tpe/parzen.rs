@@ -1197,6 +1197,24 @@ impl MassMemo {
     }
 }
 
+/// A value of `d` at the quantile-like position `u` in [0, 1) (tests build
+/// histories with it): log-uniform for log ranges, ten steps for stepped floats,
+/// rounded for integers, one of three choices for categoricals.
+#[cfg(test)]
+pub(crate) fn value_at(d: &Distribution, u: f64) -> f64 {
+    match d {
+        Distribution::Float { low, high, log: true, .. } => (low.ln() + u * (high.ln() - low.ln())).exp(),
+        Distribution::Float { low, step: Some(st), .. } => low + (u * 10.0).round() * st,
+        Distribution::Float { low, high, .. } => low + u * (high - low),
+        Distribution::Int { low, high, log: true, .. } => ((*low as f64).ln() + u * ((*high as f64).ln()))
+            .exp()
+            .round()
+            .clamp(*low as f64, *high as f64),
+        Distribution::Int { low, high, .. } => (*low as f64 + u * (high - low) as f64).round(),
+        Distribution::Categorical { .. } => (u * 3.0).floor().min(2.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1267,25 +1285,7 @@ mod tests {
                         .map(|_| {
                             // Clustered observations, as a study's history is.
                             let u = uniform01(&mut rng).powi(1 + (case % 3) as i32);
-                            match d {
-                                Distribution::Float { low, high, log: true, .. } => {
-                                    (low.ln() + u * (high.ln() - low.ln())).exp()
-                                }
-                                Distribution::Float { low, step: Some(st), .. } => {
-                                    low + (u * 10.0).round() * st
-                                }
-                                Distribution::Float { low, high, .. } => low + u * (high - low),
-                                Distribution::Int { low, high, log: true, .. } => {
-                                    ((*low as f64).ln() + u * ((*high as f64).ln()))
-                                        .exp()
-                                        .round()
-                                        .clamp(*low as f64, *high as f64)
-                                }
-                                Distribution::Int { low, high, .. } => {
-                                    (*low as f64 + u * (high - low) as f64).round()
-                                }
-                                Distribution::Categorical { .. } => (u * 3.0).floor().min(2.0),
-                            }
+                            value_at(d, u)
                         })
                         .collect()
                 })

@@ -391,6 +391,7 @@ impl Sampler for TpeSampler {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parzen::value_at;
     use super::*;
     use crate::rng::{trial_rng, uniform01};
     use crate::trial::TrialState;
@@ -438,22 +439,7 @@ mod tests {
                         continue; // a missing parameter
                     }
                     let u = uniform01(&mut rng);
-                    let v = match d {
-                        Distribution::Float { low, high, log: true, .. } => {
-                            (low.ln() + u * (high.ln() - low.ln())).exp()
-                        }
-                        Distribution::Float { low, step: Some(st), .. } => {
-                            low + (u * 10.0).round() * st
-                        }
-                        Distribution::Float { low, high, .. } => low + u * (high - low),
-                        Distribution::Int { low, high, log: true, .. } => {
-                            (u * (*high as f64).ln()).exp().round().clamp(*low as f64, *high as f64)
-                        }
-                        Distribution::Int { low, high, .. } => {
-                            (*low as f64 + u * (high - low) as f64).round()
-                        }
-                        Distribution::Categorical { .. } => (u * 3.0).floor().min(2.0),
-                    };
+                    let v = value_at(d, u);
                     t.params.insert(name.clone(), v);
                     t.distributions.insert(name.clone(), d.clone());
                 }
