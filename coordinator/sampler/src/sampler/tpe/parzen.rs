@@ -953,7 +953,8 @@ impl Window {
             for (j, a) in row.iter().enumerate() {
                 let coarse = *a + disc_max + (slack + 1e-6 * a.abs());
                 self.live[cnt] = j as u32;
-                cnt += !(coarse < thr) as usize;
+                // Kept unless surely below (a NaN is kept, as the full loop keeps it).
+                cnt += (coarse.partial_cmp(&thr) != Some(std::cmp::Ordering::Less)) as usize;
             }
             self.live.truncate(cnt);
             self.live.retain(|j| {
@@ -962,7 +963,7 @@ impl Window {
                 for (t, po) in discs.iter().zip(&self.pair_of) {
                     u += t.upper_row(s)[po[lo + j] as usize];
                 }
-                !(u < thr)
+                u.partial_cmp(&thr) != Some(std::cmp::Ordering::Less)
             });
             for j in &self.live {
                 let j = *j as usize;
