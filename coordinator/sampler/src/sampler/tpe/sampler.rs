@@ -170,18 +170,17 @@ fn presorted(hist: &TpeHistory, group: &[usize], kept: &[usize]) -> Vec<Option<V
     }
     let mut index_of = vec![u32::MAX; hist.rows.len()];
     for (k, r) in kept.iter().enumerate() {
-        index_of[*r] = k as u32;
+        if let Some(slot) = index_of.get_mut(*r) {
+            *slot = k as u32;
+        }
     }
     group
         .iter()
         .map(|g| {
-            let order = &hist.order[*g];
-            if order.is_empty() {
-                return None;
-            }
+            let order = hist.order.get(*g).filter(|o| !o.is_empty())?;
             let mut out = Vec::with_capacity(kept.len());
             for (key, row) in order {
-                let k = index_of[*row as usize];
+                let k = index_of.get(*row as usize).copied().unwrap_or(u32::MAX);
                 if k != u32::MAX {
                     out.push((from_sort_key(*key), k));
                 }
