@@ -954,7 +954,7 @@ impl Window {
                 let coarse = *a + disc_max + (slack + 1e-6 * a.abs());
                 self.live[cnt] = j as u32;
                 // Kept unless surely below (a NaN is kept, as the full loop keeps it).
-                cnt += (coarse.partial_cmp(&thr) != Some(std::cmp::Ordering::Less)) as usize;
+                cnt += ((coarse >= thr) | coarse.is_nan()) as usize;
             }
             self.live.truncate(cnt);
             self.live.retain(|j| {
