@@ -14,5 +14,16 @@ export MNIST_NO_PROGRESS=1
 unset MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD MLFLOW_TRACKING_TOKEN MLFLOW_EXPERIMENT_NAME
 cd "$ROOT"
 echo "test: CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+# The cached target directory outlives clones; every code change leaves test
+# binaries (hundreds of MB each, libtorch linked) and incremental state behind.
+# Past 30 GB, drop those not touched for two days (cargo rebuilds what it needs).
+if [ -d "$CARGO_TARGET_DIR/debug" ] && [ "$(du -sm "$CARGO_TARGET_DIR" | cut -f1)" -gt 30000 ]; then
+  echo "test: pruning stale build outputs in $CARGO_TARGET_DIR/debug"
+  for d in "$CARGO_TARGET_DIR/debug/deps" "$CARGO_TARGET_DIR/debug/incremental"; do
+    [ -d "$d" ] || continue
+    find "$d" -mindepth 1 -maxdepth 1 -mtime +1 \( -type d -o \( -type f -executable -size +20M \) \) \
+      -exec rm -rf {} + 2>/dev/null || true
+  done
+fi
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast
