@@ -7,6 +7,7 @@ then noise.
 
     .venv/bin/python bench/sampler/same_history.py --askd PATH FUNCTION N_COMPLETE N_RUNNING REPS
     e.g. ... mixed-int-cat-6d 40 7 300
+    (--history-sampler tpe: the history is Optuna TPE's own run, an optimised one)
 """
 import argparse
 import json
@@ -31,12 +32,20 @@ def main():
     ap.add_argument("n_complete", type=int)
     ap.add_argument("n_running", type=int)
     ap.add_argument("reps", type=int)
+    ap.add_argument("--history-sampler", default="random", choices=["random", "tpe"],
+                    help="how the fixed history is drawn: random parameters, or Optuna's own TPE "
+                         "(an optimised history, its 'below' clustered)")
+    ap.add_argument("--history-seed", type=int, default=5)
     a = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
     space, fn = FUNCTIONS[a.function]
     # The fixed history: random parameters, the first n_complete told.
-    st = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    if a.history_sampler == "tpe":
+        hs = optuna.samplers.TPESampler(seed=a.history_seed, multivariate=True, constant_liar=True)
+    else:
+        hs = optuna.samplers.RandomSampler(seed=a.history_seed)
+    st = optuna.create_study(sampler=hs)
     hist = []
     for i in range(a.n_complete + a.n_running):
         t = st.ask()
