@@ -150,8 +150,23 @@ impl TpeHistory {
     fn merge_pending(&mut self) {
         for (order, pending) in self.order.iter_mut().zip(&mut self.pending) {
             if pending.len() > 16 {
-                order.append(pending);
-                order.sort_unstable();
+                // Sort the batch, then merge the two sorted lists in one pass.
+                pending.sort_unstable();
+                let old = std::mem::take(order);
+                order.reserve(old.len() + pending.len());
+                let (mut a, mut b) = (old.into_iter().peekable(), pending.drain(..).peekable());
+                loop {
+                    let next = match (a.peek(), b.peek()) {
+                        (Some(x), Some(y)) if x <= y => a.next(),
+                        (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                        (Some(_), None) => a.next(),
+                        (None, None) => None,
+                    };
+                    match next {
+                        Some(e) => order.push(e),
+                        None => break,
+                    }
+                }
             } else {
                 for e in pending.drain(..) {
                     let at = order.partition_point(|x| *x < e);
@@ -221,23 +236,37 @@ impl TpeHistory {
         let row = Row::of(t, self.direction);
         let class = row.class;
         self.rows[i] = row;
-        for ((c, (_, d)), order) in self.cols.iter_mut().zip(&self.space).zip(&mut self.order) {
-            if let Some(key) = order_key(d, c[i]) {
+        let old: Vec<f64> = self.cols.iter().map(|c| c[i]).collect();
+        for c in &mut self.cols {
+            c[i] = f64::NAN;
+        }
+        let (space, cols) = (&self.space, &mut self.cols);
+        walk(&t.params, &self.by_name, space, |pos, v| {
+            if usable(&space[pos].1, *v) {
+                cols[pos][i] = *v;
+            }
+        });
+        // The kept value orders change only where a value did (a running trial
+        // re-read with the same parameters costs nothing here).
+        for (((c, (_, d)), order), (pending, was)) in self
+            .cols
+            .iter()
+            .zip(&self.space)
+            .zip(&mut self.order)
+            .zip(self.pending.iter_mut().zip(&old))
+        {
+            if c[i].to_bits() == was.to_bits() {
+                continue;
+            }
+            if let Some(key) = order_key(d, *was) {
                 if let Ok(at) = order.binary_search(&(key, i as u32)) {
                     order.remove(at);
                 }
             }
-            c[i] = f64::NAN;
-        }
-        let (space, cols, pending) = (&self.space, &mut self.cols, &mut self.pending);
-        walk(&t.params, &self.by_name, space, |pos, v| {
-            if usable(&space[pos].1, *v) {
-                cols[pos][i] = *v;
-                if let Some(key) = order_key(&space[pos].1, *v) {
-                    pending[pos].push((key, i as u32));
-                }
+            if let Some(key) = order_key(d, c[i]) {
+                pending.push((key, i as u32));
             }
-        });
+        }
         let unfinished = matches!(t.state, TrialState::Running | TrialState::Waiting);
         if matches!(class, Class::Complete | Class::Pruned) {
             let mut m = std::mem::take(&mut self.mismatch);
