@@ -145,8 +145,9 @@ impl TpeHistory {
         self.merge_pending();
     }
 
-    /// Merges the entries read during a sync into `order` (a batch by one sort,
-    /// a few by binary insertion; both give the one increasing order).
+    /// Merges the entries read during a sync into `order` (a batch sorted and
+    /// merged in one pass, a few by binary insertion; both give the one
+    /// increasing order).
     fn merge_pending(&mut self) {
         for (order, pending) in self.order.iter_mut().zip(&mut self.pending) {
             if pending.len() > 16 {
