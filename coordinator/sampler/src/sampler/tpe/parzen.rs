@@ -963,7 +963,7 @@ impl Window {
                 for (t, po) in discs.iter().zip(&self.pair_of) {
                     u += t.upper_row(s)[po[lo + j] as usize];
                 }
-                u.partial_cmp(&thr) != Some(std::cmp::Ordering::Less)
+                (u >= thr) | u.is_nan()
             });
             for j in &self.live {
                 let j = *j as usize;
