@@ -90,8 +90,10 @@ impl Upload {
             .map_err(|e| CoordError::Internal(format!("writing {}: {e}", self.tmp.display())))
     }
 
-    /// Verifies and moves the file into place; returns (path, size, sha256).
-    pub async fn finish(mut self, expect_size: Option<u64>, expect_sha: &str) -> Result<(PathBuf, u64, String), CoordError> {
+    /// Verifies the bytes against the announced size and SHA-256 and flushes
+    /// them to disk; the file stays in its temporary name until
+    /// [`Staged::commit`] (so that the lease can be checked again first).
+    pub async fn verify(mut self, expect_size: Option<u64>, expect_sha: &str) -> Result<Staged, CoordError> {
         let sha = hex::encode(self.hasher.clone().finalize());
         if let Some(n) = expect_size {
             if n != self.size {
@@ -108,16 +110,47 @@ impl Upload {
                 "the artifact's SHA-256 is {sha}, not the announced {expect_sha}; upload it again"
             )));
         }
-        let io = |e: std::io::Error| CoordError::Internal(format!("storing {}: {e}", self.target.display()));
-        self.file.flush().await.map_err(io)?;
-        self.file.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&self.tmp, &self.target).await.map_err(io)?;
-        Ok((self.target.clone(), self.size, sha))
+        let synced = match self.file.flush().await {
+            Ok(()) => self.file.sync_all().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            self.abort().await;
+            return Err(CoordError::Internal(format!("storing {}: {e}", self.target.display())));
+        }
+        Ok(Staged { tmp: self.tmp, target: self.target, size: self.size, sha256: sha })
     }
 
     /// Removes the temporary file.
     pub async fn abort(&mut self) {
         let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
+
+/// A verified upload, still under its temporary name.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    /// Where [`Staged::commit`] puts it.
+    pub target: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Staged {
+    /// Moves the file into place: a rename within one directory, atomic and
+    /// quick, so the coordinator does it under its lock right after checking
+    /// the lease. On failure the temporary file is removed.
+    pub fn commit(&self) -> Result<(), CoordError> {
+        std::fs::rename(&self.tmp, &self.target).map_err(|e| {
+            self.discard();
+            CoordError::Internal(format!("storing {}: {e}", self.target.display()))
+        })
+    }
+
+    /// Removes the temporary file (the upload is refused).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 

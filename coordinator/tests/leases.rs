@@ -110,6 +110,91 @@ async fn expired_lease_is_requeued_and_late_calls_are_fenced() {
     server.shutdown().await.unwrap();
 }
 
+/// An upload that outlives its lease: authorised when it began, but the
+/// trial was re-queued and taken by another worker while the bytes streamed
+/// in. When the stale stream ends it is refused with FAILED_PRECONDITION, and
+/// the newer attempt's file and its record stay as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_outlives_its_lease_does_not_overwrite_the_next_attempt() {
+    use pb::upload_artifact_request::Part;
+    let dir = tempdir();
+    let db = dir.path().join("s.db");
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_millis(600))).await;
+    create(&mut c, small_spec("stale-upload", 1)).await;
+    let a = register(&mut c, "worker-a", 1).await;
+    let b = register(&mut c, "worker-b", 1).await;
+    let header = |token: u64, data: &[u8]| pb::UploadArtifactRequest {
+        part: Some(Part::Header(pb::ArtifactHeader {
+            trial_id: 0,
+            lease_token: token,
+            name: "plots/accuracy.png".into(),
+            size_bytes: Some(data.len() as u64),
+            sha256: String::new(),
+            content_type: "image/png".into(),
+        })),
+    };
+    let with_id = |mut m: pb::UploadArtifactRequest, id: i64| {
+        if let Some(Part::Header(h)) = m.part.as_mut() {
+            h.trial_id = id;
+        }
+        m
+    };
+
+    let t1 = acquire(&mut c, &a, 0).await.expect("a trial");
+    let tok1 = t1.lease.as_ref().unwrap().token;
+    // Worker A starts uploading and stalls with the stream open.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(with_id(header(tok1, b"stale bytes"), t1.trial_id)).await.unwrap();
+    tx.send(pb::UploadArtifactRequest { part: Some(Part::Chunk(b"stale".to_vec())) }).await.unwrap();
+    let mut wc = c.clone();
+    let stale = tokio::spawn(async move { wc.worker.upload_artifact(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    let trial_dir = dir.path().join("s.db.artifacts/study-1/trial-0/plots");
+    let has_temp = |d: &std::path::Path| {
+        std::fs::read_dir(d).map(|r| r.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".upload-"))).unwrap_or(false)
+    };
+    // The coordinator accepted the header (its temporary file exists)...
+    eventually(10, || {
+        let d = trial_dir.clone();
+        async move { has_temp(&d).then_some(()) }
+    })
+    .await;
+    // ... then the lease expires, the trial is re-queued and B takes it.
+    let t2 = eventually(15, || {
+        let (mut c, b) = (c.clone(), b.clone());
+        async move { acquire(&mut c, &b, 0).await }
+    })
+    .await;
+    let tok2 = t2.lease.as_ref().unwrap().token;
+    assert_eq!(t2.trial_id, t1.trial_id);
+    assert!(tok2 > tok1);
+    let fresh = b"fresh bytes from the newer attempt".to_vec();
+    let msgs = vec![
+        with_id(header(tok2, &fresh), t2.trial_id),
+        pb::UploadArtifactRequest { part: Some(Part::Chunk(fresh.clone())) },
+    ];
+    c.worker.upload_artifact(tokio_stream::iter(msgs)).await.expect("the newer attempt uploads");
+
+    // A's stream finally ends: refused, nothing overwritten, no stray file.
+    tx.send(pb::UploadArtifactRequest { part: Some(Part::Chunk(b" bytes".to_vec())) }).await.unwrap();
+    drop(tx);
+    let e = stale.await.unwrap().expect_err("the stale upload must be refused");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not the latest lease"), "{}", e.message());
+    assert_eq!(std::fs::read(trial_dir.join("accuracy.png")).unwrap(), fresh);
+    assert!(!has_temp(&trial_dir), "the refused upload's temporary file is removed");
+    server.shutdown().await.unwrap();
+
+    // The record is the newer attempt's.
+    use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions};
+    let mut conn = SqliteConnectOptions::new().filename(&db).read_only(true).connect().await.unwrap();
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT size_bytes, sha256 FROM mnist_artifacts WHERE name = 'plots/accuracy.png'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    use sha2::Digest;
+    assert_eq!(rows, vec![(fresh.len() as i64, hex::encode(sha2::Sha256::digest(&fresh)))]);
+}
+
 /// Heartbeats keep a lease alive well past its length; running out of
 /// retries fails the trial with its reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

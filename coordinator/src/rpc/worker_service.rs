@@ -161,8 +161,9 @@ impl WorkerService for WorkerApi {
                 return Err(s);
             }
         }
-        let (path, size, sha) = upload.finish(header.size_bytes, &header.sha256).await?;
-        self.coord.record_artifact(&target, &header.name, &path, size, &sha, &header.content_type).await?;
+        let staged = upload.verify(header.size_bytes, &header.sha256).await?;
+        let (size, sha) = (staged.size, staged.sha256.clone());
+        self.coord.record_artifact(&target, &header.name, staged, &header.content_type).await?;
         Ok(Response::new(pb::UploadArtifactResponse { name: header.name, size_bytes: size, sha256: sha }))
     }
 

@@ -157,6 +157,9 @@ pub struct ArtifactTarget {
     pub study_name: String,
     pub trial_id: i64,
     pub number: u64,
+    /// The lease token the upload was authorised with (checked again before
+    /// the file is stored).
+    pub token: u64,
     /// The directory of the trial's artifacts.
     pub dir: PathBuf,
 }

@@ -1,9 +1,9 @@
 //! Workers (registration, listing) and the bookkeeping side of artifacts
 //! (who may upload for a trial, and recording what was stored).
 
-
 use super::view::{holder_slots, ArtifactTarget, SlotView, WorkerRegistration, WorkerView};
-use super::{make_event, Coordinator, WorkerMem};
+use super::{make_event, Coordinator, StudyMem, WorkerMem};
+use crate::artifacts::Staged;
 use crate::clock::now_ms;
 use crate::error::{check_holder_id, CoordError, Result};
 use crate::events::EventKind;
@@ -104,54 +104,48 @@ impl Coordinator {
         let g = self.lock();
         let (sid, n) = super::trials::locate(&g, trial_id)?;
         let study = &g.studies[&sid];
-        let x = &study.extra[n as usize];
-        let t = &study.trials[n as usize];
-        if x.last_token != Some(token) {
-            return Err(CoordError::FailedPrecondition(format!(
-                "lease token {token} is not the latest lease of trial {n} of study {:?}; only its latest holder may upload artifacts",
-                study.name
-            )));
-        }
-        if t.state == mnist_sampler::TrialState::Waiting {
-            return Err(CoordError::FailedPrecondition(format!(
-                "trial {n} of study {:?} was re-queued (its lease was lost); its artifacts will come from the next attempt",
-                study.name
-            )));
-        }
+        check_artifact_lease(study, n, token)?;
         Ok(ArtifactTarget {
             study_id: sid,
             study_name: study.name.clone(),
             trial_id,
             number: n,
+            token,
             dir: crate::artifacts::trial_dir(&self.config().artifacts_root(), sid, n),
         })
     }
 
-    /// Records a stored artifact (after the file is in place).
-    pub async fn record_artifact(
-        &self,
-        target: &ArtifactTarget,
-        name: &str,
-        path: &std::path::Path,
-        size: u64,
-        sha256: &str,
-        content_type: &str,
-    ) -> Result<()> {
+    /// Stores a verified upload and records it. The lease is checked again,
+    /// under the lock, right before the file is moved into place: an upload
+    /// that outlived its lease (the trial was re-queued, perhaps taken by
+    /// another worker, while the bytes streamed in) is refused and its file
+    /// discarded, so it never overwrites the newer attempt's artifact.
+    pub async fn record_artifact(&self, target: &ArtifactTarget, name: &str, staged: Staged, content_type: &str) -> Result<()> {
         let pending = {
             let now = now_ms();
             let mut g = self.lock();
             let inner = &mut *g;
-            let study = inner.studies.get(&target.study_id).ok_or_else(|| {
-                CoordError::NotFound(format!("study {:?} was deleted during the upload", target.study_name))
-            })?;
+            let checked = inner
+                .studies
+                .get(&target.study_id)
+                .ok_or_else(|| CoordError::NotFound(format!("study {:?} was deleted during the upload", target.study_name)))
+                .and_then(|study| check_artifact_lease(study, target.number, target.token).map(|()| study));
+            let study = match checked {
+                Ok(study) => study,
+                Err(e) => {
+                    staged.discard();
+                    return Err(e);
+                }
+            };
+            staged.commit()?;
             let mut batch = Batch::new();
             batch.push(Op::InsertArtifact {
                 study_id: target.study_id,
                 trial_id: target.trial_id,
                 name: name.to_string(),
-                path: path.display().to_string(),
-                size_bytes: size.min(i64::MAX as u64) as i64,
-                sha256: sha256.to_string(),
+                path: staged.target.display().to_string(),
+                size_bytes: staged.size.min(i64::MAX as u64) as i64,
+                sha256: staged.sha256.clone(),
                 content_type: content_type.to_string(),
                 created_at_ms: now,
             });
@@ -163,4 +157,25 @@ impl Coordinator {
         pending.wait().await?;
         Ok(())
     }
+}
+
+/// Artifacts may be uploaded with the trial's latest lease token, while it
+/// runs or after it finished, but not once the trial was re-queued.
+fn check_artifact_lease(study: &StudyMem, n: u64, token: u64) -> Result<()> {
+    let (Some(x), Some(t)) = (study.extra.get(n as usize), study.trials.get(n as usize)) else {
+        return Err(CoordError::NotFound(format!("trial {n} of study {:?} does not exist", study.name)));
+    };
+    if x.last_token != Some(token) {
+        return Err(CoordError::FailedPrecondition(format!(
+            "lease token {token} is not the latest lease of trial {n} of study {:?}; only its latest holder may upload artifacts",
+            study.name
+        )));
+    }
+    if t.state == mnist_sampler::TrialState::Waiting {
+        return Err(CoordError::FailedPrecondition(format!(
+            "trial {n} of study {:?} was re-queued (its lease was lost); its artifacts will come from the next attempt",
+            study.name
+        )));
+    }
+    Ok(())
 }
