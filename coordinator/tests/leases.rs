@@ -64,6 +64,21 @@ async fn expired_lease_is_requeued_and_late_calls_are_fenced() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    // Failing or releasing it on the expired lease while it waits changes nothing.
+    let e = c
+        .worker
+        .fail_trial(pb::FailTrialRequest { trial_id: t1.trial_id, lease_token: tok1, reason: "late".into(), retryable: false })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = c
+        .worker
+        .release_trial(pb::ReleaseTrialRequest { trial_id: t1.trial_id, lease_token: tok1, reason: "late".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let still = trial(&mut c, t1.trial_id).await;
+    assert_eq!((still.state, still.retries), (pb::TrialState::Waiting as i32, 1), "{}", still.fail_reason);
 
     // Worker B gets the same trial under a newer lease and completes it.
     let t2 = acquire(&mut c, &b, 0).await.expect("the re-queued trial");
