@@ -158,7 +158,8 @@ async fn sigterm_is_a_clean_shutdown() {
 }
 
 /// Two coordinators on one database would hand out the same trials twice: the
-/// second is refused with a message naming the first, and once the first is
+/// second is refused with a message naming the first (also through a hard
+/// link of the file), and once the first is
 /// killed (`kill -9`, so nothing cleans up) the database can be opened again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_coordinator_on_one_database_is_refused() {
@@ -175,6 +176,36 @@ async fn a_second_coordinator_on_one_database_is_refused() {
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("another coordinator is using the study database"), "{err}");
     assert!(err.contains(&format!("pid {}", first.child.id())), "names the holder: {err}");
+    // Nor under a second name of the same file (a hard link: its own path, its own `.lock`).
+    let linked = dir.path().join("other-name.db");
+    std::fs::hard_link(&db, &linked).expect("hard link");
+    let mut third = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&linked)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run a third mnist-coordinator");
+    // A coordinator that did start would serve until killed: give it 30 s to exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match third.try_wait().expect("wait") {
+            Some(status) => break Some(status),
+            None if std::time::Instant::now() > deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let Some(status) = status else {
+        let _ = third.kill();
+        let _ = third.wait();
+        panic!("a coordinator on a hard link of the database started while the first held it");
+    };
+    assert!(!status.success(), "a coordinator on a hard link of the database must not start");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut third.stderr.take().expect("stderr"), &mut err).expect("read stderr");
+    assert!(err.contains("another coordinator is using the study database"), "{err}");
+    assert!(err.contains("hard link"), "{err}");
     // The first one still serves.
     let mut c = connect(&first.url).await;
     create(&mut c, small_spec("owner", 2)).await;

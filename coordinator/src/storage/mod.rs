@@ -89,9 +89,10 @@ pub struct Storage {
     health: StorageHealth,
     readers: SqlitePool,
     writer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The exclusive lock on `<db>.lock`, held until `close` (the kernel also
-    /// drops it when the process dies, `kill -9` included).
-    lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// The exclusive locks on `<db>.lock` and on the database file itself,
+    /// held until `close` (the kernel also drops them when the process dies,
+    /// `kill -9` included).
+    lock: std::sync::Mutex<Option<(std::fs::File, std::fs::File)>>,
 }
 
 /// Takes the exclusive lock of the coordinator that owns `path`: `<path>.lock`,
@@ -142,6 +143,30 @@ fn lock_database(path: &Path) -> Result<std::fs::File, StorageError> {
     Ok(file)
 }
 
+/// Locks the database file itself (its inode: `flock`, which SQLite's own
+/// `fcntl` locks do not see), before SQLite opens it, so that a second name of
+/// the same file (a hard link, which `canonicalize` cannot see through) is
+/// refused too. Creates the file when missing (an empty file is an empty
+/// database to SQLite).
+fn lock_database_file(path: &Path) -> Result<std::fs::File, StorageError> {
+    let err = |message: String| StorageError::Open { path: path.to_path_buf(), message };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| err(format!("opening it: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            path: path.to_path_buf(),
+            holder: "it has this very file open under another name, e.g. a hard link".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(format!("locking it: {e}"))),
+    }
+}
+
 fn connect_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
@@ -161,7 +186,7 @@ impl Storage {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StorageError::Open { path: path.to_path_buf(), message: format!("creating {}: {e}", dir.display()) })?;
         }
-        let lock = lock_database(path)?;
+        let lock = (lock_database(path)?, lock_database_file(path)?);
         let mut conn = SqliteConnection::connect_with(&connect_options(path, opts.busy_timeout)).await.map_err(open_err)?;
         migrate(&mut conn, path).await?;
         let snapshot = {
