@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn cosine_schedule_matches_pytorch() {
         // torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5), stepped per epoch.
-        let want = [0.01, 0.009045084971874737, 0.006545084971874737, 0.0034549150281252633, 0.0009549150281252633];
+        let want = [0.01, 0.009045084971874737, 0.006545084971874737, 0.003454915028125263, 0.0009549150281252633];
         for (i, w) in want.iter().enumerate() {
             assert!((LrSchedule::Cosine.rate(0.01, i as i64 + 1, 5) - w).abs() < 1e-15, "epoch {}", i + 1);
         }

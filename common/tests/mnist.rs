@@ -186,7 +186,7 @@ fn downloads_from_the_second_mirror_when_the_first_fails() {
     let names: Vec<String> = std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 4, "{names:?}");
     // A second call downloads nothing.
-    mnist::ensure_downloaded(&target, &[good.base.clone()]).unwrap();
+    mnist::ensure_downloaded(&target, std::slice::from_ref(&good.base)).unwrap();
     assert_eq!(good.hits.load(Ordering::SeqCst), 4);
 }
 
@@ -194,7 +194,7 @@ fn downloads_from_the_second_mirror_when_the_first_fails() {
 fn a_corrupt_download_is_rejected_and_not_kept() {
     let bad = serve(routes_for_all(Some(TRAIN_LABELS.name)));
     let dir = tempfile::tempdir().unwrap();
-    let err = mnist::ensure_downloaded(dir.path(), &[bad.base.clone()]).unwrap_err();
+    let err = mnist::ensure_downloaded(dir.path(), std::slice::from_ref(&bad.base)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DataError::Download { .. }), "{err:?}");
     assert!(msg.contains("train-labels-idx1-ubyte") && msg.contains("SHA-256"), "{msg}");

@@ -12,7 +12,6 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mlflow_server::MlflowServer;
@@ -21,7 +20,7 @@ use mnist_mlflow::{MlflowClient, MlflowConfig};
 use serde_json::Value;
 
 /// The two tests each run a server and a study; one at a time on 2 cores.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `mnistctl tune` with a tiny CNN on the CPU, logging to `uri`.
 fn tune(dir: &Path, study: &str, uri: &str, n_trials: u32, epochs: u32, train_limit: u32) -> Command {
@@ -105,7 +104,7 @@ async fn check_histories(client: &MlflowClient, trials: &BTreeMap<u64, Value>, e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_study_is_logged_registered_and_loadable() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let server = MlflowServer::start();
     let dir = tempfile::tempdir().unwrap();
     let uri = server.uri();
@@ -313,7 +312,7 @@ async fn small_study_is_logged_registered_and_loadable() {
         let client = &client;
         async move {
             let mut h = client.metric_history(&id, "val_accuracy").await.unwrap();
-            h.sort_by(|a, b| a.0.cmp(&b.0));
+            h.sort_by_key(|a| a.0);
             h
         }
     };
@@ -327,7 +326,7 @@ async fn small_study_is_logged_registered_and_loadable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mlflow_outage_mid_study_loses_and_doubles_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut server = MlflowServer::start();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");

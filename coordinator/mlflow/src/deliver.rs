@@ -121,7 +121,7 @@ impl Deliverer {
                         failing_since = Some(std::time::Instant::now());
                     }
                     // Say it once, then every 20th attempt, not on every retry.
-                    if failures == 1 || failures % 20 == 0 {
+                    if failures == 1 || failures.is_multiple_of(20) {
                         let backlog = self.outbox.backlog().await.map(|b| b.pending).unwrap_or(0);
                         warn!(error = %e, backlog, "MLflow delivery waits; nothing is lost, retrying with backoff");
                     } else {

@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn normalise_matches_formula() {
-        let px = vec![0u8, 255, 128, 64].repeat(PIXELS / 4);
+        let px = [0u8, 255, 128, 64].repeat(PIXELS / 4);
         let t = normalise(&px, Device::Cpu);
         assert_eq!(t.size(), vec![1, 1, 28, 28]);
         let v: Vec<f32> = t.flatten(0, -1).narrow(0, 0, 4).try_into().unwrap();

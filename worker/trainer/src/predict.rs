@@ -49,7 +49,7 @@ impl Predictor {
 
     /// Predict raw images (`n × 784` bytes, 0 = black).
     pub fn predict(&self, pixels: &[u8]) -> Result<Vec<Prediction>, TrainError> {
-        if pixels.is_empty() || pixels.len() % PIXELS != 0 {
+        if pixels.is_empty() || !pixels.len().is_multiple_of(PIXELS) {
             return Err(TrainError::Torch(format!("expected a multiple of {PIXELS} pixels, got {}", pixels.len())));
         }
         let x = normalise(pixels, self.device);
