@@ -31,7 +31,8 @@ pub struct SamplerCache {
     tpe: Option<(tpe::TpeHistory, tpe::parzen::MassMemo)>,
 }
 
-/// Slots of the Gaussian-mass memo a study keeps (16,384 × 24 bytes).
+/// The most slots the Gaussian-mass memo of a study grows to (16,384 × 24
+/// bytes; it starts at 1,024 and doubles only as it fills).
 const MASS_MEMO_SLOTS: usize = 16_384;
 
 impl SamplerCache {

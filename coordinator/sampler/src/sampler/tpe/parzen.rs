@@ -1134,7 +1134,8 @@ impl<'a> DiscTable<'a> {
 /// bits of its arguments (a pure function, so a hit returns the same value).
 /// One kept across suggestions (in the study's `SamplerCache`) serves the
 /// truncation masses and discrete bin masses that recur from ask to ask: the
-/// same integer offsets, steps and bandwidths. When full, it starts over.
+/// same integer offsets, steps and bandwidths. The table starts small and
+/// doubles as it fills, up to its limit; when full at the limit, it starts over.
 #[derive(Debug, Clone)]
 pub struct MassMemo {
     keys: Vec<(u64, u64)>,
@@ -1150,9 +1151,14 @@ impl Default for MassMemo {
     }
 }
 
+/// The first table of a memo (a small study never needs more).
+const MEMO_FIRST_SLOTS: usize = 1024;
+/// The key of a free slot (no `(a, b)` argument pair has these bits in both).
+const FREE: (u64, u64) = (u64::MAX, u64::MAX);
+
 impl MassMemo {
-    /// A memo of `slots` entries (rounded up to a power of two), half of which
-    /// are used before it starts over.
+    /// A memo of at most `slots` entries (rounded up to a power of two), half
+    /// of which are used before it starts over.
     pub fn with_slots(slots: usize) -> Self {
         MassMemo {
             keys: Vec::new(),
@@ -1162,35 +1168,58 @@ impl MassMemo {
         }
     }
 
-    fn log_gauss_mass(&mut self, a: f64, b: f64) -> f64 {
-        if self.keys.is_empty() {
-            self.keys = vec![(u64::MAX, u64::MAX); self.slots];
-            self.vals = vec![0.0; self.slots];
-        }
-        let key = (a.to_bits(), b.to_bits());
-        if key == (u64::MAX, u64::MAX) {
-            return truncnorm::log_gauss_mass(a, b);
-        }
-        let mask = self.keys.len() - 1;
+    fn slot_of(key: (u64, u64), mask: usize) -> usize {
         let h = (key.0 ^ key.1.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut i = (h >> 40) as usize & mask;
-        loop {
-            let k = self.keys[i];
-            if k == key {
-                return self.vals[i];
-            }
-            if k == (u64::MAX, u64::MAX) {
-                break;
-            }
+        (h >> 40) as usize & mask
+    }
+
+    /// The slot holding `key`, or the free slot where it would go.
+    fn probe(&self, key: (u64, u64)) -> usize {
+        let mask = self.keys.len() - 1;
+        let mut i = Self::slot_of(key, mask);
+        while self.keys[i] != key && self.keys[i] != FREE {
             i = (i + 1) & mask;
         }
-        let v = truncnorm::log_gauss_mass(a, b);
-        if 2 * (self.used + 1) > self.keys.len() {
-            // Full: start over (the slot probed is then free).
-            self.keys.iter_mut().for_each(|k| *k = (u64::MAX, u64::MAX));
-            self.used = 0;
-            i = (h >> 40) as usize & mask;
+        i
+    }
+
+    /// An empty table of `len` slots, with the entries of the old one when
+    /// `keep` (a larger table), else without (starting over).
+    fn rebuild(&mut self, len: usize, keep: bool) {
+        let old_keys = std::mem::replace(&mut self.keys, vec![FREE; len]);
+        let old_vals = std::mem::replace(&mut self.vals, vec![0.0; len]);
+        self.used = 0;
+        if keep {
+            for (k, v) in old_keys.into_iter().zip(old_vals).filter(|(k, _)| *k != FREE) {
+                let i = self.probe(k);
+                self.keys[i] = k;
+                self.vals[i] = v;
+                self.used += 1;
+            }
         }
+    }
+
+    fn log_gauss_mass(&mut self, a: f64, b: f64) -> f64 {
+        let key = (a.to_bits(), b.to_bits());
+        if key == FREE {
+            return truncnorm::log_gauss_mass(a, b);
+        }
+        if self.keys.is_empty() {
+            self.rebuild(MEMO_FIRST_SLOTS.min(self.slots), false);
+        }
+        let i = self.probe(key);
+        if self.keys[i] == key {
+            return self.vals[i];
+        }
+        let v = truncnorm::log_gauss_mass(a, b);
+        let i = if 2 * (self.used + 1) > self.keys.len() {
+            // Half full: double the table, or start over at the limit.
+            let len = self.keys.len();
+            self.rebuild(if len < self.slots { 2 * len } else { len }, len < self.slots);
+            self.probe(key)
+        } else {
+            i
+        };
         self.keys[i] = key;
         self.vals[i] = v;
         self.used += 1;
@@ -1223,6 +1252,34 @@ mod tests {
 
     fn bits(v: Vec<(f64, u32)>) -> Vec<(u64, u32)> {
         v.into_iter().map(|(x, i)| (x.to_bits(), i)).collect()
+    }
+
+    #[test]
+    fn the_memo_grows_to_its_limit_and_always_returns_the_function() {
+        let mut memo = MassMemo::with_slots(8192);
+        let args: Vec<(f64, f64)> = (0..10_000).map(|i| (-(i as f64) / 997.0, 0.5 + (i % 13) as f64 / 7.0)).collect();
+        let mut lens = Vec::new();
+        for round in 0..3 {
+            for (a, b) in &args {
+                let want = truncnorm::log_gauss_mass(*a, *b);
+                assert_eq!(memo.log_gauss_mass(*a, *b).to_bits(), want.to_bits(), "round {round}");
+                assert!(2 * memo.used <= memo.keys.len() && memo.keys.len() <= 8192);
+                if lens.last() != Some(&memo.keys.len()) {
+                    lens.push(memo.keys.len());
+                }
+            }
+        }
+        // 1,024 slots at first, doubled as it filled, then starting over at 8,192.
+        assert_eq!(lens, vec![1024, 2048, 4096, 8192]);
+        // Entries survive a doubling: a repeated small set hits after growth.
+        let mut memo = MassMemo::with_slots(4096);
+        for (a, b) in args.iter().take(600) {
+            memo.log_gauss_mass(*a, *b);
+        }
+        assert_eq!((memo.keys.len(), memo.used), (2048, 600));
+        for (a, b) in args.iter().take(600) {
+            assert_eq!(memo.vals[memo.probe((a.to_bits(), b.to_bits()))].to_bits(), truncnorm::log_gauss_mass(*a, *b).to_bits());
+        }
     }
 
     #[test]
