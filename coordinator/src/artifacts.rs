@@ -4,8 +4,10 @@
 //!
 //! A file is written to a temporary name next to its target, hashed while it
 //! arrives, checked against the announced size and SHA-256, and renamed into
-//! place only when complete, so a broken upload never leaves a partial file
-//! under the real name.
+//! place only when complete (and, by the coordinator, only after the lease is
+//! checked again), so a broken upload never leaves a partial file under the
+//! real name; the temporary file is removed when the upload fails, is refused,
+//! or is dropped (its RPC cancelled, the process shutting down).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -47,10 +49,43 @@ pub fn check_name(name: &str) -> Result<PathBuf, CoordError> {
     Ok(out)
 }
 
+/// A temporary file, removed when dropped unless it was renamed into place
+/// (so a cancelled upload, its RPC dropped mid-stream, leaves nothing behind).
+#[derive(Debug)]
+struct TempPath(Option<PathBuf>);
+
+impl TempPath {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Renames the file to `target`; on failure it is removed.
+    fn persist(&mut self, target: &Path) -> std::io::Result<()> {
+        let Some(tmp) = self.0.take() else {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the temporary file is gone"));
+        };
+        std::fs::rename(&tmp, target).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+
+    fn remove(&mut self) {
+        if let Some(tmp) = self.0.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// An upload in progress.
 #[derive(Debug)]
 pub struct Upload {
-    tmp: PathBuf,
+    tmp: TempPath,
     target: PathBuf,
     file: tokio::fs::File,
     hasher: Sha256,
@@ -71,7 +106,7 @@ impl Upload {
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| CoordError::Internal(format!("cannot create {}: {e}", tmp.display())))?;
-        Ok(Upload { tmp, target, file, hasher: Sha256::new(), size: 0, limit })
+        Ok(Upload { tmp: TempPath(Some(tmp)), target, file, hasher: Sha256::new(), size: 0, limit })
     }
 
     /// Appends bytes.
@@ -87,7 +122,7 @@ impl Upload {
         self.file
             .write_all(data)
             .await
-            .map_err(|e| CoordError::Internal(format!("writing {}: {e}", self.tmp.display())))
+            .map_err(|e| CoordError::Internal(format!("writing {}: {e}", self.tmp.path().display())))
     }
 
     /// Verifies the bytes against the announced size and SHA-256 and flushes
@@ -123,14 +158,15 @@ impl Upload {
 
     /// Removes the temporary file.
     pub async fn abort(&mut self) {
-        let _ = tokio::fs::remove_file(&self.tmp).await;
+        self.tmp.remove();
     }
 }
 
-/// A verified upload, still under its temporary name.
+/// A verified upload, still under its temporary name (removed if dropped
+/// uncommitted).
 #[derive(Debug)]
 pub struct Staged {
-    tmp: PathBuf,
+    tmp: TempPath,
     /// Where [`Staged::commit`] puts it.
     pub target: PathBuf,
     pub size: u64,
@@ -141,16 +177,15 @@ impl Staged {
     /// Moves the file into place: a rename within one directory, atomic and
     /// quick, so the coordinator does it under its lock right after checking
     /// the lease. On failure the temporary file is removed.
-    pub fn commit(&self) -> Result<(), CoordError> {
-        std::fs::rename(&self.tmp, &self.target).map_err(|e| {
-            self.discard();
-            CoordError::Internal(format!("storing {}: {e}", self.target.display()))
-        })
+    pub fn commit(&mut self) -> Result<(), CoordError> {
+        self.tmp
+            .persist(&self.target)
+            .map_err(|e| CoordError::Internal(format!("storing {}: {e}", self.target.display())))
     }
 
     /// Removes the temporary file (the upload is refused).
-    pub fn discard(&self) {
-        let _ = std::fs::remove_file(&self.tmp);
+    pub fn discard(&mut self) {
+        self.tmp.remove();
     }
 }
 

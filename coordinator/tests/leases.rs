@@ -128,7 +128,8 @@ async fn expired_lease_is_requeued_and_late_calls_are_fenced() {
 /// An upload that outlives its lease: authorised when it began, but the
 /// trial was re-queued and taken by another worker while the bytes streamed
 /// in. When the stale stream ends it is refused with FAILED_PRECONDITION, and
-/// the newer attempt's file and its record stay as they are.
+/// the newer attempt's file and its record stay as they are. An upload
+/// cancelled by its client leaves no temporary file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_outlives_its_lease_does_not_overwrite_the_next_attempt() {
     use pb::upload_artifact_request::Part;
@@ -197,6 +198,25 @@ async fn an_upload_that_outlives_its_lease_does_not_overwrite_the_next_attempt()
     assert!(e.message().contains("not the latest lease"), "{}", e.message());
     assert_eq!(std::fs::read(trial_dir.join("accuracy.png")).unwrap(), fresh);
     assert!(!has_temp(&trial_dir), "the refused upload's temporary file is removed");
+    // An upload cancelled mid-stream (the client goes away) leaves nothing behind either.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(with_id(header(tok2, b"never finished"), t2.trial_id)).await.unwrap();
+    tx.send(pb::UploadArtifactRequest { part: Some(Part::Chunk(b"never".to_vec())) }).await.unwrap();
+    let mut wc = c.clone();
+    let cancelled = tokio::spawn(async move { wc.worker.upload_artifact(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    eventually(10, || {
+        let d = trial_dir.clone();
+        async move { has_temp(&d).then_some(()) }
+    })
+    .await;
+    cancelled.abort();
+    eventually(10, || {
+        let d = trial_dir.clone();
+        async move { (!has_temp(&d)).then_some(()) }
+    })
+    .await;
+    drop(tx);
+    assert_eq!(std::fs::read(trial_dir.join("accuracy.png")).unwrap(), fresh);
     server.shutdown().await.unwrap();
 
     // The record is the newer attempt's.

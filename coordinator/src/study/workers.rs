@@ -120,7 +120,7 @@ impl Coordinator {
     /// that outlived its lease (the trial was re-queued, perhaps taken by
     /// another worker, while the bytes streamed in) is refused and its file
     /// discarded, so it never overwrites the newer attempt's artifact.
-    pub async fn record_artifact(&self, target: &ArtifactTarget, name: &str, staged: Staged, content_type: &str) -> Result<()> {
+    pub async fn record_artifact(&self, target: &ArtifactTarget, name: &str, mut staged: Staged, content_type: &str) -> Result<()> {
         let pending = {
             let now = now_ms();
             let mut g = self.lock();
