@@ -1186,6 +1186,12 @@ impl MassMemo {
     /// An empty table of `len` slots, with the entries of the old one when
     /// `keep` (a larger table), else without (starting over).
     fn rebuild(&mut self, len: usize, keep: bool) {
+        if !keep && self.keys.len() == len {
+            // Starting over at the limit: in place.
+            self.keys.fill(FREE);
+            self.used = 0;
+            return;
+        }
         let old_keys = std::mem::replace(&mut self.keys, vec![FREE; len]);
         let old_vals = std::mem::replace(&mut self.vals, vec![0.0; len]);
         self.used = 0;
