@@ -221,7 +221,6 @@ async fn a_second_coordinator_on_one_database_is_refused() {
 /// file goes with it; nothing half-written stays in the trial's directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cut_by_shutdown_leaves_no_temporary_file() {
-    use pb::upload_artifact_request::Part;
     let dir = tempdir();
     let db = dir.path().join("up.db");
     let mut coord = CoordProcess::spawn(&db, &["--shutdown-grace-seconds", "1"]);
@@ -229,33 +228,18 @@ async fn an_upload_cut_by_shutdown_leaves_no_temporary_file() {
     create(&mut c, small_spec("cut", 1)).await;
     let w = register(&mut c, "worker-a", 1).await;
     let t = acquire(&mut c, &w, 0).await.expect("a trial");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let header = pb::ArtifactHeader {
-        trial_id: t.trial_id,
-        lease_token: t.lease.as_ref().unwrap().token,
-        name: "model/model.pt".into(),
-        size_bytes: Some(1 << 20),
-        sha256: String::new(),
-        content_type: "application/octet-stream".into(),
-    };
-    tx.send(pb::UploadArtifactRequest { part: Some(Part::Header(header)) }).await.unwrap();
-    tx.send(pb::UploadArtifactRequest { part: Some(Part::Chunk(vec![7u8; 4096])) }).await.unwrap();
-    let mut wc = c.clone();
-    let upload = tokio::spawn(async move { wc.worker.upload_artifact(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    let (tx, upload) = open_upload(&c);
+    tx.send(artifact_header(t.trial_id, t.lease.as_ref().unwrap().token, "model/model.pt", Some(1 << 20), "")).await.unwrap();
+    tx.send(artifact_chunk(&[7u8; 4096])).await.unwrap();
     let model_dir = dir.path().join("up.db.artifacts/study-1/trial-0/model");
-    let temps = |d: &std::path::Path| -> Vec<String> {
-        std::fs::read_dir(d)
-            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".upload-")).collect())
-            .unwrap_or_default()
-    };
     eventually(10, || {
         let d = model_dir.clone();
-        async move { (!temps(&d).is_empty()).then_some(()) }
+        async move { (!upload_temps(&d).is_empty()).then_some(()) }
     })
     .await;
     let status = tokio::task::spawn_blocking(move || coord.terminate()).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
-    assert_eq!(temps(&model_dir), Vec::<String>::new(), "the cut upload's temporary file is removed");
+    assert_eq!(upload_temps(&model_dir), Vec::<String>::new(), "the cut upload's temporary file is removed");
     assert!(!model_dir.join("model.pt").exists());
     drop(tx);
     assert!(upload.await.unwrap().is_err(), "the cut upload is not acknowledged");

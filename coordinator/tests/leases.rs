@@ -132,48 +132,29 @@ async fn expired_lease_is_requeued_and_late_calls_are_fenced() {
 /// cancelled by its client leaves no temporary file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_outlives_its_lease_does_not_overwrite_the_next_attempt() {
-    use pb::upload_artifact_request::Part;
     let dir = tempdir();
     let db = dir.path().join("s.db");
     let (server, mut c) = start_in_process(fast_config(&db, Duration::from_millis(600))).await;
     create(&mut c, small_spec("stale-upload", 1)).await;
     let a = register(&mut c, "worker-a", 1).await;
     let b = register(&mut c, "worker-b", 1).await;
-    let header = |token: u64, data: &[u8]| pb::UploadArtifactRequest {
-        part: Some(Part::Header(pb::ArtifactHeader {
-            trial_id: 0,
-            lease_token: token,
-            name: "plots/accuracy.png".into(),
-            size_bytes: Some(data.len() as u64),
-            sha256: String::new(),
-            content_type: "image/png".into(),
-        })),
-    };
-    let with_id = |mut m: pb::UploadArtifactRequest, id: i64| {
-        if let Some(Part::Header(h)) = m.part.as_mut() {
-            h.trial_id = id;
-        }
-        m
+    let name = "plots/accuracy.png";
+    let trial_dir = dir.path().join("s.db.artifacts/study-1/trial-0/plots");
+    let temp_appears = || {
+        eventually(10, || {
+            let d = trial_dir.clone();
+            async move { (!upload_temps(&d).is_empty()).then_some(()) }
+        })
     };
 
     let t1 = acquire(&mut c, &a, 0).await.expect("a trial");
     let tok1 = t1.lease.as_ref().unwrap().token;
-    // Worker A starts uploading and stalls with the stream open.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(with_id(header(tok1, b"stale bytes"), t1.trial_id)).await.unwrap();
-    tx.send(pb::UploadArtifactRequest { part: Some(Part::Chunk(b"stale".to_vec())) }).await.unwrap();
-    let mut wc = c.clone();
-    let stale = tokio::spawn(async move { wc.worker.upload_artifact(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
-    let trial_dir = dir.path().join("s.db.artifacts/study-1/trial-0/plots");
-    let has_temp = |d: &std::path::Path| {
-        std::fs::read_dir(d).map(|r| r.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".upload-"))).unwrap_or(false)
-    };
-    // The coordinator accepted the header (its temporary file exists)...
-    eventually(10, || {
-        let d = trial_dir.clone();
-        async move { has_temp(&d).then_some(()) }
-    })
-    .await;
+    // Worker A starts uploading and stalls with the stream open; the
+    // coordinator accepted the header (its temporary file exists)...
+    let (tx, stale) = open_upload(&c);
+    tx.send(artifact_header(t1.trial_id, tok1, name, Some(11), "")).await.unwrap();
+    tx.send(artifact_chunk(b"stale")).await.unwrap();
+    temp_appears().await;
     // ... then the lease expires, the trial is re-queued and B takes it.
     let t2 = eventually(15, || {
         let (mut c, b) = (c.clone(), b.clone());
@@ -184,35 +165,26 @@ async fn an_upload_that_outlives_its_lease_does_not_overwrite_the_next_attempt()
     assert_eq!(t2.trial_id, t1.trial_id);
     assert!(tok2 > tok1);
     let fresh = b"fresh bytes from the newer attempt".to_vec();
-    let msgs = vec![
-        with_id(header(tok2, &fresh), t2.trial_id),
-        pb::UploadArtifactRequest { part: Some(Part::Chunk(fresh.clone())) },
-    ];
+    let msgs = vec![artifact_header(t2.trial_id, tok2, name, Some(fresh.len() as u64), ""), artifact_chunk(&fresh)];
     c.worker.upload_artifact(tokio_stream::iter(msgs)).await.expect("the newer attempt uploads");
 
     // A's stream finally ends: refused, nothing overwritten, no stray file.
-    tx.send(pb::UploadArtifactRequest { part: Some(Part::Chunk(b" bytes".to_vec())) }).await.unwrap();
+    tx.send(artifact_chunk(b" bytes")).await.unwrap();
     drop(tx);
     let e = stale.await.unwrap().expect_err("the stale upload must be refused");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("not the latest lease"), "{}", e.message());
     assert_eq!(std::fs::read(trial_dir.join("accuracy.png")).unwrap(), fresh);
-    assert!(!has_temp(&trial_dir), "the refused upload's temporary file is removed");
+    assert_eq!(upload_temps(&trial_dir), Vec::<String>::new(), "the refused upload's temporary file is removed");
     // An upload cancelled mid-stream (the client goes away) leaves nothing behind either.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(with_id(header(tok2, b"never finished"), t2.trial_id)).await.unwrap();
-    tx.send(pb::UploadArtifactRequest { part: Some(Part::Chunk(b"never".to_vec())) }).await.unwrap();
-    let mut wc = c.clone();
-    let cancelled = tokio::spawn(async move { wc.worker.upload_artifact(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
-    eventually(10, || {
-        let d = trial_dir.clone();
-        async move { has_temp(&d).then_some(()) }
-    })
-    .await;
+    let (tx, cancelled) = open_upload(&c);
+    tx.send(artifact_header(t2.trial_id, tok2, name, None, "")).await.unwrap();
+    tx.send(artifact_chunk(b"never finished")).await.unwrap();
+    temp_appears().await;
     cancelled.abort();
     eventually(10, || {
         let d = trial_dir.clone();
-        async move { (!has_temp(&d)).then_some(()) }
+        async move { upload_temps(&d).is_empty().then_some(()) }
     })
     .await;
     drop(tx);

@@ -249,19 +249,7 @@ async fn malformed_worker_requests() {
     // Artifacts: bad names are refused; a good upload is stored and checked.
     let upload = |c: &mut Clients, name: &str, token: u64, data: Vec<u8>, sha: String| {
         let mut c = c.clone();
-        let msgs = vec![
-            pb::UploadArtifactRequest {
-                part: Some(pb::upload_artifact_request::Part::Header(pb::ArtifactHeader {
-                    trial_id: t.trial_id,
-                    lease_token: token,
-                    name: name.into(),
-                    size_bytes: Some(data.len() as u64),
-                    sha256: sha,
-                    content_type: "text/plain".into(),
-                })),
-            },
-            pb::UploadArtifactRequest { part: Some(pb::upload_artifact_request::Part::Chunk(data)) },
-        ];
+        let msgs = vec![artifact_header(t.trial_id, token, name, Some(data.len() as u64), &sha), artifact_chunk(&data)];
         async move { c.worker.upload_artifact(tokio_stream::iter(msgs)).await }
     };
     let e = upload(&mut c, "../escape.txt", tok, b"x".to_vec(), String::new()).await.unwrap_err();

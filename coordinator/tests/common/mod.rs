@@ -204,3 +204,40 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The first message of an `UploadArtifact` stream.
+pub fn artifact_header(trial_id: i64, token: u64, name: &str, size: Option<u64>, sha256: &str) -> pb::UploadArtifactRequest {
+    pb::UploadArtifactRequest {
+        part: Some(pb::upload_artifact_request::Part::Header(pb::ArtifactHeader {
+            trial_id,
+            lease_token: token,
+            name: name.into(),
+            size_bytes: size,
+            sha256: sha256.into(),
+            content_type: "application/octet-stream".into(),
+        })),
+    }
+}
+
+/// A later message of an `UploadArtifact` stream: the next bytes.
+pub fn artifact_chunk(data: &[u8]) -> pb::UploadArtifactRequest {
+    pb::UploadArtifactRequest { part: Some(pb::upload_artifact_request::Part::Chunk(data.to_vec())) }
+}
+
+/// Starts an upload whose stream stays open: messages go through the returned
+/// sender, and the call's result comes from the task once the sender is dropped.
+pub fn open_upload(
+    c: &Clients,
+) -> (tokio::sync::mpsc::Sender<pb::UploadArtifactRequest>, tokio::task::JoinHandle<Result<tonic::Response<pb::UploadArtifactResponse>, tonic::Status>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut c = c.clone();
+    let call = tokio::spawn(async move { c.worker.upload_artifact(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    (tx, call)
+}
+
+/// The names of the unfinished uploads' temporary files in `dir`.
+pub fn upload_temps(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".upload-")).collect())
+        .unwrap_or_default()
+}
