@@ -561,11 +561,69 @@ impl ParzenEstimator {
 
     /// `log_pdf`, with or without the window (the results are identical).
     fn log_pdf_impl(&self, points: &[Vec<f64>], use_window: bool, memo: &mut MassMemo) -> Vec<f64> {
-        let k_n = self.weights.len();
+        let mut scorer = Scorer::new(self, points, use_window);
+        (0..points.len()).map(|s| scorer.score(s, memo)).collect()
+    }
+
+    /// The index of the point with the largest `lb[i] - log_pdf(points)[i]`
+    /// (the first such index; 0 when none is above -inf): the same as computing
+    /// every density and comparing, but a point whose upper bound `lb[i] - low`
+    /// (`low`, a lower bound of its density from a few kernels, computed with
+    /// the same operations) is already below the best value found is skipped.
+    /// Points are scored in decreasing order of that bound, so only those that
+    /// could still win are scored in full.
+    pub fn best_acquisition(&self, points: &[Vec<f64>], lb: &[f64], memo: &mut MassMemo) -> usize {
+        let mut scorer = Scorer::new(self, points, true);
+        let n = points.len().min(lb.len());
+        // Upper bounds of each point's value; NaN (no bound) sorts first.
+        let ub: Vec<f64> = (0..n)
+            .map(|s| scorer.lower_bound(s, memo).map_or(f64::INFINITY, |low| lb[s] - low))
+            .collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|a, b| {
+            let key = |i: usize| if ub[i].is_nan() { f64::INFINITY } else { ub[i] };
+            key(*b).total_cmp(&key(*a)).then(a.cmp(b))
+        });
+        let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
+        for i in order {
+            if ub[i] < best_val {
+                #[cfg(test)]
+                SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue; // its value is at most ub[i]: it can neither win nor tie
+            }
+            let acq = lb[i] - scorer.score(i, memo);
+            if acq > best_val || (acq == best_val && i < best) {
+                best = i;
+                best_val = acq;
+            }
+        }
+        best
+    }
+}
+
+/// What scoring points against one estimator needs: per-kernel constants
+/// (log weight and the normalisers of continuous dims), each dimension's terms,
+/// the discrete dims' mass tables, the window and scratch rows.
+struct Scorer<'a> {
+    points: &'a [Vec<f64>],
+    k_n: usize,
+    prior: usize,
+    base: Vec<f64>,
+    dead: Vec<bool>,
+    cats: Vec<CatTerm<'a>>,
+    cont: Vec<ContTerm<'a>>,
+    discs: Vec<DiscTable<'a>>,
+    window: Option<Window>,
+    row: Vec<f64>,
+    upper: Vec<f64>,
+}
+
+impl<'a> Scorer<'a> {
+    fn new(est: &'a ParzenEstimator, points: &'a [Vec<f64>], use_window: bool) -> Scorer<'a> {
+        let k_n = est.weights.len();
         let s_n = points.len();
-        let prior = k_n - 1;
         // Per-kernel constant: log weight and the normalisers of continuous dims.
-        let mut base = self.log_weights.clone();
+        let mut base = est.log_weights.clone();
         let mut dead = vec![false; s_n];
         // Categorical dims: (dim, chosen, ln p_hit, ln p_miss, ln of the prior's 1/n).
         let mut cats: Vec<CatTerm<'_>> = Vec::new();
@@ -574,7 +632,7 @@ impl ParzenEstimator {
         // The first continuous dim's sigmas and kernel order (for the window).
         let mut lead: Option<(&[f64], &[u32])> = None;
         let mut discs: Vec<DiscTable<'_>> = Vec::new();
-        for (d, dim) in self.dims.iter().enumerate() {
+        for (d, dim) in est.dims.iter().enumerate() {
             match dim {
                 Dim::Categorical {
                     n_choices,
@@ -654,104 +712,128 @@ impl ParzenEstimator {
                 }
             }
         }
-        let mut window = match lead {
+        let window = match lead {
             Some((sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
                 Window::new(&base, &cats, &cont, &discs, sigmas, order)
             }
             _ => None,
         };
-        let mut row = vec![0.0f64; k_n];
-        let mut upper = vec![0.0f64; if discs.is_empty() { 0 } else { k_n }];
-        (0..s_n)
-            .map(|s| {
-                if dead[s] {
-                    return f64::NEG_INFINITY;
+        Scorer {
+            points,
+            k_n,
+            prior: k_n - 1,
+            row: vec![0.0f64; k_n],
+            upper: vec![0.0f64; if discs.is_empty() { 0 } else { k_n }],
+            base,
+            dead,
+            cats,
+            cont,
+            discs,
+            window,
+        }
+    }
+
+    /// A lower bound of point `s`'s log density, from the window's first
+    /// kernels (the prior and the nearest in the leading dimension), computed
+    /// with the operations of [`Scorer::score`]; `None` where there is none.
+    fn lower_bound(&mut self, s: usize, memo: &mut MassMemo) -> Option<f64> {
+        if self.dead[s] {
+            return None;
+        }
+        let Scorer { points, base, cats, cont, discs, window, .. } = self;
+        let (_, _, low) = window.as_ref()?.start(s, &points[s], base, cats, cont, discs, memo)?;
+        low.is_finite().then_some(low)
+    }
+
+    /// The log density of point `s`.
+    fn score(&mut self, s: usize, memo: &mut MassMemo) -> f64 {
+        let Scorer { points, k_n, prior, base, dead, cats, cont, discs, window, row, upper } = self;
+        let (k_n, prior) = (*k_n, *prior);
+        if dead[s] {
+            return f64::NEG_INFINITY;
+        }
+        let p = &points[s];
+        if let Some(w) = window.as_mut() {
+            if let Some(v) = w.log_pdf_point(s, p, base, cats, cont, discs, memo) {
+                return v;
+            }
+        }
+        // Blocks of kernels, so that each block's terms stay in L1 cache
+        // across the dimensions (the order of the terms is unchanged).
+        let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
+        for b0 in (0..k_n).step_by(BLOCK) {
+            let b1 = (b0 + BLOCK).min(k_n);
+            let r = &mut row[b0..b1];
+            r.copy_from_slice(&base[b0..b1]);
+            for &(d, chosen, l_hit, l_miss, l_prior) in cats.iter() {
+                let c = p[d] as u32;
+                let t = [l_miss, l_hit];
+                let ch = &chosen[b0.min(chosen.len())..b1.min(chosen.len())];
+                for (a, o) in r.iter_mut().zip(ch) {
+                    *a += t[(*o == c) as usize];
                 }
-                let p = &points[s];
-                if let Some(w) = window.as_mut() {
-                    if let Some(v) = w.log_pdf_point(s, p, &base, &cats, &cont, &mut discs, memo)
-                    {
-                        return v;
+                if prior < b1 {
+                    r[prior - b0] += l_prior;
+                }
+            }
+            for (d, log, mus, inv) in cont.iter() {
+                let x = if *log { p[*d].ln() } else { p[*d] };
+                for ((a, m), iv) in r.iter_mut().zip(&mus[b0..b1]).zip(&inv[b0..b1]) {
+                    let z = (x - m) * iv;
+                    *a -= 0.5 * z * z;
+                }
+            }
+            if !discs.is_empty() {
+                // Upper bounds of every kernel; the best bound's exact value
+                // is then a lower bound of the maximum.
+                let u = &mut upper[b0..b1];
+                u.copy_from_slice(r);
+                for t in discs.iter() {
+                    let ub = t.upper_row(s);
+                    for (a, pi) in u.iter_mut().zip(&t.pair_of[b0..b1]) {
+                        *a += ub[*pi as usize];
                     }
                 }
-                // Blocks of kernels, so that each block's terms stay in L1 cache
-                // across the dimensions (the order of the terms is unchanged).
-                let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
-                for b0 in (0..k_n).step_by(BLOCK) {
-                    let b1 = (b0 + BLOCK).min(k_n);
-                    let r = &mut row[b0..b1];
-                    r.copy_from_slice(&base[b0..b1]);
-                    for &(d, chosen, l_hit, l_miss, l_prior) in &cats {
-                        let c = p[d] as u32;
-                        let t = [l_miss, l_hit];
-                        let ch = &chosen[b0.min(chosen.len())..b1.min(chosen.len())];
-                        for (a, o) in r.iter_mut().zip(ch) {
-                            *a += t[(*o == c) as usize];
-                        }
-                        if prior < b1 {
-                            r[prior - b0] += l_prior;
-                        }
-                    }
-                    for (d, log, mus, inv) in &cont {
-                        let x = if *log { p[*d].ln() } else { p[*d] };
-                        for ((a, m), iv) in r.iter_mut().zip(&mus[b0..b1]).zip(&inv[b0..b1]) {
-                            let z = (x - m) * iv;
-                            *a -= 0.5 * z * z;
-                        }
-                    }
-                    if !discs.is_empty() {
-                        // Upper bounds of every kernel; the best bound's exact value
-                        // is then a lower bound of the maximum.
-                        let u = &mut upper[b0..b1];
-                        u.copy_from_slice(r);
-                        for t in &discs {
-                            let ub = t.upper_row(s);
-                            for (a, pi) in u.iter_mut().zip(&t.pair_of[b0..b1]) {
-                                *a += ub[*pi as usize];
-                            }
-                        }
-                        for (k, v) in u.iter().enumerate() {
-                            if *v > best_val {
-                                best_val = *v;
-                                best = b0 + k;
-                            }
-                        }
+                for (k, v) in u.iter().enumerate() {
+                    if *v > best_val {
+                        best_val = *v;
+                        best = b0 + k;
                     }
                 }
-                let mut mx = f64::NEG_INFINITY;
-                if discs.is_empty() {
-                    mx = row.iter().copied().fold(mx, f64::max);
+            }
+        }
+        let mut mx = f64::NEG_INFINITY;
+        if discs.is_empty() {
+            mx = row.iter().copied().fold(mx, f64::max);
+        } else {
+            let mut low = row[best];
+            for t in discs.iter_mut() {
+                low += t.exact(s, t.pair_of[best] as usize, memo);
+            }
+            // A margin far above rounding (values are sums of a few terms).
+            let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
+            for (k, (a, u)) in row.iter_mut().zip(upper.iter()).enumerate() {
+                if *u < thr {
+                    *a = f64::NEG_INFINITY;
                 } else {
-                    let mut low = row[best];
                     for t in discs.iter_mut() {
-                        low += t.exact(s, t.pair_of[best] as usize, memo);
+                        *a += t.exact(s, t.pair_of[k] as usize, memo);
                     }
-                    // A margin far above rounding (values are sums of a few terms).
-                    let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
-                    for (k, (a, u)) in row.iter_mut().zip(&upper).enumerate() {
-                        if *u < thr {
-                            *a = f64::NEG_INFINITY;
-                        } else {
-                            for t in discs.iter_mut() {
-                                *a += t.exact(s, t.pair_of[k] as usize, memo);
-                            }
-                            mx = mx.max(*a);
-                        }
-                    }
+                    mx = mx.max(*a);
                 }
-                if !mx.is_finite() {
-                    return mx;
-                }
-                let mut sum = 0.0;
-                for a in &row {
-                    let d = *a - mx;
-                    if d > -50.0 {
-                        sum += d.exp();
-                    }
-                }
-                mx + sum.ln()
-            })
-            .collect()
+            }
+        }
+        if !mx.is_finite() {
+            return mx;
+        }
+        let mut sum = 0.0;
+        for a in row.iter() {
+            let d = *a - mx;
+            if d > -50.0 {
+                sum += d.exp();
+            }
+        }
+        mx + sum.ln()
     }
 }
 
@@ -851,12 +933,14 @@ impl Window {
         })
     }
 
-    /// The log density of point `s` through the window, or `None` where the window
-    /// would not save work (or a bound is not finite): then the caller's full loop
-    /// runs.
+    /// The start of [`Window::log_pdf_point`]: the point's continuous
+    /// coordinates (transformed), the prior kernel's value and `low`, the largest
+    /// value among the prior and the two kernels nearest in the leading dimension
+    /// (a lower bound of the largest kernel value, so of the density); `None`
+    /// without a continuous dimension.
     #[allow(clippy::too_many_arguments)]
-    fn log_pdf_point(
-        &mut self,
+    fn start(
+        &self,
         s: usize,
         p: &[f64],
         base: &[f64],
@@ -864,7 +948,7 @@ impl Window {
         cont: &[ContTerm<'_>],
         discs: &mut [DiscTable<'_>],
         memo: &mut MassMemo,
-    ) -> Option<f64> {
+    ) -> Option<(Vec<f64>, f64, f64)> {
         let n = self.kidx.len();
         let prior = n;
         let xs: Vec<f64> = cont
@@ -898,6 +982,26 @@ impl Window {
                 low = low.max(kernel_row(self.kidx[j] as usize, discs));
             }
         }
+        Some((xs, prior_row, low))
+    }
+
+    /// The log density of point `s` through the window, or `None` where the window
+    /// would not save work (or a bound is not finite): then the caller's full loop
+    /// runs.
+    #[allow(clippy::too_many_arguments)]
+    fn log_pdf_point(
+        &mut self,
+        s: usize,
+        p: &[f64],
+        base: &[f64],
+        cats: &[CatTerm<'_>],
+        cont: &[ContTerm<'_>],
+        discs: &mut [DiscTable<'_>],
+        memo: &mut MassMemo,
+    ) -> Option<f64> {
+        let n = self.kidx.len();
+        let (xs, prior_row, low) = self.start(s, p, base, cats, cont, discs, memo)?;
+        let x = xs[0];
         let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
         if !thr.is_finite() {
             return None;
@@ -1005,6 +1109,9 @@ impl Window {
 /// Points scored through the window (tests check that it is exercised).
 #[cfg(test)]
 static WINDOW_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Points `best_acquisition` did not score (tests check that it skips some).
+#[cfg(test)]
+static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Kernels per block in `log_pdf`.
 const BLOCK: usize = 256;
@@ -1319,10 +1426,10 @@ mod tests {
         assert_eq!(bits(argsort_stable(&wide)), bits(argsort_packed(&wide)));
     }
 
-    #[test]
-    fn window_gives_the_full_loop_result() {
+    /// Parameters of every kind, for the window's tests.
+    fn mixed_dists() -> [Distribution; 6] {
         use crate::space::Choice;
-        let dists = [
+        [
             Distribution::Float { low: -5.0, high: 5.0, log: false, step: None },
             Distribution::Float { low: 1e-4, high: 1.0, log: true, step: None },
             Distribution::Int { low: 0, high: 100, log: false, step: 1 },
@@ -1331,34 +1438,49 @@ mod tests {
             },
             Distribution::Float { low: 0.0, high: 1.0, log: false, step: Some(0.1) },
             Distribution::Int { low: 1, high: 1000, log: true, step: 1 },
-        ];
+        ]
+    }
+
+    /// Test case `case`: a subset of `dists` (a continuous one first), `n`
+    /// clustered observations of it, as a study's history is, and options.
+    fn clustered_case<'d>(
+        dists: &'d [Distribution],
+        case: u32,
+        n: usize,
+        rng: &mut Rng,
+    ) -> (Vec<&'d Distribution>, Vec<Vec<f64>>, ParzenParams) {
+        let pick: Vec<&Distribution> = match case % 4 {
+            0 => dists.iter().collect(),
+            1 => vec![&dists[1], &dists[0]],
+            2 => vec![&dists[0], &dists[2], &dists[4]],
+            _ => vec![&dists[1], &dists[3], &dists[5]],
+        };
+        let cols: Vec<Vec<f64>> = pick
+            .iter()
+            .map(|d| {
+                (0..n)
+                    .map(|_| {
+                        let u = uniform01(rng).powi(1 + (case % 3) as i32);
+                        value_at(d, u)
+                    })
+                    .collect()
+            })
+            .collect();
+        let p = ParzenParams {
+            prior_weight: 1.0,
+            consider_magic_clip: case % 5 != 4,
+            consider_endpoints: case % 7 == 3,
+        };
+        (pick, cols, p)
+    }
+
+    #[test]
+    fn window_gives_the_full_loop_result() {
+        let dists = mixed_dists();
         let mut rng = trial_rng(11, 0, 0);
         for case in 0..24u32 {
             let n = [300usize, 700, 1500][case as usize % 3];
-            // A subset of the dims, always with a continuous one first.
-            let pick: Vec<&Distribution> = match case % 4 {
-                0 => dists.iter().collect(),
-                1 => vec![&dists[1], &dists[0]],
-                2 => vec![&dists[0], &dists[2], &dists[4]],
-                _ => vec![&dists[1], &dists[3], &dists[5]],
-            };
-            let cols: Vec<Vec<f64>> = pick
-                .iter()
-                .map(|d| {
-                    (0..n)
-                        .map(|_| {
-                            // Clustered observations, as a study's history is.
-                            let u = uniform01(&mut rng).powi(1 + (case % 3) as i32);
-                            value_at(d, u)
-                        })
-                        .collect()
-                })
-                .collect();
-            let p = ParzenParams {
-                prior_weight: 1.0,
-                consider_magic_clip: case % 5 != 4,
-                consider_endpoints: case % 7 == 3,
-            };
+            let (pick, cols, p) = clustered_case(&dists, case, n, &mut rng);
             let est = ParzenEstimator::new(&cols, &pick, &p);
             let mut points = est.sample(&mut rng, 24);
             let empty = vec![Vec::new(); pick.len()];
@@ -1371,6 +1493,54 @@ mod tests {
         }
         let used = WINDOW_USED.load(std::sync::atomic::Ordering::Relaxed);
         assert!(used > 100, "the window scored only {used} points");
+    }
+
+    /// The argmax of `lb - log g` as the sampler took it before scoring was
+    /// cut short: every point scored, the first largest value kept.
+    fn argmax_of_all(est: &ParzenEstimator, points: &[Vec<f64>], lb: &[f64]) -> usize {
+        let la = est.log_pdf(points);
+        let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
+        for (i, (b, a)) in lb.iter().zip(&la).enumerate() {
+            if b - a > best_val {
+                best_val = b - a;
+                best = i;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn best_acquisition_picks_what_scoring_every_point_picks() {
+        let dists = mixed_dists();
+        let mut rng = trial_rng(12, 0, 0);
+        let skipped_before = SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
+        for case in 0..40u32 {
+            let n = [40usize, 300, 700, 1500][case as usize % 4];
+            let (pick, cols, p) = clustered_case(&dists, case, n, &mut rng);
+            let above = ParzenEstimator::new(&cols, &pick, &p);
+            // "Below": the first 25 observations; candidates drawn from it.
+            let few: Vec<Vec<f64>> = cols.iter().map(|c| c[..25].to_vec()).collect();
+            let below = ParzenEstimator::new(&few, &pick, &p);
+            let mut points = below.sample(&mut rng, 24);
+            // Exact ties: repeated candidates (the first must win).
+            points[7] = points[3].clone();
+            points[20] = points[3].clone();
+            let lb = below.log_pdf(&points);
+            let mut variants = vec![lb.clone(), vec![0.0; lb.len()]];
+            let mut odd = lb.clone();
+            odd[0] = f64::NAN;
+            odd[5] = f64::NEG_INFINITY;
+            odd[9] = f64::INFINITY;
+            variants.push(odd);
+            variants.push(vec![f64::NEG_INFINITY; lb.len()]);
+            for (v, lbv) in variants.iter().enumerate() {
+                let want = argmax_of_all(&above, &points, lbv);
+                let got = above.best_acquisition(&points, lbv, &mut MassMemo::default());
+                assert_eq!(got, want, "case {case}, variant {v}");
+            }
+        }
+        let skipped = SKIPPED.load(std::sync::atomic::Ordering::Relaxed) - skipped_before;
+        assert!(skipped > 200, "only {skipped} candidates were skipped");
     }
 
     #[test]

@@ -233,17 +233,10 @@ impl TpeSampler {
         let mpe_below = estimator(&split.0, memo);
         let mpe_above = estimator(&split.1, memo);
         let candidates = mpe_below.sample(rng, self.config.n_ei_candidates.max(1));
+        // The candidate maximising log l(x) - log g(x) (the first on ties);
+        // "above" is scored in full only for candidates that can still win.
         let lb = mpe_below.log_pdf_with(&candidates, memo);
-        let la = mpe_above.log_pdf_with(&candidates, memo);
-        let mut best = 0;
-        let mut best_val = f64::NEG_INFINITY;
-        for (i, (b, a)) in lb.iter().zip(&la).enumerate() {
-            let acq = b - a;
-            if acq > best_val {
-                best_val = acq;
-                best = i;
-            }
-        }
+        let best = mpe_above.best_acquisition(&candidates, &lb, memo);
         candidates.into_iter().nth(best).unwrap_or_default()
     }
 
