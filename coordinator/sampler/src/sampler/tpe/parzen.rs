@@ -614,6 +614,8 @@ struct Scorer<'a> {
     cont: Vec<ContTerm<'a>>,
     discs: Vec<DiscTable<'a>>,
     window: Option<Window>,
+    /// The leading continuous dimension's mus and kernel order (increasing mu).
+    lead: Option<(&'a [f64], &'a [u32])>,
     row: Vec<f64>,
     upper: Vec<f64>,
 }
@@ -629,8 +631,8 @@ impl<'a> Scorer<'a> {
         let mut cats: Vec<CatTerm<'_>> = Vec::new();
         // Continuous dims: (dim, log, mus, 1/sigma).
         let mut cont: Vec<ContTerm<'_>> = Vec::new();
-        // The first continuous dim's sigmas and kernel order (for the window).
-        let mut lead: Option<(&[f64], &[u32])> = None;
+        // The first continuous dim's mus, sigmas and kernel order (for the window).
+        let mut lead: Option<(&[f64], &[f64], &[u32])> = None;
         let mut discs: Vec<DiscTable<'_>> = Vec::new();
         for (d, dim) in est.dims.iter().enumerate() {
             match dim {
@@ -685,7 +687,7 @@ impl<'a> Scorer<'a> {
                         }
                     }
                     if lead.is_none() {
-                        lead = Some((sigmas, order));
+                        lead = Some((mus, sigmas, order));
                     }
                     cont.push((d, *log, mus, inv));
                 }
@@ -713,11 +715,15 @@ impl<'a> Scorer<'a> {
             }
         }
         let window = match lead {
-            Some((sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
+            Some((_, sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
                 Window::new(&base, &cats, &cont, &discs, sigmas, order)
             }
             _ => None,
         };
+        let n = k_n - 1;
+        let lead = lead
+            .filter(|(mus, _, order)| mus.len() >= n && order.len() == n && order.iter().all(|k| (*k as usize) < n))
+            .map(|(mus, _, order)| (mus, order));
         Scorer {
             points,
             k_n,
@@ -730,28 +736,32 @@ impl<'a> Scorer<'a> {
             cont,
             discs,
             window,
+            lead,
         }
     }
 
-    /// A lower bound of point `s`'s log density, from the window's first
-    /// kernels (the prior and the nearest in the leading dimension), computed
-    /// with the operations of [`Scorer::score`]; `None` where there is none.
+    /// A lower bound of point `s`'s log density: the largest value among the
+    /// prior and the two kernels nearest in the leading continuous dimension
+    /// ([`first_kernels`], the operations of [`Scorer::score`], so it is never
+    /// above the density it computes); `None` where there is none.
     fn lower_bound(&mut self, s: usize, memo: &mut MassMemo) -> Option<f64> {
         if self.dead[s] {
             return None;
         }
-        let Scorer { points, base, cats, cont, discs, window, .. } = self;
-        let (_, _, low) = window.as_ref()?.start(s, &points[s], base, cats, cont, discs, memo)?;
+        let Scorer { points, k_n, base, cats, cont, discs, lead, .. } = self;
+        let (mus, order) = (*lead)?;
+        let sorted = |j: usize| (mus[order[j] as usize], order[j] as usize);
+        let (_, _, low) = first_kernels(s, &points[s], base, cats, cont, discs, memo, *k_n - 1, &sorted)?;
         low.is_finite().then_some(low)
     }
 
     /// The log density of point `s`.
     fn score(&mut self, s: usize, memo: &mut MassMemo) -> f64 {
-        let Scorer { points, k_n, prior, base, dead, cats, cont, discs, window, row, upper } = self;
-        let (k_n, prior) = (*k_n, *prior);
-        if dead[s] {
+        if self.dead[s] {
             return f64::NEG_INFINITY;
         }
+        let Scorer { points, k_n, prior, base, cats, cont, discs, window, row, upper, .. } = self;
+        let (k_n, prior) = (*k_n, *prior);
         let p = &points[s];
         if let Some(w) = window.as_mut() {
             if let Some(v) = w.log_pdf_point(s, p, base, cats, cont, discs, memo) {
@@ -933,11 +943,8 @@ impl Window {
         })
     }
 
-    /// The start of [`Window::log_pdf_point`]: the point's continuous
-    /// coordinates (transformed), the prior kernel's value and `low`, the largest
-    /// value among the prior and the two kernels nearest in the leading dimension
-    /// (a lower bound of the largest kernel value, so of the density); `None`
-    /// without a continuous dimension.
+    /// The start of [`Window::log_pdf_point`] ([`first_kernels`] in the
+    /// window's order).
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -949,40 +956,8 @@ impl Window {
         discs: &mut [DiscTable<'_>],
         memo: &mut MassMemo,
     ) -> Option<(Vec<f64>, f64, f64)> {
-        let n = self.kidx.len();
-        let prior = n;
-        let xs: Vec<f64> = cont
-            .iter()
-            .map(|(d, log, _, _)| if *log { p[*d].ln() } else { p[*d] })
-            .collect();
-        let x = *xs.first()?;
-        // One kernel's value, term by term in the order of the full loop.
-        let mut kernel_row = |k: usize, discs: &mut [DiscTable<'_>]| -> f64 {
-            let mut a = base[k];
-            for &(d, chosen, l_hit, l_miss, l_prior) in cats {
-                a += match chosen.get(k) {
-                    Some(o) => [l_miss, l_hit][(*o == p[d] as u32) as usize],
-                    None => l_prior,
-                };
-            }
-            for ((_, _, mus, inv), xc) in cont.iter().zip(&xs) {
-                let z = (xc - mus[k]) * inv[k];
-                a -= 0.5 * z * z;
-            }
-            for t in discs.iter_mut() {
-                a += t.exact(s, t.pair_of[k] as usize, memo);
-            }
-            a
-        };
-        let prior_row = kernel_row(prior, discs);
-        let mut low = prior_row;
-        let j0 = self.smu.partition_point(|m| *m < x);
-        for j in [j0.wrapping_sub(1), j0] {
-            if j < n {
-                low = low.max(kernel_row(self.kidx[j] as usize, discs));
-            }
-        }
-        Some((xs, prior_row, low))
+        let sorted = |j: usize| (self.smu[j], self.kidx[j] as usize);
+        first_kernels(s, p, base, cats, cont, discs, memo, self.kidx.len(), &sorted)
     }
 
     /// The log density of point `s` through the window, or `None` where the window
@@ -1104,6 +1079,69 @@ impl Window {
         }
         Some(mx + sum.ln())
     }
+}
+
+/// For point `s`: its continuous coordinates (transformed), the prior
+/// kernel's value and `low`, the largest value among the prior and the two
+/// observation kernels nearest to the point in the leading continuous
+/// dimension (a lower bound of the largest kernel value, so of the density).
+/// `sorted(j)` is the `j`-th of the `n` observation kernels in increasing mu of
+/// that dimension, as `(mu, kernel)`. Each kernel's value is computed term by
+/// term in the order of the full loop, so it has the same bits there. `None`
+/// without a continuous dimension.
+#[allow(clippy::too_many_arguments)]
+fn first_kernels(
+    s: usize,
+    p: &[f64],
+    base: &[f64],
+    cats: &[CatTerm<'_>],
+    cont: &[ContTerm<'_>],
+    discs: &mut [DiscTable<'_>],
+    memo: &mut MassMemo,
+    n: usize,
+    sorted: &dyn Fn(usize) -> (f64, usize),
+) -> Option<(Vec<f64>, f64, f64)> {
+    let prior = n;
+    let xs: Vec<f64> = cont
+        .iter()
+        .map(|(d, log, _, _)| if *log { p[*d].ln() } else { p[*d] })
+        .collect();
+    let x = *xs.first()?;
+    let mut kernel_row = |k: usize, discs: &mut [DiscTable<'_>]| -> f64 {
+        let mut a = base[k];
+        for &(d, chosen, l_hit, l_miss, l_prior) in cats {
+            a += match chosen.get(k) {
+                Some(o) => [l_miss, l_hit][(*o == p[d] as u32) as usize],
+                None => l_prior,
+            };
+        }
+        for ((_, _, mus, inv), xc) in cont.iter().zip(&xs) {
+            let z = (xc - mus[k]) * inv[k];
+            a -= 0.5 * z * z;
+        }
+        for t in discs.iter_mut() {
+            a += t.exact(s, t.pair_of[k] as usize, memo);
+        }
+        a
+    };
+    let prior_row = kernel_row(prior, discs);
+    let mut low = prior_row;
+    // The first kernel with mu >= x (a binary search, as `partition_point`).
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if sorted(mid).0 < x {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    for j in [lo.wrapping_sub(1), lo] {
+        if j < n {
+            low = low.max(kernel_row(sorted(j).1, discs));
+        }
+    }
+    Some((xs, prior_row, low))
 }
 
 /// Points scored through the window (tests check that it is exercised).
