@@ -614,8 +614,9 @@ struct Scorer<'a> {
     cont: Vec<ContTerm<'a>>,
     discs: Vec<DiscTable<'a>>,
     window: Option<Window>,
-    /// The leading continuous dimension's mus and kernel order (increasing mu).
-    lead: Option<(&'a [f64], &'a [u32])>,
+    /// The observation kernels in increasing mu of the leading continuous
+    /// dimension (its mus are `cont[0]`'s), checked to be a permutation index.
+    lead: Option<&'a [u32]>,
     row: Vec<f64>,
     upper: Vec<f64>,
 }
@@ -631,8 +632,8 @@ impl<'a> Scorer<'a> {
         let mut cats: Vec<CatTerm<'_>> = Vec::new();
         // Continuous dims: (dim, log, mus, 1/sigma).
         let mut cont: Vec<ContTerm<'_>> = Vec::new();
-        // The first continuous dim's mus, sigmas and kernel order (for the window).
-        let mut lead: Option<(&[f64], &[f64], &[u32])> = None;
+        // The first continuous dim's sigmas and kernel order (for the window).
+        let mut lead: Option<(&[f64], &[u32])> = None;
         let mut discs: Vec<DiscTable<'_>> = Vec::new();
         for (d, dim) in est.dims.iter().enumerate() {
             match dim {
@@ -687,7 +688,7 @@ impl<'a> Scorer<'a> {
                         }
                     }
                     if lead.is_none() {
-                        lead = Some((mus, sigmas, order));
+                        lead = Some((sigmas, order));
                     }
                     cont.push((d, *log, mus, inv));
                 }
@@ -714,16 +715,15 @@ impl<'a> Scorer<'a> {
                 }
             }
         }
+        let n = k_n - 1;
+        let lead = lead.filter(|(_, order)| order.len() == n && order.iter().all(|k| (*k as usize) < n));
         let window = match lead {
-            Some((_, sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
+            Some((sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
                 Window::new(&base, &cats, &cont, &discs, sigmas, order)
             }
             _ => None,
         };
-        let n = k_n - 1;
-        let lead = lead
-            .filter(|(mus, _, order)| mus.len() >= n && order.len() == n && order.iter().all(|k| (*k as usize) < n))
-            .map(|(mus, _, order)| (mus, order));
+        let lead = lead.map(|(_, order)| order);
         Scorer {
             points,
             k_n,
@@ -748,10 +748,8 @@ impl<'a> Scorer<'a> {
         if self.dead[s] {
             return None;
         }
-        let Scorer { points, k_n, base, cats, cont, discs, lead, .. } = self;
-        let (mus, order) = (*lead)?;
-        let sorted = |j: usize| (mus[order[j] as usize], order[j] as usize);
-        let (_, _, low) = first_kernels(s, &points[s], base, cats, cont, discs, memo, *k_n - 1, &sorted)?;
+        let Scorer { points, base, cats, cont, discs, lead, .. } = self;
+        let (_, _, low) = first_kernels(s, &points[s], base, cats, cont, discs, memo, (*lead)?)?;
         low.is_finite().then_some(low)
     }
 
@@ -885,6 +883,8 @@ struct Window {
 }
 
 impl Window {
+    /// `order`: the observation kernels by increasing mu of the first
+    /// continuous dimension, each index below `n` (the caller checks it).
     fn new(
         base: &[f64],
         cats: &[CatTerm<'_>],
@@ -906,9 +906,6 @@ impl Window {
             sigma_max = sigma_max.max(*sg);
         }
         let kidx: Vec<u32> = order.to_vec();
-        if kidx.iter().any(|k| *k as usize >= n) {
-            return None;
-        }
         let smu: Vec<f64> = kidx.iter().map(|k| lead_mus[*k as usize]).collect();
         if smu.iter().any(|m| !m.is_finite()) {
             return None;
@@ -943,23 +940,6 @@ impl Window {
         })
     }
 
-    /// The start of [`Window::log_pdf_point`] ([`first_kernels`] in the
-    /// window's order).
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &self,
-        s: usize,
-        p: &[f64],
-        base: &[f64],
-        cats: &[CatTerm<'_>],
-        cont: &[ContTerm<'_>],
-        discs: &mut [DiscTable<'_>],
-        memo: &mut MassMemo,
-    ) -> Option<(Vec<f64>, f64, f64)> {
-        let sorted = |j: usize| (self.smu[j], self.kidx[j] as usize);
-        first_kernels(s, p, base, cats, cont, discs, memo, self.kidx.len(), &sorted)
-    }
-
     /// The log density of point `s` through the window, or `None` where the window
     /// would not save work (or a bound is not finite): then the caller's full loop
     /// runs.
@@ -975,7 +955,7 @@ impl Window {
         memo: &mut MassMemo,
     ) -> Option<f64> {
         let n = self.kidx.len();
-        let (xs, prior_row, low) = self.start(s, p, base, cats, cont, discs, memo)?;
+        let (xs, prior_row, low) = first_kernels(s, p, base, cats, cont, discs, memo, &self.kidx)?;
         let x = xs[0];
         let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
         if !thr.is_finite() {
@@ -1085,10 +1065,10 @@ impl Window {
 /// kernel's value and `low`, the largest value among the prior and the two
 /// observation kernels nearest to the point in the leading continuous
 /// dimension (a lower bound of the largest kernel value, so of the density).
-/// `sorted(j)` is the `j`-th of the `n` observation kernels in increasing mu of
-/// that dimension, as `(mu, kernel)`. Each kernel's value is computed term by
-/// term in the order of the full loop, so it has the same bits there. `None`
-/// without a continuous dimension.
+/// `order` holds the observation kernels in increasing mu of that dimension
+/// (`cont[0]`). Each kernel's value is computed term by term in the order of
+/// the full loop, so it has the same bits there. `None` without a continuous
+/// dimension.
 #[allow(clippy::too_many_arguments)]
 fn first_kernels(
     s: usize,
@@ -1098,10 +1078,11 @@ fn first_kernels(
     cont: &[ContTerm<'_>],
     discs: &mut [DiscTable<'_>],
     memo: &mut MassMemo,
-    n: usize,
-    sorted: &dyn Fn(usize) -> (f64, usize),
+    order: &[u32],
 ) -> Option<(Vec<f64>, f64, f64)> {
+    let n = order.len();
     let prior = n;
+    let lead_mus = cont.first()?.2;
     let xs: Vec<f64> = cont
         .iter()
         .map(|(d, log, _, _)| if *log { p[*d].ln() } else { p[*d] })
@@ -1126,19 +1107,10 @@ fn first_kernels(
     };
     let prior_row = kernel_row(prior, discs);
     let mut low = prior_row;
-    // The first kernel with mu >= x (a binary search, as `partition_point`).
-    let (mut lo, mut hi) = (0, n);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if sorted(mid).0 < x {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    for j in [lo.wrapping_sub(1), lo] {
+    let j0 = order.partition_point(|k| lead_mus[*k as usize] < x);
+    for j in [j0.wrapping_sub(1), j0] {
         if j < n {
-            low = low.max(kernel_row(sorted(j).1, discs));
+            low = low.max(kernel_row(order[j] as usize, discs));
         }
     }
     Some((xs, prior_row, low))
