@@ -1255,10 +1255,20 @@ impl<'a> DiscTable<'a> {
 /// doubles as it fills, up to its limit; when full at the limit, it starts over.
 #[derive(Debug, Clone)]
 pub struct MassMemo {
-    keys: Vec<(u64, u64)>,
-    vals: Vec<f64>,
+    /// Key and value side by side, so a probe reads one cache line: a memo
+    /// kept across suggestions is cold when a suggestion starts.
+    slots: Vec<Slot>,
     used: usize,
-    slots: usize,
+    limit: usize,
+}
+
+/// One entry of a [`MassMemo`]: the argument bits and the mass (32 bytes, two
+/// to a cache line).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+struct Slot {
+    key: (u64, u64),
+    val: f64,
 }
 
 impl Default for MassMemo {
@@ -1272,16 +1282,16 @@ impl Default for MassMemo {
 const MEMO_FIRST_SLOTS: usize = 1024;
 /// The key of a free slot (no `(a, b)` argument pair has these bits in both).
 const FREE: (u64, u64) = (u64::MAX, u64::MAX);
+const FREE_SLOT: Slot = Slot { key: FREE, val: 0.0 };
 
 impl MassMemo {
     /// A memo of at most `slots` entries (rounded up to a power of two), half
     /// of which are used before it starts over.
     pub fn with_slots(slots: usize) -> Self {
         MassMemo {
-            keys: Vec::new(),
-            vals: Vec::new(),
+            slots: Vec::new(),
             used: 0,
-            slots: slots.max(16).next_power_of_two(),
+            limit: slots.max(16).next_power_of_two(),
         }
     }
 
@@ -1292,9 +1302,9 @@ impl MassMemo {
 
     /// The slot holding `key`, or the free slot where it would go.
     fn probe(&self, key: (u64, u64)) -> usize {
-        let mask = self.keys.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut i = Self::slot_of(key, mask);
-        while self.keys[i] != key && self.keys[i] != FREE {
+        while self.slots[i].key != key && self.slots[i].key != FREE {
             i = (i + 1) & mask;
         }
         i
@@ -1303,20 +1313,18 @@ impl MassMemo {
     /// An empty table of `len` slots, with the entries of the old one when
     /// `keep` (a larger table), else without (starting over).
     fn rebuild(&mut self, len: usize, keep: bool) {
-        if !keep && self.keys.len() == len {
+        if !keep && self.slots.len() == len {
             // Starting over at the limit: in place.
-            self.keys.fill(FREE);
+            self.slots.fill(FREE_SLOT);
             self.used = 0;
             return;
         }
-        let old_keys = std::mem::replace(&mut self.keys, vec![FREE; len]);
-        let old_vals = std::mem::replace(&mut self.vals, vec![0.0; len]);
+        let old = std::mem::replace(&mut self.slots, vec![FREE_SLOT; len]);
         self.used = 0;
         if keep {
-            for (k, v) in old_keys.into_iter().zip(old_vals).filter(|(k, _)| *k != FREE) {
-                let i = self.probe(k);
-                self.keys[i] = k;
-                self.vals[i] = v;
+            for e in old.into_iter().filter(|e| e.key != FREE) {
+                let i = self.probe(e.key);
+                self.slots[i] = e;
                 self.used += 1;
             }
         }
@@ -1327,26 +1335,25 @@ impl MassMemo {
         if key == FREE {
             return truncnorm::log_gauss_mass(a, b);
         }
-        if self.keys.is_empty() {
-            self.rebuild(MEMO_FIRST_SLOTS.min(self.slots), false);
+        if self.slots.is_empty() {
+            self.rebuild(MEMO_FIRST_SLOTS.min(self.limit), false);
         }
         let i = self.probe(key);
-        if self.keys[i] == key {
-            return self.vals[i];
+        if self.slots[i].key == key {
+            return self.slots[i].val;
         }
-        let v = truncnorm::log_gauss_mass(a, b);
-        let i = if 2 * (self.used + 1) > self.keys.len() {
+        let val = truncnorm::log_gauss_mass(a, b);
+        let i = if 2 * (self.used + 1) > self.slots.len() {
             // Half full: double the table, or start over at the limit.
-            let len = self.keys.len();
-            self.rebuild(if len < self.slots { 2 * len } else { len }, len < self.slots);
+            let len = self.slots.len();
+            self.rebuild(if len < self.limit { 2 * len } else { len }, len < self.limit);
             self.probe(key)
         } else {
             i
         };
-        self.keys[i] = key;
-        self.vals[i] = v;
+        self.slots[i] = Slot { key, val };
         self.used += 1;
-        v
+        val
     }
 }
 
@@ -1386,9 +1393,9 @@ mod tests {
             for (a, b) in &args {
                 let want = truncnorm::log_gauss_mass(*a, *b);
                 assert_eq!(memo.log_gauss_mass(*a, *b).to_bits(), want.to_bits(), "round {round}");
-                assert!(2 * memo.used <= memo.keys.len() && memo.keys.len() <= 8192);
-                if lens.last() != Some(&memo.keys.len()) {
-                    lens.push(memo.keys.len());
+                assert!(2 * memo.used <= memo.slots.len() && memo.slots.len() <= 8192);
+                if lens.last() != Some(&memo.slots.len()) {
+                    lens.push(memo.slots.len());
                 }
             }
         }
@@ -1399,9 +1406,9 @@ mod tests {
         for (a, b) in args.iter().take(600) {
             memo.log_gauss_mass(*a, *b);
         }
-        assert_eq!((memo.keys.len(), memo.used), (2048, 600));
+        assert_eq!((memo.slots.len(), memo.used), (2048, 600));
         for (a, b) in args.iter().take(600) {
-            assert_eq!(memo.vals[memo.probe((a.to_bits(), b.to_bits()))].to_bits(), truncnorm::log_gauss_mass(*a, *b).to_bits());
+            assert_eq!(memo.slots[memo.probe((a.to_bits(), b.to_bits()))].val.to_bits(), truncnorm::log_gauss_mass(*a, *b).to_bits());
         }
     }
 

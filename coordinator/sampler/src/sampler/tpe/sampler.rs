@@ -76,42 +76,50 @@ pub fn gamma(n: usize) -> usize {
 /// last value) to fill up; everything else (running trials included) is above.
 /// Ties keep trial order.
 fn split_rows(rows: &[Row], cons: &[usize], n_below: usize) -> (Vec<usize>, Vec<usize>) {
-    let cmp = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
-        a.0.partial_cmp(&b.0)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
-            .then(a.2.cmp(&b.2))
+    // Keys are never NaN (see `Row::of`), so (key, position) is a total order
+    // (-0 and +0 equal, as Optuna's sort sees them) and the `n_below` smallest are
+    // one set whatever the method: kept here in two short sorted lists (complete,
+    // pruned) in one pass, most rows rejected by one comparison with the list's
+    // last entry.
+    let less = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
+        a.0 < b.0 || (a.0 == b.0 && (a.1 < b.1 || (a.1 == b.1 && a.2 < b.2)))
     };
-    let mut complete: Vec<(f64, f64, usize)> = Vec::with_capacity(cons.len());
+    let keep = |v: &mut Vec<(f64, f64, usize)>, e: (f64, f64, usize)| {
+        if v.len() == n_below {
+            match v.last() {
+                Some(last) if less(&e, last) => {
+                    v.pop();
+                }
+                _ => return,
+            }
+        }
+        let at = v.partition_point(|x| less(x, &e));
+        v.insert(at, e);
+    };
+    let mut complete: Vec<(f64, f64, usize)> = Vec::with_capacity(n_below + 1);
     let mut pruned: Vec<(f64, f64, usize)> = Vec::new();
     for (j, r) in cons.iter().enumerate() {
         let row = &rows[*r];
         match row.class {
-            Class::Complete => complete.push((row.key.0, row.key.1, j)),
-            Class::Pruned => pruned.push((row.key.0, row.key.1, j)),
+            Class::Complete => keep(&mut complete, (row.key.0, row.key.1, j)),
+            Class::Pruned => keep(&mut pruned, (row.key.0, row.key.1, j)),
             _ => {}
         }
     }
-    let mut is_below = vec![false; cons.len()];
-    let mut take = |v: &mut Vec<(f64, f64, usize)>, k: usize| -> usize {
-        let k = k.min(v.len());
-        if k > 0 {
-            // Only the k smallest are needed: a selection, not a full sort.
-            if k < v.len() {
-                v.select_nth_unstable_by(k - 1, cmp);
-            }
-            for e in &v[..k] {
-                is_below[e.2] = true;
-            }
-        }
-        k
-    };
-    let nc = take(&mut complete, n_below);
-    take(&mut pruned, n_below - nc);
-    let mut below = Vec::with_capacity(n_below.min(cons.len()));
-    let mut above = Vec::with_capacity(cons.len());
-    for (r, b) in cons.iter().zip(&is_below) {
-        if *b {
+    // The best complete trials, then the best pruned ones to fill up.
+    let fill = n_below - complete.len().min(n_below);
+    let mut picked: Vec<usize> = complete
+        .iter()
+        .chain(pruned.iter().take(fill))
+        .map(|e| e.2)
+        .collect();
+    picked.sort_unstable();
+    let mut below = Vec::with_capacity(picked.len());
+    let mut above = Vec::with_capacity(cons.len() - picked.len());
+    let mut next = picked.iter().peekable();
+    for (j, r) in cons.iter().enumerate() {
+        if next.peek() == Some(&&j) {
+            next.next();
             below.push(*r);
         } else {
             above.push(*r);
@@ -394,6 +402,68 @@ mod tests {
             .filter_map(|d| e.kernels(d))
             .map(|(m, s)| m.iter().zip(s).map(|(a, b)| (a.to_bits(), b.to_bits())).collect())
             .collect()
+    }
+
+    /// `split_rows` by the definition: every complete row sorted by (key, position)
+    /// with `partial_cmp` (so -0 and +0 tie), the first `n_below`, then the pruned
+    /// rows sorted the same way to fill up; below and above in position order.
+    fn split_by_sorting(rows: &[Row], cons: &[usize], n_below: usize) -> (Vec<usize>, Vec<usize>) {
+        let sorted = |class: Class| {
+            let mut v: Vec<(f64, f64, usize)> = cons
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| rows[**r].class == class)
+                .map(|(j, r)| (rows[*r].key.0, rows[*r].key.1, j))
+                .collect();
+            v.sort_by(|a, b| {
+                a.0.partial_cmp(&b.0)
+                    .expect("no NaN key")
+                    .then(a.1.partial_cmp(&b.1).expect("no NaN key"))
+                    .then(a.2.cmp(&b.2))
+            });
+            v
+        };
+        let complete = sorted(Class::Complete);
+        let fill = n_below.saturating_sub(complete.len());
+        let picked: Vec<usize> = complete
+            .iter()
+            .take(n_below)
+            .chain(sorted(Class::Pruned).iter().take(fill))
+            .map(|e| e.2)
+            .collect();
+        let below = cons.iter().enumerate().filter(|(j, _)| picked.contains(j)).map(|(_, r)| *r).collect();
+        let above = cons.iter().enumerate().filter(|(j, _)| !picked.contains(j)).map(|(_, r)| *r).collect();
+        (below, above)
+    }
+
+    #[test]
+    fn split_rows_takes_the_best_as_a_full_sort_would() {
+        // Few distinct keys (many ties, -0 and +0, infinities), all classes, the
+        // considered rows a subset of the history, n_below from 0 past the count.
+        let keys = [-f64::INFINITY, -3.0, -0.0, 0.0, 1.5, 2.0, f64::INFINITY];
+        let mut rng = trial_rng(11, 0, 0);
+        let mut pick = |n: usize| ((uniform01(&mut rng) * n as f64) as usize).min(n - 1);
+        for case in 0..400 {
+            let n = 1 + pick(120);
+            let rows: Vec<Row> = (0..n)
+                .map(|i| {
+                    let class = [Class::Complete, Class::Complete, Class::Pruned, Class::Running, Class::Ignored][pick(5)];
+                    let key = match class {
+                        Class::Complete => (keys[pick(keys.len())], 0.0),
+                        Class::Pruned => (-(pick(4) as f64), keys[pick(keys.len())]),
+                        _ => (0.0, 0.0),
+                    };
+                    Row { number: i as u64, class, key }
+                })
+                .collect();
+            let cons: Vec<usize> = (0..n).filter(|_| pick(4) > 0).collect();
+            let n_below = pick(40);
+            assert_eq!(
+                split_rows(&rows, &cons, n_below),
+                split_by_sorting(&rows, &cons, n_below),
+                "case {case}: n = {n}, n_below = {n_below}"
+            );
+        }
     }
 
     #[test]
