@@ -8,6 +8,8 @@
 //! timed call also reads one new trial. Usage: `sampler-speed HISTORY.json REPS`, or
 //! `sampler-speed HISTORY.json serve`: then each line `REPS` on stdin gets one
 //! JSON line of timings, so the driver can interleave our rounds with Optuna's.
+//! `--evict-mb N` writes an N MB buffer before every timed call (untimed), so each
+//! call starts with the caches evicted, as after the other side's round.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -34,7 +36,7 @@ struct History {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        return Err("usage: sampler-speed HISTORY.json (REPS | serve) [--complete]".into());
+        return Err("usage: sampler-speed HISTORY.json (REPS | serve) [--complete] [--evict-mb N]".into());
     }
     let hist: History = serde_json::from_str(&std::fs::read_to_string(&args[1])?)?;
     let serve = args[2] == "serve";
@@ -61,12 +63,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..TpeConfig::default()
     });
     let complete = args.iter().any(|a| a == "--complete");
+    let evict_mb: usize = match args.iter().position(|a| a == "--evict-mb") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or("--evict-mb needs a number of megabytes")?,
+        None => 0,
+    };
+    let mut evict = vec![0u8; evict_mb << 20];
     let mut next = trials.len() as u64;
     let mut cache = SamplerCache::default();
     let mut run = |reps: usize| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         let mut times = Vec::with_capacity(reps);
         let mut checksum = 0.0;
         for _ in 0..reps.max(1) {
+            // One write per cache line of a buffer larger than the caches.
+            for (i, b) in evict.iter_mut().step_by(64).enumerate() {
+                *b = b.wrapping_add(i as u8);
+            }
+            std::hint::black_box(&evict);
             let t0 = Instant::now();
             let p = sampler.sample_with(&mut cache, &space, &trials, Direction::Minimize, next)?;
             times.push(t0.elapsed().as_secs_f64());
