@@ -66,8 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let evict_mb: usize = match args.iter().position(|a| a == "--evict-mb") {
         Some(i) => args
             .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or("--evict-mb needs a number of megabytes")?,
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|mb| *mb <= 1 << 16)
+            .ok_or("--evict-mb needs a number of megabytes (at most 65536)")?,
         None => 0,
     };
     let mut evict = vec![0u8; evict_mb << 20];
