@@ -260,20 +260,22 @@ fn numerical_dim(
         // Each kernel's bandwidth: the larger distance to its sorted neighbours,
         // the range ends standing in for the missing ones (and, unless
         // `consider_endpoints`, the outermost kernels using their inner gap only).
-        let v = |k: usize| idx[k].0;
-        for k in 0..n {
-            let prev = if k == 0 { lo } else { v(k - 1) };
-            let next = if k + 1 == n { hi } else { v(k + 1) };
-            let cur = v(k);
-            let mut s = (cur - prev).max(next - cur);
-            if !p.consider_endpoints && n >= 2 {
-                if k == 0 {
-                    s = v(1) - v(0);
-                } else if k == n - 1 {
-                    s = v(n - 1) - v(n - 2);
-                }
+        // One pass with the neighbours in hand (the same subtractions as by index).
+        let inner_only = !p.consider_endpoints && n >= 2;
+        let mut prev = lo;
+        for (k, (cur, i)) in idx.iter().enumerate() {
+            let next = idx.get(k + 1).map_or(hi, |e| e.0);
+            let s = if inner_only && k == 0 {
+                next - cur
+            } else if inner_only && k == n - 1 {
+                cur - prev
+            } else {
+                (cur - prev).max(next - cur)
+            };
+            if let Some(slot) = sigmas.get_mut(*i as usize) {
+                *slot = s.max(minsigma).min(maxsigma);
             }
-            sigmas[idx[k].1 as usize] = s.max(minsigma).min(maxsigma);
+            prev = *cur;
         }
     }
     mus.push(0.5 * (lo + hi));
@@ -761,6 +763,9 @@ impl<'a> Scorer<'a> {
         let Scorer { points, k_n, prior, base, cats, cont, discs, window, row, upper, .. } = self;
         let (k_n, prior) = (*k_n, *prior);
         let p = &points[s];
+        for t in discs.iter_mut() {
+            t.prepare(s);
+        }
         if let Some(w) = window.as_mut() {
             if let Some(v) = w.log_pdf_point(s, p, base, cats, cont, discs, memo) {
                 return v;
@@ -1137,8 +1142,9 @@ fn ln_upper(w: f64) -> f64 {
 }
 
 /// One discrete dimension's masses for a set of points: per distinct point value
-/// and distinct kernel `(mu, sigma)`, an upper bound (all computed up front, no
-/// special functions) and the exact log mass (computed on first use).
+/// and distinct kernel `(mu, sigma)`, an upper bound (no special functions; a
+/// value's row computed when a point with that value is first scored) and the
+/// exact log mass (computed on first use).
 struct DiscTable<'a> {
     pair_of: &'a [u32],
     pairs: &'a [(f64, f64)],
@@ -1147,7 +1153,9 @@ struct DiscTable<'a> {
     which: Vec<usize>,
     /// Bin edges (transformed space, clipped to the range) per distinct value.
     edges: Vec<(f64, f64)>,
-    /// `n_values × n_pairs` upper bounds.
+    /// Per distinct value: whether its row of `upper` is computed.
+    ready: Vec<bool>,
+    /// `n_values × n_pairs` upper bounds, valid in the rows that are `ready`.
     upper: Vec<f64>,
     /// `n_values × n_pairs` exact values, valid where `known`.
     exact: Vec<f64>,
@@ -1184,44 +1192,56 @@ impl<'a> DiscTable<'a> {
                 (l.max(lo_t), r.min(hi_t))
             })
             .collect();
-        let n_p = pairs.len();
-        let mut upper = Vec::with_capacity(edges.len() * n_p);
-        for (l, r) in &edges {
-            for ((m, sg), ln) in pairs.iter().zip(pair_log_norm) {
-                // The mass is at most 1, and outside the bin at most
-                // width * pdf(nearest edge).
-                let mut u = -ln;
-                let (a, b) = ((l - m) / sg, (r - m) / sg);
-                if a > 0.0 || b < 0.0 {
-                    let near = a.abs().min(b.abs());
-                    let v = ln_upper(b - a) - 0.5 * near * near - LN_SQRT_2PI - ln;
-                    if v < u {
-                        u = v;
-                    }
-                }
-                if l.partial_cmp(r) != Some(std::cmp::Ordering::Less) {
-                    u = f64::NEG_INFINITY;
-                }
-                upper.push(u);
-            }
-        }
-        let n = upper.len();
+        let n = edges.len() * pairs.len();
         DiscTable {
             pair_of,
             pairs,
             pair_log_norm,
             which,
+            ready: vec![false; edges.len()],
             edges,
-            upper,
+            upper: vec![0.0; n],
             exact: vec![0.0; n],
             known: vec![false; n],
         }
     }
 
-    /// Upper bounds of point `s` against every distinct kernel.
+    /// Computes point `s`'s row of upper bounds if not yet done (only the points
+    /// that get scored need one).
+    fn prepare(&mut self, s: usize) {
+        let u = self.which[s];
+        if self.ready[u] {
+            return;
+        }
+        self.ready[u] = true;
+        let n_p = self.pairs.len();
+        let (l, r) = self.edges[u];
+        let row = &mut self.upper[u * n_p..(u + 1) * n_p];
+        for ((out, (m, sg)), ln) in row.iter_mut().zip(self.pairs).zip(self.pair_log_norm) {
+            // The mass is at most 1, and outside the bin at most
+            // width * pdf(nearest edge).
+            let mut v = -ln;
+            let (a, b) = ((l - m) / sg, (r - m) / sg);
+            if a > 0.0 || b < 0.0 {
+                let near = a.abs().min(b.abs());
+                let w = ln_upper(b - a) - 0.5 * near * near - LN_SQRT_2PI - ln;
+                if w < v {
+                    v = w;
+                }
+            }
+            if l.partial_cmp(&r) != Some(std::cmp::Ordering::Less) {
+                v = f64::NEG_INFINITY;
+            }
+            *out = v;
+        }
+    }
+
+    /// Upper bounds of point `s` against every distinct kernel (after
+    /// [`DiscTable::prepare`] for `s`).
     fn upper_row(&self, s: usize) -> &[f64] {
         let n_p = self.pairs.len();
         let u = self.which[s];
+        debug_assert!(self.ready[u], "upper_row before prepare");
         &self.upper[u * n_p..(u + 1) * n_p]
     }
 
