@@ -610,11 +610,8 @@ struct Scorer<'a> {
     points: &'a [Vec<f64>],
     k_n: usize,
     prior: usize,
-    base: Vec<f64>,
+    kt: KernelTerms<'a>,
     dead: Vec<bool>,
-    cats: Vec<CatTerm<'a>>,
-    cont: Vec<ContTerm<'a>>,
-    discs: Vec<DiscTable<'a>>,
     window: Option<Window>,
     /// The observation kernels in increasing mu of the leading continuous
     /// dimension (its mus are `cont[0]`'s), checked to be a permutation index.
@@ -719,9 +716,10 @@ impl<'a> Scorer<'a> {
         }
         let n = k_n - 1;
         let lead = lead.filter(|(_, order)| order.len() == n && order.iter().all(|k| (*k as usize) < n));
+        let kt = KernelTerms { base, cats, cont, discs };
         let window = match lead {
             Some((sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
-                Window::new(&base, &cats, &cont, &discs, sigmas, order)
+                Window::new(&kt, sigmas, order)
             }
             _ => None,
         };
@@ -731,12 +729,9 @@ impl<'a> Scorer<'a> {
             k_n,
             prior: k_n - 1,
             row: vec![0.0f64; k_n],
-            upper: vec![0.0f64; if discs.is_empty() { 0 } else { k_n }],
-            base,
+            upper: vec![0.0f64; if kt.discs.is_empty() { 0 } else { k_n }],
+            kt,
             dead,
-            cats,
-            cont,
-            discs,
             window,
             lead,
         }
@@ -750,8 +745,7 @@ impl<'a> Scorer<'a> {
         if self.dead[s] {
             return None;
         }
-        let Scorer { points, base, cats, cont, discs, lead, .. } = self;
-        let (_, _, low) = first_kernels(s, &points[s], base, cats, cont, discs, memo, (*lead)?)?;
+        let (_, _, low) = first_kernels(s, &self.points[s], &mut self.kt, memo, self.lead?)?;
         low.is_finite().then_some(low)
     }
 
@@ -760,17 +754,18 @@ impl<'a> Scorer<'a> {
         if self.dead[s] {
             return f64::NEG_INFINITY;
         }
-        let Scorer { points, k_n, prior, base, cats, cont, discs, window, row, upper, .. } = self;
+        let Scorer { points, k_n, prior, kt, window, row, upper, .. } = self;
         let (k_n, prior) = (*k_n, *prior);
         let p = &points[s];
-        for t in discs.iter_mut() {
+        for t in kt.discs.iter_mut() {
             t.prepare(s);
         }
         if let Some(w) = window.as_mut() {
-            if let Some(v) = w.log_pdf_point(s, p, base, cats, cont, discs, memo) {
+            if let Some(v) = w.log_pdf_point(s, p, kt, memo) {
                 return v;
             }
         }
+        let KernelTerms { base, cats, cont, discs } = kt;
         // Blocks of kernels, so that each block's terms stay in L1 cache
         // across the dimensions (the order of the terms is unchanged).
         let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
@@ -858,6 +853,16 @@ type CatTerm<'a> = (usize, &'a [u32], f64, f64, f64);
 /// A continuous dim in `log_pdf`: (dim, log, mus, 1/sigma).
 type ContTerm<'a> = (usize, bool, &'a [f64], Vec<f64>);
 
+/// Each kernel's terms for a set of points, in the order every kernel value is
+/// summed: its base (log weight and the continuous normalisers), categorical
+/// dims, continuous dims, discrete dims (mass tables for the points).
+struct KernelTerms<'a> {
+    base: Vec<f64>,
+    cats: Vec<CatTerm<'a>>,
+    cont: Vec<ContTerm<'a>>,
+    discs: Vec<DiscTable<'a>>,
+}
+
 /// The observation kernels (not the prior) permuted into increasing mu of the
 /// first continuous dimension, with `bmax`, a bound of every such kernel's terms
 /// other than that dimension's `-z^2/2` (base, best categorical term, `-ln` of
@@ -890,14 +895,8 @@ struct Window {
 impl Window {
     /// `order`: the observation kernels by increasing mu of the first
     /// continuous dimension, each index below `n` (the caller checks it).
-    fn new(
-        base: &[f64],
-        cats: &[CatTerm<'_>],
-        cont: &[ContTerm<'_>],
-        discs: &[DiscTable<'_>],
-        sigmas: &[f64],
-        order: &[u32],
-    ) -> Option<Window> {
+    fn new(kt: &KernelTerms<'_>, sigmas: &[f64], order: &[u32]) -> Option<Window> {
+        let KernelTerms { base, cats, cont, discs } = kt;
         let n = base.len().checked_sub(1)?;
         let lead_mus = cont.first()?.2;
         if order.len() != n || sigmas.len() < n || n == 0 {
@@ -948,19 +947,10 @@ impl Window {
     /// The log density of point `s` through the window, or `None` where the window
     /// would not save work (or a bound is not finite): then the caller's full loop
     /// runs.
-    #[allow(clippy::too_many_arguments)]
-    fn log_pdf_point(
-        &mut self,
-        s: usize,
-        p: &[f64],
-        base: &[f64],
-        cats: &[CatTerm<'_>],
-        cont: &[ContTerm<'_>],
-        discs: &mut [DiscTable<'_>],
-        memo: &mut MassMemo,
-    ) -> Option<f64> {
+    fn log_pdf_point(&mut self, s: usize, p: &[f64], kt: &mut KernelTerms<'_>, memo: &mut MassMemo) -> Option<f64> {
         let n = self.kidx.len();
-        let (xs, prior_row, low) = first_kernels(s, p, base, cats, cont, discs, memo, &self.kidx)?;
+        let (xs, prior_row, low) = first_kernels(s, p, kt, memo, &self.kidx)?;
+        let KernelTerms { cats, discs, .. } = kt;
         let x = xs[0];
         let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
         if !thr.is_finite() {
@@ -1074,17 +1064,14 @@ impl Window {
 /// (`cont[0]`). Each kernel's value is computed term by term in the order of
 /// the full loop, so it has the same bits there. `None` without a continuous
 /// dimension.
-#[allow(clippy::too_many_arguments)]
 fn first_kernels(
     s: usize,
     p: &[f64],
-    base: &[f64],
-    cats: &[CatTerm<'_>],
-    cont: &[ContTerm<'_>],
-    discs: &mut [DiscTable<'_>],
+    kt: &mut KernelTerms<'_>,
     memo: &mut MassMemo,
     order: &[u32],
 ) -> Option<(Vec<f64>, f64, f64)> {
+    let KernelTerms { base, cats, cont, discs } = kt;
     let n = order.len();
     let prior = n;
     let lead_mus = cont.first()?.2;
@@ -1095,7 +1082,7 @@ fn first_kernels(
     let x = *xs.first()?;
     let mut kernel_row = |k: usize, discs: &mut [DiscTable<'_>]| -> f64 {
         let mut a = base[k];
-        for &(d, chosen, l_hit, l_miss, l_prior) in cats {
+        for &(d, chosen, l_hit, l_miss, l_prior) in cats.iter() {
             a += match chosen.get(k) {
                 Some(o) => [l_miss, l_hit][(*o == p[d] as u32) as usize],
                 None => l_prior,
