@@ -30,8 +30,7 @@ def main():
     space, dists = speed.make_space(args.d)
     hist = speed.make_history(dists, args.n, seed=1000 * args.d + args.n)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({"space": space, "trials": [{"number": i, "params": internal, "value": v}
-                                              for i, (_, internal, v) in enumerate(hist)]}, f)
+        json.dump(speed.history_json(space, hist), f)
     times = {b: [] for b in args.binaries}
     try:
         for _ in range(args.procs):

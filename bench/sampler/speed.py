@@ -122,13 +122,18 @@ class OptunaSide:
         return dt
 
 
+def history_json(space, history):
+    """The history as the `sampler-speed` binary reads it (internal values)."""
+    return {"space": space, "trials": [{"number": i, "params": internal, "value": v}
+                                       for i, (_, internal, v) in enumerate(history)]}
+
+
 class OursSide:
     """The `sampler-speed` binary serving the same history; `time(k)` times k suggestions."""
 
     def __init__(self, binary, space, history, tell):
         f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        json.dump({"space": space, "trials": [{"number": i, "params": internal, "value": v}
-                                              for i, (_, internal, v) in enumerate(history)]}, f)
+        json.dump(history_json(space, history), f)
         f.close()
         self.path = f.name
         extra = ["--complete"] if tell == "complete" else []
