@@ -5,6 +5,7 @@
 mod history;
 pub mod parzen;
 mod sampler;
+mod score;
 pub mod truncnorm;
 
 pub use history::TpeHistory;

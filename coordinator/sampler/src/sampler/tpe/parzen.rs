@@ -5,6 +5,9 @@
 //! Optuna's categorical kernel (each observation's choice boosted by 1 on top of a
 //! prior of `prior_weight / n_kernels`).
 
+use std::borrow::Cow;
+
+use super::score::{self, CatKernels, ContKernels, DiscKernels, Kernels, Scorer, WINDOW_MIN_KERNELS};
 use super::truncnorm::{self, LN_SQRT_2PI};
 use crate::rng::{uniform01, Rng};
 use crate::space::Distribution;
@@ -563,694 +566,116 @@ impl ParzenEstimator {
 
     /// `log_pdf`, with or without the window (the results are identical).
     fn log_pdf_impl(&self, points: &[Vec<f64>], use_window: bool, memo: &mut MassMemo) -> Vec<f64> {
-        let mut scorer = Scorer::new(self, points, use_window);
+        let mut scorer = Scorer::new(Cow::Owned(self.layout()), points, use_window);
         (0..points.len()).map(|s| scorer.score(s, memo)).collect()
     }
 
     /// The index of the point with the largest `lb[i] - log_pdf(points)[i]`
-    /// (the first such index; 0 when none is above -inf): the same as computing
-    /// every density and comparing, but a point whose upper bound `lb[i] - low`
-    /// (`low`, a lower bound of its density from a few kernels, computed with
-    /// the same operations) is already below the best value found is skipped.
-    /// Points are scored in decreasing order of that bound, so only those that
-    /// could still win are scored in full.
+    /// (the first such index; 0 when none is above -inf), scoring only the
+    /// points that can still win (see [`score::best_acquisition`]).
     pub fn best_acquisition(&self, points: &[Vec<f64>], lb: &[f64], memo: &mut MassMemo) -> usize {
-        let mut scorer = Scorer::new(self, points, true);
-        let n = points.len().min(lb.len());
-        // Upper bounds of each point's value; NaN (no bound) sorts first.
-        let ub: Vec<f64> = (0..n)
-            .map(|s| scorer.lower_bound(s, memo).map_or(f64::INFINITY, |low| lb[s] - low))
-            .collect();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|a, b| {
-            let key = |i: usize| if ub[i].is_nan() { f64::INFINITY } else { ub[i] };
-            key(*b).total_cmp(&key(*a)).then(a.cmp(b))
-        });
-        let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
-        for i in order {
-            if ub[i] < best_val {
-                #[cfg(test)]
-                SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                continue; // its value is at most ub[i]: it can neither win nor tie
-            }
-            let acq = lb[i] - scorer.score(i, memo);
-            if acq > best_val || (acq == best_val && i < best) {
-                best = i;
-                best_val = acq;
-            }
-        }
-        best
+        score::best_acquisition(Cow::Owned(self.layout()), points, lb, memo)
     }
-}
 
-/// What scoring points against one estimator needs: per-kernel constants
-/// (log weight and the normalisers of continuous dims), each dimension's terms,
-/// the discrete dims' mass tables, the window and scratch rows.
-struct Scorer<'a> {
-    points: &'a [Vec<f64>],
-    k_n: usize,
-    prior: usize,
-    kt: KernelTerms<'a>,
-    dead: Vec<bool>,
-    window: Option<Window>,
-    /// The observation kernels in increasing mu of the leading continuous
-    /// dimension (its mus are `cont[0]`'s), checked to be a permutation index.
-    lead: Option<&'a [u32]>,
-    row: Vec<f64>,
-    upper: Vec<f64>,
-}
-
-impl<'a> Scorer<'a> {
-    fn new(est: &'a ParzenEstimator, points: &'a [Vec<f64>], use_window: bool) -> Scorer<'a> {
-        let k_n = est.weights.len();
-        let s_n = points.len();
-        // Per-kernel constant: log weight and the normalisers of continuous dims.
-        let mut base = est.log_weights.clone();
-        let mut dead = vec![false; s_n];
-        // Categorical dims: (dim, chosen, ln p_hit, ln p_miss, ln of the prior's 1/n).
-        let mut cats: Vec<CatTerm<'_>> = Vec::new();
-        // Continuous dims: (dim, log, mus, 1/sigma).
-        let mut cont: Vec<ContTerm<'_>> = Vec::new();
-        // The first continuous dim's sigmas and kernel order (for the window).
-        let mut lead: Option<(&[f64], &[u32])> = None;
-        let mut discs: Vec<DiscTable<'_>> = Vec::new();
-        for (d, dim) in est.dims.iter().enumerate() {
-            match dim {
-                Dim::Categorical {
-                    n_choices,
-                    chosen,
-                    p_hit,
-                    p_miss,
-                } => {
-                    for (s, p) in points.iter().enumerate() {
-                        if !(p[d] >= 0.0 && (p[d] as usize) < *n_choices) {
-                            dead[s] = true;
-                        }
-                    }
-                    cats.push((
-                        d,
-                        chosen,
-                        p_hit.ln(),
-                        p_miss.ln(),
-                        (1.0 / *n_choices as f64).ln(),
-                    ));
-                }
-                Dim::Numerical {
-                    log,
-                    step: None,
-                    lo_t,
-                    hi_t,
-                    mus,
-                    sigmas,
-                    log_norm,
-                    order,
-                    ..
-                } => {
-                    // Most kernels of a large estimator share the clipped bandwidth:
-                    // reuse ln(sigma) and 1/sigma while it repeats.
-                    let mut inv = Vec::with_capacity(k_n);
-                    let (mut last, mut last_ln, mut last_inv) = (f64::NAN.to_bits(), 0.0, 0.0);
-                    for k in 0..k_n {
-                        let sg = sigmas[k];
-                        if sg.to_bits() != last {
-                            last = sg.to_bits();
-                            last_ln = sg.ln();
-                            last_inv = 1.0 / sg;
-                        }
-                        base[k] -= LN_SQRT_2PI + last_ln + log_norm[k];
-                        inv.push(last_inv);
-                    }
-                    for (s, p) in points.iter().enumerate() {
-                        let x = if *log { p[d].ln() } else { p[d] };
-                        if !(x >= *lo_t && x <= *hi_t) {
-                            dead[s] = true;
-                        }
-                    }
-                    if lead.is_none() {
-                        lead = Some((sigmas, order));
-                    }
-                    cont.push((d, *log, mus, inv));
-                }
-                Dim::Numerical {
-                    log,
-                    step: Some(st),
-                    lo_t,
-                    hi_t,
-                    pairs,
-                    pair_log_norm,
-                    pair_of,
-                    ..
-                } => {
-                    discs.push(DiscTable::new(
-                        d,
-                        *log,
-                        *st,
-                        (*lo_t, *hi_t),
-                        pairs,
-                        pair_log_norm,
-                        pair_of,
-                        points,
-                    ));
-                }
-            }
-        }
+    /// The kernels as the scorer reads them: in increasing mu of the first
+    /// continuous dimension where there is one (each kernel keeping its index
+    /// as its summation position), else in their own order.
+    pub(crate) fn layout(&self) -> Kernels {
+        let k_n = self.weights.len();
         let n = k_n - 1;
-        let lead = lead.filter(|(_, order)| order.len() == n && order.iter().all(|k| (*k as usize) < n));
-        let kt = KernelTerms { base, cats, cont, discs };
-        let window = match lead {
-            Some((sigmas, order)) if use_window && k_n >= WINDOW_MIN_KERNELS => {
-                Window::new(&kt, sigmas, order)
-            }
-            _ => None,
-        };
-        let lead = lead.map(|(_, order)| order);
-        Scorer {
-            points,
-            k_n,
-            prior: k_n - 1,
-            row: vec![0.0f64; k_n],
-            upper: vec![0.0f64; if kt.discs.is_empty() { 0 } else { k_n }],
-            kt,
-            dead,
-            window,
-            lead,
-        }
-    }
-
-    /// A lower bound of point `s`'s log density: the largest value among the
-    /// prior and the two kernels nearest in the leading continuous dimension
-    /// ([`first_kernels`], the operations of [`Scorer::score`], so it is never
-    /// above the density it computes); `None` where there is none.
-    fn lower_bound(&mut self, s: usize, memo: &mut MassMemo) -> Option<f64> {
-        if self.dead[s] {
-            return None;
-        }
-        let (_, _, low) = first_kernels(s, &self.points[s], &mut self.kt, memo, self.lead?)?;
-        low.is_finite().then_some(low)
-    }
-
-    /// The log density of point `s`.
-    fn score(&mut self, s: usize, memo: &mut MassMemo) -> f64 {
-        if self.dead[s] {
-            return f64::NEG_INFINITY;
-        }
-        let Scorer { points, k_n, prior, kt, window, row, upper, .. } = self;
-        let (k_n, prior) = (*k_n, *prior);
-        let p = &points[s];
-        for t in kt.discs.iter_mut() {
-            t.prepare(s);
-        }
-        if let Some(w) = window.as_mut() {
-            if let Some(v) = w.log_pdf_point(s, p, kt, memo) {
-                return v;
-            }
-        }
-        let KernelTerms { base, cats, cont, discs } = kt;
-        // Blocks of kernels, so that each block's terms stay in L1 cache
-        // across the dimensions (the order of the terms is unchanged).
-        let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
-        for b0 in (0..k_n).step_by(BLOCK) {
-            let b1 = (b0 + BLOCK).min(k_n);
-            let r = &mut row[b0..b1];
-            r.copy_from_slice(&base[b0..b1]);
-            for &(d, chosen, l_hit, l_miss, l_prior) in cats.iter() {
-                let c = p[d] as u32;
-                let t = [l_miss, l_hit];
-                let ch = &chosen[b0.min(chosen.len())..b1.min(chosen.len())];
-                for (a, o) in r.iter_mut().zip(ch) {
-                    *a += t[(*o == c) as usize];
-                }
-                if prior < b1 {
-                    r[prior - b0] += l_prior;
-                }
-            }
-            for (d, log, mus, inv) in cont.iter() {
-                let x = if *log { p[*d].ln() } else { p[*d] };
-                for ((a, m), iv) in r.iter_mut().zip(&mus[b0..b1]).zip(&inv[b0..b1]) {
-                    let z = (x - m) * iv;
-                    *a -= 0.5 * z * z;
-                }
-            }
-            if !discs.is_empty() {
-                // Upper bounds of every kernel; the best bound's exact value
-                // is then a lower bound of the maximum.
-                let u = &mut upper[b0..b1];
-                u.copy_from_slice(r);
-                for t in discs.iter() {
-                    let ub = t.upper_row(s);
-                    for (a, pi) in u.iter_mut().zip(&t.pair_of[b0..b1]) {
-                        *a += ub[*pi as usize];
+        // Per-kernel constant: log weight and the normalisers of continuous dims.
+        let mut base = self.log_weights.clone();
+        let mut lead: Option<(&[f64], &[u32])> = None;
+        let mut invs: Vec<Vec<f64>> = Vec::new();
+        for dim in &self.dims {
+            if let Dim::Numerical { step: None, sigmas, log_norm, order, .. } = dim {
+                // Most kernels of a large estimator share the clipped bandwidth:
+                // reuse ln(sigma) and 1/sigma while it repeats.
+                let mut inv = Vec::with_capacity(k_n);
+                let (mut last, mut last_ln, mut last_inv) = (f64::NAN.to_bits(), 0.0, 0.0);
+                for k in 0..k_n {
+                    let sg = sigmas[k];
+                    if sg.to_bits() != last {
+                        last = sg.to_bits();
+                        last_ln = sg.ln();
+                        last_inv = 1.0 / sg;
                     }
+                    base[k] -= LN_SQRT_2PI + last_ln + log_norm[k];
+                    inv.push(last_inv);
                 }
-                for (k, v) in u.iter().enumerate() {
-                    if *v > best_val {
-                        best_val = *v;
-                        best = b0 + k;
+                invs.push(inv);
+                if lead.is_none() {
+                    lead = Some((sigmas, order));
+                }
+            }
+        }
+        // The lead order, where it is a permutation of the observation kernels.
+        let lead = lead.filter(|(_, order)| {
+            let mut seen = vec![false; n];
+            order.len() == n
+                && order.iter().all(|k| {
+                    let fresh = seen.get(*k as usize) == Some(&false);
+                    if fresh {
+                        seen[*k as usize] = true;
                     }
-                }
-            }
-        }
-        let mut mx = f64::NEG_INFINITY;
-        if discs.is_empty() {
-            mx = row.iter().copied().fold(mx, f64::max);
-        } else {
-            let mut low = row[best];
-            for t in discs.iter_mut() {
-                low += t.exact(s, t.pair_of[best] as usize, memo);
-            }
-            // A margin far above rounding (values are sums of a few terms).
-            let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
-            for (k, (a, u)) in row.iter_mut().zip(upper.iter()).enumerate() {
-                if *u < thr {
-                    *a = f64::NEG_INFINITY;
-                } else {
-                    for t in discs.iter_mut() {
-                        *a += t.exact(s, t.pair_of[k] as usize, memo);
-                    }
-                    mx = mx.max(*a);
-                }
-            }
-        }
-        if !mx.is_finite() {
-            return mx;
-        }
-        let mut sum = 0.0;
-        for a in row.iter() {
-            let d = *a - mx;
-            if d > -50.0 {
-                sum += d.exp();
-            }
-        }
-        mx + sum.ln()
-    }
-}
-
-/// Estimators with at least this many kernels try the window in `log_pdf`.
-const WINDOW_MIN_KERNELS: usize = 256;
-
-/// A categorical dim in `log_pdf`: (dim, chosen, ln p_hit, ln p_miss, ln 1/n).
-type CatTerm<'a> = (usize, &'a [u32], f64, f64, f64);
-/// A continuous dim in `log_pdf`: (dim, log, mus, 1/sigma).
-type ContTerm<'a> = (usize, bool, &'a [f64], Vec<f64>);
-
-/// Each kernel's terms for a set of points, in the order every kernel value is
-/// summed: its base (log weight and the continuous normalisers), categorical
-/// dims, continuous dims, discrete dims (mass tables for the points).
-struct KernelTerms<'a> {
-    base: Vec<f64>,
-    cats: Vec<CatTerm<'a>>,
-    cont: Vec<ContTerm<'a>>,
-    discs: Vec<DiscTable<'a>>,
-}
-
-/// The observation kernels (not the prior) permuted into increasing mu of the
-/// first continuous dimension, with `bmax`, a bound of every such kernel's terms
-/// other than that dimension's `-z^2/2` (base, best categorical term, `-ln` of
-/// each discrete normaliser; continuous terms are <= 0).
-///
-/// For a point with a lower bound `low` of the largest kernel value, a kernel whose
-/// mu lies further than `r = sigma_max * sqrt(2 (bmax - thr))` from the point in
-/// that dimension has a value below `thr = low - 50 - margin`, so it is left out
-/// of the sum in any case: only the kernels inside the window are evaluated, with
-/// the same terms in the same order as the full loop, and the included terms are
-/// summed in kernel order, so the result is identical.
-struct Window {
-    /// Original kernel index of each permuted kernel.
-    kidx: Vec<u32>,
-    /// The leading dimension's mus, increasing.
-    smu: Vec<f64>,
-    sigma_max: f64,
-    bmax: f64,
-    base: Vec<f64>,
-    chosen: Vec<Vec<u32>>,
-    mus: Vec<Vec<f64>>,
-    inv: Vec<Vec<f64>>,
-    pair_of: Vec<Vec<u32>>,
-    row: Vec<f64>,
-    /// Window positions of the kernels that may reach the threshold.
-    live: Vec<u32>,
-    terms: Vec<(u32, f64)>,
-}
-
-impl Window {
-    /// `order`: the observation kernels by increasing mu of the first
-    /// continuous dimension, each index below `n` (the caller checks it).
-    fn new(kt: &KernelTerms<'_>, sigmas: &[f64], order: &[u32]) -> Option<Window> {
-        let KernelTerms { base, cats, cont, discs } = kt;
-        let n = base.len().checked_sub(1)?;
-        let lead_mus = cont.first()?.2;
-        if order.len() != n || sigmas.len() < n || n == 0 {
-            return None;
-        }
-        let mut sigma_max: f64 = 0.0;
-        for sg in &sigmas[..n] {
-            if !(sg.is_finite() && *sg > 0.0) {
-                return None;
-            }
-            sigma_max = sigma_max.max(*sg);
-        }
-        let kidx: Vec<u32> = order.to_vec();
-        let smu: Vec<f64> = kidx.iter().map(|k| lead_mus[*k as usize]).collect();
-        if smu.iter().any(|m| !m.is_finite()) {
-            return None;
-        }
-        let cat_max: f64 = cats.iter().map(|c| c.2.max(c.3)).sum();
-        let mut bmax = f64::NEG_INFINITY;
-        for (k, b0) in base[..n].iter().enumerate() {
-            let mut b = b0 + cat_max;
-            for t in discs {
-                b -= t.pair_log_norm[t.pair_of[k] as usize];
-            }
-            if b.is_nan() {
-                return None;
-            }
-            bmax = bmax.max(b);
-        }
-        let perm_f = |v: &[f64]| -> Vec<f64> { kidx.iter().map(|k| v[*k as usize]).collect() };
-        let perm_u = |v: &[u32]| -> Vec<u32> { kidx.iter().map(|k| v[*k as usize]).collect() };
-        Some(Window {
-            base: perm_f(base),
-            chosen: cats.iter().map(|c| perm_u(c.1)).collect(),
-            mus: cont.iter().map(|c| perm_f(c.2)).collect(),
-            inv: cont.iter().map(|c| perm_f(&c.3)).collect(),
-            pair_of: discs.iter().map(|t| perm_u(t.pair_of)).collect(),
-            row: Vec::with_capacity(n),
-            live: Vec::with_capacity(n),
-            terms: Vec::new(),
-            kidx,
-            smu,
-            sigma_max,
-            bmax,
-        })
-    }
-
-    /// The log density of point `s` through the window, or `None` where the window
-    /// would not save work (or a bound is not finite): then the caller's full loop
-    /// runs.
-    fn log_pdf_point(&mut self, s: usize, p: &[f64], kt: &mut KernelTerms<'_>, memo: &mut MassMemo) -> Option<f64> {
-        let n = self.kidx.len();
-        let (xs, prior_row, low) = first_kernels(s, p, kt, memo, &self.kidx)?;
-        let KernelTerms { cats, discs, .. } = kt;
-        let x = xs[0];
-        let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
-        if !thr.is_finite() {
-            return None;
-        }
-        let gap = self.bmax - thr;
-        let r = if gap > 0.0 {
-            (2.0 * gap).sqrt() * self.sigma_max
-        } else {
-            0.0
+                    fresh
+                })
+        });
+        let key: Vec<u32> = match lead {
+            Some((_, order)) => order.iter().copied().chain([n as u32]).collect(),
+            None => (0..k_n as u32).collect(),
         };
-        let r = r * (1.0 + 1e-9) + 1e-9 * (x.abs() + r);
-        if !r.is_finite() {
-            return None;
-        }
-        let lo = self.smu.partition_point(|m| *m < x - r);
-        let hi = self.smu.partition_point(|m| *m <= x + r).max(lo);
-        let wn = hi - lo;
-        if 2 * wn > n {
-            return None;
-        }
-        self.row.clear();
-        self.row.extend_from_slice(&self.base[lo..hi]);
-        let row = &mut self.row;
-        for (&(d, _, l_hit, l_miss, _), ch) in cats.iter().zip(&self.chosen) {
-            let c = p[d] as u32;
-            let t = [l_miss, l_hit];
-            for (a, o) in row.iter_mut().zip(&ch[lo..hi]) {
-                *a += t[(*o == c) as usize];
-            }
-        }
-        for ((xc, mus), inv) in xs.iter().zip(&self.mus).zip(&self.inv) {
-            for ((a, m), iv) in row.iter_mut().zip(&mus[lo..hi]).zip(&inv[lo..hi]) {
-                let z = (xc - m) * iv;
-                *a -= 0.5 * z * z;
-            }
-        }
-        // Kernels that may reach `thr`, in window order: all of them without
-        // discrete dims; with them, those whose other terms plus the point's
-        // largest discrete bound per dimension (and a margin far above rounding)
-        // reach it; the others' exact bounds are below `thr` too, so they are left
-        // out without gathering their discrete bounds (branch-free first pass).
-        self.live.clear();
-        if discs.is_empty() {
-            self.live.extend(0..wn as u32);
-        } else {
-            let disc_max: f64 = discs
-                .iter()
-                .map(|t| t.upper_row(s).iter().copied().fold(f64::NEG_INFINITY, f64::max))
-                .sum();
-            let slack = 1e-6 * (1.0 + disc_max.abs());
-            self.live.resize(wn, 0);
-            let mut cnt = 0;
-            for (j, a) in row.iter().enumerate() {
-                let coarse = *a + disc_max + (slack + 1e-6 * a.abs());
-                self.live[cnt] = j as u32;
-                // Kept unless surely below (a NaN is kept, as the full loop keeps it).
-                cnt += ((coarse >= thr) | coarse.is_nan()) as usize;
-            }
-            self.live.truncate(cnt);
-            self.live.retain(|j| {
-                let j = *j as usize;
-                let mut u = row[j];
-                for (t, po) in discs.iter().zip(&self.pair_of) {
-                    u += t.upper_row(s)[po[lo + j] as usize];
-                }
-                (u >= thr) | u.is_nan()
-            });
-            for j in &self.live {
-                let j = *j as usize;
-                for (t, po) in discs.iter_mut().zip(&self.pair_of) {
-                    row[j] += t.exact(s, po[lo + j] as usize, memo);
+        let perm_f = |v: &[f64]| -> Vec<f64> { key.iter().map(|k| v[*k as usize]).collect() };
+        let perm_u = |v: &[u32]| -> Vec<u32> { key.iter().map(|k| v[*k as usize]).collect() };
+        let (mut cats, mut cont, mut discs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut invs = invs.into_iter();
+        for (d, dim) in self.dims.iter().enumerate() {
+            match dim {
+                Dim::Categorical { n_choices, chosen, p_hit, p_miss } => cats.push(CatKernels {
+                    d,
+                    n_choices: *n_choices,
+                    chosen: key[..chosen.len().min(n)].iter().map(|k| chosen[*k as usize]).collect(),
+                    l_hit: p_hit.ln(),
+                    l_miss: p_miss.ln(),
+                    l_prior: (1.0 / *n_choices as f64).ln(),
+                }),
+                Dim::Numerical { log, step: None, lo_t, hi_t, mus, .. } => cont.push(ContKernels {
+                    d,
+                    log: *log,
+                    lo_t: *lo_t,
+                    hi_t: *hi_t,
+                    mus: perm_f(mus),
+                    inv: perm_f(&invs.next().unwrap_or_default()),
+                }),
+                Dim::Numerical { log, step: Some(st), lo_t, hi_t, pairs, pair_log_norm, pair_of, .. } => {
+                    discs.push(DiscKernels {
+                        d,
+                        log: *log,
+                        step: *st,
+                        lo_t: *lo_t,
+                        hi_t: *hi_t,
+                        pairs: pairs.clone(),
+                        pair_log_norm: pair_log_norm.clone(),
+                        pair_of: perm_u(pair_of),
+                    })
                 }
             }
         }
-        let mx = self
-            .live
-            .iter()
-            .map(|j| row[*j as usize])
-            .fold(prior_row, f64::max);
-        if !mx.is_finite() {
-            return None;
-        }
-        self.terms.clear();
-        for j in &self.live {
-            let d = row[*j as usize] - mx;
-            if d > -50.0 {
-                self.terms.push((self.kidx[lo + *j as usize], d));
-            }
-        }
-        #[cfg(test)]
-        WINDOW_USED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.terms.sort_unstable_by_key(|t| t.0);
-        let mut sum = 0.0;
-        for (_, d) in &self.terms {
-            sum += d.exp();
-        }
-        let d = prior_row - mx;
-        if d > -50.0 {
-            sum += d.exp();
-        }
-        Some(mx + sum.ln())
-    }
-}
-
-/// For point `s`: its continuous coordinates (transformed), the prior
-/// kernel's value and `low`, the largest value among the prior and the two
-/// observation kernels nearest to the point in the leading continuous
-/// dimension (a lower bound of the largest kernel value, so of the density).
-/// `order` holds the observation kernels in increasing mu of that dimension
-/// (`cont[0]`). Each kernel's value is computed term by term in the order of
-/// the full loop, so it has the same bits there. `None` without a continuous
-/// dimension.
-fn first_kernels(
-    s: usize,
-    p: &[f64],
-    kt: &mut KernelTerms<'_>,
-    memo: &mut MassMemo,
-    order: &[u32],
-) -> Option<(Vec<f64>, f64, f64)> {
-    let KernelTerms { base, cats, cont, discs } = kt;
-    let n = order.len();
-    let prior = n;
-    let lead_mus = cont.first()?.2;
-    let xs: Vec<f64> = cont
-        .iter()
-        .map(|(d, log, _, _)| if *log { p[*d].ln() } else { p[*d] })
-        .collect();
-    let x = *xs.first()?;
-    let mut kernel_row = |k: usize, discs: &mut [DiscTable<'_>]| -> f64 {
-        let mut a = base[k];
-        for &(d, chosen, l_hit, l_miss, l_prior) in cats.iter() {
-            a += match chosen.get(k) {
-                Some(o) => [l_miss, l_hit][(*o == p[d] as u32) as usize],
-                None => l_prior,
-            };
-        }
-        for ((_, _, mus, inv), xc) in cont.iter().zip(&xs) {
-            let z = (xc - mus[k]) * inv[k];
-            a -= 0.5 * z * z;
-        }
-        for t in discs.iter_mut() {
-            a += t.exact(s, t.pair_of[k] as usize, memo);
-        }
-        a
-    };
-    let prior_row = kernel_row(prior, discs);
-    let mut low = prior_row;
-    let j0 = order.partition_point(|k| lead_mus[*k as usize] < x);
-    for j in [j0.wrapping_sub(1), j0] {
-        if j < n {
-            low = low.max(kernel_row(order[j] as usize, discs));
-        }
-    }
-    Some((xs, prior_row, low))
-}
-
-/// Points scored through the window (tests check that it is exercised).
-#[cfg(test)]
-static WINDOW_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-/// Points `best_acquisition` did not score (tests check that it skips some).
-#[cfg(test)]
-static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Kernels per block in `log_pdf`.
-const BLOCK: usize = 256;
-
-/// `ln(w)` rounded up to a multiple of `ln 2` (an upper bound without a logarithm):
-/// `w < 2^e` gives `ln(w) < e ln 2`. `+inf` where that does not apply.
-fn ln_upper(w: f64) -> f64 {
-    if !(w.is_finite() && w >= f64::MIN_POSITIVE) {
-        return f64::INFINITY;
-    }
-    let e = ((w.to_bits() >> 52) & 0x7ff) as i64 - 1022;
-    e as f64 * std::f64::consts::LN_2
-}
-
-/// One discrete dimension's masses for a set of points: per distinct point value
-/// and distinct kernel `(mu, sigma)`, an upper bound (no special functions; a
-/// value's row computed when a point with that value is first scored) and the
-/// exact log mass (computed on first use).
-struct DiscTable<'a> {
-    pair_of: &'a [u32],
-    pairs: &'a [(f64, f64)],
-    pair_log_norm: &'a [f64],
-    /// Each point's distinct-value index.
-    which: Vec<usize>,
-    /// Bin edges (transformed space, clipped to the range) per distinct value.
-    edges: Vec<(f64, f64)>,
-    /// Per distinct value: whether its row of `upper` is computed.
-    ready: Vec<bool>,
-    /// `n_values × n_pairs` upper bounds, valid in the rows that are `ready`.
-    upper: Vec<f64>,
-    /// `n_values × n_pairs` exact values, valid where `known`.
-    exact: Vec<f64>,
-    known: Vec<bool>,
-}
-
-impl<'a> DiscTable<'a> {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        d: usize,
-        log: bool,
-        st: f64,
-        (lo_t, hi_t): (f64, f64),
-        pairs: &'a [(f64, f64)],
-        pair_log_norm: &'a [f64],
-        pair_of: &'a [u32],
-        points: &[Vec<f64>],
-    ) -> Self {
-        let mut uniq: Vec<f64> = Vec::new();
-        let mut which = Vec::with_capacity(points.len());
-        for p in points {
-            let v = p[d];
-            let i = uniq.iter().position(|u| *u == v).unwrap_or_else(|| {
-                uniq.push(v);
-                uniq.len() - 1
-            });
-            which.push(i);
-        }
-        let edges: Vec<(f64, f64)> = uniq
-            .iter()
-            .map(|v| {
-                let (l, r) = (v - st / 2.0, v + st / 2.0);
-                let (l, r) = if log { (l.ln(), r.ln()) } else { (l, r) };
-                (l.max(lo_t), r.min(hi_t))
-            })
-            .collect();
-        let n = edges.len() * pairs.len();
-        DiscTable {
-            pair_of,
-            pairs,
-            pair_log_norm,
-            which,
-            ready: vec![false; edges.len()],
-            edges,
-            upper: vec![0.0; n],
-            exact: vec![0.0; n],
-            known: vec![false; n],
-        }
-    }
-
-    /// Computes point `s`'s row of upper bounds if not yet done (only the points
-    /// that get scored need one).
-    fn prepare(&mut self, s: usize) {
-        let u = self.which[s];
-        if self.ready[u] {
-            return;
-        }
-        self.ready[u] = true;
-        let n_p = self.pairs.len();
-        let (l, r) = self.edges[u];
-        let row = &mut self.upper[u * n_p..(u + 1) * n_p];
-        for ((out, (m, sg)), ln) in row.iter_mut().zip(self.pairs).zip(self.pair_log_norm) {
-            // The mass is at most 1, and outside the bin at most
-            // width * pdf(nearest edge).
-            let mut v = -ln;
-            let (a, b) = ((l - m) / sg, (r - m) / sg);
-            if a > 0.0 || b < 0.0 {
-                let near = a.abs().min(b.abs());
-                let w = ln_upper(b - a) - 0.5 * near * near - LN_SQRT_2PI - ln;
-                if w < v {
-                    v = w;
-                }
-            }
-            if l.partial_cmp(&r) != Some(std::cmp::Ordering::Less) {
-                v = f64::NEG_INFINITY;
-            }
-            *out = v;
-        }
-    }
-
-    /// Upper bounds of point `s` against every distinct kernel (after
-    /// [`DiscTable::prepare`] for `s`).
-    fn upper_row(&self, s: usize) -> &[f64] {
-        let n_p = self.pairs.len();
-        let u = self.which[s];
-        debug_assert!(self.ready[u], "upper_row before prepare");
-        &self.upper[u * n_p..(u + 1) * n_p]
-    }
-
-    /// Exact log mass (minus the kernel's normaliser) of point `s`'s bin under
-    /// distinct kernel `pi`.
-    fn exact(&mut self, s: usize, pi: usize, memo: &mut MassMemo) -> f64 {
-        let u = self.which[s];
-        let i = u * self.pairs.len() + pi;
-        if self.known[i] {
-            return self.exact[i];
-        }
-        let (l, r) = self.edges[u];
-        let (m, sg) = self.pairs[pi];
-        let ln = self.pair_log_norm[pi];
-        let v = if l.partial_cmp(&r) != Some(std::cmp::Ordering::Less) {
-            f64::NEG_INFINITY
-        } else {
-            memo.log_gauss_mass((l - m) / sg, (r - m) / sg) - ln
+        let mut kern = Kernels {
+            base: perm_f(&base),
+            key,
+            cats,
+            cont,
+            discs,
+            lead: lead.is_some(),
+            window: None,
         };
-        self.exact[i] = v;
-        self.known[i] = true;
-        v
+        if let Some((sigmas, _)) = lead {
+            if k_n >= WINDOW_MIN_KERNELS {
+                kern.window = kern.window_bounds(&sigmas[..n], kern.exact_bmax());
+            }
+        }
+        kern
     }
 }
 
@@ -1337,7 +762,7 @@ impl MassMemo {
         }
     }
 
-    fn log_gauss_mass(&mut self, a: f64, b: f64) -> f64 {
+    pub(crate) fn log_gauss_mass(&mut self, a: f64, b: f64) -> f64 {
         let key = (a.to_bits(), b.to_bits());
         if key == FREE {
             return truncnorm::log_gauss_mass(a, b);
@@ -1515,7 +940,7 @@ mod tests {
                 assert_eq!(x.to_bits(), y.to_bits(), "case {case}: {x} vs {y}");
             }
         }
-        let used = WINDOW_USED.load(std::sync::atomic::Ordering::Relaxed);
+        let used = score::WINDOW_USED.load(std::sync::atomic::Ordering::Relaxed);
         assert!(used > 100, "the window scored only {used} points");
     }
 
@@ -1537,7 +962,7 @@ mod tests {
     fn best_acquisition_picks_what_scoring_every_point_picks() {
         let dists = mixed_dists();
         let mut rng = trial_rng(12, 0, 0);
-        let skipped_before = SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
+        let skipped_before = score::SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
         for case in 0..40u32 {
             let n = [40usize, 300, 700, 1500][case as usize % 4];
             let (pick, cols, p) = clustered_case(&dists, case, n, &mut rng);
@@ -1563,17 +988,7 @@ mod tests {
                 assert_eq!(got, want, "case {case}, variant {v}");
             }
         }
-        let skipped = SKIPPED.load(std::sync::atomic::Ordering::Relaxed) - skipped_before;
+        let skipped = score::SKIPPED.load(std::sync::atomic::Ordering::Relaxed) - skipped_before;
         assert!(skipped > 200, "only {skipped} candidates were skipped");
-    }
-
-    #[test]
-    fn ln_upper_bounds_ln() {
-        for w in [1e-300, 1e-5, 0.3, 0.5, 1.0, 1.5, 2.0, 9.0, 1e10] {
-            assert!(ln_upper(w) >= w.ln(), "{w}");
-            assert!(ln_upper(w) <= w.ln() + std::f64::consts::LN_2 + 1e-12, "{w}");
-        }
-        assert_eq!(ln_upper(0.0), f64::INFINITY);
-        assert_eq!(ln_upper(f64::NAN), f64::INFINITY);
     }
 }

@@ -1,0 +1,686 @@
+//! Scoring points against a Parzen estimator: log densities and the best
+//! acquisition value, computed exactly (every result has the bits of the plain
+//! sum over all kernels) but touching only the kernels that can matter.
+//!
+//! The scorer reads a [`Kernels`] layout: the observation kernels in increasing
+//! mu of the first continuous dimension (the "lead"), the prior kernel last, and
+//! per kernel its summation position (its index in trial-number order), so that
+//! the terms that survive are always added in the estimator's own order. A
+//! layout is built per call from a [`ParzenEstimator`](super::parzen) or kept
+//! across suggestions and updated in place (see `kept.rs`).
+
+use std::borrow::Cow;
+
+use super::parzen::MassMemo;
+use super::truncnorm::LN_SQRT_2PI;
+
+/// A categorical dimension: each observation kernel's choice, and the log
+/// probabilities of its choice (`l_hit`), of any other (`l_miss`), and of any
+/// choice under the prior (`l_prior`).
+#[derive(Debug, Clone)]
+pub(crate) struct CatKernels {
+    pub d: usize,
+    pub n_choices: usize,
+    /// One per observation kernel (none for the prior).
+    pub chosen: Vec<u32>,
+    pub l_hit: f64,
+    pub l_miss: f64,
+    pub l_prior: f64,
+}
+
+/// A continuous dimension (transformed space): kernel means and inverse
+/// bandwidths, the prior's included.
+#[derive(Debug, Clone)]
+pub(crate) struct ContKernels {
+    pub d: usize,
+    pub log: bool,
+    pub lo_t: f64,
+    pub hi_t: f64,
+    pub mus: Vec<f64>,
+    pub inv: Vec<f64>,
+}
+
+/// A discrete dimension (integers, stepped floats): the distinct `(mu, sigma)`
+/// pairs with their log normalisers, and each kernel's pair, the prior's
+/// included. Unused pairs may stay in the table (nothing refers to them).
+#[derive(Debug, Clone)]
+pub(crate) struct DiscKernels {
+    pub d: usize,
+    pub log: bool,
+    pub step: f64,
+    pub lo_t: f64,
+    pub hi_t: f64,
+    pub pairs: Vec<(f64, f64)>,
+    pub pair_log_norm: Vec<f64>,
+    pub pair_of: Vec<u32>,
+}
+
+/// What the window needs to bound kernels by their distance in the lead
+/// dimension (see [`Window`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WindowBounds {
+    /// The largest lead bandwidth of an observation kernel.
+    pub sigma_max: f64,
+    /// A bound of every observation kernel's terms other than the lead's
+    /// `-z^2/2`: base, best categorical term, `-ln` of each discrete normaliser
+    /// (continuous terms are <= 0).
+    pub bmax: f64,
+}
+
+/// An estimator's kernels as the scorer reads them: `n` observation kernels,
+/// then the prior at index `n`. Where `lead` holds, the observation kernels are
+/// in increasing mu of `cont[0]`; `key[j]` is kernel `j`'s position in the
+/// estimator's order (a permutation of `0..=n` with `key[n] = n`), the order in
+/// which every density sums its kernels.
+#[derive(Debug, Clone)]
+pub(crate) struct Kernels {
+    /// Each kernel's log weight minus the continuous normalisers
+    /// (`ln(sqrt(2 pi) sigma) + log mass`), subtracted in dimension order.
+    pub base: Vec<f64>,
+    pub key: Vec<u32>,
+    pub cats: Vec<CatKernels>,
+    pub cont: Vec<ContKernels>,
+    pub discs: Vec<DiscKernels>,
+    pub lead: bool,
+    /// Where the window applies (enough kernels, finite bounds).
+    pub window: Option<WindowBounds>,
+}
+
+/// Estimators with at least this many kernels try the window.
+pub(crate) const WINDOW_MIN_KERNELS: usize = 256;
+
+/// Kernels per block in the full loop.
+const BLOCK: usize = 256;
+
+impl Kernels {
+    /// Number of kernels (observations and the prior).
+    pub(crate) fn len(&self) -> usize {
+        self.base.len()
+    }
+
+    /// `bmax` of [`WindowBounds`] computed exactly from `base`; `None` if NaN.
+    pub(crate) fn exact_bmax(&self) -> Option<f64> {
+        let n = self.len().checked_sub(1)?;
+        let cat_max: f64 = self.cats.iter().map(|c| c.l_hit.max(c.l_miss)).sum();
+        let mut bmax = f64::NEG_INFINITY;
+        for (k, b0) in self.base[..n].iter().enumerate() {
+            let mut b = b0 + cat_max;
+            for t in &self.discs {
+                b -= t.pair_log_norm[t.pair_of[k] as usize];
+            }
+            if b.is_nan() {
+                return None;
+            }
+            bmax = bmax.max(b);
+        }
+        Some(bmax)
+    }
+
+    /// The window's bounds for lead bandwidths `lead_sigmas` (observation
+    /// kernels, any order) and bound `bmax`, where the window applies.
+    pub(crate) fn window_bounds(&self, lead_sigmas: &[f64], bmax: Option<f64>) -> Option<WindowBounds> {
+        let n = self.len().checked_sub(1)?;
+        if !self.lead || self.len() < WINDOW_MIN_KERNELS || n == 0 {
+            return None;
+        }
+        let mut sigma_max: f64 = 0.0;
+        for sg in lead_sigmas {
+            if !(sg.is_finite() && *sg > 0.0) {
+                return None;
+            }
+            sigma_max = sigma_max.max(*sg);
+        }
+        if self.cont.first()?.mus[..n].iter().any(|m| !m.is_finite()) {
+            return None;
+        }
+        Some(WindowBounds { sigma_max, bmax: bmax? })
+    }
+}
+
+/// One discrete dimension's masses for a set of points: per distinct point value
+/// and distinct kernel `(mu, sigma)`, an upper bound (no special functions; a
+/// value's row computed when a point with that value is first scored) and the
+/// exact log mass (computed on first use).
+struct DiscTable {
+    /// Each point's distinct-value index.
+    which: Vec<usize>,
+    /// Bin edges (transformed space, clipped to the range) per distinct value.
+    edges: Vec<(f64, f64)>,
+    n_pairs: usize,
+    /// Per distinct value: whether its row of `upper` is computed.
+    ready: Vec<bool>,
+    /// `n_values × n_pairs` upper bounds, valid in the rows that are `ready`.
+    upper: Vec<f64>,
+    /// `n_values × n_pairs` exact values, valid where `known`.
+    exact: Vec<f64>,
+    known: Vec<bool>,
+}
+
+/// `ln(w)` rounded up to a multiple of `ln 2` (an upper bound without a logarithm):
+/// `w < 2^e` gives `ln(w) < e ln 2`. `+inf` where that does not apply.
+fn ln_upper(w: f64) -> f64 {
+    if !(w.is_finite() && w >= f64::MIN_POSITIVE) {
+        return f64::INFINITY;
+    }
+    let e = ((w.to_bits() >> 52) & 0x7ff) as i64 - 1022;
+    e as f64 * std::f64::consts::LN_2
+}
+
+impl DiscTable {
+    fn new(k: &DiscKernels, points: &[Vec<f64>]) -> Self {
+        let mut uniq: Vec<f64> = Vec::new();
+        let mut which = Vec::with_capacity(points.len());
+        for p in points {
+            let v = p[k.d];
+            let i = uniq.iter().position(|u| *u == v).unwrap_or_else(|| {
+                uniq.push(v);
+                uniq.len() - 1
+            });
+            which.push(i);
+        }
+        let edges: Vec<(f64, f64)> = uniq
+            .iter()
+            .map(|v| {
+                let (l, r) = (v - k.step / 2.0, v + k.step / 2.0);
+                let (l, r) = if k.log { (l.ln(), r.ln()) } else { (l, r) };
+                (l.max(k.lo_t), r.min(k.hi_t))
+            })
+            .collect();
+        let n_pairs = k.pairs.len();
+        let n = edges.len() * n_pairs;
+        DiscTable {
+            which,
+            ready: vec![false; edges.len()],
+            edges,
+            n_pairs,
+            upper: vec![0.0; n],
+            exact: vec![0.0; n],
+            known: vec![false; n],
+        }
+    }
+
+    /// Computes point `s`'s row of upper bounds if not yet done (only the points
+    /// that get scored need one).
+    fn prepare(&mut self, k: &DiscKernels, s: usize) {
+        let u = self.which[s];
+        if self.ready[u] {
+            return;
+        }
+        self.ready[u] = true;
+        let n_p = self.n_pairs;
+        let (l, r) = self.edges[u];
+        let row = &mut self.upper[u * n_p..(u + 1) * n_p];
+        for ((out, (m, sg)), ln) in row.iter_mut().zip(&k.pairs).zip(&k.pair_log_norm) {
+            // The mass is at most 1, and outside the bin at most
+            // width * pdf(nearest edge).
+            let mut v = -ln;
+            let (a, b) = ((l - m) / sg, (r - m) / sg);
+            if a > 0.0 || b < 0.0 {
+                let near = a.abs().min(b.abs());
+                let w = ln_upper(b - a) - 0.5 * near * near - LN_SQRT_2PI - ln;
+                if w < v {
+                    v = w;
+                }
+            }
+            if l.partial_cmp(&r) != Some(std::cmp::Ordering::Less) {
+                v = f64::NEG_INFINITY;
+            }
+            *out = v;
+        }
+    }
+
+    /// Upper bounds of point `s` against every distinct kernel (after
+    /// [`DiscTable::prepare`] for `s`).
+    fn upper_row(&self, s: usize) -> &[f64] {
+        let u = self.which[s];
+        debug_assert!(self.ready[u], "upper_row before prepare");
+        &self.upper[u * self.n_pairs..(u + 1) * self.n_pairs]
+    }
+
+    /// Exact log mass (minus the kernel's normaliser) of point `s`'s bin under
+    /// distinct kernel `pi`.
+    fn exact(&mut self, k: &DiscKernels, s: usize, pi: usize, memo: &mut MassMemo) -> f64 {
+        let u = self.which[s];
+        let i = u * self.n_pairs + pi;
+        if self.known[i] {
+            return self.exact[i];
+        }
+        let (l, r) = self.edges[u];
+        let (m, sg) = k.pairs[pi];
+        let ln = k.pair_log_norm[pi];
+        let v = if l.partial_cmp(&r) != Some(std::cmp::Ordering::Less) {
+            f64::NEG_INFINITY
+        } else {
+            memo.log_gauss_mass((l - m) / sg, (r - m) / sg) - ln
+        };
+        self.exact[i] = v;
+        self.known[i] = true;
+        v
+    }
+}
+
+/// Scores a set of points against one layout: the discrete dims' mass tables
+/// for the points, which points lie outside the space, the window and scratch
+/// rows.
+pub(crate) struct Scorer<'a> {
+    points: &'a [Vec<f64>],
+    kern: Cow<'a, Kernels>,
+    tables: Vec<DiscTable>,
+    dead: Vec<bool>,
+    window: Option<Window>,
+    row: Vec<f64>,
+    upper: Vec<f64>,
+    /// The row in summation order (full loop of a lead layout).
+    spread: Vec<f64>,
+}
+
+impl<'a> Scorer<'a> {
+    pub(crate) fn new(kern: Cow<'a, Kernels>, points: &'a [Vec<f64>], use_window: bool) -> Scorer<'a> {
+        let k_n = kern.len();
+        let mut dead = vec![false; points.len()];
+        for (s, p) in points.iter().enumerate() {
+            for c in &kern.cats {
+                if !(p[c.d] >= 0.0 && (p[c.d] as usize) < c.n_choices) {
+                    dead[s] = true;
+                }
+            }
+            for c in &kern.cont {
+                let x = if c.log { p[c.d].ln() } else { p[c.d] };
+                if !(x >= c.lo_t && x <= c.hi_t) {
+                    dead[s] = true;
+                }
+            }
+        }
+        let tables = kern.discs.iter().map(|k| DiscTable::new(k, points)).collect();
+        let window = match kern.window {
+            Some(b) if use_window => Some(Window::new(b, k_n - 1)),
+            _ => None,
+        };
+        Scorer {
+            points,
+            row: vec![0.0f64; k_n],
+            upper: vec![0.0f64; if kern.discs.is_empty() { 0 } else { k_n }],
+            spread: vec![0.0f64; if kern.lead { k_n } else { 0 }],
+            kern,
+            tables,
+            dead,
+            window,
+        }
+    }
+
+    /// A lower bound of point `s`'s log density: the largest value among the
+    /// prior and the two kernels nearest in the leading continuous dimension
+    /// ([`first_kernels`], the operations of [`Scorer::score`], so it is never
+    /// above the density it computes); `None` where there is none.
+    pub(crate) fn lower_bound(&mut self, s: usize, memo: &mut MassMemo) -> Option<f64> {
+        if self.dead[s] {
+            return None;
+        }
+        let (_, _, low) = first_kernels(s, &self.points[s], &self.kern, &mut self.tables, memo)?;
+        low.is_finite().then_some(low)
+    }
+
+    /// The log density of point `s`.
+    pub(crate) fn score(&mut self, s: usize, memo: &mut MassMemo) -> f64 {
+        if self.dead[s] {
+            return f64::NEG_INFINITY;
+        }
+        let Scorer { points, kern, tables, window, row, upper, spread, .. } = self;
+        let kern: &Kernels = kern;
+        let k_n = kern.len();
+        let prior = k_n - 1;
+        let p = &points[s];
+        for (t, k) in tables.iter_mut().zip(&kern.discs) {
+            t.prepare(k, s);
+        }
+        if let Some(w) = window.as_mut() {
+            if let Some(v) = w.log_pdf_point(s, p, kern, tables, memo) {
+                return v;
+            }
+        }
+        // Blocks of kernels, so that each block's terms stay in L1 cache
+        // across the dimensions (the order of the terms is unchanged).
+        let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
+        for b0 in (0..k_n).step_by(BLOCK) {
+            let b1 = (b0 + BLOCK).min(k_n);
+            let r = &mut row[b0..b1];
+            r.copy_from_slice(&kern.base[b0..b1]);
+            for c in &kern.cats {
+                let ch = p[c.d] as u32;
+                let t = [c.l_miss, c.l_hit];
+                let chosen = &c.chosen[b0.min(c.chosen.len())..b1.min(c.chosen.len())];
+                for (a, o) in r.iter_mut().zip(chosen) {
+                    *a += t[(*o == ch) as usize];
+                }
+                if prior < b1 {
+                    r[prior - b0] += c.l_prior;
+                }
+            }
+            for c in &kern.cont {
+                let x = if c.log { p[c.d].ln() } else { p[c.d] };
+                for ((a, m), iv) in r.iter_mut().zip(&c.mus[b0..b1]).zip(&c.inv[b0..b1]) {
+                    let z = (x - m) * iv;
+                    *a -= 0.5 * z * z;
+                }
+            }
+            if !kern.discs.is_empty() {
+                // Upper bounds of every kernel; the best bound's exact value
+                // is then a lower bound of the maximum.
+                let u = &mut upper[b0..b1];
+                u.copy_from_slice(r);
+                for (t, k) in tables.iter().zip(&kern.discs) {
+                    let ub = t.upper_row(s);
+                    for (a, pi) in u.iter_mut().zip(&k.pair_of[b0..b1]) {
+                        *a += ub[*pi as usize];
+                    }
+                }
+                for (k, v) in u.iter().enumerate() {
+                    if *v > best_val {
+                        best_val = *v;
+                        best = b0 + k;
+                    }
+                }
+            }
+        }
+        let mut mx = f64::NEG_INFINITY;
+        if kern.discs.is_empty() {
+            mx = row.iter().copied().fold(mx, f64::max);
+        } else {
+            let mut low = row[best];
+            for (t, k) in tables.iter_mut().zip(&kern.discs) {
+                low += t.exact(k, s, k.pair_of[best] as usize, memo);
+            }
+            // A margin far above rounding (values are sums of a few terms).
+            let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
+            for (j, (a, u)) in row.iter_mut().zip(upper.iter()).enumerate() {
+                if *u < thr {
+                    *a = f64::NEG_INFINITY;
+                } else {
+                    for (t, k) in tables.iter_mut().zip(&kern.discs) {
+                        *a += t.exact(k, s, k.pair_of[j] as usize, memo);
+                    }
+                    mx = mx.max(*a);
+                }
+            }
+        }
+        if !mx.is_finite() {
+            return mx;
+        }
+        // Sum in the estimator's order (the layout's order where it is not).
+        let ordered: &[f64] = if kern.lead {
+            for (a, k) in row.iter().zip(&kern.key) {
+                spread[*k as usize] = *a;
+            }
+            spread
+        } else {
+            row
+        };
+        let mut sum = 0.0;
+        for a in ordered {
+            let d = *a - mx;
+            if d > -50.0 {
+                sum += d.exp();
+            }
+        }
+        mx + sum.ln()
+    }
+}
+
+/// The index of the point with the largest `lb[i] - log_pdf(points)[i]` (the
+/// first such index; 0 when none is above -inf): the same as computing every
+/// density and comparing, but a point whose upper bound `lb[i] - low` (`low`,
+/// a lower bound of its density from a few kernels, computed with the same
+/// operations) is already below the best value found is skipped. Points are
+/// scored in decreasing order of that bound, so only those that could still
+/// win are scored in full.
+pub(crate) fn best_acquisition(kern: Cow<'_, Kernels>, points: &[Vec<f64>], lb: &[f64], memo: &mut MassMemo) -> usize {
+    let mut scorer = Scorer::new(kern, points, true);
+    let n = points.len().min(lb.len());
+    // Upper bounds of each point's value; NaN (no bound) sorts first.
+    let ub: Vec<f64> = (0..n)
+        .map(|s| scorer.lower_bound(s, memo).map_or(f64::INFINITY, |low| lb[s] - low))
+        .collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|a, b| {
+        let key = |i: usize| if ub[i].is_nan() { f64::INFINITY } else { ub[i] };
+        key(*b).total_cmp(&key(*a)).then(a.cmp(b))
+    });
+    let (mut best, mut best_val) = (0, f64::NEG_INFINITY);
+    for i in order {
+        if ub[i] < best_val {
+            #[cfg(test)]
+            SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue; // its value is at most ub[i]: it can neither win nor tie
+        }
+        let acq = lb[i] - scorer.score(i, memo);
+        if acq > best_val || (acq == best_val && i < best) {
+            best = i;
+            best_val = acq;
+        }
+    }
+    best
+}
+
+/// The observation kernels of a lead layout bounded by their distance in the
+/// lead dimension.
+///
+/// For a point with a lower bound `low` of the largest kernel value, a kernel whose
+/// mu lies further than `r = sigma_max * sqrt(2 (bmax - thr))` from the point in
+/// that dimension has a value below `thr = low - 50 - margin`, so it is left out
+/// of the sum in any case: only the kernels inside the window are evaluated, with
+/// the same terms in the same order as the full loop, and the included terms are
+/// summed in the estimator's order, so the result is identical.
+struct Window {
+    bounds: WindowBounds,
+    n: usize,
+    row: Vec<f64>,
+    /// Window positions of the kernels that may reach the threshold.
+    live: Vec<u32>,
+    terms: Vec<(u32, f64)>,
+}
+
+impl Window {
+    fn new(bounds: WindowBounds, n: usize) -> Window {
+        Window {
+            bounds,
+            n,
+            row: Vec::with_capacity(n),
+            live: Vec::with_capacity(n),
+            terms: Vec::new(),
+        }
+    }
+
+    /// The log density of point `s` through the window, or `None` where the window
+    /// would not save work (or a bound is not finite): then the caller's full loop
+    /// runs.
+    fn log_pdf_point(
+        &mut self,
+        s: usize,
+        p: &[f64],
+        kern: &Kernels,
+        tables: &mut [DiscTable],
+        memo: &mut MassMemo,
+    ) -> Option<f64> {
+        let n = self.n;
+        let (xs, prior_row, low) = first_kernels(s, p, kern, tables, memo)?;
+        let x = xs[0];
+        let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
+        if !thr.is_finite() {
+            return None;
+        }
+        let gap = self.bounds.bmax - thr;
+        let r = if gap > 0.0 {
+            (2.0 * gap).sqrt() * self.bounds.sigma_max
+        } else {
+            0.0
+        };
+        let r = r * (1.0 + 1e-9) + 1e-9 * (x.abs() + r);
+        if !r.is_finite() {
+            return None;
+        }
+        let smu = &kern.cont.first()?.mus[..n];
+        let lo = smu.partition_point(|m| *m < x - r);
+        let hi = smu.partition_point(|m| *m <= x + r).max(lo);
+        let wn = hi - lo;
+        if 2 * wn > n {
+            return None;
+        }
+        self.row.clear();
+        self.row.extend_from_slice(&kern.base[lo..hi]);
+        let row = &mut self.row;
+        for c in &kern.cats {
+            let ch = p[c.d] as u32;
+            let t = [c.l_miss, c.l_hit];
+            for (a, o) in row.iter_mut().zip(&c.chosen[lo..hi]) {
+                *a += t[(*o == ch) as usize];
+            }
+        }
+        for (xc, c) in xs.iter().zip(&kern.cont) {
+            for ((a, m), iv) in row.iter_mut().zip(&c.mus[lo..hi]).zip(&c.inv[lo..hi]) {
+                let z = (xc - m) * iv;
+                *a -= 0.5 * z * z;
+            }
+        }
+        // Kernels that may reach `thr`, in window order: all of them without
+        // discrete dims; with them, those whose other terms plus the point's
+        // largest discrete bound per dimension (and a margin far above rounding)
+        // reach it; the others' exact bounds are below `thr` too, so they are left
+        // out without gathering their discrete bounds (branch-free first pass).
+        self.live.clear();
+        if kern.discs.is_empty() {
+            self.live.extend(0..wn as u32);
+        } else {
+            let disc_max: f64 = tables
+                .iter()
+                .map(|t| t.upper_row(s).iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                .sum();
+            let slack = 1e-6 * (1.0 + disc_max.abs());
+            self.live.resize(wn, 0);
+            let mut cnt = 0;
+            for (j, a) in row.iter().enumerate() {
+                let coarse = *a + disc_max + (slack + 1e-6 * a.abs());
+                self.live[cnt] = j as u32;
+                // Kept unless surely below (a NaN is kept, as the full loop keeps it).
+                cnt += ((coarse >= thr) | coarse.is_nan()) as usize;
+            }
+            self.live.truncate(cnt);
+            self.live.retain(|j| {
+                let j = *j as usize;
+                let mut u = row[j];
+                for (t, k) in tables.iter().zip(&kern.discs) {
+                    u += t.upper_row(s)[k.pair_of[lo + j] as usize];
+                }
+                (u >= thr) | u.is_nan()
+            });
+            for j in &self.live {
+                let j = *j as usize;
+                for (t, k) in tables.iter_mut().zip(&kern.discs) {
+                    row[j] += t.exact(k, s, k.pair_of[lo + j] as usize, memo);
+                }
+            }
+        }
+        let mx = self
+            .live
+            .iter()
+            .map(|j| row[*j as usize])
+            .fold(prior_row, f64::max);
+        if !mx.is_finite() {
+            return None;
+        }
+        self.terms.clear();
+        for j in &self.live {
+            let d = row[*j as usize] - mx;
+            if d > -50.0 {
+                self.terms.push((kern.key[lo + *j as usize], d));
+            }
+        }
+        #[cfg(test)]
+        WINDOW_USED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.terms.sort_unstable_by_key(|t| t.0);
+        let mut sum = 0.0;
+        for (_, d) in &self.terms {
+            sum += d.exp();
+        }
+        let d = prior_row - mx;
+        if d > -50.0 {
+            sum += d.exp();
+        }
+        Some(mx + sum.ln())
+    }
+}
+
+/// For point `s`: its continuous coordinates (transformed), the prior
+/// kernel's value and `low`, the largest value among the prior and the two
+/// observation kernels nearest to the point in the leading continuous
+/// dimension (a lower bound of the largest kernel value, so of the density).
+/// Each kernel's value is computed term by term in the order of the full
+/// loop, so it has the same bits there. `None` unless the layout is in lead
+/// order.
+fn first_kernels(
+    s: usize,
+    p: &[f64],
+    kern: &Kernels,
+    tables: &mut [DiscTable],
+    memo: &mut MassMemo,
+) -> Option<(Vec<f64>, f64, f64)> {
+    if !kern.lead {
+        return None;
+    }
+    let n = kern.len().checked_sub(1)?;
+    let prior = n;
+    let lead_mus = &kern.cont.first()?.mus[..n];
+    let xs: Vec<f64> = kern
+        .cont
+        .iter()
+        .map(|c| if c.log { p[c.d].ln() } else { p[c.d] })
+        .collect();
+    let x = *xs.first()?;
+    let mut kernel_row = |k: usize, tables: &mut [DiscTable]| -> f64 {
+        let mut a = kern.base[k];
+        for c in &kern.cats {
+            a += match c.chosen.get(k) {
+                Some(o) => [c.l_miss, c.l_hit][(*o == p[c.d] as u32) as usize],
+                None => c.l_prior,
+            };
+        }
+        for (c, xc) in kern.cont.iter().zip(&xs) {
+            let z = (xc - c.mus[k]) * c.inv[k];
+            a -= 0.5 * z * z;
+        }
+        for (t, d) in tables.iter_mut().zip(&kern.discs) {
+            a += t.exact(d, s, d.pair_of[k] as usize, memo);
+        }
+        a
+    };
+    let prior_row = kernel_row(prior, tables);
+    let mut low = prior_row;
+    let j0 = lead_mus.partition_point(|m| *m < x);
+    for j in [j0.wrapping_sub(1), j0] {
+        if j < n {
+            low = low.max(kernel_row(j, tables));
+        }
+    }
+    Some((xs, prior_row, low))
+}
+
+/// Points scored through the window (tests check that it is exercised).
+#[cfg(test)]
+pub(crate) static WINDOW_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Points `best_acquisition` did not score (tests check that it skips some).
+#[cfg(test)]
+pub(crate) static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ln_upper_bounds_ln() {
+        for w in [1e-300, 1e-5, 0.3, 0.5, 1.0, 1.5, 2.0, 9.0, 1e10] {
+            assert!(ln_upper(w) >= w.ln(), "{w}");
+            assert!(ln_upper(w) <= w.ln() + std::f64::consts::LN_2 + 1e-12, "{w}");
+        }
+        assert_eq!(ln_upper(0.0), f64::INFINITY);
+        assert_eq!(ln_upper(f64::NAN), f64::INFINITY);
+    }
+}
