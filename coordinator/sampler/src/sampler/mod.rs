@@ -22,13 +22,21 @@ use crate::space::SearchSpace;
 use crate::trial::{Direction, FrozenTrial};
 
 /// What a sampler may keep between the suggestions of one study so that it need
-/// not redo the same work each time (TPE's dense [`tpe::TpeHistory`] and a memo
-/// of Gaussian masses).
+/// not redo the same work each time (TPE's dense [`tpe::TpeHistory`], a memo
+/// of Gaussian masses and the "above" estimator, [`tpe::KeptAbove`]).
 /// It is a memo only: a suggestion made with a cache is the one made without.
 /// Keep one per study and always pass that study's trials with it.
 #[derive(Debug, Clone, Default)]
 pub struct SamplerCache {
-    tpe: Option<(tpe::TpeHistory, tpe::parzen::MassMemo)>,
+    tpe: Option<TpeCache>,
+}
+
+/// What TPE keeps per study.
+#[derive(Debug, Clone)]
+pub(crate) struct TpeCache {
+    pub hist: tpe::TpeHistory,
+    pub memo: tpe::parzen::MassMemo,
+    pub kept: tpe::KeptAbove,
 }
 
 /// The most slots the Gaussian-mass memo of a study grows to (16,384 × 24
@@ -36,15 +44,13 @@ pub struct SamplerCache {
 const MASS_MEMO_SLOTS: usize = 16_384;
 
 impl SamplerCache {
-    /// The TPE history and mass memo, created empty on first use.
-    pub(crate) fn tpe_parts(&mut self) -> (&mut tpe::TpeHistory, &mut tpe::parzen::MassMemo) {
-        let (h, m) = self.tpe.get_or_insert_with(|| {
-            (
-                tpe::TpeHistory::new(),
-                tpe::parzen::MassMemo::with_slots(MASS_MEMO_SLOTS),
-            )
-        });
-        (h, m)
+    /// What TPE keeps, created empty on first use.
+    pub(crate) fn tpe_parts(&mut self) -> &mut TpeCache {
+        self.tpe.get_or_insert_with(|| TpeCache {
+            hist: tpe::TpeHistory::new(),
+            memo: tpe::parzen::MassMemo::with_slots(MASS_MEMO_SLOTS),
+            kept: tpe::KeptAbove::default(),
+        })
     }
 }
 

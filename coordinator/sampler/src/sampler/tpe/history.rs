@@ -92,6 +92,13 @@ pub struct TpeHistory {
     pub(crate) order: Vec<Vec<(u64, u32)>>,
     /// Entries read since the last sync ended, merged into `order` when it does.
     pending: Vec<Vec<(u64, u32)>>,
+    /// Counts rebuilds from scratch, so that state derived from the rows (the
+    /// kept "above" estimator) knows when its rows are gone.
+    pub(crate) epoch: u64,
+    /// Counts syncs; `changed[i]` is the sync in which row `i`'s values last
+    /// changed (set when it is appended, too).
+    pub(crate) syncs: u64,
+    pub(crate) changed: Vec<u64>,
 }
 
 impl TpeHistory {
@@ -111,6 +118,7 @@ impl TpeHistory {
         {
             self.reset(space, direction);
         }
+        self.syncs += 1;
         let mut numbers_changed = false;
         let mut still = Vec::with_capacity(self.unsettled.len());
         let unsettled = std::mem::take(&mut self.unsettled);
@@ -135,6 +143,7 @@ impl TpeHistory {
             for c in &mut self.cols {
                 c.push(f64::NAN);
             }
+            self.changed.push(self.syncs);
             if self.read(i, t) {
                 self.unsettled.push(i);
             }
@@ -224,6 +233,8 @@ impl TpeHistory {
         by_name.sort_by(|a, b| self.space[*a].0.cmp(&self.space[*b].0));
         self.by_name = by_name;
         self.rows.clear();
+        self.epoch += 1;
+        self.changed.clear();
         self.cols = vec![Vec::new(); self.space.len()];
         self.mismatch = vec![0; self.space.len()];
         self.unsettled.clear();
@@ -259,6 +270,7 @@ impl TpeHistory {
             if c[i].to_bits() == was.to_bits() {
                 continue;
             }
+            self.changed[i] = self.syncs;
             if let Some(key) = order_key(d, *was) {
                 if let Ok(at) = order.binary_search(&(key, i as u32)) {
                     order.remove(at);

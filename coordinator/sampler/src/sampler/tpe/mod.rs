@@ -3,10 +3,12 @@
 //! gamma `min(ceil(0.1 n), 25)`, Optuna's weight ramp, prior weight 1, magic clip).
 
 mod history;
+mod kept;
 pub mod parzen;
 mod sampler;
 mod score;
 pub mod truncnorm;
 
 pub use history::TpeHistory;
+pub use kept::KeptAbove;
 pub use sampler::{gamma, split_trials, TpeConfig, TpeSampler};

@@ -198,6 +198,106 @@ fn argsort_stable(xs: &[f64]) -> Vec<(f64, u32)> {
     out.into_iter().map(|(k, i)| (from_sort_key(k), i)).collect()
 }
 
+/// Optuna's bandwidth rule for `n` observations of a numerical dimension with
+/// (transformed) bounds `lo`, `hi`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SigmaRule {
+    lo: f64,
+    hi: f64,
+    minsigma: f64,
+    maxsigma: f64,
+    /// The outermost kernels use their inner gap only.
+    inner_only: bool,
+}
+
+impl SigmaRule {
+    pub(crate) fn new(lo: f64, hi: f64, n: usize, p: &ParzenParams) -> Self {
+        let minsigma = if p.consider_magic_clip {
+            (hi - lo) / 100f64.min(1.0 + (n + 1) as f64)
+        } else {
+            1e-12
+        };
+        SigmaRule {
+            lo,
+            hi,
+            minsigma,
+            maxsigma: hi - lo,
+            inner_only: !p.consider_endpoints && n >= 2,
+        }
+    }
+
+    /// The bandwidth of the kernel at `cur` between its sorted neighbours
+    /// `prev` and `next` (the range ends standing in for missing ones): the
+    /// larger distance, clipped; `first` / `last` where it is the outermost.
+    #[inline]
+    pub(crate) fn sigma(&self, prev: f64, cur: f64, next: f64, first: bool, last: bool) -> f64 {
+        let s = if self.inner_only && first {
+            next - cur
+        } else if self.inner_only && last {
+            cur - prev
+        } else {
+            (cur - prev).max(next - cur)
+        };
+        s.max(self.minsigma).min(self.maxsigma)
+    }
+
+    /// The prior kernel's `(mu, sigma)`.
+    pub(crate) fn prior(&self) -> (f64, f64) {
+        (0.5 * (self.lo + self.hi), self.hi - self.lo)
+    }
+}
+
+/// A continuous kernel's log mass on `[lo, hi]`. A kernel 9.5 sigmas or more
+/// inside both ends has both standardised ends beyond 9 whatever the
+/// rounding, where `log_gauss_mass` returns -0.0 without a division or a
+/// special function: skip straight to that value.
+#[inline]
+pub(crate) fn cont_log_norm(m: f64, s: f64, lo: f64, hi: f64, memo: &mut MassMemo) -> f64 {
+    let far = 9.5 * s;
+    if m - lo >= far && hi - m >= far {
+        -0.0
+    } else {
+        memo.log_gauss_mass((lo - m) / s, (hi - m) / s)
+    }
+}
+
+/// A discrete kernel's log mass on the widened range `[lo, hi]`.
+#[inline]
+pub(crate) fn disc_log_norm(m: f64, s: f64, lo: f64, hi: f64, memo: &mut MassMemo) -> f64 {
+    memo.log_gauss_mass((lo - m) / s, (hi - m) / s)
+}
+
+/// The mixture weights of `n` observations and the prior, normalised (Optuna's
+/// ramp, then division by the sum).
+pub(crate) fn normalised_weights(n: usize, prior_weight: f64) -> Vec<f64> {
+    let mut weights = if n == 0 {
+        vec![1.0]
+    } else {
+        let mut w = default_weights(n);
+        w.push(prior_weight);
+        w
+    };
+    let total: f64 = weights.iter().sum();
+    let total = if total > 0.0 { total } else { 1.0 };
+    weights.iter_mut().for_each(|w| *w /= total);
+    weights
+}
+
+/// Probabilities of the chosen and of any other choice in an observation row
+/// of Optuna's categorical kernel, for `n_obs` observations.
+pub(crate) fn categorical_probs(n_obs: usize, n_choices: usize, p: &ParzenParams) -> (f64, f64) {
+    let n_kernels = (n_obs + 1) as f64;
+    // Row = prior_weight / n_kernels everywhere, +1 at the observed choice, normalised.
+    let base = p.prior_weight / n_kernels;
+    let sum = 1.0 + base * n_choices as f64;
+    ((base + 1.0) / sum, base / sum)
+}
+
+/// The prior kernel's column of a categorical dimension: `ln(1 / n_choices)`.
+pub(crate) fn categorical_prior_ln(n_choices: usize) -> f64 {
+    (1.0 / n_choices as f64).ln()
+}
+
 /// One numerical dimension's kernels. `sorted`, when given, must be what
 /// `argsort_stable` gives for the transformed observations (the caller keeps it).
 fn numerical_dim(
@@ -253,37 +353,22 @@ fn numerical_dim(
     };
     let n = mus.len();
     let mut sigmas = vec![0.0; n];
+    let rule = SigmaRule::new(lo, hi, n, p);
     if n > 0 {
-        let maxsigma = hi - lo;
-        let minsigma = if p.consider_magic_clip {
-            (hi - lo) / 100f64.min(1.0 + (n + 1) as f64)
-        } else {
-            1e-12
-        };
-        // Each kernel's bandwidth: the larger distance to its sorted neighbours,
-        // the range ends standing in for the missing ones (and, unless
-        // `consider_endpoints`, the outermost kernels using their inner gap only).
         // One pass with the neighbours in hand (the same subtractions as by index).
-        let inner_only = !p.consider_endpoints && n >= 2;
         let mut prev = lo;
         for (k, (cur, i)) in idx.iter().enumerate() {
             let next = idx.get(k + 1).map_or(hi, |e| e.0);
-            let s = if inner_only && k == 0 {
-                next - cur
-            } else if inner_only && k == n - 1 {
-                cur - prev
-            } else {
-                (cur - prev).max(next - cur)
-            };
             if let Some(slot) = sigmas.get_mut(*i as usize) {
-                *slot = s.max(minsigma).min(maxsigma);
+                *slot = rule.sigma(prev, *cur, next, k == 0, k == n - 1);
             }
             prev = *cur;
         }
     }
-    mus.push(0.5 * (lo + hi));
-    sigmas.push(hi - lo);
-    let mut mass = |m: f64, s: f64| memo.log_gauss_mass((lo - m) / s, (hi - m) / s);
+    let (prior_mu, prior_sigma) = rule.prior();
+    mus.push(prior_mu);
+    sigmas.push(prior_sigma);
+    let mut mass = |m: f64, s: f64| disc_log_norm(m, s, lo, hi, memo);
     let (mut pairs, mut pair_log_norm, mut pair_of, mut log_norm, mut order) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if step.is_some() {
@@ -305,20 +390,10 @@ fn numerical_dim(
         pair_log_norm.push(mass(mus[n], sigmas[n]));
         pair_of[n] = (pairs.len() - 1) as u32;
     } else {
-        // A kernel 9.5 sigmas or more inside both ends has both standardised ends
-        // beyond 9 whatever the rounding, where `log_gauss_mass` returns -0.0
-        // without a division or a special function: skip straight to that value.
         log_norm = mus
             .iter()
             .zip(&sigmas)
-            .map(|(m, s)| {
-                let far = 9.5 * s;
-                if m - lo >= far && hi - m >= far {
-                    -0.0
-                } else {
-                    mass(*m, *s)
-                }
-            })
+            .map(|(m, s)| cont_log_norm(*m, *s, lo, hi, memo))
             .collect();
         order = idx.iter().map(|(_, i)| *i).collect();
     }
@@ -340,10 +415,7 @@ fn numerical_dim(
 }
 
 fn categorical_dim(obs: &[f64], n_choices: usize, p: &ParzenParams) -> Dim {
-    let n_kernels = (obs.len() + 1) as f64;
-    // Row = prior_weight / n_kernels everywhere, +1 at the observed choice, normalised.
-    let base = p.prior_weight / n_kernels;
-    let sum = 1.0 + base * n_choices as f64;
+    let (p_hit, p_miss) = categorical_probs(obs.len(), n_choices, p);
     let chosen = obs
         .iter()
         .map(|o| (*o as usize).min(n_choices - 1) as u32)
@@ -351,8 +423,8 @@ fn categorical_dim(obs: &[f64], n_choices: usize, p: &ParzenParams) -> Dim {
     Dim::Categorical {
         n_choices,
         chosen,
-        p_hit: (base + 1.0) / sum,
-        p_miss: base / sum,
+        p_hit,
+        p_miss,
     }
 }
 
@@ -405,16 +477,7 @@ impl ParzenEstimator {
     ) -> Self {
         sorted.resize(columns.len(), None);
         let n = columns.first().map_or(0, Vec::len);
-        let mut weights = if n == 0 {
-            vec![1.0]
-        } else {
-            let mut w = default_weights(n);
-            w.push(p.prior_weight);
-            w
-        };
-        let total: f64 = weights.iter().sum();
-        let total = if total > 0.0 { total } else { 1.0 };
-        weights.iter_mut().for_each(|w| *w /= total);
+        let weights = normalised_weights(n, p.prior_weight);
         let log_weights = weights.iter().map(|w| w.ln()).collect();
         let dims = columns
             .iter()
@@ -637,7 +700,7 @@ impl ParzenEstimator {
                     chosen: key[..chosen.len().min(n)].iter().map(|k| chosen[*k as usize]).collect(),
                     l_hit: p_hit.ln(),
                     l_miss: p_miss.ln(),
-                    l_prior: (1.0 / *n_choices as f64).ln(),
+                    l_prior: categorical_prior_ln(*n_choices),
                 }),
                 Dim::Numerical { log, step: None, lo_t, hi_t, mus, .. } => cont.push(ContKernels {
                     d,

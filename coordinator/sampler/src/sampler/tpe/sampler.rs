@@ -9,15 +9,18 @@
 //! parameter that appears halfway through a study) are sampled one at a time
 //! with univariate TPE, as Optuna's `sample_independent` does.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::history::{usable, Class, Row, TpeHistory};
+use super::kept::KeptAbove;
 use super::parzen::{from_sort_key, MassMemo, ParzenEstimator, ParzenParams};
+use super::score;
 use crate::error::SampleError;
 use crate::rng::{trial_rng, Rng};
-use crate::sampler::{sample_random_param, Sampler, SamplerCache};
+use crate::sampler::{sample_random_param, Sampler, SamplerCache, TpeCache};
 use crate::space::{Distribution, SearchSpace};
 use crate::trial::{Direction, FrozenTrial};
 
@@ -221,7 +224,8 @@ impl TpeSampler {
         }
     }
 
-    /// One TPE draw for a group of parameters (positions in the space).
+    /// One TPE draw for a group of parameters (positions in the space); the
+    /// "above" estimator kept in `kept` where given and where it applies.
     fn sample_group(
         &self,
         hist: &TpeHistory,
@@ -229,6 +233,7 @@ impl TpeSampler {
         split: &(Vec<usize>, Vec<usize>),
         rng: &mut Rng,
         memo: &mut MassMemo,
+        kept: Option<&mut KeptAbove>,
     ) -> Vec<f64> {
         let params = hist.params();
         let dists: Vec<&Distribution> = group.iter().map(|g| &params[*g].1).collect();
@@ -239,28 +244,34 @@ impl TpeSampler {
             ParzenEstimator::new_sorted(&cols, &dists, &pp, memo, sorted)
         };
         let mpe_below = estimator(&split.0, memo);
-        let mpe_above = estimator(&split.1, memo);
         let candidates = mpe_below.sample(rng, self.config.n_ei_candidates.max(1));
         // The candidate maximising log l(x) - log g(x) (the first on ties);
         // "above" is scored in full only for candidates that can still win.
         let lb = mpe_below.log_pdf_with(&candidates, memo);
-        let best = mpe_above.best_acquisition(&candidates, &lb, memo);
+        let kept_layout = kept.and_then(|k| k.layout(hist, group, &split.1, &pp, memo));
+        let best = match kept_layout {
+            Some(kern) => score::best_acquisition(Cow::Borrowed(kern), &candidates, &lb, memo),
+            None => estimator(&split.1, memo).best_acquisition(&candidates, &lb, memo),
+        };
         candidates.into_iter().nth(best).unwrap_or_default()
     }
 
-    /// Checks the space, syncs `hist` with `trials` and samples from it.
+    /// Checks the space, syncs the cache's history with `trials` and samples
+    /// from it; with the kept "above" estimator where `keep` (a cache kept
+    /// across suggestions).
     fn sample_synced(
         &self,
-        hist: &mut TpeHistory,
-        memo: &mut MassMemo,
+        c: &mut TpeCache,
+        keep: bool,
         space: &SearchSpace,
         trials: &[FrozenTrial],
         direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
         crate::sampler::check_space(space)?;
-        hist.sync(space, direction, trials);
-        Ok(self.sample_from(hist, trials, trial_number, memo))
+        c.hist.sync(space, direction, trials);
+        let kept = if keep { Some(&mut c.kept) } else { None };
+        Ok(self.sample_from(&c.hist, trials, trial_number, &mut c.memo, kept))
     }
 
     /// The suggestion from a history synced with `trials` (see [`TpeHistory`]).
@@ -270,6 +281,7 @@ impl TpeSampler {
         trials: &[FrozenTrial],
         trial_number: u64,
         memo: &mut MassMemo,
+        kept: Option<&mut KeptAbove>,
     ) -> BTreeMap<String, f64> {
         let cfg = &self.config;
         let mut rng = trial_rng(cfg.seed, trial_number, 3);
@@ -325,7 +337,7 @@ impl TpeSampler {
             let split = split_rows(rows, &cons, gamma(n_finished));
             let group: Vec<usize> = (0..params.len()).filter(|i| keep[*i]).collect();
             if !group.is_empty() {
-                let values = self.sample_group(hist, &group, &split, &mut rng, memo);
+                let values = self.sample_group(hist, &group, &split, &mut rng, memo, kept);
                 for (g, v) in group.iter().zip(values) {
                     out.insert(params[*g].0.clone(), v);
                 }
@@ -338,7 +350,7 @@ impl TpeSampler {
                 let v = if d.is_single() {
                     d.single_value()
                 } else {
-                    self.sample_group(hist, &[i], &split, &mut rng, memo)
+                    self.sample_group(hist, &[i], &split, &mut rng, memo, None)
                         .first()
                         .copied()
                         .unwrap_or(f64::NAN)
@@ -372,8 +384,12 @@ impl Sampler for TpeSampler {
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
         // One call: a fresh history and a small memo (what `sample_with` keeps).
-        let (mut hist, mut memo) = (TpeHistory::new(), MassMemo::default());
-        self.sample_synced(&mut hist, &mut memo, space, trials, direction, trial_number)
+        let mut c = TpeCache {
+            hist: TpeHistory::new(),
+            memo: MassMemo::default(),
+            kept: KeptAbove::default(),
+        };
+        self.sample_synced(&mut c, false, space, trials, direction, trial_number)
     }
 
     fn sample_with(
@@ -384,8 +400,7 @@ impl Sampler for TpeSampler {
         direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
-        let (hist, memo) = cache.tpe_parts();
-        self.sample_synced(hist, memo, space, trials, direction, trial_number)
+        self.sample_synced(cache.tpe_parts(), true, space, trials, direction, trial_number)
     }
 }
 
@@ -394,6 +409,7 @@ mod tests {
     use super::super::parzen::value_at;
     use super::*;
     use crate::rng::{trial_rng, uniform01};
+    use crate::sampler::SamplerCache;
     use crate::trial::TrialState;
 
     /// Bits of every numerical dimension's kernels (mus, sigmas).
@@ -463,6 +479,56 @@ mod tests {
                 split_by_sorting(&rows, &cons, n_below),
                 "case {case}: n = {n}, n_below = {n_below}"
             );
+        }
+    }
+
+    #[test]
+    fn suggestions_with_the_study_cache_are_those_without() {
+        // A study long enough for the kept "above" estimator, trials told in a
+        // shuffled order (8 running), some failed: every suggestion made with
+        // the cache must be the one made from the trials alone.
+        let space = SearchSpace::from_json_str(
+            r#"{"x": {"type": "float", "low": -5.0, "high": 5.0},
+                "lr": {"type": "float", "low": 1e-5, "high": 0.1, "log": true},
+                "n": {"type": "int", "low": 0, "high": 100},
+                "opt": {"type": "categorical", "choices": ["adam", "sgd", "rmsprop"]},
+                "d": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.1},
+                "w": {"type": "int", "low": 1, "high": 1024, "log": true}}"#,
+        )
+        .expect("space");
+        let dists: BTreeMap<String, Distribution> =
+            space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+        for (conc, n_trials) in [(1usize, 420usize), (8, 420)] {
+            let sampler = TpeSampler::with_seed(conc as u64);
+            let mut cache = SamplerCache::default();
+            let mut trials: Vec<FrozenTrial> = Vec::new();
+            let mut rng = trial_rng(77, conc as u64, 0);
+            let mut running: Vec<usize> = Vec::new();
+            for number in 0..n_trials as u64 {
+                let a = sampler
+                    .sample_with(&mut cache, &space, &trials, Direction::Minimize, number)
+                    .expect("sample");
+                if number % 7 == 0 || number > 380 {
+                    let b = sampler.sample(&space, &trials, Direction::Minimize, number).expect("sample");
+                    let bits = |m: &BTreeMap<String, f64>| m.values().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b), "concurrency {conc}, trial {number}");
+                }
+                let mut t = FrozenTrial::new(number, TrialState::Running);
+                t.params = a;
+                t.distributions = dists.clone();
+                trials.push(t);
+                running.push(trials.len() - 1);
+                while running.len() >= conc {
+                    let i = running.remove(((uniform01(&mut rng) * running.len() as f64) as usize).min(running.len() - 1));
+                    let t = &mut trials[i];
+                    if uniform01(&mut rng) < 0.1 {
+                        t.state = TrialState::Fail;
+                    } else {
+                        t.state = TrialState::Complete;
+                        t.value = Some(t.params.values().map(|v| (0.37 * v).sin()).sum());
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,806 @@
+//! The "above" estimator of the multivariate group, kept across suggestions.
+//!
+//! From one suggestion to the next, the "above" group of a large study changes
+//! by a trial or two (the newest one, a trial that left "below"), yet building
+//! its estimator afresh costs a pass over every observation in every
+//! dimension. This module keeps the estimator's scoring layout ([`Kernels`],
+//! observation kernels in increasing mu of the lead continuous dimension) and
+//! updates it in place: a kernel inserted or removed moves the arrays behind it
+//! (one `memmove` each), and only its neighbours in each dimension's sorted
+//! order get new bandwidths. What depends on the number of observations (the
+//! weights, the categorical kernel) is recomputed on every suggestion.
+//!
+//! The layout is the one [`ParzenEstimator::layout`](super::parzen) builds
+//! from the same rows, term for term, so scores have the same bits; a unit test
+//! checks it kernel by kernel against fresh builds on changing histories.
+
+use std::collections::HashMap;
+
+use super::history::TpeHistory;
+use super::parzen::{
+    categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, normalised_weights, sort_key,
+    MassMemo, ParzenParams, SigmaRule,
+};
+use super::score::{CatKernels, ContKernels, DiscKernels, Kernels, WINDOW_MIN_KERNELS};
+use super::truncnorm::LN_SQRT_2PI;
+use crate::space::Distribution;
+
+/// Fewer observations than this are left to fresh builds (the magic clip
+/// depends on the count below 98, and small estimators are cheap to build).
+pub(crate) const KEPT_MIN: usize = WINDOW_MIN_KERNELS;
+
+/// The kept estimator, empty until a suggestion can use it. Kept in the
+/// study's sampler cache next to its [`TpeHistory`].
+#[derive(Debug, Clone, Default)]
+pub struct KeptAbove {
+    state: Option<State>,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    /// The history rebuild and sync this state follows.
+    epoch: u64,
+    synced: u64,
+    group: Vec<usize>,
+    pp: ParzenParams,
+    /// The "above" rows of the last update (observations or not), increasing.
+    rows: Vec<u32>,
+    /// Rows holding every parameter of the group, increasing: a kernel's
+    /// summation position is its row's index here.
+    members: Vec<u32>,
+    /// Per history row: whether it is in `members`.
+    is_member: Vec<bool>,
+    dims: Vec<KDim>,
+    /// Index in `dims` of the lead dimension (the first continuous one).
+    lead: usize,
+    kern: Kernels,
+    /// Per continuous dimension (the order of `kern.cont`): each kernel's
+    /// normaliser `ln(sqrt(2 pi)) + ln(sigma) + log mass`, in layout order.
+    cnorm: Vec<Vec<f64>>,
+    /// The lead bandwidth of each observation kernel, in layout order.
+    lead_sigma: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+enum KDim {
+    Cat {
+        col: usize,
+        /// Index in `kern.cats`.
+        at: usize,
+        n_choices: usize,
+    },
+    Num(Box<NumDim>),
+}
+
+#[derive(Debug, Clone)]
+struct NumDim {
+    col: usize,
+    log: bool,
+    /// Index in `kern.cont` (continuous) or `kern.discs` (discrete).
+    at: usize,
+    discrete: bool,
+    /// Transformed bounds (widened by half a step for discrete dims).
+    lo: f64,
+    hi: f64,
+    rule: SigmaRule,
+    /// `(sort_key of the transformed value, row)` of every member, increasing.
+    sorted: Vec<(u64, u32)>,
+    /// Per history row: the key it was inserted with and its bandwidth.
+    key: Vec<u64>,
+    sigma: Vec<f64>,
+    /// Discrete dims: the pair id of each `(mu, sigma)` bit pattern in use, how
+    /// many kernels use each id, and ids free for reuse.
+    pair_id: HashMap<(u64, u64), u32>,
+    pair_key: Vec<(u64, u64)>,
+    pair_refs: Vec<u32>,
+    pair_free: Vec<u32>,
+}
+
+/// A placeholder pair id (a kernel whose bandwidth is not set yet).
+const NO_PAIR: u32 = u32::MAX;
+
+impl KeptAbove {
+    /// The "above" layout for `group` over the rows `above` (in trial-number
+    /// order) of `hist`, updated from the last call or built afresh; `None`
+    /// where it does not apply (then the caller builds the estimator itself):
+    /// rows out of trial-number order, no continuous parameter in the group,
+    /// or fewer than [`KEPT_MIN`] observations.
+    pub(crate) fn layout(
+        &mut self,
+        hist: &TpeHistory,
+        group: &[usize],
+        above: &[usize],
+        pp: &ParzenParams,
+        memo: &mut MassMemo,
+    ) -> Option<&Kernels> {
+        if !hist.sorted || above.len() < KEPT_MIN {
+            self.state = None;
+            return None;
+        }
+        let reuse = self.state.as_ref().is_some_and(|s| {
+            s.epoch == hist.epoch && s.group == group && s.pp == *pp && s.members.len() >= KEPT_MIN
+        });
+        let updated = reuse
+            && self
+                .state
+                .as_mut()
+                .is_some_and(|s| s.update(hist, above, memo));
+        if !updated {
+            self.state = State::build(hist, group, above, pp, memo);
+        }
+        if self.state.as_ref().is_none_or(|s| s.members.len() < KEPT_MIN) {
+            self.state = None;
+            return None;
+        }
+        let st = self.state.as_mut()?;
+        st.finish();
+        Some(&st.kern)
+    }
+}
+
+/// Whether row `r` holds every parameter of `group`.
+fn holds_all(hist: &TpeHistory, group: &[usize], r: usize) -> bool {
+    group
+        .iter()
+        .all(|g| hist.cols[*g].get(r).is_some_and(|v| !v.is_nan()))
+}
+
+/// The internal value of row `r` in column `col` as the estimator sees it.
+fn transformed(hist: &TpeHistory, col: usize, log: bool, r: u32) -> f64 {
+    let v = hist.cols[col][r as usize];
+    if log {
+        v.ln()
+    } else {
+        v
+    }
+}
+
+impl State {
+    /// A fresh state for `group` over `above`; `None` without a continuous
+    /// parameter.
+    fn build(
+        hist: &TpeHistory,
+        group: &[usize],
+        above: &[usize],
+        pp: &ParzenParams,
+        memo: &mut MassMemo,
+    ) -> Option<State> {
+        let params = hist.params();
+        let rows_n = hist.rows.len();
+        let members: Vec<u32> = above
+            .iter()
+            .filter(|r| holds_all(hist, group, **r))
+            .map(|r| *r as u32)
+            .collect();
+        let n = members.len();
+        let mut is_member = vec![false; rows_n];
+        for r in &members {
+            is_member[*r as usize] = true;
+        }
+        let (mut cats, mut cont, mut discs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut dims = Vec::with_capacity(group.len());
+        let mut lead = None;
+        for (i, g) in group.iter().enumerate() {
+            let dist = &params.get(*g)?.1;
+            let (low, high, log, step) = match dist {
+                Distribution::Categorical { choices } => {
+                    let n_choices = choices.len().max(1);
+                    dims.push(KDim::Cat { col: *g, at: cats.len(), n_choices });
+                    cats.push(CatKernels {
+                        d: i,
+                        n_choices,
+                        chosen: Vec::new(),
+                        l_hit: 0.0,
+                        l_miss: 0.0,
+                        l_prior: categorical_prior_ln(n_choices),
+                    });
+                    continue;
+                }
+                Distribution::Float { low, high, log, step } => (*low, *high, *log, *step),
+                Distribution::Int { low, high, log, step } => (*low as f64, *high as f64, *log, Some(*step as f64)),
+            };
+            let (mut lo, mut hi) = (low, high);
+            if let Some(s) = step {
+                lo -= s / 2.0;
+                hi += s / 2.0;
+            }
+            if log {
+                lo = lo.ln();
+                hi = hi.ln();
+            }
+            let discrete = step.is_some();
+            let at = if discrete {
+                discs.push(DiscKernels {
+                    d: i,
+                    log,
+                    step: step.unwrap_or(0.0),
+                    lo_t: lo,
+                    hi_t: hi,
+                    pairs: Vec::new(),
+                    pair_log_norm: Vec::new(),
+                    pair_of: Vec::new(),
+                });
+                discs.len() - 1
+            } else {
+                if lead.is_none() {
+                    lead = Some(dims.len());
+                }
+                cont.push(ContKernels { d: i, log, lo_t: lo, hi_t: hi, mus: Vec::new(), inv: Vec::new() });
+                cont.len() - 1
+            };
+            // The members' values in increasing order, ties by row (the
+            // history's kept order where it has one).
+            let sorted: Vec<(u64, u32)> = match hist.order.get(*g).filter(|o| !o.is_empty()) {
+                Some(order) => order.iter().copied().filter(|(_, r)| is_member[*r as usize]).collect(),
+                None => {
+                    let mut v: Vec<(u64, u32)> =
+                        members.iter().map(|r| (sort_key(transformed(hist, *g, log, *r)), *r)).collect();
+                    v.sort_unstable();
+                    v
+                }
+            };
+            if sorted.len() != n {
+                return None;
+            }
+            let mut key = vec![0u64; rows_n];
+            for (k, r) in &sorted {
+                key[*r as usize] = *k;
+            }
+            dims.push(KDim::Num(Box::new(NumDim {
+                col: *g,
+                log,
+                at,
+                discrete,
+                lo,
+                hi,
+                rule: SigmaRule::new(lo, hi, n, pp),
+                sorted,
+                key,
+                sigma: vec![0.0; rows_n],
+                pair_id: HashMap::new(),
+                pair_key: Vec::new(),
+                pair_refs: Vec::new(),
+                pair_free: Vec::new(),
+            })));
+        }
+        let lead = lead?;
+        let mut st = State {
+            epoch: hist.epoch,
+            synced: hist.syncs,
+            group: group.to_vec(),
+            pp: *pp,
+            rows: above.iter().map(|r| *r as u32).collect(),
+            members,
+            is_member,
+            dims,
+            lead,
+            kern: Kernels {
+                base: Vec::new(),
+                key: Vec::new(),
+                cats,
+                cont,
+                discs,
+                lead: true,
+                window: None,
+            },
+            cnorm: Vec::new(),
+            lead_sigma: Vec::new(),
+        };
+        st.lay_out(hist, memo);
+        Some(st)
+    }
+
+    /// Fills the layout from the sorted lists (every kernel computed).
+    fn lay_out(&mut self, hist: &TpeHistory, memo: &mut MassMemo) {
+        let n = self.members.len();
+        let lead_rows: Vec<u32> = match &self.dims[self.lead] {
+            KDim::Num(d) => d.sorted.iter().map(|e| e.1).collect(),
+            KDim::Cat { .. } => Vec::new(),
+        };
+        let mut rank = vec![0u32; self.is_member.len()];
+        for (i, r) in self.members.iter().enumerate() {
+            rank[*r as usize] = i as u32;
+        }
+        let kern = &mut self.kern;
+        kern.base = vec![0.0; n + 1];
+        kern.key = lead_rows.iter().map(|r| rank[*r as usize]).chain([n as u32]).collect();
+        for c in &mut kern.cont {
+            c.mus = vec![0.0; n + 1];
+            c.inv = vec![0.0; n + 1];
+        }
+        for c in &mut kern.discs {
+            c.pair_of = vec![NO_PAIR; n + 1];
+            c.pairs.clear();
+            c.pair_log_norm.clear();
+        }
+        self.cnorm = vec![vec![0.0; n + 1]; kern.cont.len()];
+        self.lead_sigma = vec![0.0; n];
+        for dim in &mut self.dims {
+            match dim {
+                KDim::Cat { col, at, n_choices } => {
+                    kern.cats[*at].chosen = lead_rows.iter().map(|r| chosen_of(hist, *col, *n_choices, *r)).collect();
+                }
+                KDim::Num(d) => {
+                    d.pair_id.clear();
+                    d.pair_key.clear();
+                    d.pair_refs.clear();
+                    d.pair_free.clear();
+                    if !d.discrete {
+                        for (j, r) in lead_rows.iter().enumerate() {
+                            kern.cont[d.at].mus[j] = transformed(hist, d.col, d.log, *r);
+                        }
+                    }
+                }
+            }
+        }
+        // Bandwidths in each dimension's order, written at the layout positions.
+        let mut pos = vec![0u32; self.is_member.len()];
+        for (j, r) in lead_rows.iter().enumerate() {
+            pos[*r as usize] = j as u32;
+        }
+        let lead = self.lead;
+        for (i, dim) in self.dims.iter_mut().enumerate() {
+            if let KDim::Num(d) = dim {
+                for q in 0..d.sorted.len() {
+                    let (s, r) = d.sigma_at(q);
+                    d.sigma[r as usize] = s;
+                    let j = pos[r as usize] as usize;
+                    d.set_kernel(kern, &mut self.cnorm, j, from_key(d.key[r as usize]), s, memo);
+                    if i == lead {
+                        self.lead_sigma[j] = s;
+                    }
+                }
+                d.set_prior(kern, &mut self.cnorm, n, memo);
+            }
+        }
+    }
+
+    /// Brings the state in step with the rows `above`; false where a rebuild
+    /// is the better way (many changes) or the state cannot follow.
+    fn update(&mut self, hist: &TpeHistory, above: &[usize], memo: &mut MassMemo) -> bool {
+        if self.is_member.len() > hist.rows.len() {
+            return false;
+        }
+        let rows_n = hist.rows.len();
+        self.is_member.resize(rows_n, false);
+        for d in &mut self.dims {
+            if let KDim::Num(d) = d {
+                d.key.resize(rows_n, 0);
+                d.sigma.resize(rows_n, 0.0);
+            }
+        }
+        // Rows whose values changed since the last update.
+        let changed = |r: u32| hist.changed.get(r as usize).is_some_and(|c| *c > self.synced);
+        let (mut out, mut into) = (Vec::new(), Vec::new());
+        let (mut a, mut b) = (0, 0);
+        let old = &self.rows;
+        while a < old.len() || b < above.len() {
+            let (x, y) = (old.get(a).copied(), above.get(b).map(|r| *r as u32));
+            match (x, y) {
+                (Some(x), Some(y)) if x == y => {
+                    if changed(x) {
+                        out.push(x);
+                        into.push(x);
+                    }
+                    a += 1;
+                    b += 1;
+                }
+                (Some(x), Some(y)) if x < y => {
+                    out.push(x);
+                    a += 1;
+                }
+                (Some(x), None) => {
+                    out.push(x);
+                    a += 1;
+                }
+                (_, Some(y)) => {
+                    into.push(y);
+                    b += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        if 32 * (out.len() + into.len()) > self.members.len() {
+            return false;
+        }
+        self.rows = above.iter().map(|r| *r as u32).collect();
+        for r in out {
+            if self.is_member[r as usize] {
+                self.remove(r, memo);
+            }
+        }
+        for r in into {
+            if holds_all(hist, &self.group, r as usize) {
+                self.insert(hist, r, memo);
+            }
+        }
+        self.synced = hist.syncs;
+        true
+    }
+
+    /// The layout position of member `r` (its place in the lead order).
+    fn position(&self, r: u32) -> Option<usize> {
+        match &self.dims[self.lead] {
+            KDim::Num(d) => d.sorted.binary_search(&(d.key[r as usize], r)).ok(),
+            KDim::Cat { .. } => None,
+        }
+    }
+
+    /// Adds member `r` (values read from the history).
+    fn insert(&mut self, hist: &TpeHistory, r: u32, memo: &mut MassMemo) {
+        let rank = self.members.partition_point(|m| *m < r);
+        self.members.insert(rank, r);
+        self.is_member[r as usize] = true;
+        let rank = rank as u32;
+        for k in &mut self.kern.key {
+            *k += (*k >= rank) as u32;
+        }
+        // Sorted lists first (the lead's gives the layout position).
+        let mut at = Vec::with_capacity(self.dims.len());
+        for dim in &mut self.dims {
+            if let KDim::Num(d) = dim {
+                let k = sort_key(transformed(hist, d.col, d.log, r));
+                d.key[r as usize] = k;
+                let q = d.sorted.partition_point(|e| *e < (k, r));
+                d.sorted.insert(q, (k, r));
+                at.push(q);
+            }
+        }
+        let j = self.position(r).unwrap_or(0);
+        let kern = &mut self.kern;
+        kern.base.insert(j, 0.0);
+        kern.key.insert(j, rank);
+        for c in &mut kern.cont {
+            c.mus.insert(j, 0.0);
+            c.inv.insert(j, 0.0);
+        }
+        for c in &mut self.cnorm {
+            c.insert(j, 0.0);
+        }
+        for c in &mut kern.discs {
+            c.pair_of.insert(j, NO_PAIR);
+        }
+        self.lead_sigma.insert(j, 0.0);
+        for dim in &self.dims {
+            match dim {
+                KDim::Cat { col, at, n_choices } => kern.cats[*at].chosen.insert(j, chosen_of(hist, *col, *n_choices, r)),
+                KDim::Num(d) if !d.discrete => kern.cont[d.at].mus[j] = from_key(d.key[r as usize]),
+                KDim::Num(_) => {}
+            }
+        }
+        let num: Vec<usize> = (0..self.dims.len()).filter(|i| matches!(self.dims[*i], KDim::Num(_))).collect();
+        for (i, q) in num.into_iter().zip(at) {
+            // The new kernel and its two neighbours.
+            for (q, new) in [(q.wrapping_sub(1), false), (q, true), (q + 1, false)] {
+                self.refresh(i, q, new, memo);
+            }
+        }
+    }
+
+    /// Removes member `r` (with the key it was inserted with).
+    fn remove(&mut self, r: u32, memo: &mut MassMemo) {
+        let Ok(rank) = self.members.binary_search(&r) else {
+            return;
+        };
+        let Some(j) = self.position(r) else {
+            return;
+        };
+        self.members.remove(rank);
+        self.is_member[r as usize] = false;
+        let rank = rank as u32;
+        let kern = &mut self.kern;
+        kern.base.remove(j);
+        kern.key.remove(j);
+        for k in &mut kern.key {
+            *k -= (*k > rank) as u32;
+        }
+        for c in &mut kern.cats {
+            c.chosen.remove(j);
+        }
+        for c in &mut kern.cont {
+            c.mus.remove(j);
+            c.inv.remove(j);
+        }
+        for c in &mut self.cnorm {
+            c.remove(j);
+        }
+        self.lead_sigma.remove(j);
+        let mut at = Vec::with_capacity(self.dims.len());
+        for dim in &mut self.dims {
+            if let KDim::Num(d) = dim {
+                if d.discrete {
+                    let pi = kern.discs[d.at].pair_of.remove(j);
+                    d.release(pi);
+                }
+                let q = d.sorted.binary_search(&(d.key[r as usize], r)).unwrap_or_else(|q| q);
+                if q < d.sorted.len() {
+                    d.sorted.remove(q);
+                }
+                at.push(q);
+            }
+        }
+        let num: Vec<usize> = (0..self.dims.len()).filter(|i| matches!(self.dims[*i], KDim::Num(_))).collect();
+        for (i, q) in num.into_iter().zip(at) {
+            // The two kernels that were its neighbours.
+            for q in [q.wrapping_sub(1), q] {
+                self.refresh(i, q, false, memo);
+            }
+        }
+    }
+
+    /// Recomputes the bandwidth of the kernel at position `q` of dimension
+    /// `i`'s sorted list (nothing if out of range or unchanged, unless `new`).
+    fn refresh(&mut self, i: usize, q: usize, new: bool, memo: &mut MassMemo) {
+        let lead = self.lead;
+        let r = match &self.dims[i] {
+            KDim::Num(d) if q < d.sorted.len() => d.sorted[q].1,
+            _ => return,
+        };
+        let Some(j) = self.position(r) else {
+            return;
+        };
+        let State { dims, kern, cnorm, lead_sigma, .. } = self;
+        let KDim::Num(d) = &mut dims[i] else {
+            return;
+        };
+        let (s, _) = d.sigma_at(q);
+        if !new && s.to_bits() == d.sigma[r as usize].to_bits() {
+            return;
+        }
+        d.sigma[r as usize] = s;
+        if d.discrete && !new {
+            let old = kern.discs[d.at].pair_of[j];
+            kern.discs[d.at].pair_of[j] = NO_PAIR;
+            d.release(old);
+        }
+        d.set_kernel(kern, cnorm, j, from_key(d.key[r as usize]), s, memo);
+        if i == lead {
+            lead_sigma[j] = s;
+        }
+    }
+
+    /// Per suggestion: weights, the categorical kernel and the prior's
+    /// position (all depend on the number of observations), the bases and
+    /// the window's bounds.
+    fn finish(&mut self) {
+        let n = self.members.len();
+        let weights = normalised_weights(n, self.pp.prior_weight);
+        let kern = &mut self.kern;
+        for (j, b) in kern.base.iter_mut().enumerate() {
+            let mut v = weights[kern.key[j] as usize].ln();
+            for c in &self.cnorm {
+                v -= c[j];
+            }
+            *b = v;
+        }
+        for c in &mut kern.cats {
+            let (p_hit, p_miss) = categorical_probs(n, c.n_choices, &self.pp);
+            c.l_hit = p_hit.ln();
+            c.l_miss = p_miss.ln();
+        }
+        kern.window = kern.window_bounds(&self.lead_sigma, kern.exact_bmax());
+    }
+}
+
+/// The float of a sort key (see `parzen::from_sort_key`).
+fn from_key(k: u64) -> f64 {
+    super::parzen::from_sort_key(k)
+}
+
+/// Row `r`'s choice index in column `col`, clamped as the estimator clamps it.
+fn chosen_of(hist: &TpeHistory, col: usize, n_choices: usize, r: u32) -> u32 {
+    (hist.cols[col][r as usize] as usize).min(n_choices - 1) as u32
+}
+
+impl NumDim {
+    /// The bandwidth of the kernel at sorted position `q` and its row.
+    fn sigma_at(&self, q: usize) -> (f64, u32) {
+        let n = self.sorted.len();
+        let (k, r) = self.sorted[q];
+        let prev = if q > 0 { from_key(self.sorted[q - 1].0) } else { self.lo };
+        let next = if q + 1 < n { from_key(self.sorted[q + 1].0) } else { self.hi };
+        (self.rule.sigma(prev, from_key(k), next, q == 0, q + 1 == n), r)
+    }
+
+    /// Writes the terms of the kernel at layout position `j` with mean `m`
+    /// and bandwidth `s`.
+    fn set_kernel(&mut self, kern: &mut Kernels, cnorm: &mut [Vec<f64>], j: usize, m: f64, s: f64, memo: &mut MassMemo) {
+        if self.discrete {
+            let pi = self.acquire(&mut kern.discs[self.at], m, s, memo);
+            kern.discs[self.at].pair_of[j] = pi;
+        } else {
+            let c = &mut kern.cont[self.at];
+            c.inv[j] = 1.0 / s;
+            cnorm[self.at][j] = LN_SQRT_2PI + s.ln() + cont_log_norm(m, s, self.lo, self.hi, memo);
+        }
+    }
+
+    /// Writes the prior kernel's terms at position `n`.
+    fn set_prior(&mut self, kern: &mut Kernels, cnorm: &mut [Vec<f64>], n: usize, memo: &mut MassMemo) {
+        let (m, s) = self.rule.prior();
+        if !self.discrete {
+            kern.cont[self.at].mus[n] = m;
+        }
+        self.set_kernel(kern, cnorm, n, m, s, memo);
+    }
+
+    /// The pair id of `(m, s)`, added to the table if new.
+    fn acquire(&mut self, t: &mut DiscKernels, m: f64, s: f64, memo: &mut MassMemo) -> u32 {
+        let key = (m.to_bits(), s.to_bits());
+        let id = match self.pair_id.get(&key) {
+            Some(id) => *id,
+            None => {
+                let ln = disc_log_norm(m, s, self.lo, self.hi, memo);
+                let id = match self.pair_free.pop() {
+                    Some(id) => {
+                        t.pairs[id as usize] = (m, s);
+                        t.pair_log_norm[id as usize] = ln;
+                        self.pair_key[id as usize] = key;
+                        id
+                    }
+                    None => {
+                        t.pairs.push((m, s));
+                        t.pair_log_norm.push(ln);
+                        self.pair_key.push(key);
+                        self.pair_refs.push(0);
+                        (t.pairs.len() - 1) as u32
+                    }
+                };
+                self.pair_id.insert(key, id);
+                id
+            }
+        };
+        self.pair_refs[id as usize] += 1;
+        id
+    }
+
+    /// Drops one use of pair `id` (freed at the last).
+    fn release(&mut self, id: u32) {
+        let Some(refs) = self.pair_refs.get_mut(id as usize) else {
+            return;
+        };
+        *refs = refs.saturating_sub(1);
+        if *refs == 0 {
+            self.pair_free.push(id);
+            self.pair_id.remove(&self.pair_key[id as usize]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::parzen::{value_at, ParzenEstimator};
+    use super::*;
+    use crate::rng::{trial_rng, uniform01};
+    use crate::space::SearchSpace;
+    use crate::trial::{Direction, FrozenTrial, TrialState};
+
+    /// Kernel by kernel, the same layout in bits (discrete pairs compared by
+    /// their values, as ids differ).
+    fn assert_same(a: &Kernels, b: &Kernels, what: &str) {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(a.key, b.key, "{what}: key");
+        assert_eq!(bits(&a.base), bits(&b.base), "{what}: base");
+        assert_eq!(a.lead, b.lead, "{what}: lead");
+        assert_eq!(a.cats.len(), b.cats.len());
+        for (x, y) in a.cats.iter().zip(&b.cats) {
+            assert_eq!((x.d, x.n_choices, &x.chosen), (y.d, y.n_choices, &y.chosen), "{what}: chosen");
+            assert_eq!(bits(&[x.l_hit, x.l_miss, x.l_prior]), bits(&[y.l_hit, y.l_miss, y.l_prior]), "{what}");
+        }
+        assert_eq!(a.cont.len(), b.cont.len());
+        for (x, y) in a.cont.iter().zip(&b.cont) {
+            assert_eq!((x.d, x.log), (y.d, y.log));
+            assert_eq!(bits(&[x.lo_t, x.hi_t]), bits(&[y.lo_t, y.hi_t]), "{what}: bounds");
+            assert_eq!(bits(&x.mus), bits(&y.mus), "{what}: mus of {}", x.d);
+            assert_eq!(bits(&x.inv), bits(&y.inv), "{what}: inv of {}", x.d);
+        }
+        assert_eq!(a.discs.len(), b.discs.len());
+        for (x, y) in a.discs.iter().zip(&b.discs) {
+            assert_eq!((x.d, x.log), (y.d, y.log));
+            assert_eq!(bits(&[x.step, x.lo_t, x.hi_t]), bits(&[y.step, y.lo_t, y.hi_t]));
+            let of = |t: &DiscKernels| -> Vec<(u64, u64, u64)> {
+                t.pair_of
+                    .iter()
+                    .map(|p| {
+                        let (m, s) = t.pairs[*p as usize];
+                        (m.to_bits(), s.to_bits(), t.pair_log_norm[*p as usize].to_bits())
+                    })
+                    .collect()
+            };
+            assert_eq!(of(x), of(y), "{what}: pairs of {}", x.d);
+        }
+        let wb = |k: &Kernels| k.window.map(|w| (w.sigma_max.to_bits(), w.bmax.to_bits()));
+        assert_eq!(wb(a), wb(b), "{what}: window");
+    }
+
+    #[test]
+    fn the_kept_layout_is_a_fresh_build_of_the_same_rows() {
+        let space = SearchSpace::from_json_str(
+            r#"{"f": {"type": "float", "low": -5.0, "high": 5.0},
+                "lf": {"type": "float", "low": 1e-4, "high": 1.0, "log": true},
+                "i": {"type": "int", "low": 0, "high": 20},
+                "li": {"type": "int", "low": 1, "high": 1000, "log": true},
+                "s": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.1},
+                "c": {"type": "categorical", "choices": ["a", "b", "c"]}}"#,
+        )
+        .expect("space");
+        let dists: BTreeMap<String, Distribution> =
+            space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+        let pp = ParzenParams { prior_weight: 1.0, consider_magic_clip: true, consider_endpoints: false };
+        let mut rng = trial_rng(9, 0, 0);
+        let mut trials: Vec<FrozenTrial> = Vec::new();
+        let mut hist = TpeHistory::new();
+        let mut kept = KeptAbove::default();
+        let mut memo = MassMemo::default();
+        // Categorical first, last and in the middle; discrete before the lead.
+        let groups: [&[usize]; 3] = [&[5, 0, 1, 2, 3, 4], &[4, 1, 5], &[2, 0, 5, 3]];
+        let (mut used, mut steps) = (0, 0);
+        let mut below: Vec<usize> = Vec::new();
+        for step in 0..160 {
+            // Mostly one new trial a step; now and then a burst (a rebuild).
+            let adds = if step % 37 == 5 { 60 } else if step == 0 { 300 } else { 1 + (step % 3 == 0) as usize };
+            for _ in 0..adds {
+                let mut t = FrozenTrial::new(trials.len() as u64, TrialState::Complete);
+                t.value = Some(uniform01(&mut rng));
+                for (name, d) in &dists {
+                    if uniform01(&mut rng) < 0.02 {
+                        continue; // a missing parameter
+                    }
+                    // Clustered values, many ties for the discrete ones.
+                    let u = uniform01(&mut rng).powi(2);
+                    t.params.insert(name.clone(), value_at(d, u));
+                    t.distributions.insert(name.clone(), d.clone());
+                }
+                if uniform01(&mut rng) < 0.15 {
+                    t.state = TrialState::Running;
+                    t.value = None;
+                }
+                trials.push(t);
+            }
+            // Running trials: some cleared (requeued), some given new values.
+            for t in trials.iter_mut().filter(|t| t.state == TrialState::Running) {
+                let u = uniform01(&mut rng);
+                if u < 0.1 {
+                    t.params.clear();
+                } else if u < 0.2 {
+                    for (name, d) in &dists {
+                        t.params.insert(name.clone(), value_at(d, uniform01(&mut rng)));
+                    }
+                } else if u < 0.3 {
+                    t.state = TrialState::Complete;
+                    t.value = Some(uniform01(&mut rng));
+                } else if u < 0.35 {
+                    t.state = TrialState::Fail;
+                }
+            }
+            hist.sync(&space, Direction::Minimize, &trials);
+            // "Below": 25 rows, a few replaced each step (rows move both ways).
+            while below.len() < 25 {
+                below.push((uniform01(&mut rng) * trials.len() as f64) as usize);
+            }
+            if step % 2 == 1 {
+                below.remove((uniform01(&mut rng) * 25.0) as usize % 25);
+            }
+            let above: Vec<usize> = (0..trials.len())
+                .filter(|r| !below.contains(r) && trials[*r].state != TrialState::Fail)
+                .collect();
+            let group = groups[(step / 50) % 3];
+            let ds: Vec<&Distribution> = group.iter().map(|g| &hist.params()[*g].1).collect();
+            let rows: Vec<usize> = above
+                .iter()
+                .copied()
+                .filter(|r| group.iter().all(|g| !hist.cols[*g][*r].is_nan()))
+                .collect();
+            let cols: Vec<Vec<f64>> = group.iter().map(|g| rows.iter().map(|r| hist.cols[*g][*r]).collect()).collect();
+            let fresh = ParzenEstimator::new(&cols, &ds, &pp).layout();
+            steps += 1;
+            if let Some(k) = kept.layout(&hist, group, &above, &pp, &mut memo) {
+                used += 1;
+                assert_same(k, &fresh, &format!("step {step}"));
+            }
+        }
+        assert!(used > steps / 2, "the kept layout served {used} of {steps} steps");
+    }
+}
