@@ -21,7 +21,7 @@ use super::parzen::{
     categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, normalised_weights, sort_key,
     MassMemo, ParzenParams, SigmaRule,
 };
-use super::score::{CatKernels, ContKernels, DiscKernels, Kernels, WINDOW_MIN_KERNELS};
+use super::score::{CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, WINDOW_MIN_KERNELS};
 use super::truncnorm::LN_SQRT_2PI;
 use crate::space::Distribution;
 
@@ -53,10 +53,10 @@ struct State {
     dims: Vec<KDim>,
     /// Index in `dims` of the lead dimension (the first continuous one).
     lead: usize,
+    /// The layout; its bases are left to the scorer (`kern.lazy`: per
+    /// continuous dimension, each kernel's normaliser `ln(sqrt(2 pi)) +
+    /// ln(sigma) + log mass` in layout order, and the weights).
     kern: Kernels,
-    /// Per continuous dimension (the order of `kern.cont`): each kernel's
-    /// normaliser `ln(sqrt(2 pi)) + ln(sigma) + log mass`, in layout order.
-    cnorm: Vec<Vec<f64>>,
     /// The lead bandwidth of each observation kernel, in layout order.
     lead_sigma: Vec<f64>,
 }
@@ -276,6 +276,7 @@ impl State {
             lead,
             kern: Kernels {
                 base: Vec::new(),
+                lazy: Some(LazyBase::default()),
                 key: Vec::new(),
                 cats,
                 cont,
@@ -283,7 +284,6 @@ impl State {
                 lead: true,
                 window: None,
             },
-            cnorm: Vec::new(),
             lead_sigma: Vec::new(),
         };
         st.lay_out(hist, memo);
@@ -302,7 +302,6 @@ impl State {
             rank[*r as usize] = i as u32;
         }
         let kern = &mut self.kern;
-        kern.base = vec![0.0; n + 1];
         kern.key = lead_rows.iter().map(|r| rank[*r as usize]).chain([n as u32]).collect();
         for c in &mut kern.cont {
             c.mus = vec![0.0; n + 1];
@@ -313,7 +312,8 @@ impl State {
             c.pairs.clear();
             c.pair_log_norm.clear();
         }
-        self.cnorm = vec![vec![0.0; n + 1]; kern.cont.len()];
+        let n_cont = kern.cont.len();
+        kern.lazy.get_or_insert_with(LazyBase::default).cnorm = vec![vec![0.0; n + 1]; n_cont];
         self.lead_sigma = vec![0.0; n];
         for dim in &mut self.dims {
             match dim {
@@ -345,12 +345,12 @@ impl State {
                     let (s, r) = d.sigma_at(q);
                     d.sigma[r as usize] = s;
                     let j = pos[r as usize] as usize;
-                    d.set_kernel(kern, &mut self.cnorm, j, from_key(d.key[r as usize]), s, memo);
+                    d.set_kernel(kern, j, from_key(d.key[r as usize]), s, memo);
                     if i == lead {
                         self.lead_sigma[j] = s;
                     }
                 }
-                d.set_prior(kern, &mut self.cnorm, n, memo);
+                d.set_prior(kern, n, memo);
             }
         }
     }
@@ -448,13 +448,12 @@ impl State {
         }
         let j = self.position(r).unwrap_or(0);
         let kern = &mut self.kern;
-        kern.base.insert(j, 0.0);
         kern.key.insert(j, rank);
         for c in &mut kern.cont {
             c.mus.insert(j, 0.0);
             c.inv.insert(j, 0.0);
         }
-        for c in &mut self.cnorm {
+        for c in cnorm_of(kern) {
             c.insert(j, 0.0);
         }
         for c in &mut kern.discs {
@@ -489,7 +488,6 @@ impl State {
         self.is_member[r as usize] = false;
         let rank = rank as u32;
         let kern = &mut self.kern;
-        kern.base.remove(j);
         kern.key.remove(j);
         for k in &mut kern.key {
             *k -= (*k > rank) as u32;
@@ -501,7 +499,7 @@ impl State {
             c.mus.remove(j);
             c.inv.remove(j);
         }
-        for c in &mut self.cnorm {
+        for c in cnorm_of(kern) {
             c.remove(j);
         }
         self.lead_sigma.remove(j);
@@ -539,7 +537,7 @@ impl State {
         let Some(j) = self.position(r) else {
             return;
         };
-        let State { dims, kern, cnorm, lead_sigma, .. } = self;
+        let State { dims, kern, lead_sigma, .. } = self;
         let KDim::Num(d) = &mut dims[i] else {
             return;
         };
@@ -553,32 +551,59 @@ impl State {
             kern.discs[d.at].pair_of[j] = NO_PAIR;
             d.release(old);
         }
-        d.set_kernel(kern, cnorm, j, from_key(d.key[r as usize]), s, memo);
+        d.set_kernel(kern, j, from_key(d.key[r as usize]), s, memo);
         if i == lead {
             lead_sigma[j] = s;
         }
     }
 
-    /// Per suggestion: weights, the categorical kernel and the prior's
-    /// position (all depend on the number of observations), the bases and
-    /// the window's bounds.
+    /// Per suggestion: the weights and the categorical kernel (both depend on
+    /// the number of observations) and the window's bounds.
     fn finish(&mut self) {
         let n = self.members.len();
-        let weights = normalised_weights(n, self.pp.prior_weight);
         let kern = &mut self.kern;
-        for (j, b) in kern.base.iter_mut().enumerate() {
-            let mut v = weights[kern.key[j] as usize].ln();
-            for c in &self.cnorm {
-                v -= c[j];
-            }
-            *b = v;
-        }
         for c in &mut kern.cats {
             let (p_hit, p_miss) = categorical_probs(n, c.n_choices, &self.pp);
             c.l_hit = p_hit.ln();
             c.l_miss = p_miss.ln();
         }
-        kern.window = kern.window_bounds(&self.lead_sigma, kern.exact_bmax());
+        let Some(lz) = kern.lazy.as_mut() else {
+            return;
+        };
+        lz.weights = normalised_weights(n, self.pp.prior_weight);
+        // A bound of every observation kernel's terms but the lead's, each
+        // log weight bounded by the tangent of the logarithm at the largest
+        // weight, ln(w) <= ln(w_max) + w / w_max - 1 (it is concave), without
+        // a logarithm per kernel; and a margin far above rounding.
+        let w_max = lz.weights.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lw_max = w_max.ln();
+        let cat_max: f64 = kern.cats.iter().map(|c| c.l_hit.max(c.l_miss)).sum();
+        let mut bmax = Some(f64::NEG_INFINITY);
+        for j in 0..n {
+            let mut b = lw_max + (lz.weights[kern.key[j] as usize] / w_max - 1.0);
+            for c in &lz.cnorm {
+                b -= c[j];
+            }
+            b += cat_max;
+            for t in &kern.discs {
+                b -= t.pair_log_norm[t.pair_of[j] as usize];
+            }
+            if b.is_nan() {
+                bmax = None;
+                break;
+            }
+            bmax = bmax.map(|m| m.max(b));
+        }
+        let bmax = bmax.map(|b| b + 1e-9 * (1.0 + b.abs()));
+        kern.window = kern.window_bounds(&self.lead_sigma, bmax);
+    }
+}
+
+/// The continuous normalisers of a kept layout.
+fn cnorm_of(kern: &mut Kernels) -> &mut [Vec<f64>] {
+    match kern.lazy.as_mut() {
+        Some(lz) => &mut lz.cnorm,
+        None => &mut [],
     }
 }
 
@@ -604,24 +629,23 @@ impl NumDim {
 
     /// Writes the terms of the kernel at layout position `j` with mean `m`
     /// and bandwidth `s`.
-    fn set_kernel(&mut self, kern: &mut Kernels, cnorm: &mut [Vec<f64>], j: usize, m: f64, s: f64, memo: &mut MassMemo) {
+    fn set_kernel(&mut self, kern: &mut Kernels, j: usize, m: f64, s: f64, memo: &mut MassMemo) {
         if self.discrete {
             let pi = self.acquire(&mut kern.discs[self.at], m, s, memo);
             kern.discs[self.at].pair_of[j] = pi;
         } else {
-            let c = &mut kern.cont[self.at];
-            c.inv[j] = 1.0 / s;
-            cnorm[self.at][j] = LN_SQRT_2PI + s.ln() + cont_log_norm(m, s, self.lo, self.hi, memo);
+            kern.cont[self.at].inv[j] = 1.0 / s;
+            cnorm_of(kern)[self.at][j] = LN_SQRT_2PI + s.ln() + cont_log_norm(m, s, self.lo, self.hi, memo);
         }
     }
 
     /// Writes the prior kernel's terms at position `n`.
-    fn set_prior(&mut self, kern: &mut Kernels, cnorm: &mut [Vec<f64>], n: usize, memo: &mut MassMemo) {
+    fn set_prior(&mut self, kern: &mut Kernels, n: usize, memo: &mut MassMemo) {
         let (m, s) = self.rule.prior();
         if !self.discrete {
             kern.cont[self.at].mus[n] = m;
         }
-        self.set_kernel(kern, cnorm, n, m, s, memo);
+        self.set_kernel(kern, n, m, s, memo);
     }
 
     /// The pair id of `(m, s)`, added to the table if new.
@@ -677,12 +701,15 @@ mod tests {
     use crate::space::SearchSpace;
     use crate::trial::{Direction, FrozenTrial, TrialState};
 
-    /// Kernel by kernel, the same layout in bits (discrete pairs compared by
-    /// their values, as ids differ).
+    /// Kernel by kernel, the same layout in bits (`a` kept, with lazy bases;
+    /// discrete pairs compared by their values, as ids differ), and a window
+    /// bound at least the exact one.
     fn assert_same(a: &Kernels, b: &Kernels, what: &str) {
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(a.key, b.key, "{what}: key");
-        assert_eq!(bits(&a.base), bits(&b.base), "{what}: base");
+        let lz = a.lazy.as_ref().expect("a kept layout has lazy bases");
+        let bases: Vec<f64> = a.key.iter().enumerate().map(|(j, k)| lz.base(j, *k)).collect();
+        assert_eq!(bits(&bases), bits(&b.base), "{what}: base");
         assert_eq!(a.lead, b.lead, "{what}: lead");
         assert_eq!(a.cats.len(), b.cats.len());
         for (x, y) in a.cats.iter().zip(&b.cats) {
@@ -711,8 +738,11 @@ mod tests {
             };
             assert_eq!(of(x), of(y), "{what}: pairs of {}", x.d);
         }
-        let wb = |k: &Kernels| k.window.map(|w| (w.sigma_max.to_bits(), w.bmax.to_bits()));
-        assert_eq!(wb(a), wb(b), "{what}: window");
+        let sm = |k: &Kernels| k.window.map(|w| w.sigma_max.to_bits());
+        assert_eq!(sm(a), sm(b), "{what}: window");
+        if let (Some(x), Some(y)) = (a.window, b.window) {
+            assert!(x.bmax >= y.bmax, "{what}: bmax {} below {}", x.bmax, y.bmax);
+        }
     }
 
     #[test]

@@ -726,6 +726,7 @@ impl ParzenEstimator {
         }
         let mut kern = Kernels {
             base: perm_f(&base),
+            lazy: None,
             key,
             cats,
             cont,

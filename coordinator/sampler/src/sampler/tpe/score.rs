@@ -76,7 +76,9 @@ pub(crate) struct WindowBounds {
 pub(crate) struct Kernels {
     /// Each kernel's log weight minus the continuous normalisers
     /// (`ln(sqrt(2 pi) sigma) + log mass`), subtracted in dimension order.
+    /// Empty where `lazy` gives it kernel by kernel instead.
     pub base: Vec<f64>,
+    pub lazy: Option<LazyBase>,
     pub key: Vec<u32>,
     pub cats: Vec<CatKernels>,
     pub cont: Vec<ContKernels>,
@@ -84,6 +86,57 @@ pub(crate) struct Kernels {
     pub lead: bool,
     /// Where the window applies (enough kernels, finite bounds).
     pub window: Option<WindowBounds>,
+}
+
+/// What `base` is computed from where the scorer computes it only for the
+/// kernels it reaches (a logarithm each): the weights by summation position
+/// and each continuous dimension's normalisers in layout order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LazyBase {
+    pub weights: Vec<f64>,
+    pub cnorm: Vec<Vec<f64>>,
+}
+
+impl LazyBase {
+    /// The base of kernel `j` (summation position `key`), as `base` holds it.
+    #[inline]
+    pub(crate) fn base(&self, j: usize, key: u32) -> f64 {
+        let mut v = self.weights[key as usize].ln();
+        for c in &self.cnorm {
+            v -= c[j];
+        }
+        v
+    }
+}
+
+/// A scorer's bases of a lazy layout, filled as kernels are reached.
+struct Bases {
+    own: Vec<f64>,
+    ready: Vec<bool>,
+}
+
+impl Bases {
+    fn new(kern: &Kernels) -> Self {
+        let n = if kern.lazy.is_some() { kern.len() } else { 0 };
+        Bases { own: vec![0.0; n], ready: vec![false; n] }
+    }
+
+    /// The bases of kernels `lo..hi`.
+    #[inline]
+    fn slice<'b>(&'b mut self, kern: &'b Kernels, lo: usize, hi: usize) -> &'b [f64] {
+        match &kern.lazy {
+            None => &kern.base[lo..hi],
+            Some(lz) => {
+                for j in lo..hi {
+                    if !self.ready[j] {
+                        self.own[j] = lz.base(j, kern.key[j]);
+                        self.ready[j] = true;
+                    }
+                }
+                &self.own[lo..hi]
+            }
+        }
+    }
 }
 
 /// Estimators with at least this many kernels try the window.
@@ -95,7 +148,7 @@ const BLOCK: usize = 256;
 impl Kernels {
     /// Number of kernels (observations and the prior).
     pub(crate) fn len(&self) -> usize {
-        self.base.len()
+        self.key.len()
     }
 
     /// `bmax` of [`WindowBounds`] computed exactly from `base`; `None` if NaN.
@@ -265,6 +318,7 @@ impl DiscTable {
 pub(crate) struct Scorer<'a> {
     points: &'a [Vec<f64>],
     kern: Cow<'a, Kernels>,
+    bases: Bases,
     tables: Vec<DiscTable>,
     dead: Vec<bool>,
     window: Option<Window>,
@@ -298,6 +352,7 @@ impl<'a> Scorer<'a> {
         };
         Scorer {
             points,
+            bases: Bases::new(&kern),
             row: vec![0.0f64; k_n],
             upper: vec![0.0f64; if kern.discs.is_empty() { 0 } else { k_n }],
             spread: vec![0.0f64; if kern.lead { k_n } else { 0 }],
@@ -316,7 +371,7 @@ impl<'a> Scorer<'a> {
         if self.dead[s] {
             return None;
         }
-        let (_, _, low) = first_kernels(s, &self.points[s], &self.kern, &mut self.tables, memo)?;
+        let (_, _, low) = first_kernels(s, &self.points[s], &self.kern, &mut self.bases, &mut self.tables, memo)?;
         low.is_finite().then_some(low)
     }
 
@@ -325,7 +380,7 @@ impl<'a> Scorer<'a> {
         if self.dead[s] {
             return f64::NEG_INFINITY;
         }
-        let Scorer { points, kern, tables, window, row, upper, spread, .. } = self;
+        let Scorer { points, kern, bases, tables, window, row, upper, spread, .. } = self;
         let kern: &Kernels = kern;
         let k_n = kern.len();
         let prior = k_n - 1;
@@ -334,7 +389,7 @@ impl<'a> Scorer<'a> {
             t.prepare(k, s);
         }
         if let Some(w) = window.as_mut() {
-            if let Some(v) = w.log_pdf_point(s, p, kern, tables, memo) {
+            if let Some(v) = w.log_pdf_point(s, p, kern, bases, tables, memo) {
                 return v;
             }
         }
@@ -344,7 +399,7 @@ impl<'a> Scorer<'a> {
         for b0 in (0..k_n).step_by(BLOCK) {
             let b1 = (b0 + BLOCK).min(k_n);
             let r = &mut row[b0..b1];
-            r.copy_from_slice(&kern.base[b0..b1]);
+            r.copy_from_slice(bases.slice(kern, b0, b1));
             for c in &kern.cats {
                 let ch = p[c.d] as u32;
                 let t = [c.l_miss, c.l_hit];
@@ -498,11 +553,12 @@ impl Window {
         s: usize,
         p: &[f64],
         kern: &Kernels,
+        bases: &mut Bases,
         tables: &mut [DiscTable],
         memo: &mut MassMemo,
     ) -> Option<f64> {
         let n = self.n;
-        let (xs, prior_row, low) = first_kernels(s, p, kern, tables, memo)?;
+        let (xs, prior_row, low) = first_kernels(s, p, kern, bases, tables, memo)?;
         let x = xs[0];
         let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
         if !thr.is_finite() {
@@ -526,7 +582,7 @@ impl Window {
             return None;
         }
         self.row.clear();
-        self.row.extend_from_slice(&kern.base[lo..hi]);
+        self.row.extend_from_slice(bases.slice(kern, lo, hi));
         let row = &mut self.row;
         for c in &kern.cats {
             let ch = p[c.d] as u32;
@@ -620,6 +676,7 @@ fn first_kernels(
     s: usize,
     p: &[f64],
     kern: &Kernels,
+    bases: &mut Bases,
     tables: &mut [DiscTable],
     memo: &mut MassMemo,
 ) -> Option<(Vec<f64>, f64, f64)> {
@@ -636,7 +693,7 @@ fn first_kernels(
         .collect();
     let x = *xs.first()?;
     let mut kernel_row = |k: usize, tables: &mut [DiscTable]| -> f64 {
-        let mut a = kern.base[k];
+        let mut a = bases.slice(kern, k, k + 1)[0];
         for c in &kern.cats {
             a += match c.chosen.get(k) {
                 Some(o) => [c.l_miss, c.l_hit][(*o == p[c.d] as u32) as usize],
