@@ -89,9 +89,14 @@ pub struct TpeHistory {
     /// order, where `key` is [`sort_key`] of the value as the Parzen estimator sees
     /// it (its log for `log=true`); ties in row order. Kept as rows change, so an
     /// estimator over many rows needs no sort (empty for categorical parameters).
-    pub(crate) order: Vec<Vec<(u64, u32)>>,
-    /// Entries read since the last sync ended, merged into `order` when it does.
+    /// Split in two sorted lists: the bulk, and the entries read recently
+    /// (`pending`, merged into the bulk once there are [`PENDING_MAX`] of them,
+    /// so that a new trial does not move the bulk on every sync); read both
+    /// through [`TpeHistory::order_of`].
+    order: Vec<Vec<(u64, u32)>>,
     pending: Vec<Vec<(u64, u32)>>,
+    /// Entries read during the current sync, unsorted (into `pending` at its end).
+    staged: Vec<Vec<(u64, u32)>>,
     /// Counts rebuilds from scratch, so that state derived from the rows (the
     /// kept "above" estimator) knows when its rows are gone.
     pub(crate) epoch: u64,
@@ -154,36 +159,53 @@ impl TpeHistory {
         self.merge_pending();
     }
 
-    /// Merges the entries read during a sync into `order` (a batch sorted and
-    /// merged in one pass, a few by binary insertion; both give the one
-    /// increasing order).
+    /// Sorts the entries read during the sync into the recent ones, and
+    /// merges those into the bulk once there are more than [`PENDING_MAX`].
     fn merge_pending(&mut self) {
-        for (order, pending) in self.order.iter_mut().zip(&mut self.pending) {
-            if pending.len() > 16 {
-                // Sort the batch, then merge the two sorted lists in one pass.
-                pending.sort_unstable();
-                let old = std::mem::take(order);
-                order.reserve(old.len() + pending.len());
-                let (mut a, mut b) = (old.into_iter().peekable(), pending.drain(..).peekable());
-                loop {
-                    let next = match (a.peek(), b.peek()) {
-                        (Some(x), Some(y)) if x <= y => a.next(),
-                        (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-                        (Some(_), None) => a.next(),
-                        (None, None) => None,
-                    };
-                    match next {
-                        Some(e) => order.push(e),
-                        None => break,
-                    }
-                }
-            } else {
-                for e in pending.drain(..) {
-                    let at = order.partition_point(|x| *x < e);
-                    order.insert(at, e);
-                }
+        for ((order, pending), staged) in self.order.iter_mut().zip(&mut self.pending).zip(&mut self.staged) {
+            if !staged.is_empty() {
+                staged.sort_unstable();
+                *pending = merge_sorted(pending, staged);
+                staged.clear();
+            }
+            if pending.len() > PENDING_MAX {
+                *order = merge_sorted(order, pending);
+                pending.clear();
             }
         }
+    }
+
+    /// Parameter `g`'s entries in increasing order (see `order`): the bulk and
+    /// the recent entries merged.
+    pub(crate) fn order_of(&self, g: usize) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let (a, b) = match (self.order.get(g), self.pending.get(g)) {
+            (Some(a), Some(b)) => (a.as_slice(), b.as_slice()),
+            _ => (&[][..], &[][..]),
+        };
+        let (mut i, mut j) = (0, 0);
+        std::iter::from_fn(move || {
+            let next = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x <= y => {
+                    i += 1;
+                    *x
+                }
+                (_, Some(y)) => {
+                    j += 1;
+                    *y
+                }
+                (Some(x), None) => {
+                    i += 1;
+                    *x
+                }
+                (None, None) => return None,
+            };
+            Some(next)
+        })
+    }
+
+    /// Number of entries of parameter `g` (see [`TpeHistory::order_of`]).
+    pub(crate) fn order_len(&self, g: usize) -> usize {
+        self.order.get(g).map_or(0, Vec::len) + self.pending.get(g).map_or(0, Vec::len)
     }
 
     /// The space's parameters, in the space's order.
@@ -241,6 +263,7 @@ impl TpeHistory {
         self.sorted = true;
         self.order = vec![Vec::new(); self.space.len()];
         self.pending = vec![Vec::new(); self.space.len()];
+        self.staged = vec![Vec::new(); self.space.len()];
     }
 
     /// (Re)reads row `i` from `t`; returns true while the trial is unfinished.
@@ -260,11 +283,11 @@ impl TpeHistory {
         });
         // The kept value orders change only where a value did (a running trial
         // re-read with the same parameters costs nothing here).
-        for (((c, (_, d)), order), (pending, was)) in self
+        for (((c, (_, d)), (order, staged)), (pending, was)) in self
             .cols
             .iter()
             .zip(&self.space)
-            .zip(&mut self.order)
+            .zip(self.order.iter_mut().zip(&mut self.staged))
             .zip(self.pending.iter_mut().zip(&old))
         {
             if c[i].to_bits() == was.to_bits() {
@@ -272,12 +295,15 @@ impl TpeHistory {
             }
             self.changed[i] = self.syncs;
             if let Some(key) = order_key(d, *was) {
-                if let Ok(at) = order.binary_search(&(key, i as u32)) {
+                let e = (key, i as u32);
+                if let Ok(at) = pending.binary_search(&e) {
+                    pending.remove(at);
+                } else if let Ok(at) = order.binary_search(&e) {
                     order.remove(at);
                 }
             }
             if let Some(key) = order_key(d, c[i]) {
-                pending.push((key, i as u32));
+                staged.push((key, i as u32));
             }
         }
         let unfinished = matches!(t.state, TrialState::Running | TrialState::Waiting);
@@ -303,6 +329,28 @@ impl TpeHistory {
             }
         }
     }
+}
+
+/// Recent entries of a parameter's order kept apart before they are merged
+/// into the bulk.
+const PENDING_MAX: usize = 64;
+
+/// The merge of two increasing lists (one pass).
+fn merge_sorted(a: &[(u64, u32)], b: &[(u64, u32)]) -> Vec<(u64, u32)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// The `order` key of a stored value of `d`: the value as the Parzen estimator

@@ -230,14 +230,13 @@ impl State {
             };
             // The members' values in increasing order, ties by row (the
             // history's kept order where it has one).
-            let sorted: Vec<(u64, u32)> = match hist.order.get(*g).filter(|o| !o.is_empty()) {
-                Some(order) => order.iter().copied().filter(|(_, r)| is_member[*r as usize]).collect(),
-                None => {
-                    let mut v: Vec<(u64, u32)> =
-                        members.iter().map(|r| (sort_key(transformed(hist, *g, log, *r)), *r)).collect();
-                    v.sort_unstable();
-                    v
-                }
+            let sorted: Vec<(u64, u32)> = if hist.order_len(*g) > 0 {
+                hist.order_of(*g).filter(|(_, r)| is_member[*r as usize]).collect()
+            } else {
+                let mut v: Vec<(u64, u32)> =
+                    members.iter().map(|r| (sort_key(transformed(hist, *g, log, *r)), *r)).collect();
+                v.sort_unstable();
+                v
             };
             if sorted.len() != n {
                 return None;
