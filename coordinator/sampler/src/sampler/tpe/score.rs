@@ -353,9 +353,10 @@ impl<'a> Scorer<'a> {
         Scorer {
             points,
             bases: Bases::new(&kern),
-            row: vec![0.0f64; k_n],
-            upper: vec![0.0f64; if kern.discs.is_empty() { 0 } else { k_n }],
-            spread: vec![0.0f64; if kern.lead { k_n } else { 0 }],
+            // Sized when the full loop first runs (the window has its own).
+            row: Vec::new(),
+            upper: Vec::new(),
+            spread: Vec::new(),
             kern,
             tables,
             dead,
@@ -392,6 +393,11 @@ impl<'a> Scorer<'a> {
             if let Some(v) = w.log_pdf_point(s, p, kern, bases, tables, memo) {
                 return v;
             }
+        }
+        if row.len() != k_n {
+            row.resize(k_n, 0.0);
+            upper.resize(if kern.discs.is_empty() { 0 } else { k_n }, 0.0);
+            spread.resize(if kern.lead { k_n } else { 0 }, 0.0);
         }
         // Blocks of kernels, so that each block's terms stay in L1 cache
         // across the dimensions (the order of the terms is unchanged).
