@@ -6,15 +6,16 @@
 //! dimension. This module keeps the estimator's scoring layout ([`Kernels`],
 //! observation kernels in increasing mu of the lead continuous dimension) and
 //! updates it in place: a kernel inserted or removed moves the arrays behind it
-//! (one `memmove` each), and only its neighbours in each dimension's sorted
-//! order get new bandwidths. What depends on the number of observations (the
+//! (one `memmove` each), and only its neighbours in each dimension's order (an
+//! ordered set per dimension) get new bandwidths. What depends on the number of observations (the
 //! weights, the categorical kernel) is recomputed on every suggestion.
 //!
 //! The layout is the one [`ParzenEstimator::layout`](super::parzen) builds
 //! from the same rows, term for term, so scores have the same bits; a unit test
 //! checks it kernel by kernel against fresh builds on changing histories.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use super::history::TpeHistory;
 use super::parzen::{
@@ -57,8 +58,8 @@ struct State {
     /// continuous dimension, each kernel's normaliser `ln(sqrt(2 pi)) +
     /// ln(sigma) + log mass` in layout order, and the weights).
     kern: Kernels,
-    /// The lead bandwidth of each observation kernel, in layout order.
-    lead_sigma: Vec<f64>,
+    /// The row of each observation kernel, in layout order.
+    lead_row: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,8 +84,10 @@ struct NumDim {
     lo: f64,
     hi: f64,
     rule: SigmaRule,
-    /// `(sort_key of the transformed value, row)` of every member, increasing.
-    sorted: Vec<(u64, u32)>,
+    /// `(sort_key of the transformed value, row)` of every member (an ordered
+    /// set: a member's neighbours are found and changed without moving the
+    /// others).
+    set: BTreeSet<(u64, u32)>,
     /// Per history row: the key it was inserted with and its bandwidth.
     key: Vec<u64>,
     sigma: Vec<f64>,
@@ -95,6 +98,9 @@ struct NumDim {
     pair_refs: Vec<u32>,
     pair_free: Vec<u32>,
 }
+
+/// An entry of a dimension's order: (sort key of the value, row).
+type Entry = (u64, u32);
 
 /// A placeholder pair id (a kernel whose bandwidth is not set yet).
 const NO_PAIR: u32 = u32::MAX;
@@ -253,7 +259,7 @@ impl State {
                 lo,
                 hi,
                 rule: SigmaRule::new(lo, hi, n, pp),
-                sorted,
+                set: sorted.into_iter().collect(),
                 key,
                 sigma: vec![0.0; rows_n],
                 pair_id: HashMap::new(),
@@ -283,7 +289,7 @@ impl State {
                 lead: true,
                 window: None,
             },
-            lead_sigma: Vec::new(),
+            lead_row: Vec::new(),
         };
         st.lay_out(hist, memo);
         Some(st)
@@ -293,7 +299,7 @@ impl State {
     fn lay_out(&mut self, hist: &TpeHistory, memo: &mut MassMemo) {
         let n = self.members.len();
         let lead_rows: Vec<u32> = match &self.dims[self.lead] {
-            KDim::Num(d) => d.sorted.iter().map(|e| e.1).collect(),
+            KDim::Num(d) => d.set.iter().map(|e| e.1).collect(),
             KDim::Cat { .. } => Vec::new(),
         };
         let mut rank = vec![0u32; self.is_member.len()];
@@ -313,7 +319,6 @@ impl State {
         }
         let n_cont = kern.cont.len();
         kern.lazy.get_or_insert_with(LazyBase::default).cnorm = vec![vec![0.0; n + 1]; n_cont];
-        self.lead_sigma = vec![0.0; n];
         for dim in &mut self.dims {
             match dim {
                 KDim::Cat { col, at, n_choices } => {
@@ -337,21 +342,22 @@ impl State {
         for (j, r) in lead_rows.iter().enumerate() {
             pos[*r as usize] = j as u32;
         }
-        let lead = self.lead;
-        for (i, dim) in self.dims.iter_mut().enumerate() {
+        for dim in &mut self.dims {
             if let KDim::Num(d) = dim {
-                for q in 0..d.sorted.len() {
-                    let (s, r) = d.sigma_at(q);
-                    d.sigma[r as usize] = s;
-                    let j = pos[r as usize] as usize;
-                    d.set_kernel(kern, j, from_key(d.key[r as usize]), s, memo);
-                    if i == lead {
-                        self.lead_sigma[j] = s;
-                    }
+                let sorted: Vec<(u64, u32)> = d.set.iter().copied().collect();
+                let mut prev = d.lo;
+                for (q, (k, r)) in sorted.iter().enumerate() {
+                    let cur = from_key(*k);
+                    let next = sorted.get(q + 1).map_or(d.hi, |e| from_key(e.0));
+                    let s = d.rule.sigma(prev, cur, next, q == 0, q + 1 == sorted.len());
+                    prev = cur;
+                    d.sigma[*r as usize] = s;
+                    d.set_kernel(kern, pos[*r as usize] as usize, cur, s, memo);
                 }
                 d.set_prior(kern, n, memo);
             }
         }
+        self.lead_row = lead_rows;
     }
 
     /// Brings the state in step with the rows `above`; false where a rebuild
@@ -417,12 +423,34 @@ impl State {
         true
     }
 
-    /// The layout position of member `r` (its place in the lead order).
-    fn position(&self, r: u32) -> Option<usize> {
+    /// The lead dimension's sort key of member `r` (it orders the layout with
+    /// the row).
+    fn lead_key(&self, r: u32) -> u64 {
         match &self.dims[self.lead] {
-            KDim::Num(d) => d.sorted.binary_search(&(d.key[r as usize], r)).ok(),
-            KDim::Cat { .. } => None,
+            KDim::Num(d) => d.key[r as usize],
+            KDim::Cat { .. } => 0,
         }
+    }
+
+    /// The layout position of `(lead key, row)`, or where it would go.
+    fn slot(&self, e: (u64, u32)) -> usize {
+        let mus = self.kern.cont.first().map_or(&[][..], |c| &c.mus[..self.lead_row.len()]);
+        let (mut lo, mut hi) = (0, self.lead_row.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if (sort_key(mus[mid]), self.lead_row[mid]) < e {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The layout position of member `r`.
+    fn position(&self, r: u32) -> Option<usize> {
+        let j = self.slot((self.lead_key(r), r));
+        (self.lead_row.get(j) == Some(&r)).then_some(j)
     }
 
     /// Adds member `r` (values read from the history).
@@ -434,18 +462,16 @@ impl State {
         for k in &mut self.kern.key {
             *k += (*k >= rank) as u32;
         }
-        // Sorted lists first (the lead's gives the layout position).
-        let mut at = Vec::with_capacity(self.dims.len());
+        // Ordered sets first, then the layout (its place by the lead key).
         for dim in &mut self.dims {
             if let KDim::Num(d) = dim {
                 let k = sort_key(transformed(hist, d.col, d.log, r));
                 d.key[r as usize] = k;
-                let q = d.sorted.partition_point(|e| *e < (k, r));
-                d.sorted.insert(q, (k, r));
-                at.push(q);
+                d.set.insert((k, r));
             }
         }
-        let j = self.position(r).unwrap_or(0);
+        let j = self.slot((self.lead_key(r), r));
+        self.lead_row.insert(j, r);
         let kern = &mut self.kern;
         kern.key.insert(j, rank);
         for c in &mut kern.cont {
@@ -458,7 +484,6 @@ impl State {
         for c in &mut kern.discs {
             c.pair_of.insert(j, NO_PAIR);
         }
-        self.lead_sigma.insert(j, 0.0);
         for dim in &self.dims {
             match dim {
                 KDim::Cat { col, at, n_choices } => kern.cats[*at].chosen.insert(j, chosen_of(hist, *col, *n_choices, r)),
@@ -466,16 +491,20 @@ impl State {
                 KDim::Num(_) => {}
             }
         }
-        let num: Vec<usize> = (0..self.dims.len()).filter(|i| matches!(self.dims[*i], KDim::Num(_))).collect();
-        for (i, q) in num.into_iter().zip(at) {
+        for i in 0..self.dims.len() {
             // The new kernel and its two neighbours.
-            for (q, new) in [(q.wrapping_sub(1), false), (q, true), (q + 1, false)] {
-                self.refresh(i, q, new, memo);
+            let KDim::Num(d) = &self.dims[i] else {
+                continue;
+            };
+            let (prev, next) = d.neighbours(r);
+            self.refresh(i, r, true, memo);
+            for e in [prev, next].into_iter().flatten() {
+                self.refresh(i, e.1, false, memo);
             }
         }
     }
 
-    /// Removes member `r` (with the key it was inserted with).
+    /// Removes member `r` (with the keys it was inserted with).
     fn remove(&mut self, r: u32, memo: &mut MassMemo) {
         let Ok(rank) = self.members.binary_search(&r) else {
             return;
@@ -486,6 +515,7 @@ impl State {
         self.members.remove(rank);
         self.is_member[r as usize] = false;
         let rank = rank as u32;
+        self.lead_row.remove(j);
         let kern = &mut self.kern;
         kern.key.remove(j);
         for k in &mut kern.key {
@@ -501,46 +531,35 @@ impl State {
         for c in cnorm_of(kern) {
             c.remove(j);
         }
-        self.lead_sigma.remove(j);
-        let mut at = Vec::with_capacity(self.dims.len());
-        for dim in &mut self.dims {
+        let mut around = Vec::with_capacity(self.dims.len());
+        for (i, dim) in self.dims.iter_mut().enumerate() {
             if let KDim::Num(d) = dim {
                 if d.discrete {
                     let pi = kern.discs[d.at].pair_of.remove(j);
                     d.release(pi);
                 }
-                let q = d.sorted.binary_search(&(d.key[r as usize], r)).unwrap_or_else(|q| q);
-                if q < d.sorted.len() {
-                    d.sorted.remove(q);
-                }
-                at.push(q);
+                let (prev, next) = d.neighbours(r);
+                d.set.remove(&(d.key[r as usize], r));
+                around.extend([prev, next].into_iter().flatten().map(|e| (i, e.1)));
             }
         }
-        let num: Vec<usize> = (0..self.dims.len()).filter(|i| matches!(self.dims[*i], KDim::Num(_))).collect();
-        for (i, q) in num.into_iter().zip(at) {
-            // The two kernels that were its neighbours.
-            for q in [q.wrapping_sub(1), q] {
-                self.refresh(i, q, false, memo);
-            }
+        // The kernels that were its neighbours.
+        for (i, row) in around {
+            self.refresh(i, row, false, memo);
         }
     }
 
-    /// Recomputes the bandwidth of the kernel at position `q` of dimension
-    /// `i`'s sorted list (nothing if out of range or unchanged, unless `new`).
-    fn refresh(&mut self, i: usize, q: usize, new: bool, memo: &mut MassMemo) {
-        let lead = self.lead;
-        let r = match &self.dims[i] {
-            KDim::Num(d) if q < d.sorted.len() => d.sorted[q].1,
-            _ => return,
-        };
+    /// Recomputes the bandwidth of member `r` in dimension `i` from its
+    /// neighbours (nothing if unchanged, unless `new`).
+    fn refresh(&mut self, i: usize, r: u32, new: bool, memo: &mut MassMemo) {
         let Some(j) = self.position(r) else {
             return;
         };
-        let State { dims, kern, lead_sigma, .. } = self;
+        let State { dims, kern, .. } = self;
         let KDim::Num(d) = &mut dims[i] else {
             return;
         };
-        let (s, _) = d.sigma_at(q);
+        let s = d.sigma_of(r);
         if !new && s.to_bits() == d.sigma[r as usize].to_bits() {
             return;
         }
@@ -551,9 +570,6 @@ impl State {
             d.release(old);
         }
         d.set_kernel(kern, j, from_key(d.key[r as usize]), s, memo);
-        if i == lead {
-            lead_sigma[j] = s;
-        }
     }
 
     /// Per suggestion: the weights and the categorical kernel (both depend on
@@ -594,7 +610,14 @@ impl State {
             bmax = bmax.map(|m| m.max(b));
         }
         let bmax = bmax.map(|b| b + 1e-9 * (1.0 + b.abs()));
-        kern.window = kern.window_bounds(&self.lead_sigma, bmax);
+        // The largest lead bandwidth from the inverses (a hair above it).
+        let inv_min = kern.cont.first().map_or(f64::NAN, |c| c.inv[..n].iter().copied().fold(f64::INFINITY, f64::min));
+        let sigma_max = if inv_min.is_finite() && inv_min > 0.0 {
+            (1.0 / inv_min) * (1.0 + 1e-12)
+        } else {
+            f64::NAN
+        };
+        kern.window = kern.window_bounds(&[sigma_max], bmax);
     }
 }
 
@@ -617,13 +640,21 @@ fn chosen_of(hist: &TpeHistory, col: usize, n_choices: usize, r: u32) -> u32 {
 }
 
 impl NumDim {
-    /// The bandwidth of the kernel at sorted position `q` and its row.
-    fn sigma_at(&self, q: usize) -> (f64, u32) {
-        let n = self.sorted.len();
-        let (k, r) = self.sorted[q];
-        let prev = if q > 0 { from_key(self.sorted[q - 1].0) } else { self.lo };
-        let next = if q + 1 < n { from_key(self.sorted[q + 1].0) } else { self.hi };
-        (self.rule.sigma(prev, from_key(k), next, q == 0, q + 1 == n), r)
+    /// Member `r`'s neighbours in this dimension's order.
+    fn neighbours(&self, r: u32) -> (Option<Entry>, Option<Entry>) {
+        let e = (self.key[r as usize], r);
+        let prev = self.set.range(..e).next_back().copied();
+        let next = self.set.range((Bound::Excluded(e), Bound::Unbounded)).next().copied();
+        (prev, next)
+    }
+
+    /// Member `r`'s bandwidth (the range ends standing in for missing
+    /// neighbours).
+    fn sigma_of(&self, r: u32) -> f64 {
+        let (prev, next) = self.neighbours(r);
+        let p = prev.map_or(self.lo, |e| from_key(e.0));
+        let q = next.map_or(self.hi, |e| from_key(e.0));
+        self.rule.sigma(p, from_key(self.key[r as usize]), q, prev.is_none(), next.is_none())
     }
 
     /// Writes the terms of the kernel at layout position `j` with mean `m`
@@ -737,9 +768,9 @@ mod tests {
             };
             assert_eq!(of(x), of(y), "{what}: pairs of {}", x.d);
         }
-        let sm = |k: &Kernels| k.window.map(|w| w.sigma_max.to_bits());
-        assert_eq!(sm(a), sm(b), "{what}: window");
+        assert_eq!(a.window.is_some(), b.window.is_some(), "{what}: window");
         if let (Some(x), Some(y)) = (a.window, b.window) {
+            assert!(x.sigma_max >= y.sigma_max && x.sigma_max <= y.sigma_max * (1.0 + 1e-9), "{what}: sigma_max");
             assert!(x.bmax >= y.bmax, "{what}: bmax {} below {}", x.bmax, y.bmax);
         }
     }
