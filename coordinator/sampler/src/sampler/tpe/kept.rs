@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use super::history::TpeHistory;
 use super::parzen::{
-    categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, normalised_weights, sort_key,
+    categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, raw_weights_into, sort_key,
     MassMemo, ParzenParams, SigmaRule,
 };
 use super::score::{CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, WINDOW_MIN_KERNELS};
@@ -585,17 +585,18 @@ impl State {
         let Some(lz) = kern.lazy.as_mut() else {
             return;
         };
-        lz.weights = normalised_weights(n, self.pp.prior_weight);
+        lz.total = raw_weights_into(n, self.pp.prior_weight, &mut lz.raw);
         // A bound of every observation kernel's terms but the lead's, each
         // log weight bounded by the tangent of the logarithm at the largest
         // weight, ln(w) <= ln(w_max) + w / w_max - 1 (it is concave), without
         // a logarithm per kernel; and a margin far above rounding.
-        let w_max = lz.weights.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let lw_max = w_max.ln();
+        let raw_max = lz.raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lw_max = (raw_max / lz.total).ln();
+        let inv_raw_max = 1.0 / raw_max;
         let cat_max: f64 = kern.cats.iter().map(|c| c.l_hit.max(c.l_miss)).sum();
         let mut bmax = Some(f64::NEG_INFINITY);
         for j in 0..n {
-            let mut b = lw_max + (lz.weights[kern.key[j] as usize] / w_max - 1.0);
+            let mut b = lw_max + (lz.raw[kern.key[j] as usize] * inv_raw_max - 1.0);
             for c in &lz.cnorm {
                 b -= c[j];
             }

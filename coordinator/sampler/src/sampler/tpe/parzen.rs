@@ -23,12 +23,19 @@ pub struct ParzenParams {
 /// Optuna's `default_weights`: flat for the newest 25 observations, a linear
 /// ramp from `1/n` up to 1 for older ones (observations in trial-number order).
 pub fn default_weights(n: usize) -> Vec<f64> {
+    let mut w = Vec::with_capacity(n);
+    push_default_weights(n, &mut w);
+    w
+}
+
+/// Appends [`default_weights`]`(n)` to `w`.
+fn push_default_weights(n: usize, w: &mut Vec<f64>) {
     if n < 25 {
-        return vec![1.0; n];
+        w.extend(std::iter::repeat_n(1.0, n));
+        return;
     }
     let m = n - 25;
     let start = 1.0 / n as f64;
-    let mut w = Vec::with_capacity(n);
     for i in 0..m {
         let v = if m == 1 {
             start
@@ -38,7 +45,6 @@ pub fn default_weights(n: usize) -> Vec<f64> {
         w.push(v);
     }
     w.extend(std::iter::repeat_n(1.0, 25));
-    w
 }
 
 #[derive(Debug, Clone)]
@@ -270,17 +276,28 @@ pub(crate) fn disc_log_norm(m: f64, s: f64, lo: f64, hi: f64, memo: &mut MassMem
 /// The mixture weights of `n` observations and the prior, normalised (Optuna's
 /// ramp, then division by the sum).
 pub(crate) fn normalised_weights(n: usize, prior_weight: f64) -> Vec<f64> {
-    let mut weights = if n == 0 {
-        vec![1.0]
-    } else {
-        let mut w = default_weights(n);
-        w.push(prior_weight);
-        w
-    };
-    let total: f64 = weights.iter().sum();
-    let total = if total > 0.0 { total } else { 1.0 };
+    let mut weights = Vec::with_capacity(n + 1);
+    let total = raw_weights_into(n, prior_weight, &mut weights);
     weights.iter_mut().for_each(|w| *w /= total);
     weights
+}
+
+/// The weights of `n` observations and the prior before normalising, into
+/// `out`, and what [`normalised_weights`] divides them by.
+pub(crate) fn raw_weights_into(n: usize, prior_weight: f64, out: &mut Vec<f64>) -> f64 {
+    out.clear();
+    if n == 0 {
+        out.push(1.0);
+    } else {
+        push_default_weights(n, out);
+        out.push(prior_weight);
+    }
+    let total: f64 = out.iter().sum();
+    if total > 0.0 {
+        total
+    } else {
+        1.0
+    }
 }
 
 /// Probabilities of the chosen and of any other choice in an observation row

@@ -89,11 +89,13 @@ pub(crate) struct Kernels {
 }
 
 /// What `base` is computed from where the scorer computes it only for the
-/// kernels it reaches (a logarithm each): the weights by summation position
-/// and each continuous dimension's normalisers in layout order.
+/// kernels it reaches (a division and a logarithm each): the weights before
+/// normalising by summation position, their normaliser, and each continuous
+/// dimension's normalisers in layout order.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LazyBase {
-    pub weights: Vec<f64>,
+    pub raw: Vec<f64>,
+    pub total: f64,
     pub cnorm: Vec<Vec<f64>>,
 }
 
@@ -101,7 +103,7 @@ impl LazyBase {
     /// The base of kernel `j` (summation position `key`), as `base` holds it.
     #[inline]
     pub(crate) fn base(&self, j: usize, key: u32) -> f64 {
-        let mut v = self.weights[key as usize].ln();
+        let mut v = (self.raw[key as usize] / self.total).ln();
         for c in &self.cnorm {
             v -= c[j];
         }
