@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use super::history::TpeHistory;
 use super::parzen::{
-    categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, raw_weights_into, sort_key,
+    categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, sort_key, weights_total, default_weight,
     MassMemo, ParzenParams, SigmaRule,
 };
 use super::score::{CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, WINDOW_MIN_KERNELS};
@@ -60,6 +60,13 @@ struct State {
     kern: Kernels,
     /// The row of each observation kernel, in layout order.
     lead_row: Vec<u32>,
+    /// Per history row: the member's terms other than its weight and the
+    /// point's (`-` its continuous and discrete normalisers), and their
+    /// largest value over the members (`None` when it must be found again).
+    stat: Vec<f64>,
+    stat_max: Option<f64>,
+    /// The largest lead bandwidth over the members (`None`: to be found again).
+    sigma_max: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +297,9 @@ impl State {
                 window: None,
             },
             lead_row: Vec::new(),
+            stat: Vec::new(),
+            stat_max: None,
+            sigma_max: None,
         };
         st.lay_out(hist, memo);
         Some(st)
@@ -357,7 +367,37 @@ impl State {
                 d.set_prior(kern, n, memo);
             }
         }
+        self.stat = vec![f64::NAN; self.is_member.len()];
+        for (j, r) in lead_rows.iter().enumerate() {
+            self.stat[*r as usize] = self.stat_at(j);
+        }
         self.lead_row = lead_rows;
+        self.stat_max = None;
+        self.sigma_max = None;
+    }
+
+    /// The terms of the kernel at layout position `j` other than its weight
+    /// and the point's: `-` its continuous and discrete normalisers.
+    fn stat_at(&self, j: usize) -> f64 {
+        let mut b = 0.0;
+        for c in self.kern.lazy.as_ref().map_or(&[][..], |lz| &lz.cnorm[..]) {
+            b -= c[j];
+        }
+        for t in &self.kern.discs {
+            b -= t.pair_log_norm.get(t.pair_of[j] as usize).copied().unwrap_or(f64::NAN);
+        }
+        b
+    }
+
+    /// Recomputes member `r`'s `stat` (`new`: it has none yet).
+    fn restat(&mut self, r: u32, new: bool) {
+        let Some(j) = self.position(r) else {
+            return;
+        };
+        let v = self.stat_at(j);
+        let old = if new { f64::NEG_INFINITY } else { self.stat[r as usize] };
+        self.stat[r as usize] = v;
+        track_max(&mut self.stat_max, old, v);
     }
 
     /// Brings the state in step with the rows `above`; false where a rebuild
@@ -368,6 +408,7 @@ impl State {
         }
         let rows_n = hist.rows.len();
         self.is_member.resize(rows_n, false);
+        self.stat.resize(rows_n, f64::NAN);
         for d in &mut self.dims {
             if let KDim::Num(d) = d {
                 d.key.resize(rows_n, 0);
@@ -491,6 +532,7 @@ impl State {
                 KDim::Num(_) => {}
             }
         }
+        let mut touched = Vec::with_capacity(2 * self.dims.len());
         for i in 0..self.dims.len() {
             // The new kernel and its two neighbours.
             let KDim::Num(d) = &self.dims[i] else {
@@ -499,8 +541,14 @@ impl State {
             let (prev, next) = d.neighbours(r);
             self.refresh(i, r, true, memo);
             for e in [prev, next].into_iter().flatten() {
-                self.refresh(i, e.1, false, memo);
+                if self.refresh(i, e.1, false, memo) {
+                    touched.push(e.1);
+                }
             }
+        }
+        self.restat(r, true);
+        for row in touched {
+            self.restat(row, false);
         }
     }
 
@@ -516,6 +564,10 @@ impl State {
         self.is_member[r as usize] = false;
         let rank = rank as u32;
         self.lead_row.remove(j);
+        drop_max(&mut self.stat_max, self.stat[r as usize]);
+        if let KDim::Num(d) = &self.dims[self.lead] {
+            drop_max(&mut self.sigma_max, d.sigma[r as usize]);
+        }
         let kern = &mut self.kern;
         kern.key.remove(j);
         for k in &mut kern.key {
@@ -545,31 +597,39 @@ impl State {
         }
         // The kernels that were its neighbours.
         for (i, row) in around {
-            self.refresh(i, row, false, memo);
+            if self.refresh(i, row, false, memo) {
+                self.restat(row, false);
+            }
         }
     }
 
     /// Recomputes the bandwidth of member `r` in dimension `i` from its
-    /// neighbours (nothing if unchanged, unless `new`).
-    fn refresh(&mut self, i: usize, r: u32, new: bool, memo: &mut MassMemo) {
+    /// neighbours (nothing if unchanged, unless `new`); whether it changed.
+    fn refresh(&mut self, i: usize, r: u32, new: bool, memo: &mut MassMemo) -> bool {
         let Some(j) = self.position(r) else {
-            return;
+            return false;
         };
-        let State { dims, kern, .. } = self;
+        let lead = self.lead;
+        let State { dims, kern, sigma_max, .. } = self;
         let KDim::Num(d) = &mut dims[i] else {
-            return;
+            return false;
         };
         let s = d.sigma_of(r);
-        if !new && s.to_bits() == d.sigma[r as usize].to_bits() {
-            return;
+        let old = if new { f64::NEG_INFINITY } else { d.sigma[r as usize] };
+        if !new && s.to_bits() == old.to_bits() {
+            return false;
         }
         d.sigma[r as usize] = s;
+        if i == lead {
+            track_max(sigma_max, old, s);
+        }
         if d.discrete && !new {
             let old = kern.discs[d.at].pair_of[j];
             kern.discs[d.at].pair_of[j] = NO_PAIR;
             d.release(old);
         }
         d.set_kernel(kern, j, from_key(d.key[r as usize]), s, memo);
+        true
     }
 
     /// Per suggestion: the weights and the categorical kernel (both depend on
@@ -585,40 +645,66 @@ impl State {
         let Some(lz) = kern.lazy.as_mut() else {
             return;
         };
-        lz.total = raw_weights_into(n, self.pp.prior_weight, &mut lz.raw);
-        // A bound of every observation kernel's terms but the lead's, each
-        // log weight bounded by the tangent of the logarithm at the largest
-        // weight, ln(w) <= ln(w_max) + w / w_max - 1 (it is concave), without
-        // a logarithm per kernel; and a margin far above rounding.
-        let raw_max = lz.raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let lw_max = (raw_max / lz.total).ln();
-        let inv_raw_max = 1.0 / raw_max;
+        lz.n = n;
+        lz.prior_weight = self.pp.prior_weight;
+        lz.total = weights_total((0..n).map(|i| default_weight(n, i)).chain([self.pp.prior_weight]));
+        // A bound of every observation kernel's terms but the lead's: the
+        // largest weight (1, the newest observations') with the largest of
+        // the other terms, and a margin far above rounding.
+        let (members, stat, dims, lead) = (&self.members, &self.stat, &self.dims, self.lead);
+        let stat_max = cached_max(&mut self.stat_max, || {
+            members.iter().map(|r| stat[*r as usize]).fold(f64::NEG_INFINITY, |m, v| {
+                if v.is_nan() || m.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(v)
+                }
+            })
+        });
+        let sigma_max = cached_max(&mut self.sigma_max, || match &dims[lead] {
+            KDim::Num(d) => members.iter().map(|r| d.sigma[*r as usize]).fold(0.0, f64::max),
+            KDim::Cat { .. } => f64::NAN,
+        });
         let cat_max: f64 = kern.cats.iter().map(|c| c.l_hit.max(c.l_miss)).sum();
-        let mut bmax = Some(f64::NEG_INFINITY);
-        for j in 0..n {
-            let mut b = lw_max + (lz.raw[kern.key[j] as usize] * inv_raw_max - 1.0);
-            for c in &lz.cnorm {
-                b -= c[j];
-            }
-            b += cat_max;
-            for t in &kern.discs {
-                b -= t.pair_log_norm[t.pair_of[j] as usize];
-            }
-            if b.is_nan() {
-                bmax = None;
-                break;
-            }
-            bmax = bmax.map(|m| m.max(b));
+        let b = (1.0 / lz.total).ln() + cat_max + stat_max;
+        let bmax = (!b.is_nan()).then(|| b + 1e-9 * (1.0 + b.abs()));
+        kern.window = kern.window_bounds_of(sigma_max, bmax);
+    }
+}
+
+/// Keeps `max` the largest of a set of values as one of them goes from `old`
+/// to `new` (`old` -inf for a value added): `None` when it must be found
+/// again (the largest went down, or a value is NaN).
+fn track_max(max: &mut Option<f64>, old: f64, new: f64) {
+    if let Some(m) = *max {
+        if new.is_nan() || old.is_nan() {
+            *max = None;
+        } else if new >= m {
+            *max = Some(new);
+        } else if old >= m {
+            *max = None;
         }
-        let bmax = bmax.map(|b| b + 1e-9 * (1.0 + b.abs()));
-        // The largest lead bandwidth from the inverses (a hair above it).
-        let inv_min = kern.cont.first().map_or(f64::NAN, |c| c.inv[..n].iter().copied().fold(f64::INFINITY, f64::min));
-        let sigma_max = if inv_min.is_finite() && inv_min > 0.0 {
-            (1.0 / inv_min) * (1.0 + 1e-12)
-        } else {
-            f64::NAN
-        };
-        kern.window = kern.window_bounds(&[sigma_max], bmax);
+    }
+}
+
+/// The largest value kept in `slot`, or found by `find` (and kept unless NaN).
+fn cached_max(slot: &mut Option<f64>, find: impl FnOnce() -> f64) -> f64 {
+    match *slot {
+        Some(m) => m,
+        None => {
+            let m = find();
+            if !m.is_nan() {
+                *slot = Some(m);
+            }
+            m
+        }
+    }
+}
+
+/// As [`track_max`] for a value removed from the set.
+fn drop_max(max: &mut Option<f64>, old: f64) {
+    if max.is_some_and(|m| old >= m || old.is_nan()) {
+        *max = None;
     }
 }
 
@@ -860,6 +946,17 @@ mod tests {
             if let Some(k) = kept.layout(&hist, group, &above, &pp, &mut memo) {
                 used += 1;
                 assert_same(k, &fresh, &format!("step {step}"));
+                let st = kept.state.as_ref().expect("a kept state");
+                // The maxima kept across updates are those of the members now.
+                let lead_sigma = match &st.dims[st.lead] {
+                    KDim::Num(d) => st.members.iter().map(|r| d.sigma[*r as usize]).fold(0.0, f64::max),
+                    KDim::Cat { .. } => f64::NAN,
+                };
+                assert_eq!(st.sigma_max, Some(lead_sigma), "step {step}");
+                let stats: Vec<f64> = (0..st.lead_row.len()).map(|j| st.stat_at(j)).collect();
+                let by_row: Vec<f64> = st.lead_row.iter().map(|r| st.stat[*r as usize]).collect();
+                assert_eq!(stats, by_row, "step {step}");
+                assert_eq!(st.stat_max, Some(stats.iter().copied().fold(f64::NEG_INFINITY, f64::max)), "step {step}");
             }
         }
         assert!(used > steps / 2, "the kept layout served {used} of {steps} steps");

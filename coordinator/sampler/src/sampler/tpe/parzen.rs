@@ -30,21 +30,22 @@ pub fn default_weights(n: usize) -> Vec<f64> {
 
 /// Appends [`default_weights`]`(n)` to `w`.
 fn push_default_weights(n: usize, w: &mut Vec<f64>) {
-    if n < 25 {
-        w.extend(std::iter::repeat_n(1.0, n));
-        return;
+    w.extend((0..n).map(|i| default_weight(n, i)));
+}
+
+/// Entry `i` of [`default_weights`]`(n)`.
+#[inline]
+pub(crate) fn default_weight(n: usize, i: usize) -> f64 {
+    if n < 25 || i >= n - 25 {
+        return 1.0;
     }
     let m = n - 25;
     let start = 1.0 / n as f64;
-    for i in 0..m {
-        let v = if m == 1 {
-            start
-        } else {
-            start + (1.0 - start) * i as f64 / (m - 1) as f64
-        };
-        w.push(v);
+    if m == 1 {
+        start
+    } else {
+        start + (1.0 - start) * i as f64 / (m - 1) as f64
     }
-    w.extend(std::iter::repeat_n(1.0, 25));
 }
 
 #[derive(Debug, Clone)]
@@ -292,7 +293,13 @@ pub(crate) fn raw_weights_into(n: usize, prior_weight: f64, out: &mut Vec<f64>) 
         push_default_weights(n, out);
         out.push(prior_weight);
     }
-    let total: f64 = out.iter().sum();
+    weights_total(out.iter().copied())
+}
+
+/// What [`normalised_weights`] divides the weights by, from the weights in
+/// order (summed as a slice of them sums).
+pub(crate) fn weights_total(w: impl Iterator<Item = f64>) -> f64 {
+    let total: f64 = w.sum();
     if total > 0.0 {
         total
     } else {

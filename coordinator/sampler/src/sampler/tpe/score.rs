@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use super::parzen::MassMemo;
+use super::parzen::{default_weight, MassMemo};
 use super::truncnorm::LN_SQRT_2PI;
 
 /// A categorical dimension: each observation kernel's choice, and the log
@@ -89,21 +89,36 @@ pub(crate) struct Kernels {
 }
 
 /// What `base` is computed from where the scorer computes it only for the
-/// kernels it reaches (a division and a logarithm each): the weights before
-/// normalising by summation position, their normaliser, and each continuous
+/// kernels it reaches (a weight, a division and a logarithm each): the number
+/// of observations and the prior's weight (each weight follows from its
+/// summation position), what the weights are divided by, and each continuous
 /// dimension's normalisers in layout order.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LazyBase {
-    pub raw: Vec<f64>,
+    pub n: usize,
+    pub prior_weight: f64,
     pub total: f64,
     pub cnorm: Vec<Vec<f64>>,
 }
 
 impl LazyBase {
+    /// The weight of the kernel at summation position `key`, before normalising.
+    #[inline]
+    pub(crate) fn raw(&self, key: u32) -> f64 {
+        let i = key as usize;
+        if self.n == 0 {
+            1.0
+        } else if i == self.n {
+            self.prior_weight
+        } else {
+            default_weight(self.n, i)
+        }
+    }
+
     /// The base of kernel `j` (summation position `key`), as `base` holds it.
     #[inline]
     pub(crate) fn base(&self, j: usize, key: u32) -> f64 {
-        let mut v = (self.raw[key as usize] / self.total).ln();
+        let mut v = (self.raw(key) / self.total).ln();
         for c in &self.cnorm {
             v -= c[j];
         }
@@ -175,9 +190,6 @@ impl Kernels {
     /// kernels, any order) and bound `bmax`, where the window applies.
     pub(crate) fn window_bounds(&self, lead_sigmas: &[f64], bmax: Option<f64>) -> Option<WindowBounds> {
         let n = self.len().checked_sub(1)?;
-        if !self.lead || self.len() < WINDOW_MIN_KERNELS || n == 0 {
-            return None;
-        }
         let mut sigma_max: f64 = 0.0;
         for sg in lead_sigmas {
             if !(sg.is_finite() && *sg > 0.0) {
@@ -186,6 +198,16 @@ impl Kernels {
             sigma_max = sigma_max.max(*sg);
         }
         if self.cont.first()?.mus[..n].iter().any(|m| !m.is_finite()) {
+            return None;
+        }
+        self.window_bounds_of(sigma_max, bmax)
+    }
+
+    /// The window's bounds given the largest lead bandwidth (the caller knows
+    /// the lead means finite), where the window applies.
+    pub(crate) fn window_bounds_of(&self, sigma_max: f64, bmax: Option<f64>) -> Option<WindowBounds> {
+        let n = self.len().checked_sub(1)?;
+        if !self.lead || self.len() < WINDOW_MIN_KERNELS || n == 0 || !(sigma_max.is_finite() && sigma_max > 0.0) {
             return None;
         }
         Some(WindowBounds { sigma_max, bmax: bmax? })
