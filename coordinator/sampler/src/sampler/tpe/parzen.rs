@@ -561,6 +561,12 @@ impl ParzenEstimator {
 
     /// Draws `size` points; `out[s][d]` is the internal value of parameter `d`.
     pub fn sample(&self, rng: &mut Rng, size: usize) -> Vec<Vec<f64>> {
+        self.sample_with(rng, size, &mut MassMemo::default())
+    }
+
+    /// [`ParzenEstimator::sample`] with a memo of the truncation terms that may
+    /// be kept across calls (the result is the same).
+    pub fn sample_with(&self, rng: &mut Rng, size: usize, memo: &mut MassMemo) -> Vec<Vec<f64>> {
         let mut cum = Vec::with_capacity(self.weights.len());
         let mut acc = 0.0;
         for w in &self.weights {
@@ -604,7 +610,14 @@ impl ParzenEstimator {
                         ..
                     } => {
                         let (m, s) = (mus[k], sigmas[k]);
-                        let z = truncnorm::ppf(uniform01(rng), (lo_t - m) / s, (hi_t - m) / s);
+                        let (a, b) = ((lo_t - m) / s, (hi_t - m) / s);
+                        let q = uniform01(rng);
+                        let z = if a < b {
+                            let end = if a < 0.0 { memo.log_ndtr(a) } else { memo.log_ndtr(-b) };
+                            truncnorm::ppf_given(q, a, b, memo.log_gauss_mass(a, b), end)
+                        } else {
+                            a
+                        };
                         let mut x = z * s + m;
                         if !x.is_finite() {
                             x = m;
@@ -851,9 +864,19 @@ impl MassMemo {
     }
 
     pub(crate) fn log_gauss_mass(&mut self, a: f64, b: f64) -> f64 {
-        let key = (a.to_bits(), b.to_bits());
+        self.lookup((a.to_bits(), b.to_bits()), || truncnorm::log_gauss_mass(a, b))
+    }
+
+    /// `truncnorm::log_ndtr(a)`, kept in the same table (under a second
+    /// argument no mass is asked for: a signalling NaN's bits).
+    pub(crate) fn log_ndtr(&mut self, a: f64) -> f64 {
+        self.lookup((a.to_bits(), LOG_NDTR_TAG), || truncnorm::log_ndtr(a))
+    }
+
+    /// The value kept under `key`, or `f()` kept there.
+    fn lookup(&mut self, key: (u64, u64), f: impl FnOnce() -> f64) -> f64 {
         if key == FREE {
-            return truncnorm::log_gauss_mass(a, b);
+            return f();
         }
         if self.slots.is_empty() {
             self.rebuild(MEMO_FIRST_SLOTS.min(self.limit), false);
@@ -862,7 +885,7 @@ impl MassMemo {
         if self.slots[i].key == key {
             return self.slots[i].val;
         }
-        let val = truncnorm::log_gauss_mass(a, b);
+        let val = f();
         let i = if 2 * (self.used + 1) > self.slots.len() {
             // Half full: double the table, or start over at the limit.
             let len = self.slots.len();
@@ -876,6 +899,9 @@ impl MassMemo {
         val
     }
 }
+
+/// The second key word of a memoised `log_ndtr`.
+const LOG_NDTR_TAG: u64 = 0x7FF0_0000_0000_0ABC;
 
 /// A value of `d` at the quantile-like position `u` in [0, 1) (tests build
 /// histories with it): log-uniform for log ranges, ten steps for stepped floats,

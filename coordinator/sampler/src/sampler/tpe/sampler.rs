@@ -246,7 +246,7 @@ impl TpeSampler {
             ParzenEstimator::new_sorted(&cols, &dists, &pp, memo, sorted)
         };
         let mpe_below = estimator(&split.0, memo);
-        let candidates = mpe_below.sample(rng, self.config.n_ei_candidates.max(1));
+        let candidates = mpe_below.sample_with(rng, self.config.n_ei_candidates.max(1), memo);
         // The candidate maximising log l(x) - log g(x) (the first on ties);
         // "above" is scored in full only for candidates that can still win.
         let lb = mpe_below.log_pdf_with(&candidates, memo);

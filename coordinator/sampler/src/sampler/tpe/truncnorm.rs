@@ -152,18 +152,27 @@ pub fn ppf(q: f64, a: f64, b: f64) -> f64 {
     if a >= b {
         return a;
     }
+    let end = if a < 0.0 { log_ndtr(a) } else { log_ndtr(-b) };
+    ppf_given(q, a, b, log_gauss_mass(a, b), end)
+}
+
+/// [`ppf`] given `log_gauss_mass(a, b)` and `log_ndtr(a)` (for `a < 0`, else
+/// `log_ndtr(-b)`), which a caller may keep across calls.
+pub fn ppf_given(q: f64, a: f64, b: f64, log_mass: f64, log_ndtr_end: f64) -> f64 {
+    if a >= b {
+        return a;
+    }
     if q <= 0.0 {
         return a;
     }
     if q >= 1.0 {
         return b;
     }
-    let log_mass = log_gauss_mass(a, b);
     let x = if a < 0.0 {
-        let log_phi_x = log_add_exp(log_ndtr(a), q.ln() + log_mass);
+        let log_phi_x = log_add_exp(log_ndtr_end, q.ln() + log_mass);
         ndtri_exp(log_phi_x)
     } else {
-        let log_phi_x = log_add_exp(log_ndtr(-b), (-q).ln_1p() + log_mass);
+        let log_phi_x = log_add_exp(log_ndtr_end, (-q).ln_1p() + log_mass);
         -ndtri_exp(log_phi_x)
     };
     if x.is_nan() {
