@@ -87,26 +87,31 @@ fn split_rows(rows: &[Row], cons: &[usize], n_below: usize) -> (Vec<usize>, Vec<
     let less = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
         a.0 < b.0 || (a.0 == b.0 && (a.1 < b.1 || (a.1 == b.1 && a.2 < b.2)))
     };
-    let keep = |v: &mut Vec<(f64, f64, usize)>, e: (f64, f64, usize)| {
+    // Per class, the kept list and (once it is full) its last entry, which
+    // most rows are rejected against.
+    let mut complete: Vec<(f64, f64, usize)> = Vec::with_capacity(n_below + 1);
+    let mut pruned: Vec<(f64, f64, usize)> = Vec::new();
+    let none = (f64::NAN, f64::NAN, usize::MAX);
+    let (mut c_last, mut p_last) = (none, none);
+    for (j, r) in cons.iter().enumerate() {
+        let row = &rows[*r];
+        let (v, last) = match row.class {
+            Class::Complete => (&mut complete, &mut c_last),
+            Class::Pruned => (&mut pruned, &mut p_last),
+            _ => continue,
+        };
+        let e = (row.key.0, row.key.1, j);
         if v.len() == n_below {
-            match v.last() {
-                Some(last) if less(&e, last) => {
-                    v.pop();
-                }
-                _ => return,
+            // Full (or nothing to keep): only a better row gets in.
+            if n_below == 0 || !less(&e, last) {
+                continue;
             }
+            v.pop();
         }
         let at = v.partition_point(|x| less(x, &e));
         v.insert(at, e);
-    };
-    let mut complete: Vec<(f64, f64, usize)> = Vec::with_capacity(n_below + 1);
-    let mut pruned: Vec<(f64, f64, usize)> = Vec::new();
-    for (j, r) in cons.iter().enumerate() {
-        let row = &rows[*r];
-        match row.class {
-            Class::Complete => keep(&mut complete, (row.key.0, row.key.1, j)),
-            Class::Pruned => keep(&mut pruned, (row.key.0, row.key.1, j)),
-            _ => {}
+        if v.len() == n_below {
+            *last = v[n_below - 1];
         }
     }
     // The best complete trials, then the best pruned ones to fill up.
@@ -119,15 +124,13 @@ fn split_rows(rows: &[Row], cons: &[usize], n_below: usize) -> (Vec<usize>, Vec<
     picked.sort_unstable();
     let mut below = Vec::with_capacity(picked.len());
     let mut above = Vec::with_capacity(cons.len() - picked.len());
-    let mut next = picked.iter().peekable();
-    for (j, r) in cons.iter().enumerate() {
-        if next.peek() == Some(&&j) {
-            next.next();
-            below.push(*r);
-        } else {
-            above.push(*r);
-        }
+    let mut from = 0;
+    for j in picked {
+        above.extend_from_slice(&cons[from..j]);
+        below.push(cons[j]);
+        from = j + 1;
     }
+    above.extend_from_slice(&cons[from..]);
     (below, above)
 }
 
