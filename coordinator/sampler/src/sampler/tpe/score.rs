@@ -628,36 +628,30 @@ impl Window {
             }
         }
         // Kernels that may reach `thr`, in window order: all of them without
-        // discrete dims; with them, those whose other terms plus the point's
-        // largest discrete bound per dimension (and a margin far above rounding)
-        // reach it; the others' exact bounds are below `thr` too, so they are left
-        // out without gathering their discrete bounds (branch-free first pass).
+        // discrete dims; with them, those whose other terms plus their
+        // discrete bounds reach it (the others' values are below `thr` too, so
+        // they are left out of the sum in any case; branch-free).
         self.live.clear();
         if kern.discs.is_empty() {
             self.live.extend(0..wn as u32);
         } else {
-            let disc_max: f64 = tables
+            let bounds: Vec<(&[f64], &[u32])> = tables
                 .iter()
-                .map(|t| t.upper_row(s).iter().copied().fold(f64::NEG_INFINITY, f64::max))
-                .sum();
-            let slack = 1e-6 * (1.0 + disc_max.abs());
+                .zip(&kern.discs)
+                .map(|(t, k)| (t.upper_row(s), &k.pair_of[lo..hi]))
+                .collect();
             self.live.resize(wn, 0);
             let mut cnt = 0;
             for (j, a) in row.iter().enumerate() {
-                let coarse = *a + disc_max + (slack + 1e-6 * a.abs());
+                let mut u = *a;
+                for (up, pair_of) in &bounds {
+                    u += up[pair_of[j] as usize];
+                }
                 self.live[cnt] = j as u32;
-                // Kept unless surely below (a NaN is kept, as the full loop keeps it).
-                cnt += ((coarse >= thr) | coarse.is_nan()) as usize;
+                // Kept unless below (a NaN is kept, as the full loop keeps it).
+                cnt += ((u >= thr) | u.is_nan()) as usize;
             }
             self.live.truncate(cnt);
-            self.live.retain(|j| {
-                let j = *j as usize;
-                let mut u = row[j];
-                for (t, k) in tables.iter().zip(&kern.discs) {
-                    u += t.upper_row(s)[k.pair_of[lo + j] as usize];
-                }
-                (u >= thr) | u.is_nan()
-            });
             for j in &self.live {
                 let j = *j as usize;
                 for (t, k) in tables.iter_mut().zip(&kern.discs) {
