@@ -159,6 +159,10 @@ impl Bases {
 /// Estimators with at least this many kernels try the window.
 pub(crate) const WINDOW_MIN_KERNELS: usize = 256;
 
+/// Estimators with at most this many kernels get every discrete mass
+/// computed in the full loop, without bounds first.
+const DIRECT_MAX: usize = 64;
+
 /// Kernels per block in the full loop.
 const BLOCK: usize = 256;
 
@@ -410,8 +414,14 @@ impl<'a> Scorer<'a> {
         let k_n = kern.len();
         let prior = k_n - 1;
         let p = &points[s];
-        for (t, k) in tables.iter_mut().zip(&kern.discs) {
-            t.prepare(k, s);
+        // Few kernels: every discrete mass computed (bounding them first
+        // would cost more than it saves; the result is the same, as the
+        // kernels the bounds leave out are more than 50 below the largest).
+        let bound = !kern.discs.is_empty() && k_n > DIRECT_MAX;
+        if bound {
+            for (t, k) in tables.iter_mut().zip(&kern.discs) {
+                t.prepare(k, s);
+            }
         }
         if let Some(w) = window.as_mut() {
             if let Some(v) = w.log_pdf_point(s, p, kern, bases, tables, memo) {
@@ -420,7 +430,7 @@ impl<'a> Scorer<'a> {
         }
         if row.len() != k_n {
             row.resize(k_n, 0.0);
-            upper.resize(if kern.discs.is_empty() { 0 } else { k_n }, 0.0);
+            upper.resize(if bound { k_n } else { 0 }, 0.0);
             spread.resize(if kern.lead { k_n } else { 0 }, 0.0);
         }
         // Blocks of kernels, so that each block's terms stay in L1 cache
@@ -448,7 +458,7 @@ impl<'a> Scorer<'a> {
                     *a -= 0.5 * z * z;
                 }
             }
-            if !kern.discs.is_empty() {
+            if bound {
                 // Upper bounds of every kernel; the best bound's exact value
                 // is then a lower bound of the maximum.
                 let u = &mut upper[b0..b1];
@@ -468,7 +478,14 @@ impl<'a> Scorer<'a> {
             }
         }
         let mut mx = f64::NEG_INFINITY;
-        if kern.discs.is_empty() {
+        if !bound {
+            if !kern.discs.is_empty() {
+                for (j, a) in row.iter_mut().enumerate() {
+                    for (t, k) in tables.iter_mut().zip(&kern.discs) {
+                        *a += t.exact(k, s, k.pair_of[j] as usize, memo);
+                    }
+                }
+            }
             mx = row.iter().copied().fold(mx, f64::max);
         } else {
             let mut low = row[best];
