@@ -371,6 +371,10 @@ impl State {
         for (j, r) in lead_rows.iter().enumerate() {
             self.stat[*r as usize] = self.stat_at(j);
         }
+        let sums: Vec<f64> = (0..n).map(|j| self.norm_sum_at(j)).collect();
+        if let Some(lz) = self.kern.lazy.as_mut() {
+            lz.norm_sum = sums;
+        }
         self.lead_row = lead_rows;
         self.stat_max = None;
         self.sigma_max = None;
@@ -389,11 +393,25 @@ impl State {
         b
     }
 
-    /// Recomputes member `r`'s `stat` (`new`: it has none yet).
+    /// `-` the continuous normalisers of the kernel at layout position `j`.
+    fn norm_sum_at(&self, j: usize) -> f64 {
+        let mut b = 0.0;
+        for c in self.kern.lazy.as_ref().map_or(&[][..], |lz| &lz.cnorm[..]) {
+            b -= c[j];
+        }
+        b
+    }
+
+    /// Recomputes member `r`'s `stat` and normaliser sum (`new`: it has none
+    /// yet).
     fn restat(&mut self, r: u32, new: bool) {
         let Some(j) = self.position(r) else {
             return;
         };
+        let sum = self.norm_sum_at(j);
+        if let Some(slot) = self.kern.lazy.as_mut().and_then(|lz| lz.norm_sum.get_mut(j)) {
+            *slot = sum;
+        }
         let v = self.stat_at(j);
         let old = if new { f64::NEG_INFINITY } else { self.stat[r as usize] };
         self.stat[r as usize] = v;
@@ -522,6 +540,9 @@ impl State {
         for c in cnorm_of(kern) {
             c.insert(j, 0.0);
         }
+        if let Some(lz) = kern.lazy.as_mut() {
+            lz.norm_sum.insert(j, 0.0);
+        }
         for c in &mut kern.discs {
             c.pair_of.insert(j, NO_PAIR);
         }
@@ -582,6 +603,9 @@ impl State {
         }
         for c in cnorm_of(kern) {
             c.remove(j);
+        }
+        if let Some(lz) = kern.lazy.as_mut() {
+            lz.norm_sum.remove(j);
         }
         let mut around = Vec::with_capacity(self.dims.len());
         for (i, dim) in self.dims.iter_mut().enumerate() {
@@ -956,6 +980,8 @@ mod tests {
                 let stats: Vec<f64> = (0..st.lead_row.len()).map(|j| st.stat_at(j)).collect();
                 let by_row: Vec<f64> = st.lead_row.iter().map(|r| st.stat[*r as usize]).collect();
                 assert_eq!(stats, by_row, "step {step}");
+                let sums: Vec<f64> = (0..st.lead_row.len()).map(|j| st.norm_sum_at(j)).collect();
+                assert_eq!(st.kern.lazy.as_ref().map(|lz| lz.norm_sum.clone()), Some(sums), "step {step}");
                 assert_eq!(st.stat_max, Some(stats.iter().copied().fold(f64::NEG_INFINITY, f64::max)), "step {step}");
             }
         }

@@ -99,6 +99,10 @@ pub(crate) struct LazyBase {
     pub prior_weight: f64,
     pub total: f64,
     pub cnorm: Vec<Vec<f64>>,
+    /// Each observation kernel's `-` continuous normalisers summed: with the
+    /// largest log weight, a bound of its base without a logarithm (what the
+    /// window filters kernels by before it computes the bases of those left).
+    pub norm_sum: Vec<f64>,
 }
 
 impl LazyBase {
@@ -136,6 +140,21 @@ impl Bases {
     fn new(kern: &Kernels) -> Self {
         let n = if kern.lazy.is_some() { kern.len() } else { 0 };
         Bases { own: vec![0.0; n], ready: vec![false; n] }
+    }
+
+    /// The base of kernel `k`.
+    #[inline]
+    fn get(&mut self, kern: &Kernels, k: usize) -> f64 {
+        match &kern.lazy {
+            None => kern.base[k],
+            Some(lz) => {
+                if !self.ready[k] {
+                    self.own[k] = lz.base(k, kern.key[k]);
+                    self.ready[k] = true;
+                }
+                self.own[k]
+            }
+        }
     }
 
     /// The bases of kernels `lo..hi`.
@@ -628,8 +647,18 @@ impl Window {
         if 2 * wn > n {
             return None;
         }
+        // First each kernel's value bounded from above (without its discrete
+        // terms; its base bounded where the layout leaves bases to the scorer,
+        // exact otherwise).
         self.row.clear();
-        self.row.extend_from_slice(bases.slice(kern, lo, hi));
+        match &kern.lazy {
+            None => self.row.extend_from_slice(&kern.base[lo..hi]),
+            Some(lz) => {
+                // Every weight is at most 1 / total (the newest observations').
+                let up = (1.0 / lz.total).ln();
+                self.row.extend(lz.norm_sum[lo..hi].iter().map(|s| up + s));
+            }
+        }
         let row = &mut self.row;
         for c in &kern.cats {
             let ch = p[c.d] as u32;
@@ -644,36 +673,45 @@ impl Window {
                 *a -= 0.5 * z * z;
             }
         }
-        // Kernels that may reach `thr`, in window order: all of them without
-        // discrete dims; with them, those whose other terms plus their
-        // discrete bounds reach it (the others' values are below `thr` too, so
-        // they are left out of the sum in any case; branch-free).
+        // Kernels that may reach `thr`, in window order: those whose bound
+        // with their discrete bounds reaches it (the others' values are below
+        // `thr` too, so they are left out of the sum in any case; branch-free).
+        let bounds: Vec<(&[f64], &[u32])> = tables
+            .iter()
+            .zip(&kern.discs)
+            .map(|(t, k)| (t.upper_row(s), &k.pair_of[lo..hi]))
+            .collect();
         self.live.clear();
-        if kern.discs.is_empty() {
-            self.live.extend(0..wn as u32);
-        } else {
-            let bounds: Vec<(&[f64], &[u32])> = tables
-                .iter()
-                .zip(&kern.discs)
-                .map(|(t, k)| (t.upper_row(s), &k.pair_of[lo..hi]))
-                .collect();
-            self.live.resize(wn, 0);
-            let mut cnt = 0;
-            for (j, a) in row.iter().enumerate() {
-                let mut u = *a;
-                for (up, pair_of) in &bounds {
-                    u += up[pair_of[j] as usize];
-                }
-                self.live[cnt] = j as u32;
-                // Kept unless below (a NaN is kept, as the full loop keeps it).
-                cnt += ((u >= thr) | u.is_nan()) as usize;
+        self.live.resize(wn, 0);
+        let mut cnt = 0;
+        for (j, a) in row.iter().enumerate() {
+            let mut u = *a;
+            for (up, pair_of) in &bounds {
+                u += up[pair_of[j] as usize];
             }
-            self.live.truncate(cnt);
-            for j in &self.live {
-                let j = *j as usize;
-                for (t, k) in tables.iter_mut().zip(&kern.discs) {
-                    row[j] += t.exact(k, s, k.pair_of[lo + j] as usize, memo);
+            self.live[cnt] = j as u32;
+            // Kept unless below (a NaN is kept, as the full loop keeps it).
+            cnt += ((u >= thr) | u.is_nan()) as usize;
+        }
+        self.live.truncate(cnt);
+        // The exact values of the kernels left, term by term in the order of
+        // the full loop.
+        for j in &self.live {
+            let j = *j as usize;
+            let k = lo + j;
+            if kern.lazy.is_some() {
+                let mut a = bases.get(kern, k);
+                for c in &kern.cats {
+                    a += [c.l_miss, c.l_hit][(c.chosen[k] == p[c.d] as u32) as usize];
                 }
+                for (xc, c) in xs.iter().zip(&kern.cont) {
+                    let z = (xc - c.mus[k]) * c.inv[k];
+                    a -= 0.5 * z * z;
+                }
+                row[j] = a;
+            }
+            for (t, d) in tables.iter_mut().zip(&kern.discs) {
+                row[j] += t.exact(d, s, d.pair_of[k] as usize, memo);
             }
         }
         let mx = self
