@@ -364,6 +364,10 @@ impl DiscTable {
 /// rows.
 pub(crate) struct Scorer<'a> {
     points: &'a [Vec<f64>],
+    /// Each point's continuous coordinates (transformed), point by point.
+    xs: Vec<f64>,
+    /// Each point's [`first_kernels`] once computed.
+    first: Vec<Option<(f64, f64)>>,
     kern: Cow<'a, Kernels>,
     bases: Bases,
     tables: Vec<DiscTable>,
@@ -379,6 +383,7 @@ impl<'a> Scorer<'a> {
     pub(crate) fn new(kern: Cow<'a, Kernels>, points: &'a [Vec<f64>], use_window: bool) -> Scorer<'a> {
         let k_n = kern.len();
         let mut dead = vec![false; points.len()];
+        let mut xs = Vec::with_capacity(points.len() * kern.cont.len());
         for (s, p) in points.iter().enumerate() {
             for c in &kern.cats {
                 if !(p[c.d] >= 0.0 && (p[c.d] as usize) < c.n_choices) {
@@ -390,6 +395,7 @@ impl<'a> Scorer<'a> {
                 if !(x >= c.lo_t && x <= c.hi_t) {
                     dead[s] = true;
                 }
+                xs.push(x);
             }
         }
         let tables = kern.discs.iter().map(|k| DiscTable::new(k, points)).collect();
@@ -399,6 +405,8 @@ impl<'a> Scorer<'a> {
         };
         Scorer {
             points,
+            xs,
+            first: vec![None; points.len()],
             bases: Bases::new(&kern),
             // Sized when the full loop first runs (the window has its own).
             row: Vec::new(),
@@ -419,8 +427,20 @@ impl<'a> Scorer<'a> {
         if self.dead[s] {
             return None;
         }
-        let (_, _, low) = first_kernels(s, &self.points[s], &self.kern, &mut self.bases, &mut self.tables, memo)?;
+        let (_, low) = self.first_kernels(s, memo)?;
         low.is_finite().then_some(low)
+    }
+
+    /// [`first_kernels`] of point `s`, computed once.
+    fn first_kernels(&mut self, s: usize, memo: &mut MassMemo) -> Option<(f64, f64)> {
+        if let Some(f) = self.first[s] {
+            return Some(f);
+        }
+        let d = self.kern.cont.len();
+        let xs = &self.xs[s * d..(s + 1) * d];
+        let f = first_kernels(s, &self.points[s], xs, &self.kern, &mut self.bases, &mut self.tables, memo)?;
+        self.first[s] = Some(f);
+        Some(f)
     }
 
     /// The log density of point `s`.
@@ -428,25 +448,32 @@ impl<'a> Scorer<'a> {
         if self.dead[s] {
             return f64::NEG_INFINITY;
         }
-        let Scorer { points, kern, bases, tables, window, row, upper, spread, .. } = self;
-        let kern: &Kernels = kern;
-        let k_n = kern.len();
+        let k_n = self.kern.len();
         let prior = k_n - 1;
-        let p = &points[s];
         // Few kernels: every discrete mass computed (bounding them first
         // would cost more than it saves; the result is the same, as the
         // kernels the bounds leave out are more than 50 below the largest).
-        let bound = !kern.discs.is_empty() && k_n > DIRECT_MAX;
+        let bound = !self.kern.discs.is_empty() && k_n > DIRECT_MAX;
         if bound {
-            for (t, k) in tables.iter_mut().zip(&kern.discs) {
+            for (t, k) in self.tables.iter_mut().zip(&self.kern.discs) {
                 t.prepare(k, s);
             }
         }
-        if let Some(w) = window.as_mut() {
-            if let Some(v) = w.log_pdf_point(s, p, kern, bases, tables, memo) {
-                return v;
+        if self.window.is_some() {
+            if let Some((prior_row, low)) = self.first_kernels(s, memo) {
+                let d = self.kern.cont.len();
+                let Scorer { points, xs, kern, bases, tables, window, .. } = self;
+                if let Some(w) = window.as_mut() {
+                    let xs = &xs[s * d..(s + 1) * d];
+                    if let Some(v) = w.log_pdf_point(s, &points[s], xs, prior_row, low, kern, bases, tables, memo) {
+                        return v;
+                    }
+                }
             }
         }
+        let Scorer { points, kern, bases, tables, row, upper, spread, .. } = self;
+        let kern: &Kernels = kern;
+        let p = &points[s];
         if row.len() != k_n {
             row.resize(k_n, 0.0);
             upper.resize(if bound { k_n } else { 0 }, 0.0);
@@ -614,18 +641,21 @@ impl Window {
     /// The log density of point `s` through the window, or `None` where the window
     /// would not save work (or a bound is not finite): then the caller's full loop
     /// runs.
+    #[allow(clippy::too_many_arguments)]
     fn log_pdf_point(
         &mut self,
         s: usize,
         p: &[f64],
+        xs: &[f64],
+        prior_row: f64,
+        low: f64,
         kern: &Kernels,
         bases: &mut Bases,
         tables: &mut [DiscTable],
         memo: &mut MassMemo,
     ) -> Option<f64> {
         let n = self.n;
-        let (xs, prior_row, low) = first_kernels(s, p, kern, bases, tables, memo)?;
-        let x = xs[0];
+        let x = *xs.first()?;
         let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
         if !thr.is_finite() {
             return None;
@@ -744,7 +774,7 @@ impl Window {
     }
 }
 
-/// For point `s`: its continuous coordinates (transformed), the prior
+/// For point `s` (continuous coordinates `xs`, transformed): the prior
 /// kernel's value and `low`, the largest value among the prior and the two
 /// observation kernels nearest to the point in the leading continuous
 /// dimension (a lower bound of the largest kernel value, so of the density).
@@ -754,22 +784,18 @@ impl Window {
 fn first_kernels(
     s: usize,
     p: &[f64],
+    xs: &[f64],
     kern: &Kernels,
     bases: &mut Bases,
     tables: &mut [DiscTable],
     memo: &mut MassMemo,
-) -> Option<(Vec<f64>, f64, f64)> {
+) -> Option<(f64, f64)> {
     if !kern.lead {
         return None;
     }
     let n = kern.len().checked_sub(1)?;
     let prior = n;
     let lead_mus = &kern.cont.first()?.mus[..n];
-    let xs: Vec<f64> = kern
-        .cont
-        .iter()
-        .map(|c| if c.log { p[c.d].ln() } else { p[c.d] })
-        .collect();
     let x = *xs.first()?;
     let mut kernel_row = |k: usize, tables: &mut [DiscTable]| -> f64 {
         let mut a = bases.slice(kern, k, k + 1)[0];
@@ -779,7 +805,7 @@ fn first_kernels(
                 None => c.l_prior,
             };
         }
-        for (c, xc) in kern.cont.iter().zip(&xs) {
+        for (c, xc) in kern.cont.iter().zip(xs) {
             let z = (xc - c.mus[k]) * c.inv[k];
             a -= 0.5 * z * z;
         }
@@ -796,7 +822,7 @@ fn first_kernels(
             low = low.max(kernel_row(j, tables));
         }
     }
-    Some((xs, prior_row, low))
+    Some((prior_row, low))
 }
 
 /// Points scored through the window (tests check that it is exercised).
