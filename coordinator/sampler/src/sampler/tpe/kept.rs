@@ -19,6 +19,7 @@ use std::ops::Bound;
 
 use super::history::TpeHistory;
 use super::parzen::{
+    ParzenEstimator,
     categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, sort_key, weights_total, default_weight,
     MassMemo, ParzenParams, SigmaRule,
 };
@@ -35,6 +36,18 @@ pub(crate) const KEPT_MIN: usize = WINDOW_MIN_KERNELS;
 #[derive(Debug, Clone, Default)]
 pub struct KeptAbove {
     state: Option<State>,
+    below: Option<Below>,
+}
+
+/// The "below" estimator of the last suggestion and what it was built from.
+#[derive(Debug, Clone)]
+struct Below {
+    epoch: u64,
+    synced: u64,
+    group: Vec<usize>,
+    pp: ParzenParams,
+    rows: Vec<usize>,
+    est: ParzenEstimator,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +126,40 @@ type Entry = (u64, u32);
 const NO_PAIR: u32 = u32::MAX;
 
 impl KeptAbove {
+    /// The "below" estimator for `group` over the rows `below`: the last one
+    /// where it was built from the same rows, unchanged since (an estimator
+    /// is a function of its observations in trial order), else `build()`,
+    /// kept.
+    pub(crate) fn below(
+        &mut self,
+        hist: &TpeHistory,
+        group: &[usize],
+        below: &[usize],
+        pp: &ParzenParams,
+        build: impl FnOnce() -> ParzenEstimator,
+    ) -> &ParzenEstimator {
+        let same = self.below.as_ref().is_some_and(|b| {
+            b.epoch == hist.epoch
+                && hist.sorted
+                && b.group == group
+                && b.pp == *pp
+                && b.rows == below
+                && below.iter().all(|r| hist.changed.get(*r).is_some_and(|c| *c <= b.synced))
+        });
+        if !same {
+            self.below = None;
+        }
+        let b = self.below.get_or_insert_with(|| Below {
+            epoch: hist.epoch,
+            synced: hist.syncs,
+            group: group.to_vec(),
+            pp: *pp,
+            rows: below.to_vec(),
+            est: build(),
+        });
+        &b.est
+    }
+
     /// The "above" layout for `group` over the rows `above` (in trial-number
     /// order) of `hist`, updated from the last call or built afresh; `None`
     /// where it does not apply (then the caller builds the estimator itself):

@@ -248,7 +248,17 @@ impl TpeSampler {
             let sorted = presorted(hist, group, &kept);
             ParzenEstimator::new_sorted(&cols, &dists, &pp, memo, sorted)
         };
-        let mpe_below = estimator(&split.0, memo);
+        // "Below" is kept too where "above" is (its rows are finished trials,
+        // so it changes only when they do).
+        let mut kept = kept;
+        let built;
+        let mpe_below = match kept.as_deref_mut() {
+            Some(k) => k.below(hist, group, &split.0, &pp, || estimator(&split.0, memo)),
+            None => {
+                built = estimator(&split.0, memo);
+                &built
+            }
+        };
         let candidates = mpe_below.sample_with(rng, self.config.n_ei_candidates.max(1), memo);
         // The candidate maximising log l(x) - log g(x) (the first on ties);
         // "above" is scored in full only for candidates that can still win.
