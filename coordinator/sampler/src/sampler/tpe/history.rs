@@ -163,7 +163,13 @@ impl TpeHistory {
     /// merges those into the bulk once there are more than [`PENDING_MAX`].
     fn merge_pending(&mut self) {
         for ((order, pending), staged) in self.order.iter_mut().zip(&mut self.pending).zip(&mut self.staged) {
-            if !staged.is_empty() {
+            if staged.len() == 1 {
+                // The usual case, a new trial: in place.
+                let e = staged[0];
+                let at = pending.partition_point(|x| *x < e);
+                pending.insert(at, e);
+                staged.clear();
+            } else if !staged.is_empty() {
                 staged.sort_unstable();
                 *pending = merge_sorted(pending, staged);
                 staged.clear();
