@@ -48,6 +48,7 @@ struct Below {
     pp: ParzenParams,
     rows: Vec<usize>,
     est: ParzenEstimator,
+    layout: Kernels,
 }
 
 #[derive(Debug, Clone)]
@@ -126,10 +127,10 @@ type Entry = (u64, u32);
 const NO_PAIR: u32 = u32::MAX;
 
 impl KeptAbove {
-    /// The "below" estimator for `group` over the rows `below`: the last one
-    /// where it was built from the same rows, unchanged since (an estimator
-    /// is a function of its observations in trial order), else `build()`,
-    /// kept.
+    /// The "below" estimator for `group` over the rows `below` and its
+    /// scoring layout: the last ones where they were built from the same rows,
+    /// unchanged since (an estimator is a function of its observations in
+    /// trial order), else `build()`'s, kept.
     pub(crate) fn below(
         &mut self,
         hist: &TpeHistory,
@@ -137,7 +138,7 @@ impl KeptAbove {
         below: &[usize],
         pp: &ParzenParams,
         build: impl FnOnce() -> ParzenEstimator,
-    ) -> &ParzenEstimator {
+    ) -> (&ParzenEstimator, &Kernels) {
         let same = self.below.as_ref().is_some_and(|b| {
             b.epoch == hist.epoch
                 && hist.sorted
@@ -149,15 +150,19 @@ impl KeptAbove {
         if !same {
             self.below = None;
         }
-        let b = self.below.get_or_insert_with(|| Below {
-            epoch: hist.epoch,
-            synced: hist.syncs,
-            group: group.to_vec(),
-            pp: *pp,
-            rows: below.to_vec(),
-            est: build(),
+        let b = self.below.get_or_insert_with(|| {
+            let est = build();
+            Below {
+                epoch: hist.epoch,
+                synced: hist.syncs,
+                group: group.to_vec(),
+                pp: *pp,
+                rows: below.to_vec(),
+                layout: est.layout(),
+                est,
+            }
         });
-        &b.est
+        (&b.est, &b.layout)
     }
 
     /// The "above" layout for `group` over the rows `above` (in trial-number

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::score::{self, CatKernels, ContKernels, DiscKernels, Kernels, Scorer, WINDOW_MIN_KERNELS};
+use super::score::{self, CatKernels, ContKernels, DiscKernels, Kernels, WINDOW_MIN_KERNELS};
 use super::truncnorm::{self, LN_SQRT_2PI};
 use crate::rng::{uniform01, Rng};
 use crate::space::Distribution;
@@ -666,8 +666,7 @@ impl ParzenEstimator {
 
     /// `log_pdf`, with or without the window (the results are identical).
     fn log_pdf_impl(&self, points: &[Vec<f64>], use_window: bool, memo: &mut MassMemo) -> Vec<f64> {
-        let mut scorer = Scorer::new(Cow::Owned(self.layout()), points, use_window);
-        (0..points.len()).map(|s| scorer.score(s, memo)).collect()
+        score::log_pdf(Cow::Owned(self.layout()), points, use_window, memo)
     }
 
     /// The index of the point with the largest `lb[i] - log_pdf(points)[i]`

@@ -251,18 +251,23 @@ impl TpeSampler {
         // "Below" is kept too where "above" is (its rows are finished trials,
         // so it changes only when they do).
         let mut kept = kept;
-        let built;
-        let mpe_below = match kept.as_deref_mut() {
-            Some(k) => k.below(hist, group, &split.0, &pp, || estimator(&split.0, memo)),
+        let n_cand = self.config.n_ei_candidates.max(1);
+        let (candidates, lb) = match kept.as_deref_mut() {
+            Some(k) => {
+                let (est, layout) = k.below(hist, group, &split.0, &pp, || estimator(&split.0, memo));
+                let candidates = est.sample_with(rng, n_cand, memo);
+                let lb = score::log_pdf(Cow::Borrowed(layout), &candidates, true, memo);
+                (candidates, lb)
+            }
             None => {
-                built = estimator(&split.0, memo);
-                &built
+                let est = estimator(&split.0, memo);
+                let candidates = est.sample_with(rng, n_cand, memo);
+                let lb = est.log_pdf_with(&candidates, memo);
+                (candidates, lb)
             }
         };
-        let candidates = mpe_below.sample_with(rng, self.config.n_ei_candidates.max(1), memo);
         // The candidate maximising log l(x) - log g(x) (the first on ties);
         // "above" is scored in full only for candidates that can still win.
-        let lb = mpe_below.log_pdf_with(&candidates, memo);
         let kept_layout = kept.and_then(|k| k.layout(hist, group, &split.1, &pp, memo));
         let best = match kept_layout {
             Some(kern) => score::best_acquisition(Cow::Borrowed(kern), &candidates, &lb, memo),

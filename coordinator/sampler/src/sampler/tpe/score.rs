@@ -574,6 +574,13 @@ impl<'a> Scorer<'a> {
     }
 }
 
+/// The log density of each point (through the window where `use_window`;
+/// the results are the same).
+pub(crate) fn log_pdf(kern: Cow<'_, Kernels>, points: &[Vec<f64>], use_window: bool, memo: &mut MassMemo) -> Vec<f64> {
+    let mut scorer = Scorer::new(kern, points, use_window);
+    (0..points.len()).map(|s| scorer.score(s, memo)).collect()
+}
+
 /// The index of the point with the largest `lb[i] - log_pdf(points)[i]` (the
 /// first such index; 0 when none is above -inf): the same as computing every
 /// density and comparing, but a point whose upper bound `lb[i] - low` (`low`,
