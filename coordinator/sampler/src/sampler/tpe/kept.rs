@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use super::history::TpeHistory;
 use super::parzen::{
-    ParzenEstimator,
+    NumBounds, ParzenEstimator,
     categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, sort_key, weights_total, default_weight,
     MassMemo, ParzenParams, SigmaRule,
 };
@@ -247,32 +247,20 @@ impl State {
         let mut lead = None;
         for (i, g) in group.iter().enumerate() {
             let dist = &params.get(*g)?.1;
-            let (low, high, log, step) = match dist {
-                Distribution::Categorical { choices } => {
-                    let n_choices = choices.len().max(1);
-                    dims.push(KDim::Cat { col: *g, at: cats.len(), n_choices });
-                    cats.push(CatKernels {
-                        d: i,
-                        n_choices,
-                        chosen: Vec::new(),
-                        l_hit: 0.0,
-                        l_miss: 0.0,
-                        l_prior: categorical_prior_ln(n_choices),
-                    });
-                    continue;
-                }
-                Distribution::Float { low, high, log, step } => (*low, *high, *log, *step),
-                Distribution::Int { low, high, log, step } => (*low as f64, *high as f64, *log, Some(*step as f64)),
-            };
-            let (mut lo, mut hi) = (low, high);
-            if let Some(s) = step {
-                lo -= s / 2.0;
-                hi += s / 2.0;
+            if let Distribution::Categorical { choices } = dist {
+                let n_choices = choices.len().max(1);
+                dims.push(KDim::Cat { col: *g, at: cats.len(), n_choices });
+                cats.push(CatKernels {
+                    d: i,
+                    n_choices,
+                    chosen: Vec::new(),
+                    l_hit: 0.0,
+                    l_miss: 0.0,
+                    l_prior: categorical_prior_ln(n_choices),
+                });
+                continue;
             }
-            if log {
-                lo = lo.ln();
-                hi = hi.ln();
-            }
+            let NumBounds { log, step, lo, hi, .. } = NumBounds::of(dist);
             let discrete = step.is_some();
             let at = if discrete {
                 discs.push(DiscKernels {

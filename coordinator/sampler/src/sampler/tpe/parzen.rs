@@ -322,6 +322,40 @@ pub(crate) fn categorical_prior_ln(n_choices: usize) -> f64 {
     (1.0 / n_choices as f64).ln()
 }
 
+/// A numerical parameter's range as the estimator sees it: the original
+/// bounds, log and step (integers step 1), and `lo`, `hi`, the kernels' bounds
+/// in the transformed space (widened by half a step, then logs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NumBounds {
+    pub low: f64,
+    pub high: f64,
+    pub log: bool,
+    pub step: Option<f64>,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl NumBounds {
+    /// The bounds of `dist` (a categorical gets `[0, 1]`, never used).
+    pub(crate) fn of(dist: &Distribution) -> NumBounds {
+        let (low, high, log, step) = match dist {
+            Distribution::Float { low, high, log, step } => (*low, *high, *log, *step),
+            Distribution::Int { low, high, log, step } => (*low as f64, *high as f64, *log, Some(*step as f64)),
+            Distribution::Categorical { .. } => (0.0, 1.0, false, None),
+        };
+        let (mut lo, mut hi) = (low, high);
+        if let Some(s) = step {
+            lo -= s / 2.0;
+            hi += s / 2.0;
+        }
+        if log {
+            lo = lo.ln();
+            hi = hi.ln();
+        }
+        NumBounds { low, high, log, step, lo, hi }
+    }
+}
+
 /// One numerical dimension's kernels. `sorted`, when given, must be what
 /// `argsort_stable` gives for the transformed observations (the caller keeps it).
 fn numerical_dim(
@@ -331,30 +365,7 @@ fn numerical_dim(
     memo: &mut MassMemo,
     sorted: Option<Vec<(f64, u32)>>,
 ) -> Dim {
-    let (low, high, log, step) = match dist {
-        Distribution::Float {
-            low,
-            high,
-            log,
-            step,
-        } => (*low, *high, *log, *step),
-        Distribution::Int {
-            low,
-            high,
-            log,
-            step,
-        } => (*low as f64, *high as f64, *log, Some(*step as f64)),
-        Distribution::Categorical { .. } => (0.0, 1.0, false, None),
-    };
-    let (mut lo, mut hi) = (low, high);
-    if let Some(s) = step {
-        lo -= s / 2.0;
-        hi += s / 2.0;
-    }
-    if log {
-        lo = lo.ln();
-        hi = hi.ln();
-    }
+    let NumBounds { low, high, log, step, lo, hi } = NumBounds::of(dist);
     // Observation indices sorted by value; ties keep trial order (a stable argsort).
     let (mut mus, idx) = match sorted {
         Some(idx) if idx.len() == obs.len() => {
