@@ -553,6 +553,66 @@ mod tests {
     }
 
     #[test]
+    fn degenerate_histories_give_the_same_suggestions_with_the_cache() {
+        // Long enough for the kept estimators: every trial at the same point,
+        // values only at the range ends (-0.0 and 0.0 among them), and one
+        // parameter constant while the others vary; pruned trials mixed in.
+        let space = SearchSpace::from_json_str(
+            r#"{"x": {"type": "float", "low": -1.0, "high": 1.0},
+                "lr": {"type": "float", "low": 1e-5, "high": 0.1, "log": true},
+                "n": {"type": "int", "low": 0, "high": 3},
+                "c": {"type": "categorical", "choices": ["a", "b"]},
+                "d": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.5}}"#,
+        )
+        .expect("space");
+        let dists: BTreeMap<String, Distribution> =
+            space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+        for case in 0..3u64 {
+            let sampler = TpeSampler::with_seed(case);
+            let mut cache = SamplerCache::default();
+            let mut trials: Vec<FrozenTrial> = Vec::new();
+            let mut rng = trial_rng(5, case, 0);
+            for number in 0..330u64 {
+                let a = sampler
+                    .sample_with(&mut cache, &space, &trials, Direction::Minimize, number)
+                    .expect("sample");
+                if number >= 256 && number % 9 == 0 {
+                    let b = sampler.sample(&space, &trials, Direction::Minimize, number).expect("sample");
+                    let bits = |m: &BTreeMap<String, f64>| m.values().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b), "case {case}, trial {number}");
+                }
+                let mut params = a;
+                for (name, v) in params.iter_mut() {
+                    let end = uniform01(&mut rng) < 0.5;
+                    *v = match (case, name.as_str()) {
+                        (0, "x") => 0.25,
+                        (0, "lr") => 1e-3,
+                        (0, "n") => 2.0,
+                        (0, "c") => 1.0,
+                        (0, _) => 0.5,
+                        (1, "x") => [-0.0, 0.0, -1.0, 1.0][(uniform01(&mut rng) * 4.0) as usize % 4],
+                        (1, "lr") => if end { 1e-5 } else { 0.1 },
+                        (1, "n") => if end { 0.0 } else { 3.0 },
+                        (1, "d") => if end { 0.0 } else { 1.0 },
+                        (2, "lr") => 0.01,
+                        _ => *v,
+                    };
+                }
+                let mut t = FrozenTrial::new(number, TrialState::Complete);
+                if uniform01(&mut rng) < 0.2 {
+                    t.state = TrialState::Pruned;
+                    t.intermediate_values.insert(1 + (uniform01(&mut rng) * 3.0) as u64, uniform01(&mut rng));
+                } else {
+                    t.value = Some(uniform01(&mut rng));
+                }
+                t.params = params;
+                t.distributions = dists.clone();
+                trials.push(t);
+            }
+        }
+    }
+
+    #[test]
     fn the_kept_order_gives_the_estimator_of_a_fresh_sort() {
         // Ties (integers, steps), log dims, missing parameters, trials re-read with
         // cleared and restored parameters: the history's kept order must give the
