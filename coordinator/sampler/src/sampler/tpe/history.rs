@@ -162,7 +162,12 @@ impl TpeHistory {
     /// Sorts the entries read during the sync into the recent ones, and
     /// merges those into the bulk once there are more than [`PENDING_MAX`].
     fn merge_pending(&mut self) {
-        for ((order, pending), staged) in self.order.iter_mut().zip(&mut self.pending).zip(&mut self.staged) {
+        for ((order, pending), staged) in self
+            .order
+            .iter_mut()
+            .zip(&mut self.pending)
+            .zip(&mut self.staged)
+        {
             if staged.len() == 1 {
                 // The usual case, a new trial: in place.
                 let e = staged[0];

@@ -7,8 +7,11 @@
 //! observation kernels in increasing mu of the lead continuous dimension) and
 //! updates it in place: a kernel inserted or removed moves the arrays behind it
 //! (one `memmove` each), and only its neighbours in each dimension's order (an
-//! ordered set per dimension) get new bandwidths. What depends on the number of observations (the
-//! weights, the categorical kernel) is recomputed on every suggestion.
+//! ordered set per dimension) get new bandwidths. What depends on the number of
+//! observations (the weights' sum, the categorical kernel) is recomputed on
+//! every suggestion; each kernel's weight and base only when the scorer
+//! reaches it. The multivariate group's "below" estimator is kept as well,
+//! while its rows stay the same.
 //!
 //! The layout is the one [`ParzenEstimator::layout`](super::parzen) builds
 //! from the same rows, term for term, so scores have the same bits; a unit test
@@ -19,9 +22,8 @@ use std::ops::Bound;
 
 use super::history::TpeHistory;
 use super::parzen::{
-    NumBounds, ParzenEstimator,
-    categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm, sort_key, weights_total, default_weight,
-    MassMemo, ParzenParams, SigmaRule,
+    categorical_prior_ln, categorical_probs, cont_log_norm, default_weight, disc_log_norm,
+    sort_key, weights_total, MassMemo, NumBounds, ParzenEstimator, ParzenParams, SigmaRule,
 };
 use super::score::{CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, WINDOW_MIN_KERNELS};
 use super::truncnorm::LN_SQRT_2PI;
@@ -68,9 +70,10 @@ struct State {
     dims: Vec<KDim>,
     /// Index in `dims` of the lead dimension (the first continuous one).
     lead: usize,
-    /// The layout; its bases are left to the scorer (`kern.lazy`: per
-    /// continuous dimension, each kernel's normaliser `ln(sqrt(2 pi)) +
-    /// ln(sigma) + log mass` in layout order, and the weights).
+    /// The layout; its bases are left to the scorer (`kern.lazy`: the count
+    /// and sum the weights follow from, and per continuous dimension each
+    /// kernel's normaliser `ln(sqrt(2 pi)) + ln(sigma) + log mass` in layout
+    /// order).
     kern: Kernels,
     /// The row of each observation kernel, in layout order.
     lead_row: Vec<u32>,
@@ -145,7 +148,9 @@ impl KeptAbove {
                 && b.group == group
                 && b.pp == *pp
                 && b.rows == below
-                && below.iter().all(|r| hist.changed.get(*r).is_some_and(|c| *c <= b.synced))
+                && below
+                    .iter()
+                    .all(|r| hist.changed.get(*r).is_some_and(|c| *c <= b.synced))
         });
         if !same {
             self.below = None;
@@ -193,7 +198,11 @@ impl KeptAbove {
         if !updated {
             self.state = State::build(hist, group, above, pp, memo);
         }
-        if self.state.as_ref().is_none_or(|s| s.members.len() < KEPT_MIN) {
+        if self
+            .state
+            .as_ref()
+            .is_none_or(|s| s.members.len() < KEPT_MIN)
+        {
             self.state = None;
             return None;
         }
@@ -249,7 +258,11 @@ impl State {
             let dist = &params.get(*g)?.1;
             if let Distribution::Categorical { choices } = dist {
                 let n_choices = choices.len().max(1);
-                dims.push(KDim::Cat { col: *g, at: cats.len(), n_choices });
+                dims.push(KDim::Cat {
+                    col: *g,
+                    at: cats.len(),
+                    n_choices,
+                });
                 cats.push(CatKernels {
                     d: i,
                     n_choices,
@@ -260,7 +273,9 @@ impl State {
                 });
                 continue;
             }
-            let NumBounds { log, step, lo, hi, .. } = NumBounds::of(dist);
+            let NumBounds {
+                log, step, lo, hi, ..
+            } = NumBounds::of(dist);
             let discrete = step.is_some();
             let at = if discrete {
                 discs.push(DiscKernels {
@@ -278,16 +293,27 @@ impl State {
                 if lead.is_none() {
                     lead = Some(dims.len());
                 }
-                cont.push(ContKernels { d: i, log, lo_t: lo, hi_t: hi, mus: Vec::new(), inv: Vec::new() });
+                cont.push(ContKernels {
+                    d: i,
+                    log,
+                    lo_t: lo,
+                    hi_t: hi,
+                    mus: Vec::new(),
+                    inv: Vec::new(),
+                });
                 cont.len() - 1
             };
             // The members' values in increasing order, ties by row (the
             // history's kept order where it has one).
             let sorted: Vec<(u64, u32)> = if hist.order_len(*g) > 0 {
-                hist.order_of(*g).filter(|(_, r)| is_member[*r as usize]).collect()
+                hist.order_of(*g)
+                    .filter(|(_, r)| is_member[*r as usize])
+                    .collect()
             } else {
-                let mut v: Vec<(u64, u32)> =
-                    members.iter().map(|r| (sort_key(transformed(hist, *g, log, *r)), *r)).collect();
+                let mut v: Vec<(u64, u32)> = members
+                    .iter()
+                    .map(|r| (sort_key(transformed(hist, *g, log, *r)), *r))
+                    .collect();
                 v.sort_unstable();
                 v
             };
@@ -357,7 +383,11 @@ impl State {
             rank[*r as usize] = i as u32;
         }
         let kern = &mut self.kern;
-        kern.key = lead_rows.iter().map(|r| rank[*r as usize]).chain([n as u32]).collect();
+        kern.key = lead_rows
+            .iter()
+            .map(|r| rank[*r as usize])
+            .chain([n as u32])
+            .collect();
         for c in &mut kern.cont {
             c.mus = vec![0.0; n + 1];
             c.inv = vec![0.0; n + 1];
@@ -372,7 +402,10 @@ impl State {
         for dim in &mut self.dims {
             match dim {
                 KDim::Cat { col, at, n_choices } => {
-                    kern.cats[*at].chosen = lead_rows.iter().map(|r| chosen_of(hist, *col, *n_choices, *r)).collect();
+                    kern.cats[*at].chosen = lead_rows
+                        .iter()
+                        .map(|r| chosen_of(hist, *col, *n_choices, *r))
+                        .collect();
                 }
                 KDim::Num(d) => {
                     d.pair_id.clear();
@@ -428,7 +461,11 @@ impl State {
             b -= c[j];
         }
         for t in &self.kern.discs {
-            b -= t.pair_log_norm.get(t.pair_of[j] as usize).copied().unwrap_or(f64::NAN);
+            b -= t
+                .pair_log_norm
+                .get(t.pair_of[j] as usize)
+                .copied()
+                .unwrap_or(f64::NAN);
         }
         b
     }
@@ -449,11 +486,20 @@ impl State {
             return;
         };
         let sum = self.norm_sum_at(j);
-        if let Some(slot) = self.kern.lazy.as_mut().and_then(|lz| lz.norm_sum.get_mut(j)) {
+        if let Some(slot) = self
+            .kern
+            .lazy
+            .as_mut()
+            .and_then(|lz| lz.norm_sum.get_mut(j))
+        {
             *slot = sum;
         }
         let v = self.stat_at(j);
-        let old = if new { f64::NEG_INFINITY } else { self.stat[r as usize] };
+        let old = if new {
+            f64::NEG_INFINITY
+        } else {
+            self.stat[r as usize]
+        };
         self.stat[r as usize] = v;
         track_max(&mut self.stat_max, old, v);
     }
@@ -474,7 +520,11 @@ impl State {
             }
         }
         // Rows whose values changed since the last update.
-        let changed = |r: u32| hist.changed.get(r as usize).is_some_and(|c| *c > self.synced);
+        let changed = |r: u32| {
+            hist.changed
+                .get(r as usize)
+                .is_some_and(|c| *c > self.synced)
+        };
         let (mut out, mut into) = (Vec::new(), Vec::new());
         let (mut a, mut b) = (0, 0);
         let old = &self.rows;
@@ -533,7 +583,11 @@ impl State {
 
     /// The layout position of `(lead key, row)`, or where it would go.
     fn slot(&self, e: (u64, u32)) -> usize {
-        let mus = self.kern.cont.first().map_or(&[][..], |c| &c.mus[..self.lead_row.len()]);
+        let mus = self
+            .kern
+            .cont
+            .first()
+            .map_or(&[][..], |c| &c.mus[..self.lead_row.len()]);
         let (mut lo, mut hi) = (0, self.lead_row.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -588,7 +642,9 @@ impl State {
         }
         for dim in &self.dims {
             match dim {
-                KDim::Cat { col, at, n_choices } => kern.cats[*at].chosen.insert(j, chosen_of(hist, *col, *n_choices, r)),
+                KDim::Cat { col, at, n_choices } => kern.cats[*at]
+                    .chosen
+                    .insert(j, chosen_of(hist, *col, *n_choices, r)),
                 KDim::Num(d) if !d.discrete => kern.cont[d.at].mus[j] = from_key(d.key[r as usize]),
                 KDim::Num(_) => {}
             }
@@ -674,12 +730,21 @@ impl State {
             return false;
         };
         let lead = self.lead;
-        let State { dims, kern, sigma_max, .. } = self;
+        let State {
+            dims,
+            kern,
+            sigma_max,
+            ..
+        } = self;
         let KDim::Num(d) = &mut dims[i] else {
             return false;
         };
         let s = d.sigma_of(r);
-        let old = if new { f64::NEG_INFINITY } else { d.sigma[r as usize] };
+        let old = if new {
+            f64::NEG_INFINITY
+        } else {
+            d.sigma[r as usize]
+        };
         if !new && s.to_bits() == old.to_bits() {
             return false;
         }
@@ -711,22 +776,32 @@ impl State {
         };
         lz.n = n;
         lz.prior_weight = self.pp.prior_weight;
-        lz.total = weights_total((0..n).map(|i| default_weight(n, i)).chain([self.pp.prior_weight]));
+        lz.total = weights_total(
+            (0..n)
+                .map(|i| default_weight(n, i))
+                .chain([self.pp.prior_weight]),
+        );
         // A bound of every observation kernel's terms but the lead's: the
         // largest weight (1, the newest observations') with the largest of
         // the other terms, and a margin far above rounding.
         let (members, stat, dims, lead) = (&self.members, &self.stat, &self.dims, self.lead);
         let stat_max = cached_max(&mut self.stat_max, || {
-            members.iter().map(|r| stat[*r as usize]).fold(f64::NEG_INFINITY, |m, v| {
-                if v.is_nan() || m.is_nan() {
-                    f64::NAN
-                } else {
-                    m.max(v)
-                }
-            })
+            members
+                .iter()
+                .map(|r| stat[*r as usize])
+                .fold(f64::NEG_INFINITY, |m, v| {
+                    if v.is_nan() || m.is_nan() {
+                        f64::NAN
+                    } else {
+                        m.max(v)
+                    }
+                })
         });
         let sigma_max = cached_max(&mut self.sigma_max, || match &dims[lead] {
-            KDim::Num(d) => members.iter().map(|r| d.sigma[*r as usize]).fold(0.0, f64::max),
+            KDim::Num(d) => members
+                .iter()
+                .map(|r| d.sigma[*r as usize])
+                .fold(0.0, f64::max),
             KDim::Cat { .. } => f64::NAN,
         });
         let cat_max: f64 = kern.cats.iter().map(|c| c.l_hit.max(c.l_miss)).sum();
@@ -795,7 +870,11 @@ impl NumDim {
     fn neighbours(&self, r: u32) -> (Option<Entry>, Option<Entry>) {
         let e = (self.key[r as usize], r);
         let prev = self.set.range(..e).next_back().copied();
-        let next = self.set.range((Bound::Excluded(e), Bound::Unbounded)).next().copied();
+        let next = self
+            .set
+            .range((Bound::Excluded(e), Bound::Unbounded))
+            .next()
+            .copied();
         (prev, next)
     }
 
@@ -805,7 +884,13 @@ impl NumDim {
         let (prev, next) = self.neighbours(r);
         let p = prev.map_or(self.lo, |e| from_key(e.0));
         let q = next.map_or(self.hi, |e| from_key(e.0));
-        self.rule.sigma(p, from_key(self.key[r as usize]), q, prev.is_none(), next.is_none())
+        self.rule.sigma(
+            p,
+            from_key(self.key[r as usize]),
+            q,
+            prev.is_none(),
+            next.is_none(),
+        )
     }
 
     /// Writes the terms of the kernel at layout position `j` with mean `m`
@@ -816,7 +901,8 @@ impl NumDim {
             kern.discs[self.at].pair_of[j] = pi;
         } else {
             kern.cont[self.at].inv[j] = 1.0 / s;
-            cnorm_of(kern)[self.at][j] = LN_SQRT_2PI + s.ln() + cont_log_norm(m, s, self.lo, self.hi, memo);
+            cnorm_of(kern)[self.at][j] =
+                LN_SQRT_2PI + s.ln() + cont_log_norm(m, s, self.lo, self.hi, memo);
         }
     }
 
@@ -889,31 +975,55 @@ mod tests {
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(a.key, b.key, "{what}: key");
         let lz = a.lazy.as_ref().expect("a kept layout has lazy bases");
-        let bases: Vec<f64> = a.key.iter().enumerate().map(|(j, k)| lz.base(j, *k)).collect();
+        let bases: Vec<f64> = a
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, k)| lz.base(j, *k))
+            .collect();
         assert_eq!(bits(&bases), bits(&b.base), "{what}: base");
         assert_eq!(a.lead, b.lead, "{what}: lead");
         assert_eq!(a.cats.len(), b.cats.len());
         for (x, y) in a.cats.iter().zip(&b.cats) {
-            assert_eq!((x.d, x.n_choices, &x.chosen), (y.d, y.n_choices, &y.chosen), "{what}: chosen");
-            assert_eq!(bits(&[x.l_hit, x.l_miss, x.l_prior]), bits(&[y.l_hit, y.l_miss, y.l_prior]), "{what}");
+            assert_eq!(
+                (x.d, x.n_choices, &x.chosen),
+                (y.d, y.n_choices, &y.chosen),
+                "{what}: chosen"
+            );
+            assert_eq!(
+                bits(&[x.l_hit, x.l_miss, x.l_prior]),
+                bits(&[y.l_hit, y.l_miss, y.l_prior]),
+                "{what}"
+            );
         }
         assert_eq!(a.cont.len(), b.cont.len());
         for (x, y) in a.cont.iter().zip(&b.cont) {
             assert_eq!((x.d, x.log), (y.d, y.log));
-            assert_eq!(bits(&[x.lo_t, x.hi_t]), bits(&[y.lo_t, y.hi_t]), "{what}: bounds");
+            assert_eq!(
+                bits(&[x.lo_t, x.hi_t]),
+                bits(&[y.lo_t, y.hi_t]),
+                "{what}: bounds"
+            );
             assert_eq!(bits(&x.mus), bits(&y.mus), "{what}: mus of {}", x.d);
             assert_eq!(bits(&x.inv), bits(&y.inv), "{what}: inv of {}", x.d);
         }
         assert_eq!(a.discs.len(), b.discs.len());
         for (x, y) in a.discs.iter().zip(&b.discs) {
             assert_eq!((x.d, x.log), (y.d, y.log));
-            assert_eq!(bits(&[x.step, x.lo_t, x.hi_t]), bits(&[y.step, y.lo_t, y.hi_t]));
+            assert_eq!(
+                bits(&[x.step, x.lo_t, x.hi_t]),
+                bits(&[y.step, y.lo_t, y.hi_t])
+            );
             let of = |t: &DiscKernels| -> Vec<(u64, u64, u64)> {
                 t.pair_of
                     .iter()
                     .map(|p| {
                         let (m, s) = t.pairs[*p as usize];
-                        (m.to_bits(), s.to_bits(), t.pair_log_norm[*p as usize].to_bits())
+                        (
+                            m.to_bits(),
+                            s.to_bits(),
+                            t.pair_log_norm[*p as usize].to_bits(),
+                        )
                     })
                     .collect()
             };
@@ -921,7 +1031,10 @@ mod tests {
         }
         assert_eq!(a.window.is_some(), b.window.is_some(), "{what}: window");
         if let (Some(x), Some(y)) = (a.window, b.window) {
-            assert!(x.sigma_max >= y.sigma_max && x.sigma_max <= y.sigma_max * (1.0 + 1e-9), "{what}: sigma_max");
+            assert!(
+                x.sigma_max >= y.sigma_max && x.sigma_max <= y.sigma_max * (1.0 + 1e-9),
+                "{what}: sigma_max"
+            );
             assert!(x.bmax >= y.bmax, "{what}: bmax {} below {}", x.bmax, y.bmax);
         }
     }
@@ -937,9 +1050,15 @@ mod tests {
                 "c": {"type": "categorical", "choices": ["a", "b", "c"]}}"#,
         )
         .expect("space");
-        let dists: BTreeMap<String, Distribution> =
-            space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
-        let pp = ParzenParams { prior_weight: 1.0, consider_magic_clip: true, consider_endpoints: false };
+        let dists: BTreeMap<String, Distribution> = space
+            .params()
+            .map(|(n, d)| (n.to_string(), d.clone()))
+            .collect();
+        let pp = ParzenParams {
+            prior_weight: 1.0,
+            consider_magic_clip: true,
+            consider_endpoints: false,
+        };
         let mut rng = trial_rng(9, 0, 0);
         let mut trials: Vec<FrozenTrial> = Vec::new();
         let mut hist = TpeHistory::new();
@@ -951,7 +1070,13 @@ mod tests {
         let mut below: Vec<usize> = Vec::new();
         for step in 0..160 {
             // Mostly one new trial a step; now and then a burst (a rebuild).
-            let adds = if step % 37 == 5 { 60 } else if step == 0 { 300 } else { 1 + (step % 3 == 0) as usize };
+            let adds = if step % 37 == 5 {
+                60
+            } else if step == 0 {
+                300
+            } else {
+                1 + (step % 3 == 0) as usize
+            };
             for _ in 0..adds {
                 let mut t = FrozenTrial::new(trials.len() as u64, TrialState::Complete);
                 t.value = Some(uniform01(&mut rng));
@@ -977,7 +1102,8 @@ mod tests {
                     t.params.clear();
                 } else if u < 0.2 {
                     for (name, d) in &dists {
-                        t.params.insert(name.clone(), value_at(d, uniform01(&mut rng)));
+                        t.params
+                            .insert(name.clone(), value_at(d, uniform01(&mut rng)));
                     }
                 } else if u < 0.3 {
                     t.state = TrialState::Complete;
@@ -1004,7 +1130,10 @@ mod tests {
                 .copied()
                 .filter(|r| group.iter().all(|g| !hist.cols[*g][*r].is_nan()))
                 .collect();
-            let cols: Vec<Vec<f64>> = group.iter().map(|g| rows.iter().map(|r| hist.cols[*g][*r]).collect()).collect();
+            let cols: Vec<Vec<f64>> = group
+                .iter()
+                .map(|g| rows.iter().map(|r| hist.cols[*g][*r]).collect())
+                .collect();
             let fresh = ParzenEstimator::new(&cols, &ds, &pp).layout();
             steps += 1;
             if let Some(k) = kept.layout(&hist, group, &above, &pp, &mut memo) {
@@ -1013,7 +1142,11 @@ mod tests {
                 let st = kept.state.as_ref().expect("a kept state");
                 // The maxima kept across updates are those of the members now.
                 let lead_sigma = match &st.dims[st.lead] {
-                    KDim::Num(d) => st.members.iter().map(|r| d.sigma[*r as usize]).fold(0.0, f64::max),
+                    KDim::Num(d) => st
+                        .members
+                        .iter()
+                        .map(|r| d.sigma[*r as usize])
+                        .fold(0.0, f64::max),
                     KDim::Cat { .. } => f64::NAN,
                 };
                 assert_eq!(st.sigma_max, Some(lead_sigma), "step {step}");
@@ -1021,10 +1154,21 @@ mod tests {
                 let by_row: Vec<f64> = st.lead_row.iter().map(|r| st.stat[*r as usize]).collect();
                 assert_eq!(stats, by_row, "step {step}");
                 let sums: Vec<f64> = (0..st.lead_row.len()).map(|j| st.norm_sum_at(j)).collect();
-                assert_eq!(st.kern.lazy.as_ref().map(|lz| lz.norm_sum.clone()), Some(sums), "step {step}");
-                assert_eq!(st.stat_max, Some(stats.iter().copied().fold(f64::NEG_INFINITY, f64::max)), "step {step}");
+                assert_eq!(
+                    st.kern.lazy.as_ref().map(|lz| lz.norm_sum.clone()),
+                    Some(sums),
+                    "step {step}"
+                );
+                assert_eq!(
+                    st.stat_max,
+                    Some(stats.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+                    "step {step}"
+                );
             }
         }
-        assert!(used > steps / 2, "the kept layout served {used} of {steps} steps");
+        assert!(
+            used > steps / 2,
+            "the kept layout served {used} of {steps} steps"
+        );
     }
 }

@@ -139,7 +139,10 @@ struct Bases {
 impl Bases {
     fn new(kern: &Kernels) -> Self {
         let n = if kern.lazy.is_some() { kern.len() } else { 0 };
-        Bases { own: vec![0.0; n], ready: vec![false; n] }
+        Bases {
+            own: vec![0.0; n],
+            ready: vec![false; n],
+        }
     }
 
     /// The base of kernel `k`.
@@ -211,7 +214,11 @@ impl Kernels {
 
     /// The window's bounds for lead bandwidths `lead_sigmas` (observation
     /// kernels, any order) and bound `bmax`, where the window applies.
-    pub(crate) fn window_bounds(&self, lead_sigmas: &[f64], bmax: Option<f64>) -> Option<WindowBounds> {
+    pub(crate) fn window_bounds(
+        &self,
+        lead_sigmas: &[f64],
+        bmax: Option<f64>,
+    ) -> Option<WindowBounds> {
         let n = self.len().checked_sub(1)?;
         let mut sigma_max: f64 = 0.0;
         for sg in lead_sigmas {
@@ -228,12 +235,23 @@ impl Kernels {
 
     /// The window's bounds given the largest lead bandwidth (the caller knows
     /// the lead means finite), where the window applies.
-    pub(crate) fn window_bounds_of(&self, sigma_max: f64, bmax: Option<f64>) -> Option<WindowBounds> {
+    pub(crate) fn window_bounds_of(
+        &self,
+        sigma_max: f64,
+        bmax: Option<f64>,
+    ) -> Option<WindowBounds> {
         let n = self.len().checked_sub(1)?;
-        if !self.lead || self.len() < WINDOW_MIN_KERNELS || n == 0 || !(sigma_max.is_finite() && sigma_max > 0.0) {
+        if !self.lead
+            || self.len() < WINDOW_MIN_KERNELS
+            || n == 0
+            || !(sigma_max.is_finite() && sigma_max > 0.0)
+        {
             return None;
         }
-        Some(WindowBounds { sigma_max, bmax: bmax? })
+        Some(WindowBounds {
+            sigma_max,
+            bmax: bmax?,
+        })
     }
 }
 
@@ -380,7 +398,11 @@ pub(crate) struct Scorer<'a> {
 }
 
 impl<'a> Scorer<'a> {
-    pub(crate) fn new(kern: Cow<'a, Kernels>, points: &'a [Vec<f64>], use_window: bool) -> Scorer<'a> {
+    pub(crate) fn new(
+        kern: Cow<'a, Kernels>,
+        points: &'a [Vec<f64>],
+        use_window: bool,
+    ) -> Scorer<'a> {
         let k_n = kern.len();
         let mut dead = vec![false; points.len()];
         let mut xs = Vec::with_capacity(points.len() * kern.cont.len());
@@ -398,7 +420,11 @@ impl<'a> Scorer<'a> {
                 xs.push(x);
             }
         }
-        let tables = kern.discs.iter().map(|k| DiscTable::new(k, points)).collect();
+        let tables = kern
+            .discs
+            .iter()
+            .map(|k| DiscTable::new(k, points))
+            .collect();
         let window = match kern.window {
             Some(b) if use_window => Some(Window::new(b, k_n - 1)),
             _ => None,
@@ -438,7 +464,15 @@ impl<'a> Scorer<'a> {
         }
         let d = self.kern.cont.len();
         let xs = &self.xs[s * d..(s + 1) * d];
-        let f = first_kernels(s, &self.points[s], xs, &self.kern, &mut self.bases, &mut self.tables, memo)?;
+        let f = first_kernels(
+            s,
+            &self.points[s],
+            xs,
+            &self.kern,
+            &mut self.bases,
+            &mut self.tables,
+            memo,
+        )?;
         self.first[s] = Some(f);
         Some(f)
     }
@@ -462,16 +496,35 @@ impl<'a> Scorer<'a> {
         if self.window.is_some() {
             if let Some((prior_row, low)) = self.first_kernels(s, memo) {
                 let d = self.kern.cont.len();
-                let Scorer { points, xs, kern, bases, tables, window, .. } = self;
+                let Scorer {
+                    points,
+                    xs,
+                    kern,
+                    bases,
+                    tables,
+                    window,
+                    ..
+                } = self;
                 if let Some(w) = window.as_mut() {
                     let xs = &xs[s * d..(s + 1) * d];
-                    if let Some(v) = w.log_pdf_point(s, &points[s], xs, prior_row, low, kern, bases, tables, memo) {
+                    if let Some(v) = w
+                        .log_pdf_point(s, &points[s], xs, prior_row, low, kern, bases, tables, memo)
+                    {
                         return v;
                     }
                 }
             }
         }
-        let Scorer { points, kern, bases, tables, row, upper, spread, .. } = self;
+        let Scorer {
+            points,
+            kern,
+            bases,
+            tables,
+            row,
+            upper,
+            spread,
+            ..
+        } = self;
         let kern: &Kernels = kern;
         let p = &points[s];
         if row.len() != k_n {
@@ -576,7 +629,12 @@ impl<'a> Scorer<'a> {
 
 /// The log density of each point (through the window where `use_window`;
 /// the results are the same).
-pub(crate) fn log_pdf(kern: Cow<'_, Kernels>, points: &[Vec<f64>], use_window: bool, memo: &mut MassMemo) -> Vec<f64> {
+pub(crate) fn log_pdf(
+    kern: Cow<'_, Kernels>,
+    points: &[Vec<f64>],
+    use_window: bool,
+    memo: &mut MassMemo,
+) -> Vec<f64> {
     let mut scorer = Scorer::new(kern, points, use_window);
     (0..points.len()).map(|s| scorer.score(s, memo)).collect()
 }
@@ -588,12 +646,21 @@ pub(crate) fn log_pdf(kern: Cow<'_, Kernels>, points: &[Vec<f64>], use_window: b
 /// operations) is already below the best value found is skipped. Points are
 /// scored in decreasing order of that bound, so only those that could still
 /// win are scored in full.
-pub(crate) fn best_acquisition(kern: Cow<'_, Kernels>, points: &[Vec<f64>], lb: &[f64], memo: &mut MassMemo) -> usize {
+pub(crate) fn best_acquisition(
+    kern: Cow<'_, Kernels>,
+    points: &[Vec<f64>],
+    lb: &[f64],
+    memo: &mut MassMemo,
+) -> usize {
     let mut scorer = Scorer::new(kern, points, true);
     let n = points.len().min(lb.len());
     // Upper bounds of each point's value; NaN (no bound) sorts first.
     let ub: Vec<f64> = (0..n)
-        .map(|s| scorer.lower_bound(s, memo).map_or(f64::INFINITY, |low| lb[s] - low))
+        .map(|s| {
+            scorer
+                .lower_bound(s, memo)
+                .map_or(f64::INFINITY, |low| lb[s] - low)
+        })
         .collect();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|a, b| {
@@ -834,7 +901,8 @@ fn first_kernels(
 
 /// Points scored through the window (tests check that it is exercised).
 #[cfg(test)]
-pub(crate) static WINDOW_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub(crate) static WINDOW_USED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 /// Points `best_acquisition` did not score (tests check that it skips some).
 #[cfg(test)]
 pub(crate) static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -847,7 +915,10 @@ mod tests {
     fn ln_upper_bounds_ln() {
         for w in [1e-300, 1e-5, 0.3, 0.5, 1.0, 1.5, 2.0, 9.0, 1e10] {
             assert!(ln_upper(w) >= w.ln(), "{w}");
-            assert!(ln_upper(w) <= w.ln() + std::f64::consts::LN_2 + 1e-12, "{w}");
+            assert!(
+                ln_upper(w) <= w.ln() + std::f64::consts::LN_2 + 1e-12,
+                "{w}"
+            );
         }
         assert_eq!(ln_upper(0.0), f64::INFINITY);
         assert_eq!(ln_upper(f64::NAN), f64::INFINITY);
