@@ -23,7 +23,8 @@ use crate::trial::{Direction, FrozenTrial};
 
 /// What a sampler may keep between the suggestions of one study so that it need
 /// not redo the same work each time (TPE's dense [`tpe::TpeHistory`], a memo
-/// of Gaussian masses and the "above" estimator, [`tpe::KeptAbove`]).
+/// of Gaussian masses and log-CDFs, and the multivariate group's "above" and
+/// "below" estimators, [`tpe::KeptAbove`]).
 /// It is a memo only: a suggestion made with a cache is the one made without.
 /// Keep one per study and always pass that study's trials with it.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +40,7 @@ pub(crate) struct TpeCache {
     pub kept: tpe::KeptAbove,
 }
 
-/// The most slots the Gaussian-mass memo of a study grows to (16,384 × 24
+/// The most slots the Gaussian-mass memo of a study grows to (16,384 × 32
 /// bytes; it starts at 1,024 and doubles only as it fills).
 const MASS_MEMO_SLOTS: usize = 16_384;
 
