@@ -25,7 +25,9 @@ use super::parzen::{
     categorical_prior_ln, categorical_probs, cont_log_norm, default_weight, disc_log_norm,
     sort_key, weights_total, MassMemo, NumBounds, ParzenEstimator, ParzenParams, SigmaRule,
 };
-use super::score::{CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, WINDOW_MIN_KERNELS};
+use super::score::{
+    CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, ScoreScratch, WINDOW_MIN_KERNELS,
+};
 use super::truncnorm::LN_SQRT_2PI;
 use crate::space::Distribution;
 
@@ -39,6 +41,8 @@ pub(crate) const KEPT_MIN: usize = WINDOW_MIN_KERNELS;
 pub struct KeptAbove {
     state: Option<State>,
     below: Option<Below>,
+    /// The scorers' buffers for "below" and for "above", kept between asks.
+    scratch: [ScoreScratch; 2],
 }
 
 /// The "below" estimator of the last suggestion and what it was built from.
@@ -141,7 +145,7 @@ impl KeptAbove {
         below: &[usize],
         pp: &ParzenParams,
         build: impl FnOnce() -> ParzenEstimator,
-    ) -> (&ParzenEstimator, &Kernels) {
+    ) -> (&ParzenEstimator, &Kernels, &mut ScoreScratch) {
         let same = self.below.as_ref().is_some_and(|b| {
             b.epoch == hist.epoch
                 && hist.sorted
@@ -167,7 +171,7 @@ impl KeptAbove {
                 est,
             }
         });
-        (&b.est, &b.layout)
+        (&b.est, &b.layout, &mut self.scratch[0])
     }
 
     /// The "above" layout for `group` over the rows `above` (in trial-number
@@ -182,7 +186,7 @@ impl KeptAbove {
         above: &[usize],
         pp: &ParzenParams,
         memo: &mut MassMemo,
-    ) -> Option<&Kernels> {
+    ) -> Option<(&Kernels, &mut ScoreScratch)> {
         if !hist.sorted || above.len() < KEPT_MIN {
             self.state = None;
             return None;
@@ -208,7 +212,7 @@ impl KeptAbove {
         }
         let st = self.state.as_mut()?;
         st.finish();
-        Some(&st.kern)
+        Some((&st.kern, &mut self.scratch[1]))
     }
 }
 
@@ -1136,7 +1140,7 @@ mod tests {
                 .collect();
             let fresh = ParzenEstimator::new(&cols, &ds, &pp).layout();
             steps += 1;
-            if let Some(k) = kept.layout(&hist, group, &above, &pp, &mut memo) {
+            if let Some((k, _)) = kept.layout(&hist, group, &above, &pp, &mut memo) {
                 used += 1;
                 assert_same(k, &fresh, &format!("step {step}"));
                 let st = kept.state.as_ref().expect("a kept state");

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::score::{self, CatKernels, ContKernels, DiscKernels, Kernels, WINDOW_MIN_KERNELS};
+use super::score::{self, CatKernels, ContKernels, DiscKernels, Kernels, ScoreScratch, WINDOW_MIN_KERNELS};
 use super::truncnorm::{self, LN_SQRT_2PI};
 use crate::rng::{uniform01, Rng};
 use crate::space::Distribution;
@@ -677,14 +677,14 @@ impl ParzenEstimator {
 
     /// `log_pdf`, with or without the window (the results are identical).
     fn log_pdf_impl(&self, points: &[Vec<f64>], use_window: bool, memo: &mut MassMemo) -> Vec<f64> {
-        score::log_pdf(Cow::Owned(self.layout()), points, use_window, memo)
+        score::log_pdf(Cow::Owned(self.layout()), points, use_window, memo, &mut ScoreScratch::default())
     }
 
     /// The index of the point with the largest `lb[i] - log_pdf(points)[i]`
     /// (the first such index; 0 when none is above -inf), scoring only the
     /// points that can still win (see [`score::best_acquisition`]).
     pub fn best_acquisition(&self, points: &[Vec<f64>], lb: &[f64], memo: &mut MassMemo) -> usize {
-        score::best_acquisition(Cow::Owned(self.layout()), points, lb, memo)
+        score::best_acquisition(Cow::Owned(self.layout()), points, lb, memo, &mut ScoreScratch::default())
     }
 
     /// The kernels as the scorer reads them: in increasing mu of the first

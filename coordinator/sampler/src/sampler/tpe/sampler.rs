@@ -254,9 +254,9 @@ impl TpeSampler {
         let n_cand = self.config.n_ei_candidates.max(1);
         let (candidates, lb) = match kept.as_deref_mut() {
             Some(k) => {
-                let (est, layout) = k.below(hist, group, &split.0, &pp, || estimator(&split.0, memo));
+                let (est, layout, scratch) = k.below(hist, group, &split.0, &pp, || estimator(&split.0, memo));
                 let candidates = est.sample_with(rng, n_cand, memo);
-                let lb = score::log_pdf(Cow::Borrowed(layout), &candidates, true, memo);
+                let lb = score::log_pdf(Cow::Borrowed(layout), &candidates, true, memo, scratch);
                 (candidates, lb)
             }
             None => {
@@ -270,7 +270,7 @@ impl TpeSampler {
         // "above" is scored in full only for candidates that can still win.
         let kept_layout = kept.and_then(|k| k.layout(hist, group, &split.1, &pp, memo));
         let best = match kept_layout {
-            Some(kern) => score::best_acquisition(Cow::Borrowed(kern), &candidates, &lb, memo),
+            Some((kern, scratch)) => score::best_acquisition(Cow::Borrowed(kern), &candidates, &lb, memo, scratch),
             None => estimator(&split.1, memo).best_acquisition(&candidates, &lb, memo),
         };
         candidates.into_iter().nth(best).unwrap_or_default()

@@ -130,6 +130,23 @@ impl LazyBase {
     }
 }
 
+/// Buffers a scorer may take over from the last one (kept in the study's
+/// sampler cache), so that its large tables are neither allocated nor zeroed
+/// again on every suggestion: only their validity flags are reset.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ScoreScratch {
+    bases: (Vec<f64>, Vec<bool>),
+    tables: Vec<TableBufs>,
+}
+
+/// A discrete table's buffers (see [`DiscTable`]).
+#[derive(Debug, Clone, Default)]
+struct TableBufs {
+    upper: Vec<f64>,
+    exact: Vec<f64>,
+    known: Vec<bool>,
+}
+
 /// A scorer's bases of a lazy layout, filled as kernels are reached.
 struct Bases {
     own: Vec<f64>,
@@ -137,12 +154,14 @@ struct Bases {
 }
 
 impl Bases {
-    fn new(kern: &Kernels) -> Self {
+    /// Bases for `kern` in the buffers `(own, ready)` (`own` is valid only
+    /// where `ready`, so it is not cleared).
+    fn new(kern: &Kernels, (mut own, mut ready): (Vec<f64>, Vec<bool>)) -> Self {
         let n = if kern.lazy.is_some() { kern.len() } else { 0 };
-        Bases {
-            own: vec![0.0; n],
-            ready: vec![false; n],
-        }
+        own.resize(n, 0.0);
+        ready.clear();
+        ready.resize(n, false);
+        Bases { own, ready }
     }
 
     /// The base of kernel `k`.
@@ -285,7 +304,9 @@ fn ln_upper(w: f64) -> f64 {
 }
 
 impl DiscTable {
-    fn new(k: &DiscKernels, points: &[Vec<f64>]) -> Self {
+    /// The table of `k` for `points`, in the buffers `bufs` (`upper` and
+    /// `exact` are valid only where flagged, so only the flags are reset).
+    fn new(k: &DiscKernels, points: &[Vec<f64>], bufs: TableBufs) -> Self {
         let mut uniq: Vec<f64> = Vec::new();
         let mut which = Vec::with_capacity(points.len());
         for p in points {
@@ -306,14 +327,23 @@ impl DiscTable {
             .collect();
         let n_pairs = k.pairs.len();
         let n = edges.len() * n_pairs;
+        let TableBufs {
+            mut upper,
+            mut exact,
+            mut known,
+        } = bufs;
+        upper.resize(n, 0.0);
+        exact.resize(n, 0.0);
+        known.clear();
+        known.resize(n, false);
         DiscTable {
             which,
             ready: vec![false; edges.len()],
             edges,
             n_pairs,
-            upper: vec![0.0; n],
-            exact: vec![0.0; n],
-            known: vec![false; n],
+            upper,
+            exact,
+            known,
         }
     }
 
@@ -402,6 +432,7 @@ impl<'a> Scorer<'a> {
         kern: Cow<'a, Kernels>,
         points: &'a [Vec<f64>],
         use_window: bool,
+        scratch: &mut ScoreScratch,
     ) -> Scorer<'a> {
         let k_n = kern.len();
         let mut dead = vec![false; points.len()];
@@ -420,10 +451,11 @@ impl<'a> Scorer<'a> {
                 xs.push(x);
             }
         }
+        let mut bufs = std::mem::take(&mut scratch.tables).into_iter();
         let tables = kern
             .discs
             .iter()
-            .map(|k| DiscTable::new(k, points))
+            .map(|k| DiscTable::new(k, points, bufs.next().unwrap_or_default()))
             .collect();
         let window = match kern.window {
             Some(b) if use_window => Some(Window::new(b, k_n - 1)),
@@ -433,7 +465,7 @@ impl<'a> Scorer<'a> {
             points,
             xs,
             first: vec![None; points.len()],
-            bases: Bases::new(&kern),
+            bases: Bases::new(&kern, std::mem::take(&mut scratch.bases)),
             // Sized when the full loop first runs (the window has its own).
             row: Vec::new(),
             upper: Vec::new(),
@@ -443,6 +475,20 @@ impl<'a> Scorer<'a> {
             dead,
             window,
         }
+    }
+
+    /// Hands the scorer's large buffers back for the next one.
+    fn into_scratch(self, scratch: &mut ScoreScratch) {
+        scratch.bases = (self.bases.own, self.bases.ready);
+        scratch.tables = self
+            .tables
+            .into_iter()
+            .map(|t| TableBufs {
+                upper: t.upper,
+                exact: t.exact,
+                known: t.known,
+            })
+            .collect();
     }
 
     /// A lower bound of point `s`'s log density: the largest value among the
@@ -634,9 +680,12 @@ pub(crate) fn log_pdf(
     points: &[Vec<f64>],
     use_window: bool,
     memo: &mut MassMemo,
+    scratch: &mut ScoreScratch,
 ) -> Vec<f64> {
-    let mut scorer = Scorer::new(kern, points, use_window);
-    (0..points.len()).map(|s| scorer.score(s, memo)).collect()
+    let mut scorer = Scorer::new(kern, points, use_window, scratch);
+    let out = (0..points.len()).map(|s| scorer.score(s, memo)).collect();
+    scorer.into_scratch(scratch);
+    out
 }
 
 /// The index of the point with the largest `lb[i] - log_pdf(points)[i]` (the
@@ -651,8 +700,9 @@ pub(crate) fn best_acquisition(
     points: &[Vec<f64>],
     lb: &[f64],
     memo: &mut MassMemo,
+    scratch: &mut ScoreScratch,
 ) -> usize {
-    let mut scorer = Scorer::new(kern, points, true);
+    let mut scorer = Scorer::new(kern, points, true, scratch);
     let n = points.len().min(lb.len());
     // Upper bounds of each point's value; NaN (no bound) sorts first.
     let ub: Vec<f64> = (0..n)
@@ -680,6 +730,7 @@ pub(crate) fn best_acquisition(
             best_val = acq;
         }
     }
+    scorer.into_scratch(scratch);
     best
 }
 
