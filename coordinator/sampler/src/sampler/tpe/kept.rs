@@ -966,10 +966,9 @@ impl NumDim {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::parzen::{value_at, ParzenEstimator};
+    use super::super::parzen::{mixed_test_space, random_trial, value_at, ParzenEstimator};
     use super::*;
     use crate::rng::{trial_rng, uniform01};
-    use crate::space::SearchSpace;
     use crate::trial::{Direction, FrozenTrial, TrialState};
 
     /// Kernel by kernel, the same layout in bits (`a` kept, with lazy bases;
@@ -1045,15 +1044,7 @@ mod tests {
 
     #[test]
     fn the_kept_layout_is_a_fresh_build_of_the_same_rows() {
-        let space = SearchSpace::from_json_str(
-            r#"{"f": {"type": "float", "low": -5.0, "high": 5.0},
-                "lf": {"type": "float", "low": 1e-4, "high": 1.0, "log": true},
-                "i": {"type": "int", "low": 0, "high": 20},
-                "li": {"type": "int", "low": 1, "high": 1000, "log": true},
-                "s": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.1},
-                "c": {"type": "categorical", "choices": ["a", "b", "c"]}}"#,
-        )
-        .expect("space");
+        let space = mixed_test_space();
         let dists: BTreeMap<String, Distribution> = space
             .params()
             .map(|(n, d)| (n.to_string(), d.clone()))
@@ -1082,21 +1073,8 @@ mod tests {
                 1 + (step % 3 == 0) as usize
             };
             for _ in 0..adds {
-                let mut t = FrozenTrial::new(trials.len() as u64, TrialState::Complete);
-                t.value = Some(uniform01(&mut rng));
-                for (name, d) in &dists {
-                    if uniform01(&mut rng) < 0.02 {
-                        continue; // a missing parameter
-                    }
-                    // Clustered values, many ties for the discrete ones.
-                    let u = uniform01(&mut rng).powi(2);
-                    t.params.insert(name.clone(), value_at(d, u));
-                    t.distributions.insert(name.clone(), d.clone());
-                }
-                if uniform01(&mut rng) < 0.15 {
-                    t.state = TrialState::Running;
-                    t.value = None;
-                }
+                // Clustered values (many ties for the discrete ones).
+                let t = random_trial(trials.len() as u64, &dists, &mut rng, (0.02, 2, 0.15));
                 trials.push(t);
             }
             // Running trials: some cleared (requeued), some given new values.

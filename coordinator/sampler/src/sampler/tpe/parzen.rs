@@ -913,6 +913,49 @@ impl MassMemo {
 /// The second key word of a memoised `log_ndtr`.
 const LOG_NDTR_TAG: u64 = 0x7FF0_0000_0000_0ABC;
 
+/// The space the history tests share: a float, a log float, an int, a log
+/// int, a stepped float and a categorical.
+#[cfg(test)]
+pub(crate) fn mixed_test_space() -> crate::space::SearchSpace {
+    crate::space::SearchSpace::from_json_str(
+        r#"{"f": {"type": "float", "low": -5.0, "high": 5.0},
+            "lf": {"type": "float", "low": 1e-4, "high": 1.0, "log": true},
+            "i": {"type": "int", "low": 0, "high": 20},
+            "li": {"type": "int", "low": 1, "high": 1000, "log": true},
+            "s": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.1},
+            "c": {"type": "categorical", "choices": ["a", "b", "c"]}}"#,
+    )
+    .expect("a valid space")
+}
+
+/// A trial of `dists` as tests build histories: COMPLETE with a uniform value,
+/// each parameter missing with probability `missing`, else at `value_at(d,
+/// u^skew)`; then RUNNING (no value) with probability `running`.
+#[cfg(test)]
+pub(crate) fn random_trial(
+    number: u64,
+    dists: &std::collections::BTreeMap<String, Distribution>,
+    rng: &mut Rng,
+    (missing, skew, running): (f64, i32, f64),
+) -> crate::trial::FrozenTrial {
+    use crate::trial::{FrozenTrial, TrialState};
+    let mut t = FrozenTrial::new(number, TrialState::Complete);
+    t.value = Some(uniform01(rng));
+    for (name, d) in dists {
+        if uniform01(rng) < missing {
+            continue; // a missing parameter
+        }
+        let u = uniform01(rng).powi(skew);
+        t.params.insert(name.clone(), value_at(d, u));
+        t.distributions.insert(name.clone(), d.clone());
+    }
+    if uniform01(rng) < running {
+        t.state = TrialState::Running;
+        t.value = None;
+    }
+    t
+}
+
 /// A value of `d` at the quantile-like position `u` in [0, 1) (tests build
 /// histories with it): log-uniform for log ranges, ten steps for stepped floats,
 /// rounded for integers, one of three choices for categoricals.

@@ -426,7 +426,7 @@ impl Sampler for TpeSampler {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parzen::value_at;
+    use super::super::parzen::{mixed_test_space, random_trial};
     use super::*;
     use crate::rng::{trial_rng, uniform01};
     use crate::sampler::SamplerCache;
@@ -617,15 +617,7 @@ mod tests {
         // Ties (integers, steps), log dims, missing parameters, trials re-read with
         // cleared and restored parameters: the history's kept order must give the
         // same kernels (and densities) as sorting the observations afresh.
-        let space = SearchSpace::from_json_str(
-            r#"{"f": {"type": "float", "low": -5.0, "high": 5.0},
-                "lf": {"type": "float", "low": 1e-4, "high": 1.0, "log": true},
-                "i": {"type": "int", "low": 0, "high": 20},
-                "li": {"type": "int", "low": 1, "high": 1000, "log": true},
-                "s": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.1},
-                "c": {"type": "categorical", "choices": ["a", "b", "c"]}}"#,
-        )
-        .expect("space");
+        let space = mixed_test_space();
         let dists: BTreeMap<String, Distribution> =
             space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
         let mut rng = trial_rng(5, 0, 0);
@@ -639,22 +631,7 @@ mod tests {
         let mut checked = 0;
         for round in 0..12 {
             for _ in 0..40 {
-                let number = trials.len() as u64;
-                let mut t = FrozenTrial::new(number, TrialState::Complete);
-                t.value = Some(uniform01(&mut rng));
-                for (name, d) in &dists {
-                    if uniform01(&mut rng) < 0.05 {
-                        continue; // a missing parameter
-                    }
-                    let u = uniform01(&mut rng);
-                    let v = value_at(d, u);
-                    t.params.insert(name.clone(), v);
-                    t.distributions.insert(name.clone(), d.clone());
-                }
-                if uniform01(&mut rng) < 0.2 {
-                    t.state = TrialState::Running;
-                    t.value = None;
-                }
+                let t = random_trial(trials.len() as u64, &dists, &mut rng, (0.05, 1, 0.2));
                 trials.push(t);
             }
             // Running trials: some cleared (requeued), some restored, some finished.
