@@ -238,19 +238,18 @@ impl TpeSampler {
         split: &(Vec<usize>, Vec<usize>),
         rng: &mut Rng,
         memo: &mut MassMemo,
-        kept: Option<&mut KeptAbove>,
+        mut kept: Option<&mut KeptAbove>,
     ) -> Vec<f64> {
         let params = hist.params();
         let dists: Vec<&Distribution> = group.iter().map(|g| &params[*g].1).collect();
         let pp = self.parzen_params();
         let estimator = |rows: &[usize], memo: &mut MassMemo| {
-            let (cols, kept) = observations(hist, group, rows);
-            let sorted = presorted(hist, group, &kept);
+            let (cols, observed) = observations(hist, group, rows);
+            let sorted = presorted(hist, group, &observed);
             ParzenEstimator::new_sorted(&cols, &dists, &pp, memo, sorted)
         };
         // "Below" is kept too where "above" is (its rows are finished trials,
         // so it changes only when they do).
-        let mut kept = kept;
         let n_cand = self.config.n_ei_candidates.max(1);
         let (candidates, lb) = match kept.as_deref_mut() {
             Some(k) => {
