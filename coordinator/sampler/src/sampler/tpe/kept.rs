@@ -460,10 +460,7 @@ impl State {
     /// The terms of the kernel at layout position `j` other than its weight
     /// and the point's: `-` its continuous and discrete normalisers.
     fn stat_at(&self, j: usize) -> f64 {
-        let mut b = 0.0;
-        for c in self.kern.lazy.as_ref().map_or(&[][..], |lz| &lz.cnorm[..]) {
-            b -= c[j];
-        }
+        let mut b = self.norm_sum_at(j);
         for t in &self.kern.discs {
             b -= t
                 .pair_log_norm

@@ -184,12 +184,9 @@ impl Bases {
     fn slice<'b>(&'b mut self, kern: &'b Kernels, lo: usize, hi: usize) -> &'b [f64] {
         match &kern.lazy {
             None => &kern.base[lo..hi],
-            Some(lz) => {
+            Some(_) => {
                 for j in lo..hi {
-                    if !self.ready[j] {
-                        self.own[j] = lz.base(j, kern.key[j]);
-                        self.ready[j] = true;
-                    }
+                    self.get(kern, j);
                 }
                 &self.own[lo..hi]
             }
@@ -849,25 +846,11 @@ impl Window {
             cnt += ((u >= thr) | u.is_nan()) as usize;
         }
         self.live.truncate(cnt);
-        // The exact values of the kernels left, term by term in the order of
-        // the full loop.
+        // The exact values of the kernels left.
+        let at = At { s, p, xs };
         for j in &self.live {
             let j = *j as usize;
-            let k = lo + j;
-            if kern.lazy.is_some() {
-                let mut a = bases.get(kern, k);
-                for c in &kern.cats {
-                    a += [c.l_miss, c.l_hit][(c.chosen[k] == p[c.d] as u32) as usize];
-                }
-                for (xc, c) in xs.iter().zip(&kern.cont) {
-                    let z = (xc - c.mus[k]) * c.inv[k];
-                    a -= 0.5 * z * z;
-                }
-                row[j] = a;
-            }
-            for (t, d) in tables.iter_mut().zip(&kern.discs) {
-                row[j] += t.exact(d, s, d.pair_of[k] as usize, memo);
-            }
+            row[j] = kernel_value(&at, lo + j, kern, bases, tables, memo);
         }
         let mx = self
             .live
@@ -922,32 +905,52 @@ fn first_kernels(
     let prior = n;
     let lead_mus = &kern.cont.first()?.mus[..n];
     let x = *xs.first()?;
-    let mut kernel_row = |k: usize, tables: &mut [DiscTable]| -> f64 {
-        let mut a = bases.slice(kern, k, k + 1)[0];
-        for c in &kern.cats {
-            a += match c.chosen.get(k) {
-                Some(o) => [c.l_miss, c.l_hit][(*o == p[c.d] as u32) as usize],
-                None => c.l_prior,
-            };
-        }
-        for (c, xc) in kern.cont.iter().zip(xs) {
-            let z = (xc - c.mus[k]) * c.inv[k];
-            a -= 0.5 * z * z;
-        }
-        for (t, d) in tables.iter_mut().zip(&kern.discs) {
-            a += t.exact(d, s, d.pair_of[k] as usize, memo);
-        }
-        a
-    };
-    let prior_row = kernel_row(prior, tables);
+    let at = At { s, p, xs };
+    let prior_row = kernel_value(&at, prior, kern, bases, tables, memo);
     let mut low = prior_row;
     let j0 = lead_mus.partition_point(|m| *m < x);
     for j in [j0.wrapping_sub(1), j0] {
         if j < n {
-            low = low.max(kernel_row(j, tables));
+            low = low.max(kernel_value(&at, j, kern, bases, tables, memo));
         }
     }
     Some((prior_row, low))
+}
+
+/// A point as a kernel's value needs it: its index `s`, its values `p` and its
+/// continuous coordinates `xs` (transformed).
+struct At<'p> {
+    s: usize,
+    p: &'p [f64],
+    xs: &'p [f64],
+}
+
+/// The value of kernel `k` at a point, term by term in the order of the full
+/// loop (base, categorical, continuous, discrete dims), so it has the bits
+/// the full loop gives it.
+fn kernel_value(
+    at: &At<'_>,
+    k: usize,
+    kern: &Kernels,
+    bases: &mut Bases,
+    tables: &mut [DiscTable],
+    memo: &mut MassMemo,
+) -> f64 {
+    let mut a = bases.get(kern, k);
+    for c in &kern.cats {
+        a += match c.chosen.get(k) {
+            Some(o) => [c.l_miss, c.l_hit][(*o == at.p[c.d] as u32) as usize],
+            None => c.l_prior,
+        };
+    }
+    for (c, xc) in kern.cont.iter().zip(at.xs) {
+        let z = (xc - c.mus[k]) * c.inv[k];
+        a -= 0.5 * z * z;
+    }
+    for (t, d) in tables.iter_mut().zip(&kern.discs) {
+        a += t.exact(d, at.s, d.pair_of[k] as usize, memo);
+    }
+    a
 }
 
 /// Points scored through the window (tests check that it is exercised).
