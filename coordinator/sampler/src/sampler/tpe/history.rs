@@ -189,29 +189,10 @@ impl TpeHistory {
     /// Parameter `g`'s entries in increasing order (see `order`): the bulk and
     /// the recent entries merged.
     pub(crate) fn order_of(&self, g: usize) -> impl Iterator<Item = (u64, u32)> + '_ {
-        let (a, b) = match (self.order.get(g), self.pending.get(g)) {
-            (Some(a), Some(b)) => (a.as_slice(), b.as_slice()),
-            _ => (&[][..], &[][..]),
-        };
-        let (mut i, mut j) = (0, 0);
-        std::iter::from_fn(move || {
-            let next = match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) if x <= y => {
-                    i += 1;
-                    *x
-                }
-                (_, Some(y)) => {
-                    j += 1;
-                    *y
-                }
-                (Some(x), None) => {
-                    i += 1;
-                    *x
-                }
-                (None, None) => return None,
-            };
-            Some(next)
-        })
+        match (self.order.get(g), self.pending.get(g)) {
+            (Some(a), Some(b)) => merged(a, b),
+            _ => merged(&[], &[]),
+        }
     }
 
     /// Number of entries of parameter `g` (see [`TpeHistory::order_of`]).
@@ -346,21 +327,33 @@ impl TpeHistory {
 /// into the bulk.
 const PENDING_MAX: usize = 64;
 
-/// The merge of two increasing lists (one pass).
+/// The merge of two increasing lists, in one pass (`a`'s entry first on ties).
+fn merged<'a>(a: &'a [(u64, u32)], b: &'a [(u64, u32)]) -> impl Iterator<Item = (u64, u32)> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x <= y => {
+                i += 1;
+                *x
+            }
+            (_, Some(y)) => {
+                j += 1;
+                *y
+            }
+            (Some(x), None) => {
+                i += 1;
+                *x
+            }
+            (None, None) => return None,
+        };
+        Some(next)
+    })
+}
+
+/// [`merged`] collected.
 fn merge_sorted(a: &[(u64, u32)], b: &[(u64, u32)]) -> Vec<(u64, u32)> {
     let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if a[i] <= b[j] {
-            out.push(a[i]);
-            i += 1;
-        } else {
-            out.push(b[j]);
-            j += 1;
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
+    out.extend(merged(a, b));
     out
 }
 
