@@ -38,6 +38,7 @@ pub(crate) struct TpeCache {
     pub hist: tpe::TpeHistory,
     pub memo: tpe::parzen::MassMemo,
     pub kept: tpe::KeptAbove,
+    pub split: tpe::KeptSplit,
 }
 
 /// The most slots the Gaussian-mass memo of a study grows to (16,384 × 32
@@ -51,6 +52,7 @@ impl SamplerCache {
             hist: tpe::TpeHistory::new(),
             memo: tpe::parzen::MassMemo::with_slots(MASS_MEMO_SLOTS),
             kept: tpe::KeptAbove::default(),
+            split: tpe::KeptSplit::default(),
         })
     }
 }

@@ -104,6 +104,14 @@ pub struct TpeHistory {
     /// changed (set when it is appended, too).
     pub(crate) syncs: u64,
     pub(crate) changed: Vec<u64>,
+    /// Rows appended or changed in any way (class, ranking key, values), one
+    /// entry each time, in sync order (cleared by a rebuild): what a split
+    /// kept across suggestions reads to follow the history.
+    pub(crate) log: Vec<u32>,
+    /// Rows that are complete, and complete or pruned (observations that
+    /// count as finished).
+    pub(crate) n_complete: usize,
+    pub(crate) n_finished: usize,
 }
 
 impl TpeHistory {
@@ -249,6 +257,9 @@ impl TpeHistory {
         self.rows.clear();
         self.epoch += 1;
         self.changed.clear();
+        self.log.clear();
+        self.n_complete = 0;
+        self.n_finished = 0;
         self.cols = vec![Vec::new(); self.space.len()];
         self.mismatch = vec![0; self.space.len()];
         self.unsettled.clear();
@@ -262,7 +273,18 @@ impl TpeHistory {
     fn read(&mut self, i: usize, t: &FrozenTrial) -> bool {
         let row = Row::of(t, self.direction);
         let class = row.class;
+        let was = self.rows[i];
         self.rows[i] = row;
+        let finished = |c: Class| matches!(c, Class::Complete | Class::Pruned);
+        self.n_complete -= (was.class == Class::Complete) as usize;
+        self.n_finished -= finished(was.class) as usize;
+        self.n_complete += (class == Class::Complete) as usize;
+        self.n_finished += finished(class) as usize;
+        let row_changed = was.number != row.number
+            || was.class != class
+            || was.key.0.to_bits() != row.key.0.to_bits()
+            || was.key.1.to_bits() != row.key.1.to_bits();
+        let mut values_changed = false;
         let old: Vec<f64> = self.cols.iter().map(|c| c[i]).collect();
         for c in &mut self.cols {
             c[i] = f64::NAN;
@@ -286,6 +308,7 @@ impl TpeHistory {
                 continue;
             }
             self.changed[i] = self.syncs;
+            values_changed = true;
             if let Some(key) = order_key(d, *was) {
                 let e = (key, i as u32);
                 if let Ok(at) = pending.binary_search(&e) {
@@ -297,6 +320,9 @@ impl TpeHistory {
             if let Some(key) = order_key(d, c[i]) {
                 staged.push((key, i as u32));
             }
+        }
+        if row_changed || values_changed {
+            self.log.push(i as u32);
         }
         let unfinished = matches!(t.state, TrialState::Running | TrialState::Waiting);
         if matches!(class, Class::Complete | Class::Pruned) {

@@ -64,8 +64,11 @@ struct State {
     synced: u64,
     group: Vec<usize>,
     pp: ParzenParams,
-    /// The "above" rows of the last update (observations or not), increasing.
-    rows: Vec<u32>,
+    /// The "above" rows of the last update (observations or not), increasing;
+    /// `None` where the update followed the kept split's report of the
+    /// change instead (then `gen` is that split's update count).
+    rows: Option<Vec<u32>>,
+    gen: Option<u64>,
     /// Rows holding every parameter of the group, increasing: a kernel's
     /// summation position is its row's index here.
     members: Vec<u32>,
@@ -178,12 +181,16 @@ impl KeptAbove {
     /// order) of `hist`, updated from the last call or built afresh; `None`
     /// where it does not apply (then the caller builds the estimator itself):
     /// rows out of trial-number order, no continuous parameter in the group,
-    /// or fewer than [`KEPT_MIN`] observations.
+    /// or fewer than [`KEPT_MIN`] observations. `change`, where the rows come
+    /// from the kept split: its update count and the rows that left and
+    /// joined "above" in that update (used when the last call followed the
+    /// update before; else the rows are compared with the last call's).
     pub(crate) fn layout(
         &mut self,
         hist: &TpeHistory,
         group: &[usize],
         above: &[usize],
+        change: Option<AboveChange<'_>>,
         pp: &ParzenParams,
         memo: &mut MassMemo,
     ) -> Option<(&Kernels, &mut ScoreScratch)> {
@@ -198,9 +205,12 @@ impl KeptAbove {
             && self
                 .state
                 .as_mut()
-                .is_some_and(|s| s.update(hist, above, memo));
+                .is_some_and(|s| s.update(hist, above, change, memo));
         if !updated {
             self.state = State::build(hist, group, above, pp, memo);
+        }
+        if let Some(st) = self.state.as_mut() {
+            st.gen = change.map(|c| c.gen);
         }
         if self
             .state
@@ -351,7 +361,8 @@ impl State {
             synced: hist.syncs,
             group: group.to_vec(),
             pp: *pp,
-            rows: above.iter().map(|r| *r as u32).collect(),
+            rows: Some(above.iter().map(|r| *r as u32).collect()),
+            gen: None,
             members,
             is_member,
             dims,
@@ -507,7 +518,13 @@ impl State {
 
     /// Brings the state in step with the rows `above`; false where a rebuild
     /// is the better way (many changes) or the state cannot follow.
-    fn update(&mut self, hist: &TpeHistory, above: &[usize], memo: &mut MassMemo) -> bool {
+    fn update(
+        &mut self,
+        hist: &TpeHistory,
+        above: &[usize],
+        change: Option<AboveChange<'_>>,
+        memo: &mut MassMemo,
+    ) -> bool {
         if self.is_member.len() > hist.rows.len() {
             return false;
         }
@@ -520,52 +537,40 @@ impl State {
                 d.sigma.resize(rows_n, 0.0);
             }
         }
-        // Rows whose values changed since the last update.
-        let changed = |r: u32| {
-            hist.changed
-                .get(r as usize)
-                .is_some_and(|c| *c > self.synced)
-        };
-        let (mut out, mut into) = (Vec::new(), Vec::new());
-        let (mut a, mut b) = (0, 0);
-        let old = &self.rows;
-        while a < old.len() || b < above.len() {
-            let (x, y) = (old.get(a).copied(), above.get(b).map(|r| *r as u32));
-            match (x, y) {
-                (Some(x), Some(y)) if x == y => {
-                    if changed(x) {
-                        out.push(x);
-                        into.push(x);
-                    }
-                    a += 1;
-                    b += 1;
-                }
-                (Some(x), Some(y)) if x < y => {
-                    out.push(x);
-                    a += 1;
-                }
-                (Some(x), None) => {
-                    out.push(x);
-                    a += 1;
-                }
-                (_, Some(y)) => {
-                    into.push(y);
-                    b += 1;
-                }
-                (None, None) => break,
+        let reported = match (change, self.gen) {
+            (Some(AboveChange { gen, diff: Some(d) }), Some(last))
+                if last.checked_add(1) == Some(gen) =>
+            {
+                Some(d)
             }
-        }
+            _ => None,
+        };
+        let (out, into) = match reported {
+            Some((out, into)) => {
+                self.rows = None;
+                #[cfg(test)]
+                REPORTED.with(|c| c.set(c.get() + 1));
+                (out.to_vec(), into.to_vec())
+            }
+            None => {
+                let Some(old) = self.rows.as_ref() else {
+                    return false;
+                };
+                let d = diff_rows(hist, self.synced, old, above);
+                self.rows = Some(above.iter().map(|r| *r as u32).collect());
+                d
+            }
+        };
         if 32 * (out.len() + into.len()) > self.members.len() {
             return false;
         }
-        self.rows = above.iter().map(|r| *r as u32).collect();
         for r in out {
             if self.is_member[r as usize] {
                 self.remove(r, memo);
             }
         }
         for r in into {
-            if holds_all(hist, &self.group, r as usize) {
+            if !self.is_member[r as usize] && holds_all(hist, &self.group, r as usize) {
                 self.insert(hist, r, memo);
             }
         }
@@ -812,6 +817,49 @@ impl State {
     }
 }
 
+/// The rows that left `old` and joined `above` (both increasing), rows in
+/// both whose values changed since sync `synced` counted as both.
+fn diff_rows(hist: &TpeHistory, synced: u64, old: &[u32], above: &[usize]) -> (Vec<u32>, Vec<u32>) {
+    let changed = |r: u32| hist.changed.get(r as usize).is_some_and(|c| *c > synced);
+    let (mut out, mut into) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (0, 0);
+    while a < old.len() || b < above.len() {
+        let (x, y) = (old.get(a).copied(), above.get(b).map(|r| *r as u32));
+        match (x, y) {
+            (Some(x), Some(y)) if x == y => {
+                if changed(x) {
+                    out.push(x);
+                    into.push(x);
+                }
+                a += 1;
+                b += 1;
+            }
+            (Some(x), Some(y)) if x < y => {
+                out.push(x);
+                a += 1;
+            }
+            (Some(x), None) => {
+                out.push(x);
+                a += 1;
+            }
+            (_, Some(y)) => {
+                into.push(y);
+                b += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (out, into)
+}
+
+/// How the kept split's "above" changed in its last update (see
+/// [`KeptAbove::layout`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AboveChange<'a> {
+    pub gen: u64,
+    pub diff: Option<(&'a [u32], &'a [u32])>,
+}
+
 /// Keeps `max` the largest of a set of values as one of them goes from `old`
 /// to `new` (`old` -inf for a value added): `None` when it must be found
 /// again (the largest went down, or a value is NaN).
@@ -957,6 +1005,13 @@ impl NumDim {
             self.pair_id.remove(&self.pair_key[id as usize]);
         }
     }
+}
+
+// Updates that followed the kept split's reported change, on this thread
+// (tests check that the path is exercised).
+#[cfg(test)]
+thread_local! {
+    pub(crate) static REPORTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
@@ -1115,7 +1170,7 @@ mod tests {
                 .collect();
             let fresh = ParzenEstimator::new(&cols, &ds, &pp).layout();
             steps += 1;
-            if let Some((k, _)) = kept.layout(&hist, group, &above, &pp, &mut memo) {
+            if let Some((k, _)) = kept.layout(&hist, group, &above, None, &pp, &mut memo) {
                 used += 1;
                 assert_same(k, &fresh, &format!("step {step}"));
                 let st = kept.state.as_ref().expect("a kept state");

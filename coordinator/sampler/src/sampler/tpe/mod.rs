@@ -7,8 +7,10 @@ mod kept;
 pub mod parzen;
 mod sampler;
 mod score;
+mod split;
 pub mod truncnorm;
 
 pub use history::TpeHistory;
 pub use kept::KeptAbove;
+pub use split::KeptSplit;
 pub use sampler::{gamma, split_trials, TpeConfig, TpeSampler};

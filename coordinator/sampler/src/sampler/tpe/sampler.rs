@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::history::{usable, Class, Row, TpeHistory};
-use super::kept::KeptAbove;
+use super::kept::{AboveChange, KeptAbove};
+use super::split::{KeptSplit, SplitView};
 use super::parzen::{from_sort_key, MassMemo, ParzenEstimator, ParzenParams};
 use super::score;
 use crate::error::SampleError;
@@ -78,7 +79,7 @@ pub fn gamma(n: usize) -> usize {
 /// `n_below` best complete trials, then the best pruned trials by (last step,
 /// last value) to fill up; everything else (running trials included) is above.
 /// Ties keep trial order.
-fn split_rows(rows: &[Row], cons: &[usize], n_below: usize) -> (Vec<usize>, Vec<usize>) {
+pub(crate) fn split_rows(rows: &[Row], cons: &[usize], n_below: usize) -> (Vec<usize>, Vec<usize>) {
     // Keys are never NaN (see `Row::of`), so (key, position) is a total order
     // (-0 and +0 equal, as Optuna's sort sees them) and the `n_below` smallest are
     // one set whatever the method: kept here in two short sorted lists (complete,
@@ -170,6 +171,59 @@ fn observations(hist: &TpeHistory, group: &[usize], rows: &[usize]) -> (Vec<Vec<
     (cols, kept)
 }
 
+/// The split computed from every row: the finished observations counted,
+/// the rows of the trial being sampled that are finished (left out), and the
+/// "below" and "above" rows (empty during the startup trials).
+pub(crate) struct FullSplit {
+    pub n_finished: usize,
+    pub excluded_finished: Vec<usize>,
+    pub below: Vec<usize>,
+    pub above: Vec<usize>,
+}
+
+/// Complete, pruned and (constant liar) running trials other than the one
+/// being sampled, in trial-number order, split as Optuna splits them.
+pub(crate) fn full_split(hist: &TpeHistory, trial_number: u64, cfg: &TpeConfig) -> FullSplit {
+    let rows = &hist.rows;
+    let mut cons: Vec<usize> = Vec::with_capacity(rows.len());
+    let mut excluded_finished: Vec<usize> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let observed = match r.class {
+            Class::Complete | Class::Pruned => true,
+            Class::Running => cfg.constant_liar,
+            Class::Ignored => false,
+        };
+        if !observed {
+            continue;
+        }
+        if r.number == trial_number {
+            if r.class != Class::Running {
+                excluded_finished.push(i);
+            }
+            continue;
+        }
+        cons.push(i);
+    }
+    if !hist.sorted {
+        cons.sort_by_key(|i| rows[*i].number);
+    }
+    let n_finished = cons
+        .iter()
+        .filter(|i| rows[**i].class != Class::Running)
+        .count();
+    let (below, above) = if n_finished >= cfg.n_startup_trials {
+        split_rows(rows, &cons, gamma(n_finished))
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    FullSplit {
+        n_finished,
+        excluded_finished,
+        below,
+        above,
+    }
+}
+
 /// Fewer observations than this are simply sorted by the estimator.
 const PRESORT_MIN: usize = 64;
 
@@ -231,11 +285,14 @@ impl TpeSampler {
 
     /// One TPE draw for a group of parameters (positions in the space); the
     /// "above" estimator kept in `kept` where given and where it applies.
+    #[allow(clippy::too_many_arguments)]
     fn sample_group(
         &self,
         hist: &TpeHistory,
         group: &[usize],
-        split: &(Vec<usize>, Vec<usize>),
+        below: &[usize],
+        above: &[usize],
+        change: Option<AboveChange<'_>>,
         rng: &mut Rng,
         memo: &mut MassMemo,
         mut kept: Option<&mut KeptAbove>,
@@ -253,13 +310,13 @@ impl TpeSampler {
         let n_cand = self.config.n_ei_candidates.max(1);
         let (candidates, lb) = match kept.as_deref_mut() {
             Some(k) => {
-                let (est, layout, scratch) = k.below(hist, group, &split.0, &pp, || estimator(&split.0, memo));
+                let (est, layout, scratch) = k.below(hist, group, below, &pp, || estimator(below, memo));
                 let candidates = est.sample_with(rng, n_cand, memo);
                 let lb = score::log_pdf(Cow::Borrowed(layout), &candidates, true, memo, scratch);
                 (candidates, lb)
             }
             None => {
-                let est = estimator(&split.0, memo);
+                let est = estimator(below, memo);
                 let candidates = est.sample_with(rng, n_cand, memo);
                 let lb = est.log_pdf_with(&candidates, memo);
                 (candidates, lb)
@@ -267,10 +324,10 @@ impl TpeSampler {
         };
         // The candidate maximising log l(x) - log g(x) (the first on ties);
         // "above" is scored in full only for candidates that can still win.
-        let kept_layout = kept.and_then(|k| k.layout(hist, group, &split.1, &pp, memo));
+        let kept_layout = kept.and_then(|k| k.layout(hist, group, above, change, &pp, memo));
         let best = match kept_layout {
             Some((kern, scratch)) => score::best_acquisition(Cow::Borrowed(kern), &candidates, &lb, memo, scratch),
-            None => estimator(&split.1, memo).best_acquisition(&candidates, &lb, memo),
+            None => estimator(above, memo).best_acquisition(&candidates, &lb, memo),
         };
         candidates.into_iter().nth(best).unwrap_or_default()
     }
@@ -289,7 +346,11 @@ impl TpeSampler {
     ) -> Result<BTreeMap<String, f64>, SampleError> {
         crate::sampler::check_space(space)?;
         c.hist.sync(space, direction, trials);
-        let kept = if keep { Some(&mut c.kept) } else { None };
+        let kept = if keep {
+            Some((&mut c.kept, &mut c.split))
+        } else {
+            None
+        };
         Ok(self.sample_from(&c.hist, trials, trial_number, &mut c.memo, kept))
     }
 
@@ -300,40 +361,74 @@ impl TpeSampler {
         trials: &[FrozenTrial],
         trial_number: u64,
         memo: &mut MassMemo,
-        kept: Option<&mut KeptAbove>,
+        kept: Option<(&mut KeptAbove, &mut KeptSplit)>,
     ) -> BTreeMap<String, f64> {
         let cfg = &self.config;
         let mut rng = trial_rng(cfg.seed, trial_number, 3);
-        let params = hist.params();
-        let rows = &hist.rows;
+        let Some((kept, ks)) = kept else {
+            let full = full_split(hist, trial_number, cfg);
+            return self.sample_split(hist, trials, trial_number, memo, None, Some(full), None, &mut rng);
+        };
+        // The split followed from the last suggestion where it can be (the
+        // same groups as the full split), else the full split, kept for the
+        // next suggestion.
+        let n = hist.n_finished;
+        let followed = hist.sorted
+            && n > 0
+            && n >= cfg.n_startup_trials
+            && ks.update(hist, trial_number, cfg.constant_liar, gamma(n));
+        if followed {
+            return self.sample_split(hist, trials, trial_number, memo, Some(kept), None, ks.view(), &mut rng);
+        }
+        let full = full_split(hist, trial_number, cfg);
+        if full.n_finished >= cfg.n_startup_trials {
+            ks.reset(hist, trial_number, cfg.constant_liar, gamma(full.n_finished), &full.below, &full.above);
+        } else {
+            ks.clear();
+        }
+        self.sample_split(hist, trials, trial_number, memo, Some(kept), Some(full), ks.view(), &mut rng)
+    }
 
-        // Complete, pruned and (constant liar) running trials, in trial-number order.
-        let mut cons: Vec<usize> = Vec::with_capacity(rows.len());
-        let mut excluded_finished: Vec<usize> = Vec::new();
-        for (i, r) in rows.iter().enumerate() {
-            let observed = match r.class {
-                Class::Complete | Class::Pruned => true,
-                Class::Running => cfg.constant_liar,
-                Class::Ignored => false,
+    /// The suggestion from a split: `full` where it was computed here (then
+    /// `view` is the kept split it was handed to, if any), else the kept
+    /// split's `view`.
+    #[allow(clippy::too_many_arguments)]
+    fn sample_split(
+        &self,
+        hist: &TpeHistory,
+        trials: &[FrozenTrial],
+        trial_number: u64,
+        memo: &mut MassMemo,
+        kept: Option<&mut KeptAbove>,
+        full: Option<FullSplit>,
+        view: Option<SplitView<'_>>,
+        rng: &mut Rng,
+    ) -> BTreeMap<String, f64> {
+        let cfg = &self.config;
+        let params = hist.params();
+        let full = match (full, &view) {
+            (None, None) => Some(full_split(hist, trial_number, cfg)),
+            (f, _) => f,
+        };
+        let (n_finished, excluded_finished, below, above, change): (usize, &[usize], &[usize], &[usize], _) =
+            match (&full, &view) {
+                (Some(f), v) => (
+                    f.n_finished,
+                    &f.excluded_finished,
+                    &f.below,
+                    &f.above,
+                    // A follower starts again from these rows.
+                    v.as_ref().map(|v| AboveChange { gen: v.gen, diff: None }),
+                ),
+                (None, Some(v)) => (
+                    hist.n_finished,
+                    &[],
+                    v.below,
+                    v.above,
+                    Some(AboveChange { gen: v.gen, diff: v.diff }),
+                ),
+                (None, None) => (0, &[], &[], &[], None),
             };
-            if !observed {
-                continue;
-            }
-            if r.number == trial_number {
-                if r.class != Class::Running {
-                    excluded_finished.push(i);
-                }
-                continue;
-            }
-            cons.push(i);
-        }
-        if !hist.sorted {
-            cons.sort_by_key(|i| rows[*i].number);
-        }
-        let n_finished = cons
-            .iter()
-            .filter(|i| rows[**i].class != Class::Running)
-            .count();
         let startup = n_finished < cfg.n_startup_trials;
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
 
@@ -341,7 +436,7 @@ impl TpeSampler {
             // Optuna's intersection search space: parameters with the same
             // distribution in every finished trial (counted as the history grew).
             let mut mismatch = hist.mismatch.clone();
-            for i in &excluded_finished {
+            for i in excluded_finished {
                 if let Some(t) = trials.get(*i) {
                     for (m, x) in mismatch.iter_mut().zip(hist.mismatches_of(t)) {
                         *m -= x.min(*m);
@@ -353,10 +448,9 @@ impl TpeSampler {
                 .zip(&mismatch)
                 .map(|((_, d), m)| cfg.multivariate && !d.is_single() && *m == 0)
                 .collect();
-            let split = split_rows(rows, &cons, gamma(n_finished));
             let group: Vec<usize> = (0..params.len()).filter(|i| keep[*i]).collect();
             if !group.is_empty() {
-                let values = self.sample_group(hist, &group, &split, &mut rng, memo, kept);
+                let values = self.sample_group(hist, &group, below, above, change, rng, memo, kept);
                 for (g, v) in group.iter().zip(values) {
                     out.insert(params[*g].0.clone(), v);
                 }
@@ -369,7 +463,7 @@ impl TpeSampler {
                 let v = if d.is_single() {
                     d.single_value()
                 } else {
-                    self.sample_group(hist, &[i], &split, &mut rng, memo, None)
+                    self.sample_group(hist, &[i], below, above, None, rng, memo, None)
                         .first()
                         .copied()
                         .unwrap_or(f64::NAN)
@@ -378,7 +472,7 @@ impl TpeSampler {
             }
         } else {
             for (name, d) in params {
-                out.insert(name.clone(), sample_random_param(d, &mut rng));
+                out.insert(name.clone(), sample_random_param(d, rng));
             }
         }
         // Never hand out NaN or a value outside the space, whatever the history.
@@ -387,7 +481,7 @@ impl TpeSampler {
                 .get(name)
                 .is_none_or(|v| !v.is_finite() || !usable(d, *v));
             if bad {
-                out.insert(name.clone(), sample_random_param(d, &mut rng));
+                out.insert(name.clone(), sample_random_param(d, rng));
             }
         }
         out
@@ -407,6 +501,7 @@ impl Sampler for TpeSampler {
             hist: TpeHistory::new(),
             memo: MassMemo::default(),
             kept: KeptAbove::default(),
+            split: KeptSplit::default(),
         };
         self.sample_synced(&mut c, false, space, trials, direction, trial_number)
     }
@@ -518,6 +613,7 @@ mod tests {
         let dists: BTreeMap<String, Distribution> =
             space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
         for (conc, n_trials) in [(1usize, 420usize), (8, 420)] {
+            let reported = super::super::kept::REPORTED.with(|c| c.get());
             let sampler = TpeSampler::with_seed(conc as u64);
             let mut cache = SamplerCache::default();
             let mut trials: Vec<FrozenTrial> = Vec::new();
@@ -548,6 +644,9 @@ mod tests {
                     }
                 }
             }
+            // The kept "above" estimator followed the kept split's reports.
+            let reported = super::super::kept::REPORTED.with(|c| c.get()) - reported;
+            assert!(reported > 50, "concurrency {conc}: {reported} updates from reports");
         }
     }
 
