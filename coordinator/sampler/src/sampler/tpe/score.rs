@@ -384,12 +384,21 @@ impl DiscTable {
 
     /// Exact log mass (minus the kernel's normaliser) of point `s`'s bin under
     /// distinct kernel `pi`.
+    #[inline]
     fn exact(&mut self, k: &DiscKernels, s: usize, pi: usize, memo: &mut MassMemo) -> f64 {
         let u = self.which[s];
         let i = u * self.n_pairs + pi;
-        if self.known[i] {
-            return self.exact[i];
+        match (self.known.get(i), self.exact.get(i)) {
+            (Some(true), Some(v)) => *v,
+            _ => self.compute(k, u, i, pi, memo),
         }
+    }
+
+    /// [`DiscTable::exact`] of entry `i` (distinct value `u`, pair `pi`) the
+    /// first time, kept.
+    #[cold]
+    #[inline(never)]
+    fn compute(&mut self, k: &DiscKernels, u: usize, i: usize, pi: usize, memo: &mut MassMemo) -> f64 {
         let (l, r) = self.edges[u];
         let (m, sg) = k.pairs[pi];
         let ln = k.pair_log_norm[pi];
@@ -621,11 +630,11 @@ impl<'a> Scorer<'a> {
         }
         let mut mx = f64::NEG_INFINITY;
         if !bound {
-            if !kern.discs.is_empty() {
-                for (j, a) in row.iter_mut().enumerate() {
-                    for (t, k) in tables.iter_mut().zip(&kern.discs) {
-                        *a += t.exact(k, s, k.pair_of[j] as usize, memo);
-                    }
+            // Dimension by dimension (each kernel's terms still added in
+            // dimension order).
+            for (t, k) in tables.iter_mut().zip(&kern.discs) {
+                for (a, pi) in row.iter_mut().zip(&k.pair_of) {
+                    *a += t.exact(k, s, *pi as usize, memo);
                 }
             }
             mx = row.iter().copied().fold(mx, f64::max);
