@@ -137,6 +137,16 @@ impl LazyBase {
 pub(crate) struct ScoreScratch {
     bases: (Vec<f64>, Vec<bool>),
     tables: Vec<TableBufs>,
+    window: WindowBufs,
+}
+
+/// A window's buffers (see [`Window`]).
+#[derive(Debug, Clone, Default)]
+struct WindowBufs {
+    row: Vec<f64>,
+    upper: Vec<f64>,
+    live: Vec<u32>,
+    terms: Vec<(u32, f64)>,
 }
 
 /// A discrete table's buffers (see [`DiscTable`]).
@@ -464,7 +474,7 @@ impl<'a> Scorer<'a> {
             .map(|k| DiscTable::new(k, points, bufs.next().unwrap_or_default()))
             .collect();
         let window = match kern.window {
-            Some(b) if use_window => Some(Window::new(b, k_n - 1)),
+            Some(b) if use_window => Some(Window::new(b, k_n - 1, std::mem::take(&mut scratch.window))),
             _ => None,
         };
         Scorer {
@@ -486,6 +496,14 @@ impl<'a> Scorer<'a> {
     /// Hands the scorer's large buffers back for the next one.
     fn into_scratch(self, scratch: &mut ScoreScratch) {
         scratch.bases = (self.bases.own, self.bases.ready);
+        if let Some(w) = self.window {
+            scratch.window = WindowBufs {
+                row: w.row,
+                upper: w.upper,
+                live: w.live,
+                terms: w.terms,
+            };
+        }
         scratch.tables = self
             .tables
             .into_iter()
@@ -753,19 +771,22 @@ struct Window {
     bounds: WindowBounds,
     n: usize,
     row: Vec<f64>,
+    /// Each window kernel's bound with its discrete bounds.
+    upper: Vec<f64>,
     /// Window positions of the kernels that may reach the threshold.
     live: Vec<u32>,
     terms: Vec<(u32, f64)>,
 }
 
 impl Window {
-    fn new(bounds: WindowBounds, n: usize) -> Window {
+    fn new(bounds: WindowBounds, n: usize, bufs: WindowBufs) -> Window {
         Window {
             bounds,
             n,
-            row: Vec::with_capacity(n),
-            live: Vec::with_capacity(n),
-            terms: Vec::new(),
+            row: bufs.row,
+            upper: bufs.upper,
+            live: bufs.live,
+            terms: bufs.terms,
         }
     }
 
@@ -837,22 +858,24 @@ impl Window {
         // Kernels that may reach `thr`, in window order: those whose bound
         // with their discrete bounds reaches it (the others' values are below
         // `thr` too, so they are left out of the sum in any case; branch-free).
-        let bounds: Vec<(&[f64], &[u32])> = tables
-            .iter()
-            .zip(&kern.discs)
-            .map(|(t, k)| (t.upper_row(s), &k.pair_of[lo..hi]))
-            .collect();
+        // The bounds dimension by dimension (each kernel's terms in
+        // dimension order), then the kernels that reach `thr`.
+        let upper = &mut self.upper;
+        upper.clear();
+        upper.extend_from_slice(row);
+        for (t, k) in tables.iter().zip(&kern.discs) {
+            let up = t.upper_row(s);
+            for (u, pi) in upper.iter_mut().zip(&k.pair_of[lo..hi]) {
+                *u += up[*pi as usize];
+            }
+        }
         self.live.clear();
         self.live.resize(wn, 0);
         let mut cnt = 0;
-        for (j, a) in row.iter().enumerate() {
-            let mut u = *a;
-            for (up, pair_of) in &bounds {
-                u += up[pair_of[j] as usize];
-            }
+        for (j, u) in upper.iter().enumerate() {
             self.live[cnt] = j as u32;
             // Kept unless below (a NaN is kept, as the full loop keeps it).
-            cnt += ((u >= thr) | u.is_nan()) as usize;
+            cnt += ((*u >= thr) | u.is_nan()) as usize;
         }
         self.live.truncate(cnt);
         // The exact values of the kernels left.
