@@ -917,7 +917,8 @@ impl Window {
 /// For point `s` (continuous coordinates `xs`, transformed): the prior
 /// kernel's value and `low`, the largest value among the prior and the two
 /// observation kernels nearest to the point in the leading continuous
-/// dimension (a lower bound of the largest kernel value, so of the density).
+/// dimension (a lower bound of the largest kernel value, so of the density;
+/// a kernel whose cheap bound is already below it is not computed).
 /// Each kernel's value is computed term by term in the order of the full
 /// loop, so it has the same bits there. `None` unless the layout is in lead
 /// order.
@@ -942,11 +943,42 @@ fn first_kernels(
     let mut low = prior_row;
     let j0 = lead_mus.partition_point(|m| *m < x);
     for j in [j0.wrapping_sub(1), j0] {
-        if j < n {
+        // A kernel whose bound is below `low` cannot raise it (the margin
+        // covers the rounding of the bound's terms; a NaN anywhere: computed).
+        if j >= n {
+            continue;
+        }
+        let thr = low - 1e-9 * (1.0 + low.abs());
+        if kernel_bound(&at, j, kern).partial_cmp(&thr) != Some(std::cmp::Ordering::Less) {
             low = low.max(kernel_value(&at, j, kern, bases, tables, memo));
         }
     }
     Some((prior_row, low))
+}
+
+/// An upper bound of observation kernel `k`'s value at a point without
+/// special functions: its base bounded by the largest weight where bases
+/// are lazy, each discrete mass by 1; the other terms exact. Up to rounding
+/// (the terms are not added in [`kernel_value`]'s order). NaN where a term is.
+fn kernel_bound(at: &At<'_>, k: usize, kern: &Kernels) -> f64 {
+    let mut a = match &kern.lazy {
+        None => kern.base[k],
+        Some(lz) => (1.0 / lz.total).ln() + lz.norm_sum.get(k).copied().unwrap_or(f64::NAN),
+    };
+    for c in &kern.cats {
+        a += match c.chosen.get(k) {
+            Some(o) => [c.l_miss, c.l_hit][(*o == at.p[c.d] as u32) as usize],
+            None => c.l_prior,
+        };
+    }
+    for (c, xc) in kern.cont.iter().zip(at.xs) {
+        let z = (xc - c.mus[k]) * c.inv[k];
+        a -= 0.5 * z * z;
+    }
+    for d in &kern.discs {
+        a -= d.pair_log_norm[d.pair_of[k] as usize];
+    }
+    a
 }
 
 /// A point as a kernel's value needs it: its index `s`, its values `p` and its
