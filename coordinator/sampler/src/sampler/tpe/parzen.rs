@@ -1130,7 +1130,8 @@ mod tests {
         let dists = mixed_dists();
         let mut rng = trial_rng(12, 0, 0);
         let skipped_before = score::SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
-        for case in 0..40u32 {
+        let gave_up_before = score::GAVE_UP.with(|c| c.get());
+        for case in 0..160u32 {
             let n = [40usize, 300, 700, 1500][case as usize % 4];
             let (pick, cols, p) = clustered_case(&dists, case, n, &mut rng);
             let above = ParzenEstimator::new(&cols, &pick, &p);
@@ -1157,5 +1158,7 @@ mod tests {
         }
         let skipped = score::SKIPPED.load(std::sync::atomic::Ordering::Relaxed) - skipped_before;
         assert!(skipped > 200, "only {skipped} candidates were skipped");
+        let gave_up = score::GAVE_UP.with(|c| c.get()) - gave_up_before;
+        assert!(gave_up > 50, "only {gave_up} scores stopped early");
     }
 }

@@ -423,6 +423,14 @@ impl DiscTable {
     }
 }
 
+/// Where a score may stop early: the point's `log l` and the best value
+/// `log l - log g` found so far (see [`Scorer::score_with`]).
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    lb: f64,
+    best: f64,
+}
+
 /// Scores a set of points against one layout: the discrete dims' mass tables
 /// for the points, which points lie outside the space, the window and scratch
 /// rows.
@@ -549,6 +557,14 @@ impl<'a> Scorer<'a> {
 
     /// The log density of point `s`.
     pub(crate) fn score(&mut self, s: usize, memo: &mut MassMemo) -> f64 {
+        self.score_with(s, memo, None)
+    }
+
+    /// The log density of point `s`, or `+inf` once a kernel shows that the
+    /// point's value `stop.lb - log density` is below `stop.best` (then its
+    /// density is at least that kernel's value, so the value is too low to
+    /// win or tie; see [`best_acquisition`]).
+    fn score_with(&mut self, s: usize, memo: &mut MassMemo, stop: Option<Stop>) -> f64 {
         if self.dead[s] {
             return f64::NEG_INFINITY;
         }
@@ -578,7 +594,7 @@ impl<'a> Scorer<'a> {
                 if let Some(w) = window.as_mut() {
                     let xs = &xs[s * d..(s + 1) * d];
                     if let Some(v) = w
-                        .log_pdf_point(s, &points[s], xs, prior_row, low, kern, bases, tables, memo)
+                        .log_pdf_point(s, &points[s], xs, prior_row, low, kern, bases, tables, memo, stop)
                     {
                         return v;
                     }
@@ -661,6 +677,12 @@ impl<'a> Scorer<'a> {
             for (t, k) in tables.iter_mut().zip(&kern.discs) {
                 low += t.exact(k, s, k.pair_of[best] as usize, memo);
             }
+            let gives_up = |v: f64| stop.is_some_and(|st| st.lb - v < st.best);
+            if gives_up(low) {
+                #[cfg(test)]
+                GAVE_UP.with(|c| c.set(c.get() + 1));
+                return f64::INFINITY;
+            }
             // A margin far above rounding (values are sums of a few terms).
             let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
             for (j, (a, u)) in row.iter_mut().zip(upper.iter()).enumerate() {
@@ -669,6 +691,11 @@ impl<'a> Scorer<'a> {
                 } else {
                     for (t, k) in tables.iter_mut().zip(&kern.discs) {
                         *a += t.exact(k, s, k.pair_of[j] as usize, memo);
+                    }
+                    if gives_up(*a) {
+                        #[cfg(test)]
+                        GAVE_UP.with(|c| c.set(c.get() + 1));
+                        return f64::INFINITY;
                     }
                     mx = mx.max(*a);
                 }
@@ -748,7 +775,11 @@ pub(crate) fn best_acquisition(
             SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue; // its value is at most ub[i]: it can neither win nor tie
         }
-        let acq = lb[i] - scorer.score(i, memo);
+        let stop = Stop {
+            lb: lb[i],
+            best: best_val,
+        };
+        let acq = lb[i] - scorer.score_with(i, memo, Some(stop));
         if acq > best_val || (acq == best_val && i < best) {
             best = i;
             best_val = acq;
@@ -805,6 +836,7 @@ impl Window {
         bases: &mut Bases,
         tables: &mut [DiscTable],
         memo: &mut MassMemo,
+        stop: Option<Stop>,
     ) -> Option<f64> {
         let n = self.n;
         let x = *xs.first()?;
@@ -878,11 +910,26 @@ impl Window {
             cnt += ((*u >= thr) | u.is_nan()) as usize;
         }
         self.live.truncate(cnt);
-        // The exact values of the kernels left.
+        // The exact values of the kernels left, the one with the largest bound
+        // first (where the score may stop early, the likeliest to stop it).
         let at = At { s, p, xs };
-        for j in &self.live {
-            let j = *j as usize;
-            row[j] = kernel_value(&at, lo + j, kern, bases, tables, memo);
+        let mut first = 0;
+        for (i, j) in self.live.iter().enumerate() {
+            if upper[*j as usize] > upper[self.live[first] as usize] {
+                first = i;
+            }
+        }
+        for i in (first..first + 1).chain(0..first).chain(first + 1..self.live.len()) {
+            let Some(j) = self.live.get(i).map(|j| *j as usize) else {
+                break;
+            };
+            let v = kernel_value(&at, lo + j, kern, bases, tables, memo);
+            row[j] = v;
+            if stop.is_some_and(|st| st.lb - v < st.best) {
+                #[cfg(test)]
+                GAVE_UP.with(|c| c.set(c.get() + 1));
+                return Some(f64::INFINITY);
+            }
         }
         let mx = self
             .live
@@ -1015,6 +1062,12 @@ fn kernel_value(
         a += t.exact(d, at.s, d.pair_of[k] as usize, memo);
     }
     a
+}
+
+// Scores that stopped early, on this thread (tests check that it happens).
+#[cfg(test)]
+thread_local! {
+    pub(crate) static GAVE_UP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Points scored through the window (tests check that it is exercised).
