@@ -1016,9 +1016,10 @@ thread_local! {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
-    use super::super::parzen::{mixed_test_space, random_trial, value_at, ParzenEstimator};
+    use super::super::parzen::{
+        mixed_test_dists, mixed_test_space, random_trial, value_at, ParzenEstimator,
+    };
     use super::*;
     use crate::rng::{trial_rng, uniform01};
     use crate::trial::{Direction, FrozenTrial, TrialState};
@@ -1097,10 +1098,7 @@ mod tests {
     #[test]
     fn the_kept_layout_is_a_fresh_build_of_the_same_rows() {
         let space = mixed_test_space();
-        let dists: BTreeMap<String, Distribution> = space
-            .params()
-            .map(|(n, d)| (n.to_string(), d.clone()))
-            .collect();
+        let dists = mixed_test_dists();
         let pp = ParzenParams {
             prior_weight: 1.0,
             consider_magic_clip: true,

@@ -913,6 +913,15 @@ impl MassMemo {
 /// The second key word of a memoised `log_ndtr`.
 const LOG_NDTR_TAG: u64 = 0x7FF0_0000_0000_0ABC;
 
+/// [`mixed_test_space`]'s distributions by name (as trials carry them).
+#[cfg(test)]
+pub(crate) fn mixed_test_dists() -> std::collections::BTreeMap<String, Distribution> {
+    mixed_test_space()
+        .params()
+        .map(|(n, d)| (n.to_string(), d.clone()))
+        .collect()
+}
+
 /// The space the history tests share: a float, a log float, an int, a log
 /// int, a stepped float and a categorical.
 #[cfg(test)]

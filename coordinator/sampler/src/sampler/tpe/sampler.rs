@@ -520,7 +520,7 @@ impl Sampler for TpeSampler {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parzen::{mixed_test_space, random_trial};
+    use super::super::parzen::{mixed_test_dists, mixed_test_space, random_trial};
     use super::*;
     use crate::rng::{trial_rng, uniform01};
     use crate::sampler::SamplerCache;
@@ -716,8 +716,7 @@ mod tests {
         // cleared and restored parameters: the history's kept order must give the
         // same kernels (and densities) as sorting the observations afresh.
         let space = mixed_test_space();
-        let dists: BTreeMap<String, Distribution> =
-            space.params().map(|(n, d)| (n.to_string(), d.clone())).collect();
+        let dists = mixed_test_dists();
         let mut rng = trial_rng(5, 0, 0);
         let mut trials: Vec<FrozenTrial> = Vec::new();
         let mut hist = TpeHistory::new();

@@ -408,7 +408,14 @@ impl DiscTable {
     /// first time, kept.
     #[cold]
     #[inline(never)]
-    fn compute(&mut self, k: &DiscKernels, u: usize, i: usize, pi: usize, memo: &mut MassMemo) -> f64 {
+    fn compute(
+        &mut self,
+        k: &DiscKernels,
+        u: usize,
+        i: usize,
+        pi: usize,
+        memo: &mut MassMemo,
+    ) -> f64 {
         let (l, r) = self.edges[u];
         let (m, sg) = k.pairs[pi];
         let ln = k.pair_log_norm[pi];
@@ -482,7 +489,9 @@ impl<'a> Scorer<'a> {
             .map(|k| DiscTable::new(k, points, bufs.next().unwrap_or_default()))
             .collect();
         let window = match kern.window {
-            Some(b) if use_window => Some(Window::new(b, k_n - 1, std::mem::take(&mut scratch.window))),
+            Some(b) if use_window => {
+                Some(Window::new(b, k_n - 1, std::mem::take(&mut scratch.window)))
+            }
             _ => None,
         };
         Scorer {
@@ -593,9 +602,9 @@ impl<'a> Scorer<'a> {
                 } = self;
                 if let Some(w) = window.as_mut() {
                     let xs = &xs[s * d..(s + 1) * d];
-                    if let Some(v) = w
-                        .log_pdf_point(s, &points[s], xs, prior_row, low, kern, bases, tables, memo, stop)
-                    {
+                    if let Some(v) = w.log_pdf_point(
+                        s, &points[s], xs, prior_row, low, kern, bases, tables, memo, stop,
+                    ) {
                         return v;
                     }
                 }
@@ -919,7 +928,10 @@ impl Window {
                 first = i;
             }
         }
-        for i in (first..first + 1).chain(0..first).chain(first + 1..self.live.len()) {
+        for i in (first..first + 1)
+            .chain(0..first)
+            .chain(first + 1..self.live.len())
+        {
             let Some(j) = self.live.get(i).map(|j| *j as usize) else {
                 break;
             };
@@ -1008,10 +1020,21 @@ fn first_kernels(
 /// are lazy, each discrete mass by 1; the other terms exact. Up to rounding
 /// (the terms are not added in [`kernel_value`]'s order). NaN where a term is.
 fn kernel_bound(at: &At<'_>, k: usize, kern: &Kernels) -> f64 {
-    let mut a = match &kern.lazy {
+    let base = match &kern.lazy {
         None => kern.base[k],
         Some(lz) => (1.0 / lz.total).ln() + lz.norm_sum.get(k).copied().unwrap_or(f64::NAN),
     };
+    let mut a = point_terms(at, k, kern, base);
+    for d in &kern.discs {
+        a -= d.pair_log_norm[d.pair_of[k] as usize];
+    }
+    a
+}
+
+/// `a` plus kernel `k`'s categorical and continuous terms at a point, in
+/// dimension order (as the full loop adds them).
+#[inline]
+fn point_terms(at: &At<'_>, k: usize, kern: &Kernels, mut a: f64) -> f64 {
     for c in &kern.cats {
         a += match c.chosen.get(k) {
             Some(o) => [c.l_miss, c.l_hit][(*o == at.p[c.d] as u32) as usize],
@@ -1021,9 +1044,6 @@ fn kernel_bound(at: &At<'_>, k: usize, kern: &Kernels) -> f64 {
     for (c, xc) in kern.cont.iter().zip(at.xs) {
         let z = (xc - c.mus[k]) * c.inv[k];
         a -= 0.5 * z * z;
-    }
-    for d in &kern.discs {
-        a -= d.pair_log_norm[d.pair_of[k] as usize];
     }
     a
 }
@@ -1047,17 +1067,7 @@ fn kernel_value(
     tables: &mut [DiscTable],
     memo: &mut MassMemo,
 ) -> f64 {
-    let mut a = bases.get(kern, k);
-    for c in &kern.cats {
-        a += match c.chosen.get(k) {
-            Some(o) => [c.l_miss, c.l_hit][(*o == at.p[c.d] as u32) as usize],
-            None => c.l_prior,
-        };
-    }
-    for (c, xc) in kern.cont.iter().zip(at.xs) {
-        let z = (xc - c.mus[k]) * c.inv[k];
-        a -= 0.5 * z * z;
-    }
+    let mut a = point_terms(at, k, kern, bases.get(kern, k));
     for (t, d) in tables.iter_mut().zip(&kern.discs) {
         a += t.exact(d, at.s, d.pair_of[k] as usize, memo);
     }

@@ -264,13 +264,11 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
-    use super::super::parzen::{mixed_test_space, random_trial};
+    use super::super::parzen::{mixed_test_dists, mixed_test_space, random_trial};
     use super::super::sampler::{full_split, gamma, TpeConfig};
     use super::*;
     use crate::rng::{trial_rng, uniform01};
-    use crate::space::Distribution;
     use crate::trial::{Direction, FrozenTrial, TrialState};
 
     #[test]
@@ -281,10 +279,7 @@ mod tests {
         // every step the followed split must be the full one and its reported
         // change must turn the last "above" into this one.
         let space = mixed_test_space();
-        let dists: BTreeMap<String, Distribution> = space
-            .params()
-            .map(|(n, d)| (n.to_string(), d.clone()))
-            .collect();
+        let dists = mixed_test_dists();
         let cfg = TpeConfig::default();
         for liar in [true, false] {
             let mut rng = trial_rng(21, liar as u64, 0);
