@@ -26,8 +26,7 @@ use super::parzen::{
     sort_key, weights_total, MassMemo, NumBounds, ParzenEstimator, ParzenParams, SigmaRule,
 };
 use super::score::{
-    sec_bucket, CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, ScoreScratch, SecBuckets,
-    WINDOW_MIN_KERNELS,
+    CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, ScoreScratch, WINDOW_MIN_KERNELS,
 };
 use super::truncnorm::LN_SQRT_2PI;
 use crate::space::Distribution;
@@ -76,11 +75,8 @@ struct State {
     /// Per history row: whether it is in `members`.
     is_member: Vec<bool>,
     dims: Vec<KDim>,
-    /// Index in `dims` of the lead dimension (the first continuous one), and
-    /// of the second continuous one, whose buckets order the layout (with the
-    /// lead order within each bucket).
+    /// Index in `dims` of the lead dimension (the first continuous one).
     lead: usize,
-    sec: Option<usize>,
     /// The layout; its bases are left to the scorer (`kern.lazy`: the count
     /// and sum the weights follow from, and per continuous dimension each
     /// kernel's normaliser `ln(sqrt(2 pi)) + ln(sigma) + log mass` in layout
@@ -93,10 +89,8 @@ struct State {
     /// largest value over the members (`None` when it must be found again).
     stat: Vec<f64>,
     stat_max: Option<f64>,
-    /// The largest lead bandwidth over the members, and the largest of the
-    /// second continuous dimension (`None`: to be found again).
+    /// The largest lead bandwidth over the members (`None`: to be found again).
     sigma_max: Option<f64>,
-    sigma_sec_max: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -274,7 +268,6 @@ impl State {
         let (mut cats, mut cont, mut discs) = (Vec::new(), Vec::new(), Vec::new());
         let mut dims = Vec::with_capacity(group.len());
         let mut lead = None;
-        let mut sec = None;
         for (i, g) in group.iter().enumerate() {
             let dist = &params.get(*g)?.1;
             if let Distribution::Categorical { choices } = dist {
@@ -313,8 +306,6 @@ impl State {
             } else {
                 if lead.is_none() {
                     lead = Some(dims.len());
-                } else if sec.is_none() {
-                    sec = Some(dims.len());
                 }
                 cont.push(ContKernels {
                     d: i,
@@ -376,7 +367,6 @@ impl State {
             is_member,
             dims,
             lead,
-            sec,
             kern: Kernels {
                 base: Vec::new(),
                 lazy: Some(LazyBase::default()),
@@ -385,14 +375,12 @@ impl State {
                 cont,
                 discs,
                 lead: true,
-                sec: None,
                 window: None,
             },
             lead_row: Vec::new(),
             stat: Vec::new(),
             stat_max: None,
             sigma_max: None,
-            sigma_sec_max: None,
         };
         st.lay_out(hist, memo);
         Some(st)
@@ -404,24 +392,6 @@ impl State {
         let lead_rows: Vec<u32> = match &self.dims[self.lead] {
             KDim::Num(d) => d.set.iter().map(|e| e.1).collect(),
             KDim::Cat { .. } => Vec::new(),
-        };
-        // Bucket by bucket of the second continuous dimension (a stable sort),
-        // the lead order within each.
-        let lead_rows = match self.sec_range() {
-            Some((lo, hi)) => {
-                let mut by: Vec<(usize, u32)> = lead_rows
-                    .iter()
-                    .map(|r| (sec_bucket(self.sec_value(*r), lo, hi), *r))
-                    .collect();
-                by.sort_by_key(|e| e.0);
-                self.kern.sec = Some(SecBuckets {
-                    lo,
-                    hi,
-                    starts: SecBuckets::starts_of(by.iter().map(|e| e.0), n),
-                });
-                by.into_iter().map(|e| e.1).collect()
-            }
-            None => lead_rows,
         };
         let mut rank = vec![0u32; self.is_member.len()];
         for (i, r) in self.members.iter().enumerate() {
@@ -496,40 +466,6 @@ impl State {
         self.lead_row = lead_rows;
         self.stat_max = None;
         self.sigma_max = None;
-        self.sigma_sec_max = None;
-    }
-
-    /// The transformed bounds of the second continuous dimension, if any.
-    fn sec_range(&self) -> Option<(f64, f64)> {
-        match self.dims.get(self.sec?)? {
-            KDim::Num(d) => Some((d.lo, d.hi)),
-            KDim::Cat { .. } => None,
-        }
-    }
-
-    /// Member `r`'s value in the second continuous dimension (its mean there).
-    fn sec_value(&self, r: u32) -> f64 {
-        match self.sec.and_then(|i| self.dims.get(i)) {
-            Some(KDim::Num(d)) => from_key(d.key[r as usize]),
-            _ => f64::NAN,
-        }
-    }
-
-    /// The bucket of member `r` (0 without buckets).
-    fn bucket_of(&self, r: u32) -> usize {
-        match &self.kern.sec {
-            Some(sb) => sb.bucket(self.sec_value(r)),
-            None => 0,
-        }
-    }
-
-    /// The layout positions of bucket `b` (every observation kernel without
-    /// buckets).
-    fn bucket_range(&self, b: usize) -> (usize, usize) {
-        match &self.kern.sec {
-            Some(sb) => sb.range(b),
-            None => (0, self.lead_row.len()),
-        }
     }
 
     /// The terms of the kernel at layout position `j` other than its weight
@@ -651,16 +587,14 @@ impl State {
         }
     }
 
-    /// The layout position of `(lead key, row)` in bucket `b`, or where it
-    /// would go.
-    fn slot(&self, b: usize, e: (u64, u32)) -> usize {
+    /// The layout position of `(lead key, row)`, or where it would go.
+    fn slot(&self, e: (u64, u32)) -> usize {
         let mus = self
             .kern
             .cont
             .first()
             .map_or(&[][..], |c| &c.mus[..self.lead_row.len()]);
-        let (lo, hi) = self.bucket_range(b);
-        let (mut lo, mut hi) = (lo.min(mus.len()), hi.min(mus.len()));
+        let (mut lo, mut hi) = (0, self.lead_row.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
             if (sort_key(mus[mid]), self.lead_row[mid]) < e {
@@ -674,7 +608,7 @@ impl State {
 
     /// The layout position of member `r`.
     fn position(&self, r: u32) -> Option<usize> {
-        let j = self.slot(self.bucket_of(r), (self.lead_key(r), r));
+        let j = self.slot((self.lead_key(r), r));
         (self.lead_row.get(j) == Some(&r)).then_some(j)
     }
 
@@ -695,15 +629,9 @@ impl State {
                 d.set.insert((k, r));
             }
         }
-        let b = self.bucket_of(r);
-        let j = self.slot(b, (self.lead_key(r), r));
+        let j = self.slot((self.lead_key(r), r));
         self.lead_row.insert(j, r);
         let kern = &mut self.kern;
-        if let Some(sb) = kern.sec.as_mut() {
-            for at in sb.starts.iter_mut().skip(b + 1) {
-                *at += 1;
-            }
-        }
         kern.key.insert(j, rank);
         for c in &mut kern.cont {
             c.mus.insert(j, 0.0);
@@ -755,7 +683,6 @@ impl State {
         let Some(j) = self.position(r) else {
             return;
         };
-        let b = self.bucket_of(r);
         self.members.remove(rank);
         self.is_member[r as usize] = false;
         let rank = rank as u32;
@@ -764,15 +691,7 @@ impl State {
         if let KDim::Num(d) = &self.dims[self.lead] {
             drop_max(&mut self.sigma_max, d.sigma[r as usize]);
         }
-        if let Some(KDim::Num(d)) = self.sec.and_then(|i| self.dims.get(i)) {
-            drop_max(&mut self.sigma_sec_max, d.sigma[r as usize]);
-        }
         let kern = &mut self.kern;
-        if let Some(sb) = kern.sec.as_mut() {
-            for at in sb.starts.iter_mut().skip(b + 1) {
-                *at = at.saturating_sub(1);
-            }
-        }
         kern.key.remove(j);
         for k in &mut kern.key {
             *k -= (*k > rank) as u32;
@@ -816,12 +735,11 @@ impl State {
         let Some(j) = self.position(r) else {
             return false;
         };
-        let (lead, sec) = (self.lead, self.sec);
+        let lead = self.lead;
         let State {
             dims,
             kern,
             sigma_max,
-            sigma_sec_max,
             ..
         } = self;
         let KDim::Num(d) = &mut dims[i] else {
@@ -839,9 +757,6 @@ impl State {
         d.sigma[r as usize] = s;
         if i == lead {
             track_max(sigma_max, old, s);
-        }
-        if Some(i) == sec {
-            track_max(sigma_sec_max, old, s);
         }
         if d.discrete && !new {
             let old = kern.discs[d.at].pair_of[j];
@@ -895,19 +810,10 @@ impl State {
                 .fold(0.0, f64::max),
             KDim::Cat { .. } => f64::NAN,
         });
-        let sigma_sec = match self.sec.and_then(|i| dims.get(i)) {
-            Some(KDim::Num(d)) => cached_max(&mut self.sigma_sec_max, || {
-                members
-                    .iter()
-                    .map(|r| d.sigma[*r as usize])
-                    .fold(0.0, f64::max)
-            }),
-            _ => f64::INFINITY,
-        };
         let cat_max: f64 = kern.cats.iter().map(|c| c.l_hit.max(c.l_miss)).sum();
         let b = (1.0 / lz.total).ln() + cat_max + stat_max;
         let bmax = (!b.is_nan()).then(|| b + 1e-9 * (1.0 + b.abs()));
-        kern.window = kern.window_bounds_of(sigma_max, sigma_sec, bmax);
+        kern.window = kern.window_bounds_of(sigma_max, bmax);
     }
 }
 
@@ -1186,13 +1092,7 @@ mod tests {
                 "{what}: sigma_max"
             );
             assert!(x.bmax >= y.bmax, "{what}: bmax {} below {}", x.bmax, y.bmax);
-            assert_eq!(
-                x.sigma_sec.to_bits(),
-                y.sigma_sec.to_bits(),
-                "{what}: sigma_sec"
-            );
         }
-        assert_eq!(a.sec, b.sec, "{what}: buckets");
     }
 
     #[test]
@@ -1211,7 +1111,7 @@ mod tests {
         let mut memo = MassMemo::default();
         // Categorical first, last and in the middle; discrete before the lead.
         let groups: [&[usize]; 3] = [&[5, 0, 1, 2, 3, 4], &[4, 1, 5], &[2, 0, 5, 3]];
-        let (mut used, mut steps, mut bucketed) = (0, 0, 0);
+        let (mut used, mut steps) = (0, 0);
         let mut below: Vec<usize> = Vec::new();
         for step in 0..160 {
             // Mostly one new trial a step; now and then a burst (a rebuild).
@@ -1270,7 +1170,6 @@ mod tests {
             steps += 1;
             if let Some((k, _)) = kept.layout(&hist, group, &above, None, &pp, &mut memo) {
                 used += 1;
-                bucketed += k.sec.is_some() as usize;
                 assert_same(k, &fresh, &format!("step {step}"));
                 let st = kept.state.as_ref().expect("a kept state");
                 // The maxima kept across updates are those of the members now.
@@ -1303,6 +1202,5 @@ mod tests {
             used > steps / 2,
             "the kept layout served {used} of {steps} steps"
         );
-        assert!(bucketed > 20, "{bucketed} layouts in buckets");
     }
 }

@@ -7,9 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::score::{
-    self, sec_bucket, CatKernels, ContKernels, DiscKernels, Kernels, ScoreScratch, SecBuckets, WINDOW_MIN_KERNELS,
-};
+use super::score::{self, CatKernels, ContKernels, DiscKernels, Kernels, ScoreScratch, WINDOW_MIN_KERNELS};
 use super::truncnorm::{self, LN_SQRT_2PI};
 use crate::rng::{uniform01, Rng};
 use crate::space::Distribution;
@@ -733,37 +731,9 @@ impl ParzenEstimator {
                     fresh
                 })
         });
-        // The second continuous parameter's means, bounds and bandwidths,
-        // where the lead order can be cut in its buckets.
-        let sec = self
-            .dims
-            .iter()
-            .filter_map(|dim| match dim {
-                Dim::Numerical { step: None, mus, sigmas, lo_t, hi_t, .. } => Some((mus, sigmas, *lo_t, *hi_t)),
-                _ => None,
-            })
-            .nth(1)
-            .filter(|(mus, ..)| {
-                lead.is_some() && k_n >= WINDOW_MIN_KERNELS && mus[..n].iter().all(|m| m.is_finite())
-            });
-        let key: Vec<u32> = match (lead, sec) {
-            (Some((_, order)), Some((mus, _, lo, hi))) => {
-                // Bucket by bucket, lead order within each (a stable sort by bucket).
-                let mut by: Vec<(usize, u32)> =
-                    order.iter().map(|k| (sec_bucket(mus[*k as usize], lo, hi), *k)).collect();
-                by.sort_by_key(|e| e.0);
-                by.into_iter().map(|e| e.1).chain([n as u32]).collect()
-            }
-            (Some((_, order)), None) => order.iter().copied().chain([n as u32]).collect(),
-            _ => (0..k_n as u32).collect(),
-        };
-        let sec_buckets = match (lead, sec) {
-            (Some(_), Some((mus, _, lo, hi))) => Some(SecBuckets {
-                lo,
-                hi,
-                starts: SecBuckets::starts_of(key[..n].iter().map(|k| sec_bucket(mus[*k as usize], lo, hi)), n),
-            }),
-            _ => None,
+        let key: Vec<u32> = match lead {
+            Some((_, order)) => order.iter().copied().chain([n as u32]).collect(),
+            None => (0..k_n as u32).collect(),
         };
         let perm_f = |v: &[f64]| -> Vec<f64> { key.iter().map(|k| v[*k as usize]).collect() };
         let perm_u = |v: &[u32]| -> Vec<u32> { key.iter().map(|k| v[*k as usize]).collect() };
@@ -809,13 +779,11 @@ impl ParzenEstimator {
             cont,
             discs,
             lead: lead.is_some(),
-            sec: sec_buckets,
             window: None,
         };
         if let Some((sigmas, _)) = lead {
             if k_n >= WINDOW_MIN_KERNELS {
-                let sec_sigmas = sec.map(|(_, sg, ..)| &sg[..n]);
-                kern.window = kern.window_bounds(&sigmas[..n], sec_sigmas, kern.exact_bmax());
+                kern.window = kern.window_bounds(&sigmas[..n], kern.exact_bmax());
             }
         }
         kern
@@ -1135,12 +1103,10 @@ mod tests {
     fn window_gives_the_full_loop_result() {
         let dists = mixed_dists();
         let mut rng = trial_rng(11, 0, 0);
-        let mut bucketed = 0;
         for case in 0..24u32 {
             let n = [300usize, 700, 1500][case as usize % 3];
             let (pick, cols, p) = clustered_case(&dists, case, n, &mut rng);
             let est = ParzenEstimator::new(&cols, &pick, &p);
-            bucketed += est.layout().sec.is_some() as usize;
             let mut points = est.sample(&mut rng, 24);
             let empty = vec![Vec::new(); pick.len()];
             points.extend(ParzenEstimator::new(&empty, &pick, &p).sample(&mut rng, 8));
@@ -1152,8 +1118,6 @@ mod tests {
         }
         let used = score::WINDOW_USED.load(std::sync::atomic::Ordering::Relaxed);
         assert!(used > 100, "the window scored only {used} points");
-        // Layouts in buckets of a second continuous parameter among them.
-        assert!(bucketed >= 10, "{bucketed} layouts in buckets");
     }
 
     /// The argmax of `lb - log g` as the sampler took it before scoring was

@@ -61,9 +61,6 @@ pub(crate) struct DiscKernels {
 pub(crate) struct WindowBounds {
     /// The largest lead bandwidth of an observation kernel.
     pub sigma_max: f64,
-    /// The largest bandwidth of the second continuous parameter (where the
-    /// layout has [`SecBuckets`]; `inf` where unknown: every bucket is read).
-    pub sigma_sec: f64,
     /// A bound of every observation kernel's terms other than the lead's
     /// `-z^2/2`: base, best categorical term, `-ln` of each discrete normaliser
     /// (continuous terms are <= 0).
@@ -87,69 +84,8 @@ pub(crate) struct Kernels {
     pub cont: Vec<ContKernels>,
     pub discs: Vec<DiscKernels>,
     pub lead: bool,
-    /// Where the layout is in buckets of the second continuous parameter
-    /// (lead order within each bucket).
-    pub sec: Option<SecBuckets>,
     /// Where the window applies (enough kernels, finite bounds).
     pub window: Option<WindowBounds>,
-}
-
-/// Buckets of equal width over the second continuous parameter's range
-/// (`cont[1]`, transformed): a lead layout with buckets holds its observation
-/// kernels bucket by bucket, each bucket in increasing lead mu, so that a
-/// window reads, per bucket the point's range reaches, one short run of
-/// kernels instead of a strip of the whole range.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SecBuckets {
-    pub lo: f64,
-    pub hi: f64,
-    /// The layout position where each bucket starts, then `n`.
-    pub starts: Vec<u32>,
-}
-
-/// Buckets of a [`SecBuckets`] layout.
-pub(crate) const SEC_BUCKETS: usize = 16;
-
-/// The bucket of value `m` of a range `lo..hi` cut in [`SEC_BUCKETS`] (never
-/// decreasing in `m`; outside the range: the first or the last; NaN: the first).
-pub(crate) fn sec_bucket(m: f64, lo: f64, hi: f64) -> usize {
-    let b = ((m - lo) / ((hi - lo) / SEC_BUCKETS as f64)).floor();
-    if b >= 0.0 {
-        (b as usize).min(SEC_BUCKETS - 1)
-    } else {
-        0
-    }
-}
-
-impl SecBuckets {
-    /// The layout positions of bucket `b`.
-    pub(crate) fn range(&self, b: usize) -> (usize, usize) {
-        let at = |i: usize| self.starts.get(i).copied().unwrap_or(0) as usize;
-        (at(b), at(b + 1).max(at(b)))
-    }
-
-    /// Bucket `m` falls in.
-    pub(crate) fn bucket(&self, m: f64) -> usize {
-        sec_bucket(m, self.lo, self.hi)
-    }
-
-    /// Bucket starts for observation kernels whose buckets, in layout order,
-    /// are `buckets` (increasing).
-    pub(crate) fn starts_of(buckets: impl Iterator<Item = usize>, n: usize) -> Vec<u32> {
-        let mut count = [0u32; SEC_BUCKETS];
-        for b in buckets {
-            count[b.min(SEC_BUCKETS - 1)] += 1;
-        }
-        let mut starts = Vec::with_capacity(SEC_BUCKETS + 1);
-        let mut at = 0u32;
-        for c in count {
-            starts.push(at);
-            at += c;
-        }
-        starts.push(at);
-        debug_assert_eq!(at as usize, n);
-        starts
-    }
 }
 
 /// What `base` is computed from where the scorer computes it only for the
@@ -209,8 +145,6 @@ pub(crate) struct ScoreScratch {
 struct WindowBufs {
     row: Vec<f64>,
     upper: Vec<f64>,
-    segs: Vec<(usize, usize)>,
-    pos: Vec<u32>,
     live: Vec<u32>,
     terms: Vec<(u32, f64)>,
 }
@@ -309,7 +243,6 @@ impl Kernels {
     pub(crate) fn window_bounds(
         &self,
         lead_sigmas: &[f64],
-        sec_sigmas: Option<&[f64]>,
         bmax: Option<f64>,
     ) -> Option<WindowBounds> {
         let n = self.len().checked_sub(1)?;
@@ -323,19 +256,14 @@ impl Kernels {
         if self.cont.first()?.mus[..n].iter().any(|m| !m.is_finite()) {
             return None;
         }
-        let sigma_sec = sec_sigmas.map_or(f64::INFINITY, |v| v.iter().copied().fold(0.0, f64::max));
-        self.window_bounds_of(sigma_max, sigma_sec, bmax)
+        self.window_bounds_of(sigma_max, bmax)
     }
 
     /// The window's bounds given the largest lead bandwidth (the caller knows
-    /// the lead means finite) and the largest of the second continuous
-    /// parameter (NaN ones left out: such a kernel's value is NaN, which no
-    /// sum takes; unless finite and positive, every bucket is read), where
-    /// the window applies.
+    /// the lead means finite), where the window applies.
     pub(crate) fn window_bounds_of(
         &self,
         sigma_max: f64,
-        sigma_sec: f64,
         bmax: Option<f64>,
     ) -> Option<WindowBounds> {
         let n = self.len().checked_sub(1)?;
@@ -348,11 +276,6 @@ impl Kernels {
         }
         Some(WindowBounds {
             sigma_max,
-            sigma_sec: if sigma_sec.is_finite() && sigma_sec > 0.0 {
-                sigma_sec
-            } else {
-                f64::INFINITY
-            },
             bmax: bmax?,
         })
     }
@@ -594,8 +517,6 @@ impl<'a> Scorer<'a> {
             scratch.window = WindowBufs {
                 row: w.row,
                 upper: w.upper,
-                segs: w.segs,
-                pos: w.pos,
                 live: w.live,
                 terms: w.terms,
             };
@@ -892,9 +813,6 @@ struct Window {
     row: Vec<f64>,
     /// Each window kernel's bound with its discrete bounds.
     upper: Vec<f64>,
-    /// The window's runs of layout positions, and each window kernel's position.
-    segs: Vec<(usize, usize)>,
-    pos: Vec<u32>,
     /// Window positions of the kernels that may reach the threshold.
     live: Vec<u32>,
     terms: Vec<(u32, f64)>,
@@ -907,8 +825,6 @@ impl Window {
             n,
             row: bufs.row,
             upper: bufs.upper,
-            segs: bufs.segs,
-            pos: bufs.pos,
             live: bufs.live,
             terms: bufs.terms,
         }
@@ -948,90 +864,36 @@ impl Window {
             return None;
         }
         let smu = &kern.cont.first()?.mus[..n];
-        // The runs of kernels within `r` in the lead dimension: one per bucket
-        // of the second parameter that its own radius reaches (a kernel
-        // further than that in either dimension is below `thr` too), or one
-        // over the whole layout without buckets.
-        let (b_lo, b_hi) = match (&kern.sec, xs.get(1)) {
-            (Some(sb), Some(x2)) => {
-                let r2 = if gap > 0.0 {
-                    (2.0 * gap).sqrt() * self.bounds.sigma_sec
-                } else {
-                    0.0
-                };
-                let r2 = r2 * (1.0 + 1e-9) + 1e-9 * (x2.abs() + r2);
-                if r2.is_finite() {
-                    (sb.bucket(x2 - r2), sb.bucket(x2 + r2))
-                } else {
-                    (0, SEC_BUCKETS - 1)
-                }
-            }
-            _ => (0, 0),
-        };
-        self.segs.clear();
-        let mut wn = 0;
-        for b in b_lo..=b_hi {
-            let (s0, s1) = match &kern.sec {
-                Some(sb) => sb.range(b),
-                None => (0, n),
-            };
-            let run = &smu[s0.min(n)..s1.min(n)];
-            let lo = s0 + run.partition_point(|m| *m < x - r);
-            let hi = (s0 + run.partition_point(|m| *m <= x + r)).max(lo);
-            if hi > lo {
-                self.segs.push((lo, hi));
-                wn += hi - lo;
-            }
-        }
+        let lo = smu.partition_point(|m| *m < x - r);
+        let hi = smu.partition_point(|m| *m <= x + r).max(lo);
+        let wn = hi - lo;
         if 2 * wn > n {
             return None;
         }
         // First each kernel's value bounded from above (without its discrete
         // terms; its base bounded where the layout leaves bases to the scorer,
-        // exact otherwise), run by run.
+        // exact otherwise).
         self.row.clear();
-        self.pos.clear();
-        for (lo, hi) in &self.segs {
-            self.pos.extend(*lo as u32..*hi as u32);
-            match &kern.lazy {
-                None => self.row.extend_from_slice(&kern.base[*lo..*hi]),
-                Some(lz) => {
-                    // Every weight is at most 1 / total (the newest observations').
-                    let up = (1.0 / lz.total).ln();
-                    self.row
-                        .extend(lz.norm_sum[*lo..*hi].iter().map(|s| up + s));
-                }
+        match &kern.lazy {
+            None => self.row.extend_from_slice(&kern.base[lo..hi]),
+            Some(lz) => {
+                // Every weight is at most 1 / total (the newest observations').
+                let up = (1.0 / lz.total).ln();
+                self.row.extend(lz.norm_sum[lo..hi].iter().map(|s| up + s));
             }
         }
         let row = &mut self.row;
-        let segs = &self.segs;
-        // Each run's part of the window's rows.
-        let parts = || {
-            segs.iter().scan(0, |off, (lo, hi)| {
-                let part = (*off, *lo, *hi);
-                *off += hi - lo;
-                Some(part)
-            })
-        };
         for c in &kern.cats {
             let ch = p[c.d] as u32;
             let t = [c.l_miss, c.l_hit];
-            for (off, lo, hi) in parts() {
-                for (a, o) in row[off..off + hi - lo].iter_mut().zip(&c.chosen[lo..hi]) {
-                    *a += t[(*o == ch) as usize];
-                }
+            for (a, o) in row.iter_mut().zip(&c.chosen[lo..hi]) {
+                *a += t[(*o == ch) as usize];
             }
         }
         for (xc, c) in xs.iter().zip(&kern.cont) {
-            for (off, lo, hi) in parts() {
-                for ((a, m), iv) in row[off..off + hi - lo]
-                    .iter_mut()
-                    .zip(&c.mus[lo..hi])
-                    .zip(&c.inv[lo..hi])
-                {
-                    let z = (xc - m) * iv;
-                    *a -= 0.5 * z * z;
-                }
+            for ((a, m), iv) in row.iter_mut().zip(&c.mus[lo..hi]).zip(&c.inv[lo..hi]) {
+                let z = (xc - m) * iv;
+                *a -= 0.5 * z * z;
             }
         }
         // Kernels that may reach `thr`, in window order: those whose bound
@@ -1044,10 +906,8 @@ impl Window {
         upper.extend_from_slice(row);
         for (t, k) in tables.iter().zip(&kern.discs) {
             let up = t.upper_row(s);
-            for (off, lo, hi) in parts() {
-                for (u, pi) in upper[off..off + hi - lo].iter_mut().zip(&k.pair_of[lo..hi]) {
-                    *u += up[*pi as usize];
-                }
+            for (u, pi) in upper.iter_mut().zip(&k.pair_of[lo..hi]) {
+                *u += up[*pi as usize];
             }
         }
         self.live.clear();
@@ -1075,7 +935,7 @@ impl Window {
             let Some(j) = self.live.get(i).map(|j| *j as usize) else {
                 break;
             };
-            let v = kernel_value(&at, self.pos[j] as usize, kern, bases, tables, memo);
+            let v = kernel_value(&at, lo + j, kern, bases, tables, memo);
             row[j] = v;
             if stop.is_some_and(|st| st.lb - v < st.best) {
                 #[cfg(test)]
@@ -1095,8 +955,7 @@ impl Window {
         for j in &self.live {
             let d = row[*j as usize] - mx;
             if d > -50.0 {
-                self.terms
-                    .push((kern.key[self.pos[*j as usize] as usize], d));
+                self.terms.push((kern.key[lo + *j as usize], d));
             }
         }
         #[cfg(test)]
@@ -1117,9 +976,8 @@ impl Window {
 /// For point `s` (continuous coordinates `xs`, transformed): the prior
 /// kernel's value and `low`, the largest value among the prior and the two
 /// observation kernels nearest to the point in the leading continuous
-/// dimension (within its bucket of the second, where the layout has buckets)
-/// (a lower bound of the largest kernel value, so of the density; a kernel
-/// whose cheap bound is already below it is not computed).
+/// dimension (a lower bound of the largest kernel value, so of the density;
+/// a kernel whose cheap bound is already below it is not computed).
 /// Each kernel's value is computed term by term in the order of the full
 /// loop, so it has the same bits there. `None` unless the layout is in lead
 /// order.
@@ -1142,17 +1000,11 @@ fn first_kernels(
     let at = At { s, p, xs };
     let prior_row = kernel_value(&at, prior, kern, bases, tables, memo);
     let mut low = prior_row;
-    // Nearest within the point's bucket of the second parameter, if any.
-    let (s0, s1) = match (&kern.sec, xs.get(1)) {
-        (Some(sb), Some(x2)) => sb.range(sb.bucket(*x2)),
-        _ => (0, n),
-    };
-    let (s0, s1) = (s0.min(n), s1.min(n));
-    let j0 = s0 + lead_mus[s0..s1].partition_point(|m| *m < x);
+    let j0 = lead_mus.partition_point(|m| *m < x);
     for j in [j0.wrapping_sub(1), j0] {
         // A kernel whose bound is below `low` cannot raise it (the margin
         // covers the rounding of the bound's terms; a NaN anywhere: computed).
-        if j < s0 || j >= s1 {
+        if j >= n {
             continue;
         }
         let thr = low - 1e-9 * (1.0 + low.abs());
