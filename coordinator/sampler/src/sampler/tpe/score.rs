@@ -135,12 +135,14 @@ impl LazyBase {
 /// again on every suggestion: only their validity flags are reset.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ScoreScratch {
-    bases: (Vec<f64>, Vec<bool>),
+    bases: Bases,
     tables: Vec<TableBufs>,
     window: WindowBufs,
 }
 
-/// A window's buffers (see [`Window`]).
+/// A window's buffers (see [`Window`]): each window kernel's bound without
+/// and with its discrete bounds (then its value), the window positions of the
+/// kernels that may reach the threshold, and the terms of the sum.
 #[derive(Debug, Clone, Default)]
 struct WindowBufs {
     row: Vec<f64>,
@@ -149,7 +151,9 @@ struct WindowBufs {
     terms: Vec<(u32, f64)>,
 }
 
-/// A discrete table's buffers (see [`DiscTable`]).
+/// A discrete table's buffers (see [`DiscTable`]): `n_values × n_pairs`
+/// upper bounds (valid in the rows that are ready) and exact values (valid
+/// where `known`).
 #[derive(Debug, Clone, Default)]
 struct TableBufs {
     upper: Vec<f64>,
@@ -158,15 +162,17 @@ struct TableBufs {
 }
 
 /// A scorer's bases of a lazy layout, filled as kernels are reached.
+#[derive(Debug, Clone, Default)]
 struct Bases {
     own: Vec<f64>,
     ready: Vec<bool>,
 }
 
 impl Bases {
-    /// Bases for `kern` in the buffers `(own, ready)` (`own` is valid only
-    /// where `ready`, so it is not cleared).
-    fn new(kern: &Kernels, (mut own, mut ready): (Vec<f64>, Vec<bool>)) -> Self {
+    /// Bases for `kern` in the buffers of `last` (`own` is valid only where
+    /// `ready`, so it is not cleared).
+    fn new(kern: &Kernels, last: Bases) -> Self {
+        let Bases { mut own, mut ready } = last;
         let n = if kern.lazy.is_some() { kern.len() } else { 0 };
         own.resize(n, 0.0);
         ready.clear();
@@ -291,13 +297,9 @@ struct DiscTable {
     /// Bin edges (transformed space, clipped to the range) per distinct value.
     edges: Vec<(f64, f64)>,
     n_pairs: usize,
-    /// Per distinct value: whether its row of `upper` is computed.
+    /// Per distinct value: whether its row of `bufs.upper` is computed.
     ready: Vec<bool>,
-    /// `n_values × n_pairs` upper bounds, valid in the rows that are `ready`.
-    upper: Vec<f64>,
-    /// `n_values × n_pairs` exact values, valid where `known`.
-    exact: Vec<f64>,
-    known: Vec<bool>,
+    bufs: TableBufs,
 }
 
 /// `ln(w)` rounded up to a multiple of `ln 2` (an upper bound without a logarithm):
@@ -334,23 +336,17 @@ impl DiscTable {
             .collect();
         let n_pairs = k.pairs.len();
         let n = edges.len() * n_pairs;
-        let TableBufs {
-            mut upper,
-            mut exact,
-            mut known,
-        } = bufs;
-        upper.resize(n, 0.0);
-        exact.resize(n, 0.0);
-        known.clear();
-        known.resize(n, false);
+        let mut bufs = bufs;
+        bufs.upper.resize(n, 0.0);
+        bufs.exact.resize(n, 0.0);
+        bufs.known.clear();
+        bufs.known.resize(n, false);
         DiscTable {
             which,
             ready: vec![false; edges.len()],
             edges,
             n_pairs,
-            upper,
-            exact,
-            known,
+            bufs,
         }
     }
 
@@ -364,7 +360,7 @@ impl DiscTable {
         self.ready[u] = true;
         let n_p = self.n_pairs;
         let (l, r) = self.edges[u];
-        let row = &mut self.upper[u * n_p..(u + 1) * n_p];
+        let row = &mut self.bufs.upper[u * n_p..(u + 1) * n_p];
         for ((out, (m, sg)), ln) in row.iter_mut().zip(&k.pairs).zip(&k.pair_log_norm) {
             // The mass is at most 1, and outside the bin at most
             // width * pdf(nearest edge).
@@ -389,7 +385,7 @@ impl DiscTable {
     fn upper_row(&self, s: usize) -> &[f64] {
         let u = self.which[s];
         debug_assert!(self.ready[u], "upper_row before prepare");
-        &self.upper[u * self.n_pairs..(u + 1) * self.n_pairs]
+        &self.bufs.upper[u * self.n_pairs..(u + 1) * self.n_pairs]
     }
 
     /// Exact log mass (minus the kernel's normaliser) of point `s`'s bin under
@@ -398,7 +394,7 @@ impl DiscTable {
     fn exact(&mut self, k: &DiscKernels, s: usize, pi: usize, memo: &mut MassMemo) -> f64 {
         let u = self.which[s];
         let i = u * self.n_pairs + pi;
-        match (self.known.get(i), self.exact.get(i)) {
+        match (self.bufs.known.get(i), self.bufs.exact.get(i)) {
             (Some(true), Some(v)) => *v,
             _ => self.compute(k, u, i, pi, memo),
         }
@@ -424,8 +420,8 @@ impl DiscTable {
         } else {
             memo.log_gauss_mass((l - m) / sg, (r - m) / sg) - ln
         };
-        self.exact[i] = v;
-        self.known[i] = true;
+        self.bufs.exact[i] = v;
+        self.bufs.known[i] = true;
         v
     }
 }
@@ -436,6 +432,19 @@ impl DiscTable {
 struct Stop {
     lb: f64,
     best: f64,
+}
+
+impl Stop {
+    /// Whether a kernel of value `v` (so a density of at least `v`) leaves
+    /// the point's value below the best.
+    fn gives_up(&self, v: f64) -> bool {
+        let up = self.lb - v < self.best;
+        #[cfg(test)]
+        if up {
+            GAVE_UP.with(|c| c.set(c.get() + 1));
+        }
+        up
+    }
 }
 
 /// Scores a set of points against one layout: the discrete dims' mass tables
@@ -512,24 +521,11 @@ impl<'a> Scorer<'a> {
 
     /// Hands the scorer's large buffers back for the next one.
     fn into_scratch(self, scratch: &mut ScoreScratch) {
-        scratch.bases = (self.bases.own, self.bases.ready);
+        scratch.bases = self.bases;
         if let Some(w) = self.window {
-            scratch.window = WindowBufs {
-                row: w.row,
-                upper: w.upper,
-                live: w.live,
-                terms: w.terms,
-            };
+            scratch.window = w.bufs;
         }
-        scratch.tables = self
-            .tables
-            .into_iter()
-            .map(|t| TableBufs {
-                upper: t.upper,
-                exact: t.exact,
-                known: t.known,
-            })
-            .collect();
+        scratch.tables = self.tables.into_iter().map(|t| t.bufs).collect();
     }
 
     /// A lower bound of point `s`'s log density: the largest value among the
@@ -686,10 +682,8 @@ impl<'a> Scorer<'a> {
             for (t, k) in tables.iter_mut().zip(&kern.discs) {
                 low += t.exact(k, s, k.pair_of[best] as usize, memo);
             }
-            let gives_up = |v: f64| stop.is_some_and(|st| st.lb - v < st.best);
+            let gives_up = |v: f64| stop.is_some_and(|st| st.gives_up(v));
             if gives_up(low) {
-                #[cfg(test)]
-                GAVE_UP.with(|c| c.set(c.get() + 1));
                 return f64::INFINITY;
             }
             // A margin far above rounding (values are sums of a few terms).
@@ -702,8 +696,6 @@ impl<'a> Scorer<'a> {
                         *a += t.exact(k, s, k.pair_of[j] as usize, memo);
                     }
                     if gives_up(*a) {
-                        #[cfg(test)]
-                        GAVE_UP.with(|c| c.set(c.get() + 1));
                         return f64::INFINITY;
                     }
                     mx = mx.max(*a);
@@ -810,24 +802,12 @@ pub(crate) fn best_acquisition(
 struct Window {
     bounds: WindowBounds,
     n: usize,
-    row: Vec<f64>,
-    /// Each window kernel's bound with its discrete bounds.
-    upper: Vec<f64>,
-    /// Window positions of the kernels that may reach the threshold.
-    live: Vec<u32>,
-    terms: Vec<(u32, f64)>,
+    bufs: WindowBufs,
 }
 
 impl Window {
     fn new(bounds: WindowBounds, n: usize, bufs: WindowBufs) -> Window {
-        Window {
-            bounds,
-            n,
-            row: bufs.row,
-            upper: bufs.upper,
-            live: bufs.live,
-            terms: bufs.terms,
-        }
+        Window { bounds, n, bufs }
     }
 
     /// The log density of point `s` through the window, or `None` where the window
@@ -848,6 +828,12 @@ impl Window {
         stop: Option<Stop>,
     ) -> Option<f64> {
         let n = self.n;
+        let WindowBufs {
+            row,
+            upper,
+            live,
+            terms,
+        } = &mut self.bufs;
         let x = *xs.first()?;
         let thr = low - 50.0 - 1e-6 * (1.0 + low.abs());
         if !thr.is_finite() {
@@ -873,16 +859,15 @@ impl Window {
         // First each kernel's value bounded from above (without its discrete
         // terms; its base bounded where the layout leaves bases to the scorer,
         // exact otherwise).
-        self.row.clear();
+        row.clear();
         match &kern.lazy {
-            None => self.row.extend_from_slice(&kern.base[lo..hi]),
+            None => row.extend_from_slice(&kern.base[lo..hi]),
             Some(lz) => {
                 // Every weight is at most 1 / total (the newest observations').
                 let up = (1.0 / lz.total).ln();
-                self.row.extend(lz.norm_sum[lo..hi].iter().map(|s| up + s));
+                row.extend(lz.norm_sum[lo..hi].iter().map(|s| up + s));
             }
         }
-        let row = &mut self.row;
         for c in &kern.cats {
             let ch = p[c.d] as u32;
             let t = [c.l_miss, c.l_hit];
@@ -901,7 +886,6 @@ impl Window {
         // `thr` too, so they are left out of the sum in any case; branch-free).
         // The bounds dimension by dimension (each kernel's terms in
         // dimension order), then the kernels that reach `thr`.
-        let upper = &mut self.upper;
         upper.clear();
         upper.extend_from_slice(row);
         for (t, k) in tables.iter().zip(&kern.discs) {
@@ -910,59 +894,56 @@ impl Window {
                 *u += up[*pi as usize];
             }
         }
-        self.live.clear();
-        self.live.resize(wn, 0);
+        live.clear();
+        live.resize(wn, 0);
         let mut cnt = 0;
         for (j, u) in upper.iter().enumerate() {
-            self.live[cnt] = j as u32;
+            live[cnt] = j as u32;
             // Kept unless below (a NaN is kept, as the full loop keeps it).
             cnt += ((*u >= thr) | u.is_nan()) as usize;
         }
-        self.live.truncate(cnt);
+        live.truncate(cnt);
         // The exact values of the kernels left, the one with the largest bound
         // first (where the score may stop early, the likeliest to stop it).
         let at = At { s, p, xs };
         let mut first = 0;
-        for (i, j) in self.live.iter().enumerate() {
-            if upper[*j as usize] > upper[self.live[first] as usize] {
+        for (i, j) in live.iter().enumerate() {
+            if upper[*j as usize] > upper[live[first] as usize] {
                 first = i;
             }
         }
         for i in (first..first + 1)
             .chain(0..first)
-            .chain(first + 1..self.live.len())
+            .chain(first + 1..live.len())
         {
-            let Some(j) = self.live.get(i).map(|j| *j as usize) else {
+            let Some(j) = live.get(i).map(|j| *j as usize) else {
                 break;
             };
             let v = kernel_value(&at, lo + j, kern, bases, tables, memo);
             row[j] = v;
-            if stop.is_some_and(|st| st.lb - v < st.best) {
-                #[cfg(test)]
-                GAVE_UP.with(|c| c.set(c.get() + 1));
+            if stop.is_some_and(|st| st.gives_up(v)) {
                 return Some(f64::INFINITY);
             }
         }
-        let mx = self
-            .live
+        let mx = live
             .iter()
             .map(|j| row[*j as usize])
             .fold(prior_row, f64::max);
         if !mx.is_finite() {
             return None;
         }
-        self.terms.clear();
-        for j in &self.live {
+        terms.clear();
+        for j in live.iter() {
             let d = row[*j as usize] - mx;
             if d > -50.0 {
-                self.terms.push((kern.key[lo + *j as usize], d));
+                terms.push((kern.key[lo + *j as usize], d));
             }
         }
         #[cfg(test)]
         WINDOW_USED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.terms.sort_unstable_by_key(|t| t.0);
+        terms.sort_unstable_by_key(|t| t.0);
         let mut sum = 0.0;
-        for (_, d) in &self.terms {
+        for (_, d) in terms.iter() {
             sum += d.exp();
         }
         let d = prior_row - mx;
