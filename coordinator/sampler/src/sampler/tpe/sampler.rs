@@ -224,6 +224,32 @@ pub(crate) fn full_split(hist: &TpeHistory, trial_number: u64, cfg: &TpeConfig) 
     }
 }
 
+/// The split a suggestion reads: the finished observations counted, the
+/// rows of the trial being sampled that are finished (left out), "below" and
+/// "above", and for the kept "above" estimator how "above" changed (`None`
+/// without a kept split).
+struct SplitParts<'a> {
+    n_finished: usize,
+    excluded_finished: &'a [usize],
+    below: &'a [usize],
+    above: &'a [usize],
+    change: Option<AboveChange<'a>>,
+}
+
+impl<'a> SplitParts<'a> {
+    /// A full split's parts; where it was handed to a kept split (`view`), a
+    /// follower of "above" starts again from these rows.
+    fn of_full(full: &'a FullSplit, view: Option<&SplitView<'_>>) -> Self {
+        SplitParts {
+            n_finished: full.n_finished,
+            excluded_finished: &full.excluded_finished,
+            below: &full.below,
+            above: &full.above,
+            change: view.map(|v| AboveChange { gen: v.gen, diff: None }),
+        }
+    }
+}
+
 /// Fewer observations than this are simply sorted by the estimator.
 const PRESORT_MIN: usize = 64;
 
@@ -367,7 +393,7 @@ impl TpeSampler {
         let mut rng = trial_rng(cfg.seed, trial_number, 3);
         let Some((kept, ks)) = kept else {
             let full = full_split(hist, trial_number, cfg);
-            return self.sample_split(hist, trials, trial_number, memo, None, Some(full), None, &mut rng);
+            return self.sample_split(hist, trials, memo, None, SplitParts::of_full(&full, None), &mut rng);
         };
         // The split followed from the last suggestion where it can be (the
         // same groups as the full split), else the full split, kept for the
@@ -377,8 +403,15 @@ impl TpeSampler {
             && n > 0
             && n >= cfg.n_startup_trials
             && ks.update(hist, trial_number, cfg.constant_liar, gamma(n));
-        if followed {
-            return self.sample_split(hist, trials, trial_number, memo, Some(kept), None, ks.view(), &mut rng);
+        if let Some(v) = ks.view().filter(|_| followed) {
+            let parts = SplitParts {
+                n_finished: n,
+                excluded_finished: &[],
+                below: v.below,
+                above: v.above,
+                change: Some(AboveChange { gen: v.gen, diff: v.diff }),
+            };
+            return self.sample_split(hist, trials, memo, Some(kept), parts, &mut rng);
         }
         let full = full_split(hist, trial_number, cfg);
         if full.n_finished >= cfg.n_startup_trials {
@@ -386,49 +419,29 @@ impl TpeSampler {
         } else {
             ks.clear();
         }
-        self.sample_split(hist, trials, trial_number, memo, Some(kept), Some(full), ks.view(), &mut rng)
+        let parts = SplitParts::of_full(&full, ks.view().as_ref());
+        self.sample_split(hist, trials, memo, Some(kept), parts, &mut rng)
     }
 
-    /// The suggestion from a split: `full` where it was computed here (then
-    /// `view` is the kept split it was handed to, if any), else the kept
-    /// split's `view`.
-    #[allow(clippy::too_many_arguments)]
+    /// The suggestion from a split.
     fn sample_split(
         &self,
         hist: &TpeHistory,
         trials: &[FrozenTrial],
-        trial_number: u64,
         memo: &mut MassMemo,
         kept: Option<&mut KeptAbove>,
-        full: Option<FullSplit>,
-        view: Option<SplitView<'_>>,
+        parts: SplitParts<'_>,
         rng: &mut Rng,
     ) -> BTreeMap<String, f64> {
         let cfg = &self.config;
         let params = hist.params();
-        let full = match (full, &view) {
-            (None, None) => Some(full_split(hist, trial_number, cfg)),
-            (f, _) => f,
-        };
-        let (n_finished, excluded_finished, below, above, change): (usize, &[usize], &[usize], &[usize], _) =
-            match (&full, &view) {
-                (Some(f), v) => (
-                    f.n_finished,
-                    &f.excluded_finished,
-                    &f.below,
-                    &f.above,
-                    // A follower starts again from these rows.
-                    v.as_ref().map(|v| AboveChange { gen: v.gen, diff: None }),
-                ),
-                (None, Some(v)) => (
-                    hist.n_finished,
-                    &[],
-                    v.below,
-                    v.above,
-                    Some(AboveChange { gen: v.gen, diff: v.diff }),
-                ),
-                (None, None) => (0, &[], &[], &[], None),
-            };
+        let SplitParts {
+            n_finished,
+            excluded_finished,
+            below,
+            above,
+            change,
+        } = parts;
         let startup = n_finished < cfg.n_startup_trials;
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
 
