@@ -455,11 +455,11 @@ impl State {
                 d.set_prior(kern, n, memo);
             }
         }
-        self.stat = vec![f64::NAN; self.is_member.len()];
-        for (j, r) in lead_rows.iter().enumerate() {
-            self.stat[*r as usize] = self.stat_at(j);
-        }
         let sums: Vec<f64> = (0..n).map(|j| self.norm_sum_at(j)).collect();
+        self.stat = vec![f64::NAN; self.is_member.len()];
+        for (j, (r, sum)) in lead_rows.iter().zip(&sums).enumerate() {
+            self.stat[*r as usize] = self.stat_from(*sum, j);
+        }
         if let Some(lz) = self.kern.lazy.as_mut() {
             lz.norm_sum = sums;
         }
@@ -469,9 +469,18 @@ impl State {
     }
 
     /// The terms of the kernel at layout position `j` other than its weight
-    /// and the point's: `-` its continuous and discrete normalisers.
+    /// and the point's: `-` its continuous and discrete normalisers (from
+    /// scratch; the state keeps them, see [`State::stat_from`]).
+    #[cfg(test)]
     fn stat_at(&self, j: usize) -> f64 {
-        let mut b = self.norm_sum_at(j);
+        self.stat_from(self.norm_sum_at(j), j)
+    }
+
+    /// The terms of the kernel at layout position `j` other than its weight
+    /// and the point's, from its continuous normaliser sum: `-` its discrete
+    /// normalisers added.
+    fn stat_from(&self, norm_sum: f64, j: usize) -> f64 {
+        let mut b = norm_sum;
         for t in &self.kern.discs {
             b -= t
                 .pair_log_norm
@@ -506,7 +515,7 @@ impl State {
         {
             *slot = sum;
         }
-        let v = self.stat_at(j);
+        let v = self.stat_from(sum, j);
         let old = if new {
             f64::NEG_INFINITY
         } else {
@@ -1016,7 +1025,6 @@ thread_local! {
 
 #[cfg(test)]
 mod tests {
-
     use super::super::parzen::{
         mixed_test_dists, mixed_test_space, random_trial, value_at, ParzenEstimator,
     };
