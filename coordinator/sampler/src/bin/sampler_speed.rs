@@ -10,6 +10,12 @@
 //! JSON line of timings, so the driver can interleave our rounds with Optuna's.
 //! `--evict-mb N` writes an N MB buffer before every timed call (untimed), so each
 //! call starts with the caches evicted, as after the other side's round.
+//!
+//! Two diagnostics for `bench/sampler/idle.py` (what our process loses while it
+//! waits for the other side): `--keep-busy` starts a thread that spins without
+//! touching memory, so the process's CPU never idles; `--warm-cache` reads the
+//! sampler cache's data before each batch of calls (untimed, by cloning it), so a
+//! batch starts with that data in the caches but the code cold.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -36,7 +42,10 @@ struct History {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        return Err("usage: sampler-speed HISTORY.json (REPS | serve) [--complete] [--evict-mb N]".into());
+        return Err(
+            "usage: sampler-speed HISTORY.json (REPS | serve) [--complete] [--evict-mb N] [--keep-busy] [--warm-cache]"
+                .into(),
+        );
     }
     let hist: History = serde_json::from_str(&std::fs::read_to_string(&args[1])?)?;
     let serve = args[2] == "serve";
@@ -71,12 +80,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("--evict-mb needs a number of megabytes (at most 65536)")?,
         None => 0,
     };
+    let warm_cache = args.iter().any(|a| a == "--warm-cache");
+    if args.iter().any(|a| a == "--keep-busy") {
+        std::thread::spawn(|| loop {
+            std::hint::spin_loop();
+        });
+    }
     let mut evict = vec![0u8; evict_mb << 20];
     let mut next = trials.len() as u64;
     let mut cache = SamplerCache::default();
     let mut run = |reps: usize| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         let mut times = Vec::with_capacity(reps);
         let mut checksum = 0.0;
+        if warm_cache {
+            std::hint::black_box(cache.clone());
+        }
         for _ in 0..reps.max(1) {
             // One write per cache line of a buffer larger than the caches.
             for (i, b) in evict.iter_mut().step_by(64).enumerate() {
