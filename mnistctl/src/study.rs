@@ -242,11 +242,24 @@ fn space_source(path: &Option<PathBuf>) -> anyhow::Result<Option<pb::SearchSpace
 
 /// Runs a study command.
 pub fn run(cmd: StudyCmd, global: &Global) -> anyhow::Result<()> {
+    // A new study's settings are checked before connecting (the
+    // coordinator's own checks), so a bad flag or file is reported even
+    // without a coordinator.
+    let new_spec = match &cmd {
+        StudyCmd::Create(args) => Some(create_spec(args)?),
+        _ => None,
+    };
     block_on(async move {
         let mut c = connect(global).await?;
         let json_out = global.output == OutputFormat::Json;
         match cmd {
-            StudyCmd::Create(args) => create(&mut c, *args, json_out).await,
+            StudyCmd::Create(args) => {
+                let spec = match new_spec {
+                    Some(s) => s,
+                    None => create_spec(&args)?,
+                };
+                create(&mut c, *args, spec, json_out).await
+            }
             StudyCmd::List => list(&mut c, json_out).await,
             StudyCmd::Show { name } => show(&mut c, &name, json_out).await,
             StudyCmd::Trials(args) => trials(&mut c, &args, json_out).await,
@@ -295,7 +308,8 @@ fn print_study_line(s: &pb::Study, json_out: bool, what: &str) {
     }
 }
 
-async fn create(c: &mut Coordinator, args: CreateArgs, json_out: bool) -> anyhow::Result<()> {
+/// The spec of `study create`, checked as the coordinator will check it.
+fn create_spec(args: &CreateArgs) -> anyhow::Result<pb::StudySpec> {
     let spec = pb::StudySpec {
         name: args.name.clone(),
         direction: match args.direction {
@@ -309,9 +323,14 @@ async fn create(c: &mut Coordinator, args: CreateArgs, json_out: bool) -> anyhow
         n_trials: args.n_trials,
         timeout_seconds: args.timeout,
         max_concurrency: args.max_concurrency,
-        base_config_json: base_config_json(&args)?,
+        base_config_json: base_config_json(args)?,
         retry: Some(pb::RetryPolicy { max_retries: args.max_retries, fresh_params: args.fresh_params }),
     };
+    mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(spec)
+}
+
+async fn create(c: &mut Coordinator, args: CreateArgs, spec: pb::StudySpec, json_out: bool) -> anyhow::Result<()> {
     let r = c
         .study
         .create_study(pb::CreateStudyRequest { spec: Some(spec), load_if_exists: args.if_not_exists })

@@ -188,6 +188,9 @@ fn status(e: tonic::Status) -> anyhow::Error {
 /// Runs the study.
 pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let spec = spec(&args)?;
+    // The coordinator's checks, before the data set is fetched: a typo in
+    // --sampler or a bad --space file fails at once.
+    mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let result = rt.block_on(tune(args, spec));
     // A training thread of a released trial may still be inside an epoch.

@@ -202,3 +202,45 @@ fn global_flags_a_command_does_not_read_are_refused() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_bad_study_setting_fails_before_any_other_work() {
+    // `tune`: before the data set is fetched (the data directory stays
+    // missing, no database is created); `study create`: before connecting
+    // (the coordinator address is unreachable, yet the setting is named).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    let db = dir.path().join("t.db");
+    let bad_space = dir.path().join("space.toml");
+    std::fs::write(&bad_space, "[lr\n").unwrap();
+    let (d, s, sp) = (
+        data.to_str().unwrap(),
+        db.to_str().unwrap(),
+        bad_space.to_str().unwrap(),
+    );
+    let tune = |extra: &[&str], needle: &str| {
+        let mut args = vec!["tune", "--data-dir", d, "--storage", s];
+        args.extend_from_slice(extra);
+        assert_fails_with(&args, needle);
+        assert!(!data.exists(), "{extra:?}: the data set was fetched first");
+        assert!(!db.exists(), "{extra:?}: a database was created first");
+    };
+    tune(&["--sampler", "bogus"], "unknown sampler \"bogus\"");
+    tune(&["--pruner", "nope"], "unknown pruner \"nope\"");
+    tune(&["--space", sp], "bad search space");
+    tune(&["--sampler", "grid"], "give its grid values explicitly");
+    let create = |extra: &[&str], needle: &str| {
+        let mut args = vec!["study", "create", "s", "--coordinator", "http://127.0.0.1:9"];
+        args.extend_from_slice(extra);
+        assert_fails_with(&args, needle);
+        assert!(!stderr(&mnistctl(&args)).contains("cannot reach"));
+    };
+    create(&["--sampler", "bogus"], "unknown sampler \"bogus\"");
+    create(&["--space", sp], "bad search space");
+    create(&["--sampler-options", "[1]"], "sampler");
+    // A good setting still goes on to the coordinator.
+    assert_fails_with(
+        &["study", "create", "s", "--coordinator", "http://127.0.0.1:9"],
+        "cannot reach coordinator at http://127.0.0.1:9",
+    );
+}

@@ -11,7 +11,7 @@ use crate::error::CoordError;
 use crate::events::{Event, EventKind};
 use crate::space::SpaceSource;
 use crate::study::{
-    Assignment, Counts, DeviceInfo, HolderView, NewStudy, RetryPolicy, SlotView, StudyState, StudyView, TrialView, WorkerView,
+    check_new_study, Assignment, Counts, DeviceInfo, HolderView, NewStudy, RetryPolicy, SlotView, StudyState, StudyView, TrialView, WorkerView,
 };
 
 /// A parameter value to the wire.
@@ -224,6 +224,12 @@ pub fn study_to_pb(s: &StudyView) -> pb::Study {
         mlflow_run: None,
         mlflow: None,
     }
+}
+
+/// Checks a study spec as `CreateStudy` does (see [`check_new_study`]), so a
+/// client can report a bad setting before it connects or starts other work.
+pub fn check_study_spec(spec: &pb::StudySpec) -> Result<(), CoordError> {
+    check_new_study(&new_study_from_pb(spec.clone())?)
 }
 
 /// A study spec from the wire.

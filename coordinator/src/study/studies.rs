@@ -121,6 +121,13 @@ pub(crate) fn pruner_config(kind: &str, options: &str, study_name: &str) -> Resu
     Ok(cfg)
 }
 
+/// Checks a new study the way [`Coordinator::create_study`] does, without a
+/// coordinator: a client can report a bad setting (an unknown sampler, a
+/// search space that does not parse, a bad option) before any other work.
+pub fn check_new_study(spec: &NewStudy) -> Result<()> {
+    study_config(spec).map(drop)
+}
+
 /// Validates a new study and builds its configuration.
 fn study_config(spec: &NewStudy) -> Result<StudyConfig> {
     check_study_name(&spec.name)?;
