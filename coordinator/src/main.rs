@@ -137,11 +137,25 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() {
     let args = Args::parse();
     mnist_common::logging::init_stderr(mnist_common::logging::default_filter(args.verbose));
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    // One line naming the problem and its causes (as mnistctl and
+    // mnist-worker print them), exit status 1.
+    if let Err(e) = rt.block_on(main_async(args)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
 
+async fn main_async(args: Args) -> anyhow::Result<()> {
     let cfg = config(&args)?;
     if let Some(d) = &cfg.coordinator.data_dir {
         if !d.is_dir() {

@@ -244,3 +244,27 @@ async fn an_upload_cut_by_shutdown_leaves_no_temporary_file() {
     drop(tx);
     assert!(upload.await.unwrap().is_err(), "the cut upload is not acknowledged");
 }
+
+/// A file that is not a SQLite database is refused at start with one line
+/// naming the file and the problem (no backtrace, even with RUST_BACKTRACE
+/// set), exit status 1; the file is left as it was.
+#[test]
+fn a_file_that_is_not_a_database_is_refused_with_one_clear_line() {
+    let dir = tempdir();
+    let db = dir.path().join("notes.db");
+    std::fs::write(&db, "these are my notes, not a study\n".repeat(200)).unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run mnist-coordinator");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{err}"));
+    assert!(line.contains(&db.display().to_string()) && line.contains("not a database"), "{err}");
+    assert!(!err.contains("backtrace") && !err.contains("Caused by") && !err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file was changed");
+}
