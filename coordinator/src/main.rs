@@ -26,7 +26,8 @@ use mnist_coordinator::{server, ServerConfig};
 /// Optuna RDB storage: `optuna.load_study(study_name=..., storage="sqlite:///studies/mnist.db")`
 /// and optuna-dashboard read live studies from it.
 #[derive(Debug, Parser)]
-#[command(name = "mnist-coordinator", version, about, long_about)]
+// Negative numbers are values (`--lease-seconds -1` is then refused by name).
+#[command(name = "mnist-coordinator", version, about, long_about, allow_negative_numbers = true)]
 struct Args {
     /// Address to serve gRPC on. Port 0 picks a free port (printed at start).
     #[arg(long, env = "MNIST_COORDINATOR_LISTEN", default_value = "127.0.0.1:50051")]

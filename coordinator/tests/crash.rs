@@ -268,3 +268,30 @@ fn a_file_that_is_not_a_database_is_refused_with_one_clear_line() {
     assert!(!err.contains("backtrace") && !err.contains("Caused by") && !err.contains("panicked"), "{err}");
     assert_eq!(std::fs::read(&db).unwrap(), before, "the file was changed");
 }
+
+/// Bad flags are refused by name (negative numbers are read as values, so
+/// the check can name them), with a non-zero exit and nothing served.
+#[test]
+fn bad_coordinator_flags_are_named() {
+    let dir = tempdir();
+    let db = dir.path().join("flags.db");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--lease-seconds", "-1"], "--lease-seconds must be a positive number of seconds, got -1"),
+        (&["--shutdown-grace-seconds", "-3"], "--shutdown-grace-seconds must be a positive number of seconds"),
+        (&["--max-write-batch", "0"], "--max-write-batch must be at least 1"),
+        (&["--listen", "nope"], "invalid value 'nope' for '--listen"),
+    ];
+    for (flags, needle) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-coordinator"))
+            .arg("--db")
+            .arg(&db)
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run mnist-coordinator");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(matches!(out.status.code(), Some(1 | 2)), "{flags:?}: {out:?}");
+        assert!(err.contains(needle), "{flags:?}: expected {needle:?} in:\n{err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "{flags:?} served");
+    }
+}

@@ -93,6 +93,8 @@ pub enum ExportFormat {
 
 /// `mnistctl study create`.
 #[derive(Debug, clap::Args)]
+// Negative numbers are values (`--timeout -5` is then refused by name).
+#[command(allow_negative_numbers = true)]
 pub struct CreateArgs {
     /// The study name (unique on the coordinator).
     pub name: String,

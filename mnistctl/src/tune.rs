@@ -30,7 +30,8 @@ pub use progress::init_logging;
 
 /// Run a tuning study on this machine (coordinator and workers in one process).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
+// Negative numbers are values (`--timeout -5` is then refused by name).
+#[command(allow_negative_numbers = true, after_help = "Examples:
   mnistctl tune                                   # 20 trials, TPE + median pruning, every GPU (else the CPU)
   mnistctl tune --n-trials 8 --epochs 1 --train-limit 6000 --devices cpu   # a quick run
   mnistctl tune --space space.toml --sampler random --pruner none --storage lr.db --study lr-sweep
@@ -189,8 +190,18 @@ fn status(e: tonic::Status) -> anyhow::Error {
 pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let spec = spec(&args)?;
     // The coordinator's checks, before the data set is fetched: a typo in
-    // --sampler or a bad --space file fails at once.
+    // --sampler or a bad --space file fails at once; so do the settings of
+    // this command's own coordinator and worker.
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        args.mlflow_wait_seconds.is_finite() && args.mlflow_wait_seconds >= 0.0,
+        "--mlflow-wait-seconds must be a number of seconds ≥ 0, got {}",
+        args.mlflow_wait_seconds
+    );
+    if let Some(t) = args.torch_threads {
+        anyhow::ensure!(t >= 1, "--torch-threads must be at least 1, got {t}");
+    }
+    args.mlflow.config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let result = rt.block_on(tune(args, spec));
     // A training thread of a released trial may still be inside an epoch.
@@ -211,11 +222,6 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec) -> anyhow::Result<()> {
     let mut cfg = ServerConfig::new(args.listen, args.storage.clone());
     cfg.coordinator.data_dir = Some(args.data_dir.clone());
     cfg.coordinator.mlflow = args.mlflow.config()?;
-    anyhow::ensure!(
-        args.mlflow_wait_seconds.is_finite() && args.mlflow_wait_seconds >= 0.0,
-        "--mlflow-wait-seconds must be a number of seconds ≥ 0, got {}",
-        args.mlflow_wait_seconds
-    );
     cfg.coordinator.mlflow_drain = Duration::from_secs_f64(args.mlflow_wait_seconds);
     let artifacts_root = cfg.coordinator.artifacts_root();
     let running = server::start(cfg).await.with_context(|| format!("starting the coordinator on {}", args.storage.display()))?;

@@ -229,6 +229,10 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     tune(&["--pruner", "nope"], "unknown pruner \"nope\"");
     tune(&["--space", sp], "bad search space");
     tune(&["--sampler", "grid"], "give its grid values explicitly");
+    tune(&["--timeout", "-5"], "--timeout must be a positive number of seconds, got -5");
+    tune(&["--mlflow-wait-seconds", "-1"], "--mlflow-wait-seconds");
+    tune(&["--torch-threads", "0"], "--torch-threads must be at least 1");
+    tune(&["--mlflow-tracking-uri", "notauri"], "not an http(s) address");
     let create = |extra: &[&str], needle: &str| {
         let mut args = vec!["study", "create", "s", "--coordinator", "http://127.0.0.1:9"];
         args.extend_from_slice(extra);
@@ -238,6 +242,7 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     create(&["--sampler", "bogus"], "unknown sampler \"bogus\"");
     create(&["--space", sp], "bad search space");
     create(&["--sampler-options", "[1]"], "sampler");
+    create(&["--timeout", "-1"], "timeout_seconds is -1");
     // A good setting still goes on to the coordinator.
     assert_fails_with(
         &["study", "create", "s", "--coordinator", "http://127.0.0.1:9"],

@@ -29,7 +29,8 @@ use mnist_worker::{DeviceSelection, WorkerConfig};
 /// SIGTERM or Ctrl-C gives the running trials back to the coordinator at
 /// once (they are re-queued), then the worker exits with status 0.
 #[derive(Debug, Parser)]
-#[command(name = "mnist-worker", version, about, long_about)]
+// Negative numbers are values (`--poll-seconds -1` is then refused by name).
+#[command(name = "mnist-worker", version, about, long_about, allow_negative_numbers = true)]
 struct Args {
     /// The coordinator's address.
     #[arg(long, env = "MNIST_COORDINATOR", default_value = "http://127.0.0.1:50051")]

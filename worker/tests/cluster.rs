@@ -289,3 +289,29 @@ fn a_pruned_trial_uploads_its_artifacts() {
         }
     }
 }
+
+/// Bad flags are refused by name with exit status 1 or 2, negative numbers
+/// included (read as values, so the check can name them), before the worker
+/// tries to reach its coordinator.
+#[test]
+fn bad_worker_flags_are_named() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--poll-seconds", "-1"], "--poll-seconds must be a positive number of seconds, got -1"),
+        (&["--max-backoff-seconds", "0"], "--max-backoff-seconds must be a positive number of seconds"),
+        (&["--torch-threads", "-1"], "--torch-threads must be at least 1, got -1"),
+        (&["--devices", "bogus"], "unknown device \"bogus\""),
+        (&["--label", "novalue"], "\"novalue\" is not KEY=VALUE"),
+    ];
+    for (flags, needle) in cases {
+        let out = std::process::Command::new(worker_bin())
+            .args(["--coordinator", "http://127.0.0.1:9"])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run mnist-worker");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(matches!(out.status.code(), Some(1 | 2)), "{flags:?}: {out:?}");
+        assert!(err.contains(needle), "{flags:?}: expected {needle:?} in:\n{err}");
+        assert!(!err.contains("unreachable") && !err.contains("panicked"), "{flags:?}:\n{err}");
+    }
+}
