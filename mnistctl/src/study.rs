@@ -52,7 +52,7 @@ pub enum StudyCmd {
         #[arg(long)]
         n_trials: Option<u32>,
         /// A new timeout in seconds, counted from now (0: none).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         timeout: Option<f64>,
     },
     /// Delete a study, its trials and its stored artifacts.
