@@ -29,6 +29,22 @@ pub(crate) enum Class {
     Ignored,
 }
 
+impl Class {
+    /// A finished observation (complete or pruned).
+    pub(crate) fn is_finished(self) -> bool {
+        matches!(self, Class::Complete | Class::Pruned)
+    }
+
+    /// An observation of the split: finished, or running under constant liar.
+    pub(crate) fn is_observed(self, constant_liar: bool) -> bool {
+        match self {
+            Class::Complete | Class::Pruned => true,
+            Class::Running => constant_liar,
+            Class::Ignored => false,
+        }
+    }
+}
+
 /// One trial's row.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Row {
@@ -275,11 +291,10 @@ impl TpeHistory {
         let class = row.class;
         let was = self.rows[i];
         self.rows[i] = row;
-        let finished = |c: Class| matches!(c, Class::Complete | Class::Pruned);
         self.n_complete -= (was.class == Class::Complete) as usize;
-        self.n_finished -= finished(was.class) as usize;
+        self.n_finished -= was.class.is_finished() as usize;
         self.n_complete += (class == Class::Complete) as usize;
-        self.n_finished += finished(class) as usize;
+        self.n_finished += class.is_finished() as usize;
         let row_changed = was.number != row.number
             || was.class != class
             || was.key.0.to_bits() != row.key.0.to_bits()
@@ -325,7 +340,7 @@ impl TpeHistory {
             self.log.push(i as u32);
         }
         let unfinished = matches!(t.state, TrialState::Running | TrialState::Waiting);
-        if matches!(class, Class::Complete | Class::Pruned) {
+        if class.is_finished() {
             let mut m = std::mem::take(&mut self.mismatch);
             self.add_mismatches(t, &mut m);
             self.mismatch = m;

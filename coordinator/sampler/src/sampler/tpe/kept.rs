@@ -554,31 +554,34 @@ impl State {
             }
             _ => None,
         };
-        let (out, into) = match reported {
-            Some((out, into)) => {
+        // The reported change is read in place; only a comparison of the
+        // row lists needs lists of its own.
+        let compared;
+        let (out, into): (&[u32], &[u32]) = match reported {
+            Some(d) => {
                 self.rows = None;
                 #[cfg(test)]
                 REPORTED.with(|c| c.set(c.get() + 1));
-                (out.to_vec(), into.to_vec())
+                d
             }
             None => {
                 let Some(old) = self.rows.as_ref() else {
                     return false;
                 };
-                let d = diff_rows(hist, self.synced, old, above);
+                compared = diff_rows(hist, self.synced, old, above);
                 self.rows = Some(above.iter().map(|r| *r as u32).collect());
-                d
+                (&compared.0, &compared.1)
             }
         };
         if 32 * (out.len() + into.len()) > self.members.len() {
             return false;
         }
-        for r in out {
+        for &r in out {
             if self.is_member[r as usize] {
                 self.remove(r, memo);
             }
         }
-        for r in into {
+        for &r in into {
             if !self.is_member[r as usize] && holds_all(hist, &self.group, r as usize) {
                 self.insert(hist, r, memo);
             }

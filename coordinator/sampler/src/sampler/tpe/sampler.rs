@@ -188,12 +188,7 @@ pub(crate) fn full_split(hist: &TpeHistory, trial_number: u64, cfg: &TpeConfig) 
     let mut cons: Vec<usize> = Vec::with_capacity(rows.len());
     let mut excluded_finished: Vec<usize> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
-        let observed = match r.class {
-            Class::Complete | Class::Pruned => true,
-            Class::Running => cfg.constant_liar,
-            Class::Ignored => false,
-        };
-        if !observed {
+        if !r.class.is_observed(cfg.constant_liar) {
             continue;
         }
         if r.number == trial_number {

@@ -126,8 +126,7 @@ impl KeptSplit {
             && below.len() == n_below
             && n_below > 0
             && below.iter().all(|r| hist.rows[*r].class == Class::Complete)
-            && excluded
-                .is_none_or(|r| !matches!(hist.rows[r].class, Class::Complete | Class::Pruned));
+            && excluded.is_none_or(|r| !hist.rows[r].class.is_finished());
         if !followable {
             self.state = None;
             return;
@@ -187,7 +186,7 @@ impl State {
             return false;
         }
         let excluded = row_of_number(hist, trial_number);
-        if excluded.is_some_and(|r| matches!(hist.rows[r].class, Class::Complete | Class::Pruned)) {
+        if excluded.is_some_and(|r| hist.rows[r].class.is_finished()) {
             return false;
         }
         let mut look: Vec<usize> = hist.log[self.log_at..]
@@ -212,12 +211,7 @@ impl State {
                 Err(_) => false,
             };
             let row = hist.rows[r];
-            let considered = Some(r) != excluded
-                && match row.class {
-                    Class::Complete | Class::Pruned => true,
-                    Class::Running => liar,
-                    Class::Ignored => false,
-                };
+            let considered = Some(r) != excluded && row.class.is_observed(liar);
             if !considered {
                 if was_above {
                     out.push(r as u32);
