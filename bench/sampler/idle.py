@@ -19,12 +19,9 @@ writes (`--out`, markdown) our median by position in the round.
     .venv/bin/python bench/sampler/idle.py --bin BINARY [--n 1000 --d 5] [--procs 6] [--pin]
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 
@@ -35,22 +32,12 @@ MODES = ["back-to-back", "sleep", "sleep, keep-busy", "sleep, warm-cache", "optu
 ROUNDS, BLOCK, GAP_S = 7, 3, 0.05
 
 
-def run_once(binary, path, mode, opt, pin):
-    extra = {"sleep, keep-busy": ["--keep-busy"], "sleep, warm-cache": ["--warm-cache"]}.get(mode, [])
-    p = subprocess.Popen([binary, path, "serve", "--complete", *extra], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True,
-                         preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if pin else None)
-
-    def ours(k):
-        p.stdin.write(f"{k}\n")
-        p.stdin.flush()
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit(f"{binary} exited early (mode {mode})")
-        return json.loads(line)["times_s"]
-
+def run_once(binary, space, history, mode, opt, pin):
+    flags = {"sleep, keep-busy": ["--keep-busy"], "sleep, warm-cache": ["--warm-cache"]}.get(mode, [])
+    ours = speed.OursSide(binary, space, history, "complete", flags=flags,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if pin else None)
     try:
-        ours(1)  # warm-up, as in speed.py
+        ours.time(1)  # warm-up, as in speed.py
         out = []
         for _ in range(ROUNDS):
             if mode == "optuna":
@@ -58,11 +45,10 @@ def run_once(binary, path, mode, opt, pin):
                     opt.time_one()
             elif mode != "back-to-back":
                 time.sleep(GAP_S)
-            out.append(ours(BLOCK))
+            out.append(ours.time(BLOCK))
         return out
     finally:
-        p.stdin.close()
-        p.wait()
+        ours.close()
 
 
 def main():
@@ -82,22 +68,16 @@ def main():
     warnings.filterwarnings("ignore")
     space, dists = speed.make_space(args.d)
     history = speed.make_history(dists, args.n, seed=1000 * args.d + args.n)
-    f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-    json.dump(speed.history_json(space, history), f)
-    f.close()
     times = {m: [[] for _ in range(BLOCK)] for m in MODES}
-    try:
-        for i in range(args.procs):
-            # A fresh Optuna study per round of processes (its history grows as ours does).
-            opt = speed.OptunaSide(dists, history, "complete")
-            opt.time_one()
-            for k in range(len(MODES)):
-                mode = MODES[(i + k) % len(MODES)]
-                for rnd in run_once(args.bin, f.name, mode, opt, args.pin):
-                    for pos, t in enumerate(rnd):
-                        times[mode][pos].append(t)
-    finally:
-        os.unlink(f.name)
+    for i in range(args.procs):
+        # A fresh Optuna study per round of processes (its history grows as ours does).
+        opt = speed.OptunaSide(dists, history, "complete")
+        opt.time_one()
+        for k in range(len(MODES)):
+            mode = MODES[(i + k) % len(MODES)]
+            for rnd in run_once(args.bin, space, history, mode, opt, args.pin):
+                for pos, t in enumerate(rnd):
+                    times[mode][pos].append(t)
     lines = [f"{args.n:,} trials x {args.d} params, {args.procs} processes per mode, "
              f"{ROUNDS} rounds of {BLOCK} each{', pinned' if args.pin else ''}; "
              "our median suggestion time (ms)",

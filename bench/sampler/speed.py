@@ -129,21 +129,25 @@ def history_json(space, history):
 
 
 class OursSide:
-    """The `sampler-speed` binary serving the same history; `time(k)` times k suggestions."""
+    """The `sampler-speed` binary serving the same history; `time(k)` times k suggestions.
+    `flags`: more `sampler-speed` flags; `preexec_fn`: run in the child before it starts."""
 
-    def __init__(self, binary, space, history, tell):
+    def __init__(self, binary, space, history, tell, flags=(), preexec_fn=None):
         f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(history_json(space, history), f)
         f.close()
         self.path = f.name
         extra = ["--complete"] if tell == "complete" else []
-        self.p = subprocess.Popen([binary, self.path, "serve", *extra], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+        self.p = subprocess.Popen([binary, self.path, "serve", *extra, *flags], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
 
     def time(self, k):
         self.p.stdin.write(f"{k}\n")
         self.p.stdin.flush()
-        return json.loads(self.p.stdout.readline())["times_s"]
+        line = self.p.stdout.readline()
+        if not line:
+            raise SystemExit(f"{self.p.args[0]} exited early (status {self.p.wait()})")
+        return json.loads(line)["times_s"]
 
     def close(self):
         self.p.stdin.close()
