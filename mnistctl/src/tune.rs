@@ -201,15 +201,15 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     if let Some(t) = args.torch_threads {
         anyhow::ensure!(t >= 1, "--torch-threads must be at least 1, got {t}");
     }
-    args.mlflow.config()?;
+    let mlflow = args.mlflow.config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    let result = rt.block_on(tune(args, spec));
+    let result = rt.block_on(tune(args, spec, mlflow));
     // A training thread of a released trial may still be inside an epoch.
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn tune(args: TuneArgs, spec: pb::StudySpec) -> anyhow::Result<()> {
+async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowConfig) -> anyhow::Result<()> {
     let dir = args.data_dir.clone();
     tokio::task::spawn_blocking(move || mnist::ensure_downloaded(&dir, &mnist::mirrors_from_env()))
         .await
@@ -221,7 +221,8 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec) -> anyhow::Result<()> {
     }
     let mut cfg = ServerConfig::new(args.listen, args.storage.clone());
     cfg.coordinator.data_dir = Some(args.data_dir.clone());
-    cfg.coordinator.mlflow = args.mlflow.config()?;
+    let tracking_uri = mlflow.tracking_uri.clone();
+    cfg.coordinator.mlflow = mlflow;
     cfg.coordinator.mlflow_drain = Duration::from_secs_f64(args.mlflow_wait_seconds);
     let artifacts_root = cfg.coordinator.artifacts_root();
     let running = server::start(cfg).await.with_context(|| format!("starting the coordinator on {}", args.storage.display()))?;
@@ -230,7 +231,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec) -> anyhow::Result<()> {
 
     let outcome = drive(&args, spec, &url, &artifacts_root).await;
     running.shutdown().await.context("stopping the coordinator")?;
-    mlflow_summary(&args).await;
+    mlflow_summary(&args, tracking_uri).await;
     outcome
 }
 
@@ -475,9 +476,8 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
 
 /// After the coordinator stopped (and delivered what it could): what MLflow
 /// received, or what still waits in the outbox and how to send it.
-async fn mlflow_summary(args: &TuneArgs) {
+async fn mlflow_summary(args: &TuneArgs, uri: Option<String>) {
     let Ok(outbox) = mnist_mlflow::Outbox::open(&args.storage).await else { return };
-    let uri = args.mlflow.config().ok().and_then(|c| c.tracking_uri);
     if let Ok(b) = outbox.backlog().await {
         match (&uri, b.pending) {
             (Some(u), 0) => println!("MLflow: everything delivered to {u} ({} operations)", b.delivered),
