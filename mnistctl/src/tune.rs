@@ -198,18 +198,33 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
         "--mlflow-wait-seconds must be a number of seconds ≥ 0, got {}",
         args.mlflow_wait_seconds
     );
-    if let Some(t) = args.torch_threads {
-        anyhow::ensure!(t >= 1, "--torch-threads must be at least 1, got {t}");
-    }
+    let worker = local_worker(&args);
+    worker.check()?;
     let mlflow = args.mlflow.config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    let result = rt.block_on(tune(args, spec, mlflow));
+    let result = rt.block_on(tune(args, spec, mlflow, worker));
     // A training thread of a released trial may still be inside an epoch.
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowConfig) -> anyhow::Result<()> {
+/// The in-process worker's settings (its coordinator's address is set once
+/// the coordinator runs).
+fn local_worker(args: &TuneArgs) -> WorkerConfig {
+    let mut wcfg = WorkerConfig::new(String::new());
+    wcfg.devices = args.devices.clone();
+    wcfg.data_dir = args.data_dir.clone();
+    wcfg.worker_id = Some(WORKER_ID.into());
+    wcfg.study = Some(args.study.clone());
+    wcfg.work_dir = args.work_dir.clone();
+    wcfg.exit_when_idle = true;
+    wcfg.poll_wait = Duration::from_secs(1);
+    wcfg.torch_threads = args.torch_threads;
+    wcfg.labels = vec![("role".into(), "mnistctl tune".into())];
+    wcfg
+}
+
+async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowConfig, worker: WorkerConfig) -> anyhow::Result<()> {
     let dir = args.data_dir.clone();
     tokio::task::spawn_blocking(move || mnist::ensure_downloaded(&dir, &mnist::mirrors_from_env()))
         .await
@@ -229,7 +244,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
     let url = running.url();
     tracing::info!(url = %url, db = %args.storage.display(), "coordinator started");
 
-    let outcome = drive(&args, spec, &url, &artifacts_root).await;
+    let outcome = drive(&args, spec, worker, &url, &artifacts_root).await;
     running.shutdown().await.context("stopping the coordinator")?;
     mlflow_summary(&args, tracking_uri).await;
     outcome
@@ -237,7 +252,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
 
 /// Creates or resumes the study, runs the worker with the progress display,
 /// and prints the result.
-async fn drive(args: &TuneArgs, spec: pb::StudySpec, url: &str, artifacts_root: &Path) -> anyhow::Result<()> {
+async fn drive(args: &TuneArgs, spec: pb::StudySpec, mut wcfg: WorkerConfig, url: &str, artifacts_root: &Path) -> anyhow::Result<()> {
     let mut client = StudyServiceClient::connect(url.to_string()).await.context("connecting to the embedded coordinator")?;
     let study = open_study(&mut client, spec, args.n_trials).await?;
     if study.state != pb::StudyState::Running as i32 {
@@ -253,16 +268,7 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, url: &str, artifacts_root: 
     let study = client.get_study(pb::GetStudyRequest { name: args.study.clone() }).await.map_err(status)?.into_inner();
     let mut display = progress::Progress::new(&study);
 
-    let mut wcfg = WorkerConfig::new(url);
-    wcfg.devices = args.devices.clone();
-    wcfg.data_dir = args.data_dir.clone();
-    wcfg.worker_id = Some(WORKER_ID.into());
-    wcfg.study = Some(args.study.clone());
-    wcfg.work_dir = args.work_dir.clone();
-    wcfg.exit_when_idle = true;
-    wcfg.poll_wait = Duration::from_secs(1);
-    wcfg.torch_threads = args.torch_threads;
-    wcfg.labels = vec![("role".into(), "mnistctl tune".into())];
+    wcfg.coordinator = url.to_string();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut worker = tokio::spawn(mnist_worker::run(wcfg, stop_rx));
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use mnist_trainer::DeviceSpec;
 
+use crate::error::WorkerError;
+
 /// Which devices get a slot (one trial each).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum DeviceSelection {
@@ -114,6 +116,24 @@ impl WorkerConfig {
             labels: Vec::new(),
             hostname: None,
         }
+    }
+
+    /// Checks the settings that need nothing but themselves (the devices and
+    /// the coordinator are checked when the worker starts), so that an
+    /// embedding program can report them before other work.
+    pub fn check(&self) -> Result<(), WorkerError> {
+        if let Some(id) = &self.worker_id {
+            if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)) {
+                return Err(WorkerError::Config(format!("--worker-id {id:?} is not valid: use 1 to 128 characters of A-Z a-z 0-9 . _ : -")));
+            }
+        }
+        if self.max_trials == Some(0) {
+            return Err(WorkerError::Config("--max-trials must be at least 1".into()));
+        }
+        if let Some(n) = self.torch_threads.filter(|n| *n < 1) {
+            return Err(WorkerError::Config(format!("--torch-threads must be at least 1, got {n}")));
+        }
+        Ok(())
     }
 }
 

@@ -38,18 +38,8 @@ fn hostname(cfg: &WorkerConfig) -> String {
 /// Runs a worker until `shutdown` turns true, `--max-trials` is reached, or
 /// (with `exit_when_idle`) no study is running.
 pub async fn run(config: WorkerConfig, shutdown: Cancel) -> Result<Summary, WorkerError> {
-    if let Some(id) = &config.worker_id {
-        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)) {
-            return Err(WorkerError::Config(format!("--worker-id {id:?} is not valid: use 1 to 128 characters of A-Z a-z 0-9 . _ : -")));
-        }
-    }
-    if config.max_trials == Some(0) {
-        return Err(WorkerError::Config("--max-trials must be at least 1".into()));
-    }
+    config.check()?;
     if let Some(n) = config.torch_threads {
-        if n < 1 {
-            return Err(WorkerError::Config(format!("--torch-threads must be at least 1, got {n}")));
-        }
         tch::set_num_threads(n);
     }
     let slots = crate::devices::resolve(&config.devices)?;
