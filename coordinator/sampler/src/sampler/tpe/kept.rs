@@ -43,6 +43,8 @@ pub struct KeptAbove {
     below: Option<Below>,
     /// The scorers' buffers for "below" and for "above", kept between asks.
     scratch: [ScoreScratch; 2],
+    /// The candidates' vectors, refilled by each suggestion.
+    candidates: Vec<Vec<f64>>,
 }
 
 /// The "below" estimator of the last suggestion and what it was built from.
@@ -137,6 +139,17 @@ type Entry = (u64, u32);
 const NO_PAIR: u32 = u32::MAX;
 
 impl KeptAbove {
+    /// The candidates' vectors of the last suggestion, to be refilled (and
+    /// handed back with [`KeptAbove::keep_candidates`]).
+    pub(crate) fn take_candidates(&mut self) -> Vec<Vec<f64>> {
+        std::mem::take(&mut self.candidates)
+    }
+
+    /// Keeps the candidates' vectors for the next suggestion.
+    pub(crate) fn keep_candidates(&mut self, candidates: Vec<Vec<f64>>) {
+        self.candidates = candidates;
+    }
+
     /// The "below" estimator for `group` over the rows `below` and its
     /// scoring layout: the last ones where they were built from the same rows,
     /// unchanged since (an estimator is a function of its observations in

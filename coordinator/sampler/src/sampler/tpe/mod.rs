@@ -3,6 +3,7 @@
 //! gamma `min(ceil(0.1 n), 25)`, Optuna's weight ramp, prior weight 1, magic clip).
 
 mod history;
+mod fastexp;
 mod kept;
 pub mod parzen;
 mod sampler;

@@ -578,17 +578,25 @@ impl ParzenEstimator {
     /// [`ParzenEstimator::sample`] with a memo of the truncation terms that may
     /// be kept across calls (the result is the same).
     pub fn sample_with(&self, rng: &mut Rng, size: usize, memo: &mut MassMemo) -> Vec<Vec<f64>> {
+        let mut out = Vec::with_capacity(size);
+        self.sample_into(rng, size, memo, &mut out);
+        out
+    }
+
+    /// [`ParzenEstimator::sample_with`] into `out` (replacing its points,
+    /// reusing their vectors: a caller that samples again and again keeps one).
+    pub(crate) fn sample_into(&self, rng: &mut Rng, size: usize, memo: &mut MassMemo, out: &mut Vec<Vec<f64>>) {
         let mut cum = Vec::with_capacity(self.weights.len());
         let mut acc = 0.0;
         for w in &self.weights {
             acc += w;
             cum.push(acc);
         }
-        let mut out = Vec::with_capacity(size);
-        for _ in 0..size {
+        out.resize_with(size, Vec::new);
+        for point in out.iter_mut() {
             let u = uniform01(rng) * acc;
             let k = cum.partition_point(|c| *c <= u).min(self.weights.len() - 1);
-            let mut point = Vec::with_capacity(self.dims.len());
+            point.clear();
             for dim in &self.dims {
                 let v = match dim {
                     Dim::Categorical {
@@ -647,9 +655,7 @@ impl ParzenEstimator {
                 };
                 point.push(v);
             }
-            out.push(point);
         }
-        out
     }
 
     /// Log density (log probability for discrete parameters) of each point.

@@ -329,28 +329,31 @@ impl TpeSampler {
         // "Below" is kept too where "above" is (its rows are finished trials,
         // so it changes only when they do).
         let n_cand = self.config.n_ei_candidates.max(1);
-        let (candidates, lb) = match kept.as_deref_mut() {
+        let mut candidates = kept.as_deref_mut().map(KeptAbove::take_candidates).unwrap_or_default();
+        let lb = match kept.as_deref_mut() {
             Some(k) => {
                 let (est, layout, scratch) = k.below(hist, group, below, &pp, || estimator(below, memo));
-                let candidates = est.sample_with(rng, n_cand, memo);
-                let lb = score::log_pdf(Cow::Borrowed(layout), &candidates, true, memo, scratch);
-                (candidates, lb)
+                est.sample_into(rng, n_cand, memo, &mut candidates);
+                score::log_pdf(Cow::Borrowed(layout), &candidates, true, memo, scratch)
             }
             None => {
                 let est = estimator(below, memo);
-                let candidates = est.sample_with(rng, n_cand, memo);
-                let lb = est.log_pdf_with(&candidates, memo);
-                (candidates, lb)
+                est.sample_into(rng, n_cand, memo, &mut candidates);
+                est.log_pdf_with(&candidates, memo)
             }
         };
         // The candidate maximising log l(x) - log g(x) (the first on ties);
         // "above" is scored in full only for candidates that can still win.
-        let kept_layout = kept.and_then(|k| k.layout(hist, group, above, change, &pp, memo));
+        let kept_layout = kept.as_deref_mut().and_then(|k| k.layout(hist, group, above, change, &pp, memo));
         let best = match kept_layout {
             Some((kern, scratch)) => score::best_acquisition(Cow::Borrowed(kern), &candidates, &lb, memo, scratch),
             None => estimator(above, memo).best_acquisition(&candidates, &lb, memo),
         };
-        candidates.into_iter().nth(best).unwrap_or_default()
+        let point = candidates.get(best).cloned().unwrap_or_default();
+        if let Some(k) = kept {
+            k.keep_candidates(candidates);
+        }
+        point
     }
 
     /// Checks the space, syncs the cache's history with `trials` and samples

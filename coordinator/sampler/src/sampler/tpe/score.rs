@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 
+use super::fastexp::{exp_nonpos, exp_terms};
 use super::parzen::{default_weight, MassMemo};
 use super::truncnorm::LN_SQRT_2PI;
 
@@ -138,6 +139,10 @@ pub(crate) struct ScoreScratch {
     bases: Bases,
     tables: Vec<TableBufs>,
     window: WindowBufs,
+    /// The scorer's per-point vectors (see [`Scorer`]).
+    xs: Vec<f64>,
+    first: Vec<Option<(f64, f64)>>,
+    dead: Vec<bool>,
 }
 
 /// A window's buffers (see [`Window`]): each window kernel's bound without
@@ -159,6 +164,11 @@ struct TableBufs {
     upper: Vec<f64>,
     exact: Vec<f64>,
     known: Vec<bool>,
+    /// The [`DiscTable`]'s own vectors, cleared and refilled by the next one.
+    uniq: Vec<f64>,
+    which: Vec<usize>,
+    edges: Vec<(f64, f64)>,
+    ready: Vec<bool>,
 }
 
 /// A scorer's bases of a lazy layout, filled as kernels are reached.
@@ -316,8 +326,13 @@ impl DiscTable {
     /// The table of `k` for `points`, in the buffers `bufs` (`upper` and
     /// `exact` are valid only where flagged, so only the flags are reset).
     fn new(k: &DiscKernels, points: &[Vec<f64>], bufs: TableBufs) -> Self {
-        let mut uniq: Vec<f64> = Vec::new();
-        let mut which = Vec::with_capacity(points.len());
+        let mut bufs = bufs;
+        let mut uniq = std::mem::take(&mut bufs.uniq);
+        let mut which = std::mem::take(&mut bufs.which);
+        let mut edges = std::mem::take(&mut bufs.edges);
+        let mut ready = std::mem::take(&mut bufs.ready);
+        uniq.clear();
+        which.clear();
         for p in points {
             let v = p[k.d];
             let i = uniq.iter().position(|u| *u == v).unwrap_or_else(|| {
@@ -326,28 +341,37 @@ impl DiscTable {
             });
             which.push(i);
         }
-        let edges: Vec<(f64, f64)> = uniq
-            .iter()
-            .map(|v| {
-                let (l, r) = (v - k.step / 2.0, v + k.step / 2.0);
-                let (l, r) = if k.log { (l.ln(), r.ln()) } else { (l, r) };
-                (l.max(k.lo_t), r.min(k.hi_t))
-            })
-            .collect();
+        edges.clear();
+        edges.extend(uniq.iter().map(|v| {
+            let (l, r) = (v - k.step / 2.0, v + k.step / 2.0);
+            let (l, r) = if k.log { (l.ln(), r.ln()) } else { (l, r) };
+            (l.max(k.lo_t), r.min(k.hi_t))
+        }));
+        ready.clear();
+        ready.resize(edges.len(), false);
+        bufs.uniq = uniq;
         let n_pairs = k.pairs.len();
         let n = edges.len() * n_pairs;
-        let mut bufs = bufs;
         bufs.upper.resize(n, 0.0);
         bufs.exact.resize(n, 0.0);
         bufs.known.clear();
         bufs.known.resize(n, false);
         DiscTable {
             which,
-            ready: vec![false; edges.len()],
+            ready,
             edges,
             n_pairs,
             bufs,
         }
+    }
+
+    /// The table's buffers, for the next table.
+    fn into_bufs(self) -> TableBufs {
+        let mut bufs = self.bufs;
+        bufs.which = self.which;
+        bufs.edges = self.edges;
+        bufs.ready = self.ready;
+        bufs
     }
 
     /// Computes point `s`'s row of upper bounds if not yet done (only the points
@@ -475,8 +499,14 @@ impl<'a> Scorer<'a> {
         scratch: &mut ScoreScratch,
     ) -> Scorer<'a> {
         let k_n = kern.len();
-        let mut dead = vec![false; points.len()];
-        let mut xs = Vec::with_capacity(points.len() * kern.cont.len());
+        let mut dead = std::mem::take(&mut scratch.dead);
+        dead.clear();
+        dead.resize(points.len(), false);
+        let mut xs = std::mem::take(&mut scratch.xs);
+        xs.clear();
+        let mut first = std::mem::take(&mut scratch.first);
+        first.clear();
+        first.resize(points.len(), None);
         for (s, p) in points.iter().enumerate() {
             for c in &kern.cats {
                 if !(p[c.d] >= 0.0 && (p[c.d] as usize) < c.n_choices) {
@@ -506,7 +536,7 @@ impl<'a> Scorer<'a> {
         Scorer {
             points,
             xs,
-            first: vec![None; points.len()],
+            first,
             bases: Bases::new(&kern, std::mem::take(&mut scratch.bases)),
             // Sized when the full loop first runs (the window has its own).
             row: Vec::new(),
@@ -522,10 +552,14 @@ impl<'a> Scorer<'a> {
     /// Hands the scorer's large buffers back for the next one.
     fn into_scratch(self, scratch: &mut ScoreScratch) {
         scratch.bases = self.bases;
+        scratch.xs = self.xs;
+        scratch.first = self.first;
+        scratch.dead = self.dead;
         if let Some(w) = self.window {
             scratch.window = w.bufs;
         }
-        scratch.tables = self.tables.into_iter().map(|t| t.bufs).collect();
+        scratch.tables.clear();
+        scratch.tables.extend(self.tables.into_iter().map(DiscTable::into_bufs));
     }
 
     /// A lower bound of point `s`'s log density: the largest value among the
@@ -706,7 +740,7 @@ impl<'a> Scorer<'a> {
             return mx;
         }
         // Sum in the estimator's order (the layout's order where it is not).
-        let ordered: &[f64] = if kern.lead {
+        let ordered: &mut [f64] = if kern.lead {
             for (a, k) in row.iter().zip(&kern.key) {
                 spread[*k as usize] = *a;
             }
@@ -714,12 +748,14 @@ impl<'a> Scorer<'a> {
         } else {
             row
         };
+        for a in ordered.iter_mut() {
+            *a -= mx;
+        }
+        // Terms more than 50 below the largest are left out (0 here).
+        exp_terms(ordered, -50.0);
         let mut sum = 0.0;
-        for a in ordered {
-            let d = *a - mx;
-            if d > -50.0 {
-                sum += d.exp();
-            }
+        for e in ordered.iter() {
+            sum += e;
         }
         mx + sum.ln()
     }
@@ -944,11 +980,11 @@ impl Window {
         terms.sort_unstable_by_key(|t| t.0);
         let mut sum = 0.0;
         for (_, d) in terms.iter() {
-            sum += d.exp();
+            sum += exp_nonpos(*d);
         }
         let d = prior_row - mx;
         if d > -50.0 {
-            sum += d.exp();
+            sum += exp_nonpos(d);
         }
         Some(mx + sum.ln())
     }
