@@ -33,7 +33,9 @@ fn push_default_weights(n: usize, w: &mut Vec<f64>) {
     w.extend((0..n).map(|i| default_weight(n, i)));
 }
 
-/// Entry `i` of [`default_weights`]`(n)`.
+/// Entry `i` of [`default_weights`]`(n)`: the ramp is numpy's
+/// `linspace(1 / n, 1, n - 25)` to the bit (`i * step + start`, the last entry
+/// exactly 1).
 #[inline]
 pub(crate) fn default_weight(n: usize, i: usize) -> f64 {
     if n < 25 || i >= n - 25 {
@@ -43,8 +45,10 @@ pub(crate) fn default_weight(n: usize, i: usize) -> f64 {
     let start = 1.0 / n as f64;
     if m == 1 {
         start
+    } else if i == m - 1 {
+        1.0
     } else {
-        start + (1.0 - start) * i as f64 / (m - 1) as f64
+        i as f64 * ((1.0 - start) / (m - 1) as f64) + start
     }
 }
 
@@ -996,6 +1000,30 @@ mod tests {
 
     fn bits(v: Vec<(f64, u32)>) -> Vec<(u64, u32)> {
         v.into_iter().map(|(x, i)| (x.to_bits(), i)).collect()
+    }
+
+    #[test]
+    fn the_weight_ramp_is_numpys_linspace_to_the_bit() {
+        // numpy 2.4: np.linspace(1 / n, 1, n - 25)[i], at entries where
+        // `start + (1 - start) * i / (m - 1)` rounds differently.
+        for (n, i, want) in [
+            (100, 17, 0.23743243243243245),
+            (100, 19, 0.2641891891891892),
+            (100, 21, 0.29094594594594597),
+            (1000, 6, 0.007154004106776181),
+            (1000, 12, 0.013308008213552363),
+            (1000, 15, 0.016385010266940454),
+        ] {
+            assert_eq!(default_weight(n, i).to_bits(), f64::to_bits(want), "n={n} i={i}");
+        }
+        for n in [27, 100, 1000, 10_000] {
+            let w = default_weights(n);
+            assert_eq!(w[0], 1.0 / n as f64);
+            assert!(w[n - 26..].iter().all(|x| *x == 1.0), "n={n}: the ramp ends at exactly 1");
+        }
+        // A ramp of one entry is its start (linspace(start, 1, 1)).
+        assert_eq!(default_weights(26)[0], 1.0 / 26.0);
+        assert_eq!(default_weights(24), vec![1.0; 24]);
     }
 
     #[test]
