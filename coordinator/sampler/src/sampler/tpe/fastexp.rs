@@ -37,8 +37,8 @@ pub(crate) const EXP_MIN: f64 = -708.0;
 pub(crate) fn exp_nonpos(x: f64) -> f64 {
     let t = x * INV_LN2 + SHIFT;
     let kf = t - SHIFT; // round(x / ln 2)
-    // The integer k from the low bits of `t` (two's complement, so negative
-    // k works too), then 2^k from its exponent bits.
+                        // The integer k from the low bits of `t` (two's complement, so negative
+                        // k works too), then 2^k from its exponent bits.
     let k = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
     let scale = f64::from_bits((k.wrapping_add(1023) as u64) << 52);
     let hi = x - kf * LN2_HI;
@@ -84,7 +84,15 @@ mod tests {
         let mut xs: Vec<f64> = (0..200_000).map(|_| -50.0 * next()).collect();
         xs.extend((0..50_000).map(|_| EXP_MIN * next()));
         xs.extend((0..50_000).map(|_| -1e-6 * next()));
-        xs.extend([0.0, -0.0, -1e-300, -0.5 * std::f64::consts::LN_2, -std::f64::consts::LN_2, -50.0, EXP_MIN]);
+        xs.extend([
+            0.0,
+            -0.0,
+            -1e-300,
+            -0.5 * std::f64::consts::LN_2,
+            -std::f64::consts::LN_2,
+            -50.0,
+            EXP_MIN,
+        ]);
         for x in xs {
             let (ours, libc) = (exp_nonpos(x), x.exp());
             let u = ulps(ours, libc);
@@ -97,7 +105,16 @@ mod tests {
 
     #[test]
     fn terms_below_the_cut_or_nan_become_zero() {
-        let mut ds = [0.0, -1.0, -49.9, -50.0, -51.0, f64::NEG_INFINITY, f64::NAN, -1e-3];
+        let mut ds = [
+            0.0,
+            -1.0,
+            -49.9,
+            -50.0,
+            -51.0,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -1e-3,
+        ];
         exp_terms(&mut ds, -50.0);
         assert_eq!(ds[0], 1.0);
         assert!(ulps(ds[1], (-1.0f64).exp()) <= 1);
