@@ -6,6 +6,11 @@ floats exactly, so equal text means equal bits).
 
     .venv/bin/python bench/sampler/compare_askd.py OLD_ASKD NEW_ASKD [SEEDS] [TRIALS]
 
+With `--near` (after the positional arguments) the replies may differ in rounding: each
+study reports how many asks are identical and the largest relative difference of any
+parameter (a categorical counts 1 when it differs), and the check fails if that is above
+1e-9 (a change meant to alter only rounding, e.g. another `exp`).
+
 Build the old one from a snapshot, e.g.
 `git archive <commit> | tar -x -C /tmp/old && cd /tmp/old &&
 CARGO_TARGET_DIR=/tmp/old-target cargo build --release -p mnist-sampler --bin sampler-askd`.
@@ -42,16 +47,41 @@ def run(binary, space, seed, n, conc, direction):
             out.append(req(msg))
             if i < n - 1: break
     p.stdin.close(); p.wait(); return out
-N = int(sys.argv[4]) if len(sys.argv) > 4 else 300
+NEAR = "--near" in sys.argv
+args = [a for a in sys.argv[1:] if a != "--near"]
+N = int(args[3]) if len(args) > 3 else 300
+def near(a, b):
+    """(asks identical, asks, largest relative difference of a parameter)."""
+    same = asks = 0; worst = 0.0
+    for x, y in zip(a, b):
+        dx, dy = json.loads(x), json.loads(y)
+        if "params" not in dx:
+            continue
+        asks += 1; same += x == y
+        for k, u in dx["params"].items():
+            v = dy.get("params", {}).get(k)
+            if isinstance(u, (str, bool)) or isinstance(v, (str, bool)) or v is None:
+                worst = max(worst, 0.0 if u == v else 1.0)
+            else:
+                worst = max(worst, abs(u - v) / max(abs(u), abs(v), 1e-300))
+    return same, asks, worst
 bad = 0; total = 0
 for name, space in spaces.items():
-    for seed in range(int(sys.argv[3]) if len(sys.argv) > 3 else 3):
+    for seed in range(int(args[2]) if len(args) > 2 else 3):
         for conc in (1, 8):
             for direction in ("minimize", "maximize"):
                 a = run(OLD, space, seed, N, conc, direction); b = run(NEW, space, seed, N, conc, direction)
                 total += 1
-                if a != b:
+                if NEAR:
+                    same, asks, worst = near(a, b)
+                    bad += worst > 1e-9 or len(a) != len(b)
+                    print(f"{name} seed {seed} {conc} worker(s) {direction}: {same}/{asks} asks identical, "
+                          f"largest relative difference {worst:.2e}")
+                elif a != b:
                     bad += 1; i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
                     print("DIFF", name, seed, conc, direction, "at line", i, a[i][:200], b[i][:200])
-print(f"{total - bad}/{total} runs identical ({N} asks each)")
+if NEAR:
+    print(f"{total - bad}/{total} runs within 1e-9 ({N} asks each)")
+else:
+    print(f"{total - bad}/{total} runs identical ({N} asks each)")
 sys.exit(1 if bad else 0)
