@@ -22,8 +22,8 @@ use std::ops::Bound;
 
 use super::history::TpeHistory;
 use super::parzen::{
-    categorical_prior_ln, categorical_probs, cont_log_norm, default_weight, disc_log_norm,
-    sort_key, weights_total, MassMemo, NumBounds, ParzenEstimator, ParzenParams, SigmaRule,
+    categorical_prior_ln, categorical_probs, cont_log_norm, disc_log_norm,
+    raw_weights_into, sort_key, MassMemo, NumBounds, ParzenEstimator, ParzenParams, SigmaRule,
 };
 use super::score::{
     CatKernels, ContKernels, DiscKernels, Kernels, LazyBase, ScoreScratch, WINDOW_MIN_KERNELS,
@@ -93,6 +93,8 @@ struct State {
     stat_max: Option<f64>,
     /// The largest lead bandwidth over the members (`None`: to be found again).
     sigma_max: Option<f64>,
+    /// The raw weights of the last suggestion (a buffer for their total).
+    raw_weights: Vec<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -394,6 +396,7 @@ impl State {
             stat: Vec::new(),
             stat_max: None,
             sigma_max: None,
+            raw_weights: Vec::new(),
         };
         st.lay_out(hist, memo);
         Some(st)
@@ -807,11 +810,7 @@ impl State {
         };
         lz.n = n;
         lz.prior_weight = self.pp.prior_weight;
-        lz.total = weights_total(
-            (0..n)
-                .map(|i| default_weight(n, i))
-                .chain([self.pp.prior_weight]),
-        );
+        lz.total = raw_weights_into(n, self.pp.prior_weight, &mut self.raw_weights);
         // A bound of every observation kernel's terms but the lead's: the
         // largest weight (1, the newest observations') with the largest of
         // the other terms, and a margin far above rounding.

@@ -297,17 +297,50 @@ pub(crate) fn raw_weights_into(n: usize, prior_weight: f64, out: &mut Vec<f64>) 
         push_default_weights(n, out);
         out.push(prior_weight);
     }
-    weights_total(out.iter().copied())
+    weights_total(out)
 }
 
-/// What [`normalised_weights`] divides the weights by, from the weights in
-/// order (summed as a slice of them sums).
-pub(crate) fn weights_total(w: impl Iterator<Item = f64>) -> f64 {
-    let total: f64 = w.sum();
+/// What [`normalised_weights`] divides the weights by: their sum as numpy's
+/// `weights.sum()` computes it in Optuna ([`numpy_sum`]), or 1 where that is
+/// not positive.
+pub(crate) fn weights_total(w: &[f64]) -> f64 {
+    let total = numpy_sum(w);
     if total > 0.0 {
         total
     } else {
         1.0
+    }
+}
+
+/// The sum of `a` to the bit as numpy's `add.reduce` computes it for a
+/// contiguous float64 array: pairwise, in blocks of at most 128 summed with
+/// eight accumulators, halves split at a multiple of 8.
+pub(crate) fn numpy_sum(a: &[f64]) -> f64 {
+    let n = a.len();
+    if n < 8 {
+        let mut res = 0.0;
+        for x in a {
+            res += x;
+        }
+        res
+    } else if n <= 128 {
+        let mut r = [0.0; 8];
+        r.copy_from_slice(&a[..8]);
+        let whole = n - n % 8;
+        for block in a[8..whole].chunks_exact(8) {
+            for (acc, x) in r.iter_mut().zip(block) {
+                *acc += x;
+            }
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for x in &a[whole..] {
+            res += x;
+        }
+        res
+    } else {
+        let half = n / 2;
+        let half = half - half % 8;
+        numpy_sum(&a[..half]) + numpy_sum(&a[half..])
     }
 }
 
@@ -1000,6 +1033,27 @@ mod tests {
 
     fn bits(v: Vec<(f64, u32)>) -> Vec<(u64, u32)> {
         v.into_iter().map(|(x, i)| (x.to_bits(), i)).collect()
+    }
+
+    #[test]
+    fn the_weights_are_summed_as_numpy_sums_them() {
+        // numpy 2.4: np.append(optuna's default_weights(n), [1.0]).sum(), at n
+        // where the sum in order rounds differently (and two where it does not).
+        for (n, want) in [
+            (7, 8.0),
+            (31, 29.096774193548384),
+            (56, 41.77678571428572),
+            (200, 113.9375),
+            (3001, 1514.4958347217594),
+            (8200, 4113.998475609756),
+            (10_000, 5013.99875),
+        ] {
+            let mut w = Vec::new();
+            let total = raw_weights_into(n, 1.0, &mut w);
+            assert_eq!(total.to_bits(), f64::to_bits(want), "n={n}: {total} vs numpy's {want}");
+        }
+        assert_eq!(numpy_sum(&[]), 0.0);
+        assert_eq!(numpy_sum(&[1.5; 9]), 13.5);
     }
 
     #[test]
