@@ -28,9 +28,21 @@ pub fn default_weights(n: usize) -> Vec<f64> {
     w
 }
 
-/// Appends [`default_weights`]`(n)` to `w`.
+/// Appends [`default_weights`]`(n)` to `w`: [`default_weight`] of each entry,
+/// the ramp in one branch-free pass.
 fn push_default_weights(n: usize, w: &mut Vec<f64>) {
-    w.extend((0..n).map(|i| default_weight(n, i)));
+    if n >= 25 {
+        let m = n - 25;
+        if m == 1 {
+            w.push(default_weight(n, 0));
+        } else if m > 1 {
+            let start = 1.0 / n as f64;
+            let step = (1.0 - start) / (m - 1) as f64;
+            w.extend((0..m - 1).map(|i| i as f64 * step + start));
+            w.push(1.0);
+        }
+    }
+    w.resize(w.len() + n.min(25), 1.0);
 }
 
 /// Entry `i` of [`default_weights`]`(n)`: the ramp is numpy's
@@ -1078,6 +1090,13 @@ mod tests {
         // A ramp of one entry is its start (linspace(start, 1, 1)).
         assert_eq!(default_weights(26)[0], 1.0 / 26.0);
         assert_eq!(default_weights(24), vec![1.0; 24]);
+        for n in (0..60).chain([99, 100, 1000, 4097]) {
+            let w = default_weights(n);
+            assert_eq!(w.len(), n);
+            for (i, x) in w.iter().enumerate() {
+                assert_eq!(x.to_bits(), default_weight(n, i).to_bits(), "n={n} i={i}");
+            }
+        }
     }
 
     #[test]
