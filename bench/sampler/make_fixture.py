@@ -143,7 +143,7 @@ for n_obs in [0, 1, 2, 5, 30, 60]:
 
 # Pruner decisions on interleaved histories.
 def replay(pruner, direction, n_trials, n_steps, n_workers, seed, study_name="fixture-study",
-           nan_at=None):
+           nan_at=None, jumps=(0, 0, 0, 1)):
     rnd = random.Random(seed)
     study = optuna.create_study(direction=direction, pruner=pruner, study_name=study_name)
     events = []
@@ -163,8 +163,9 @@ def replay(pruner, direction, n_trials, n_steps, n_workers, seed, study_name="fi
     while active:
         number = rnd.choice(sorted(active))
         t, step, quality, max_step = active[number]
-        # A report may skip a step now and then (steps need not be consecutive).
-        step += rnd.choice([0, 0, 0, 1])
+        # A report may skip steps (steps need not be consecutive; with larger
+        # `jumps` one report can pass several rungs at once).
+        step += rnd.choice(list(jumps))
         value = quality + 1.0 / (1 + step) + rnd.gauss(0, 0.05)
         if direction == "maximize":
             value = -value
@@ -172,7 +173,13 @@ def replay(pruner, direction, n_trials, n_steps, n_workers, seed, study_name="fi
             value = float("nan")
         t.report(value, step)
         decision = t.should_prune()
-        events.append({"report": number, "step": step, "value": value, "prune": bool(decision)})
+        event = {"report": number, "step": step, "value": value, "prune": bool(decision)}
+        # The rung values successive halving stored on the trial (system attributes).
+        attrs = study._storage.get_trial(t._trial_id).system_attrs
+        rungs = {k[len("completed_rung_"):]: v for k, v in attrs.items() if k.startswith("completed_rung_")}
+        if rungs:
+            event["rungs"] = rungs
+        events.append(event)
         if decision:
             study.tell(t, state=optuna.trial.TrialState.PRUNED)
             events.append({"tell": number, "state": "pruned"})
@@ -209,11 +216,33 @@ cases = [
     ({"name": "median", "n_startup_trials": 2},
      lambda: optuna.pruners.MedianPruner(n_startup_trials=2), "minimize", 20, 8, 3, 8),
 ]
+# Sparse reports: one report may pass several rungs (a trial pruned at a low rung
+# must not count at the higher rungs its report also passed); and "auto"
+# resources, which Optuna fixes at its first estimate while later trials run longer
+# (seed 13: the first trial to complete stops at step 50, so Hyperband fixes 4
+# brackets where the longest trials, 108 steps, would give 5).
+sparse = [
+    ({"name": "successive_halving", "min_resource": 1, "reduction_factor": 2},
+     lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2), "minimize",
+     60, 40, 6, 9, (0, 1, 3, 7)),
+    ({"name": "successive_halving"},
+     lambda: optuna.pruners.SuccessiveHalvingPruner(), "maximize", 40, 420, 5, 10, (1, 9, 30, 61)),
+    ({"name": "hyperband", "min_resource": 1, "max_resource": 40, "reduction_factor": 3,
+      "study_name": "fixture-study"},
+     lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=40, reduction_factor=3),
+     "minimize", 80, 40, 8, 11, (0, 1, 2, 8)),
+    ({"name": "hyperband", "study_name": "fixture-study"},
+     lambda: optuna.pruners.HyperbandPruner(), "minimize", 80, 100, 8, 13, (0, 1, 4, 13)),
+]
 for cfg, make, direction, n_trials, n_steps, n_workers, seed in cases:
     nan_at = 5 if seed in (1, 4, 8) else None
     pruners.append({"config": cfg, "direction": direction,
                     "events": replay(make(), direction, n_trials, n_steps, n_workers, seed,
                                      nan_at=nan_at)})
+for cfg, make, direction, n_trials, n_steps, n_workers, seed, jumps in sparse:
+    pruners.append({"config": cfg, "direction": direction,
+                    "events": replay(make(), direction, n_trials, n_steps, n_workers, seed,
+                                     jumps=jumps)})
 
 data = {
     "optuna_version": optuna.__version__,

@@ -186,3 +186,113 @@ async fn optuna_reads_the_live_study() {
     assert_eq!(pyt[11]["state"], "RUNNING");
     server.shutdown().await.unwrap();
 }
+
+/// Optuna replays the same reports with its own `SuccessiveHalvingPruner`
+/// (in memory) and prints each decision and the rung values it stored; then it
+/// reads the rung values our coordinator stored in its database.
+const PY_SH: &str = r#"
+import json, sys
+import optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+reports = json.loads(sys.argv[3])
+ref = optuna.create_study(direction="minimize",
+                          pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
+trials, decisions = {}, []
+for n, step, value, finish in reports:
+    if n not in trials:
+        trials[n] = ref.ask()
+    t = trials[n]
+    t.report(value, step)
+    p = t.should_prune()
+    decisions.append(p)
+    if p:
+        ref.tell(t, state=optuna.trial.TrialState.PRUNED)
+    elif finish:
+        ref.tell(t, value)
+def rungs(ts):
+    return [{k: v for k, v in t.system_attrs.items() if k.startswith("completed_rung_")} for t in ts]
+ours = optuna.load_study(study_name=sys.argv[2], storage="sqlite:///" + sys.argv[1])
+print(json.dumps({"decisions": decisions, "reference": rungs(ref.get_trials()),
+                  "ours": rungs(ours.get_trials())}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successive_halving_stores_rungs_as_optuna_does() {
+    let Some(python) = python() else {
+        eprintln!("skipping: no Python venv with Optuna (set MNIST_PYTHON)");
+        return;
+    };
+    let dir = tempdir();
+    let db = dir.path().join("optuna.db");
+    let cfg = fast_config(&db, Duration::from_secs(30));
+    let (server, mut c) = start_in_process(cfg.clone()).await;
+    let mut spec = pb::StudySpec { name: "asha".into(), n_trials: 8, direction: pb::Direction::Minimize as i32, ..Default::default() };
+    spec.sampler = Some(pb::SamplerSpec { kind: "random".into(), seed: Some(1), options_json: String::new() });
+    spec.pruner = Some(pb::PrunerSpec { kind: "successive_halving".into(), options_json: r#"{"min_resource": 1, "reduction_factor": 2}"#.into() });
+    create(&mut c, spec).await;
+    let w = register(&mut c, "sh", 1).await;
+    // Rungs at steps 1, 2, 4. Trials 1 and 2 jump straight to step 4 and are
+    // pruned at rung 0, so at rung 1 trial 3 meets trial 0 only (and is pruned).
+    let reports: [(u64, u64, f64, bool); 7] =
+        [(0, 1, 1.0, false), (0, 2, 1.0, false), (0, 4, 1.0, true), (1, 4, 10.0, false), (2, 4, 11.0, false), (3, 1, 0.5, false), (3, 2, 5.0, false)];
+    let mut decisions = Vec::new();
+    let mut current: Option<pb::TrialAssignment> = None;
+    for (n, step, value, finish) in reports {
+        if current.as_ref().map(|t| t.number) != Some(n) {
+            current = Some(acquire(&mut c, &w, 0).await.expect("a trial"));
+        }
+        let t = current.clone().unwrap();
+        assert_eq!(t.number, n);
+        let tok = t.lease.as_ref().unwrap().token;
+        let r = c
+            .worker
+            .report_intermediate(pb::ReportIntermediateRequest { trial_id: t.trial_id, lease_token: tok, step, value, metrics: Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        decisions.push(r.prune);
+        if r.prune || finish {
+            let state = if r.prune { pb::TrialState::Pruned } else { pb::TrialState::Complete };
+            c.worker
+                .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: tok, state: state as i32, value: Some(value), ..Default::default() })
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(decisions, [false, false, false, true, true, false, true]);
+    let out = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(PY_SH)
+        .arg(&db)
+        .arg("asha")
+        .arg(serde_json::to_string(&reports).unwrap())
+        .output()
+        .await
+        .expect("run python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let py: serde_json::Value = serde_json::from_slice(&out.stdout).expect("python printed JSON");
+    assert_eq!(py["decisions"], serde_json::json!(decisions), "Optuna decides the same");
+    assert_eq!(py["ours"], py["reference"], "the same rung values, under Optuna's keys");
+    assert_eq!(py["ours"][3], serde_json::json!({"completed_rung_0": 0.5, "completed_rung_1": 5.0}));
+
+    // After a restart the stored rungs are read back: a new trial reaching
+    // rung 1 with 3.0 meets trial 0's 1.0 and trial 3's 5.0 there, and is pruned
+    // (with no rungs loaded it would be alone at each rung, and kept).
+    server.shutdown().await.unwrap();
+    let (server, mut c) = start_in_process(cfg).await;
+    let w = register(&mut c, "sh2", 1).await;
+    let t = acquire(&mut c, &w, 0).await.expect("a trial");
+    let tok = t.lease.as_ref().unwrap().token;
+    let mut pruned = Vec::new();
+    for (step, value) in [(1u64, 0.2), (2, 3.0)] {
+        let r = c
+            .worker
+            .report_intermediate(pb::ReportIntermediateRequest { trial_id: t.trial_id, lease_token: tok, step, value, metrics: Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        pruned.push(r.prune);
+    }
+    assert_eq!(pruned, [false, true]);
+    server.shutdown().await.unwrap();
+}

@@ -32,14 +32,16 @@
 //!   finished; [`Sampler::is_exhausted`](sampler::Sampler::is_exhausted) tells it
 //!   after a tell, so the study can stop as Optuna's does.
 //! * **report**: after storing an intermediate value, call
-//!   [`Pruner::should_prune`](pruner::Pruner::should_prune) with the trial and the
-//!   whole study; the answer does not depend on the order reports arrived in.
+//!   [`Pruner::decide`](pruner::Pruner::decide) with the trial, the whole study
+//!   and the study's [`PrunerState`] (one per study, kept between calls); store
+//!   the decision's rung values on the trial ([`FrozenTrial::rungs`]; in the
+//!   database as Optuna's `completed_rung_{rung}` trial system attributes).
 //! * A COMPLETE trial whose value is NaN is treated as failed (Optuna marks it FAIL).
 
 pub mod config;
 pub mod error;
 pub mod pruner;
-mod pyjson;
+pub mod pyjson;
 pub mod rng;
 pub mod sampler;
 pub mod space;
@@ -48,7 +50,8 @@ pub mod trial;
 pub use config::{PrunerConfig, SamplerConfig};
 pub use error::{ConfigError, SampleError, SpaceError};
 pub use pruner::{
-    HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner,
+    Decision, HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner, PrunerState,
+    SuccessiveHalvingPruner,
 };
 pub use sampler::{GridSampler, RandomSampler, Sampler, TpeConfig, TpeSampler};
 pub use space::{Choice, Distribution, SearchSpace};

@@ -58,6 +58,17 @@ pub fn py_float(x: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// Reads a float as Python's `json.dumps` writes it: a JSON number, or `NaN`,
+/// `Infinity`, `-Infinity`. `None` for anything else.
+pub fn parse_py_float(s: &str) -> Option<f64> {
+    match s.trim() {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        t => serde_json::from_str::<f64>(t).ok(),
+    }
+}
+
 /// Escapes a string like Python's `json.dumps` with `ensure_ascii=True`.
 pub fn py_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

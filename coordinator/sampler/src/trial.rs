@@ -57,6 +57,11 @@ pub struct FrozenTrial {
     pub distributions: BTreeMap<String, Distribution>,
     /// Reported intermediate values, step -> value.
     pub intermediate_values: BTreeMap<u64, f64>,
+    /// The values successive halving recorded at the rungs this trial completed,
+    /// rung -> value: Optuna's `completed_rung_{rung}` trial system attributes.
+    /// A pruner's [`Decision`](crate::pruner::Decision) says what to add.
+    #[serde(default)]
+    pub rungs: BTreeMap<u32, f64>,
 }
 
 impl FrozenTrial {
@@ -69,6 +74,7 @@ impl FrozenTrial {
             params: BTreeMap::new(),
             distributions: BTreeMap::new(),
             intermediate_values: BTreeMap::new(),
+            rungs: BTreeMap::new(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use mnist_sampler::sampler::tpe::parzen::{ParzenEstimator, ParzenParams};
 use mnist_sampler::sampler::tpe::truncnorm;
-use mnist_sampler::{Direction, Distribution, FrozenTrial, PrunerConfig, TrialState};
+use mnist_sampler::{Direction, Distribution, FrozenTrial, PrunerConfig, PrunerState, TrialState};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -201,6 +201,7 @@ fn pruner_decisions_match_optuna_on_interleaved_histories() {
             Direction::Minimize
         };
         let mut trials: BTreeMap<u64, FrozenTrial> = BTreeMap::new();
+        let mut state = PrunerState::default();
         let mut checked = 0;
         for e in case["events"].as_array().unwrap() {
             if let Some(n) = e.get("ask") {
@@ -215,11 +216,28 @@ fn pruner_decisions_match_optuna_on_interleaved_histories() {
                     .intermediate_values
                     .insert(step, num(&e["value"]));
                 let all: Vec<FrozenTrial> = trials.values().cloned().collect();
-                let ours = pruner.should_prune(&trials[&n], &all, direction);
+                let ours = pruner.decide(&trials[&n], &all, direction, &mut state);
                 assert_eq!(
-                    ours,
+                    ours.prune,
                     e["prune"].as_bool().unwrap(),
                     "{:?}: trial {n} step {step}",
+                    case["config"]
+                );
+                // The rung values stored, as Optuna stored them.
+                let t = trials.get_mut(&n).unwrap();
+                t.rungs.extend(ours.rungs);
+                let want: BTreeMap<u32, f64> = e
+                    .get("rungs")
+                    .and_then(|r| r.as_object())
+                    .map(|r| {
+                        r.iter()
+                            .map(|(k, v)| (k.parse::<u32>().unwrap(), num(v)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert_eq!(
+                    t.rungs, want,
+                    "{:?}: rung values of trial {n} after step {step}",
                     case["config"]
                 );
                 checked += 1;

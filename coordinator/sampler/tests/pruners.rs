@@ -4,7 +4,7 @@
 
 use mnist_sampler::{
     Direction, FrozenTrial, HyperbandPruner, MedianPruner, NopPruner, PercentilePruner, Pruner,
-    PrunerConfig, SamplerConfig, SuccessiveHalvingPruner, TrialState,
+    PrunerConfig, PrunerState, SamplerConfig, SuccessiveHalvingPruner, TrialState,
 };
 use proptest::prelude::*;
 
@@ -17,6 +17,44 @@ fn trial(number: u64, state: TrialState, values: &[(u64, f64)]) -> FrozenTrial {
         t.value = values.last().map(|x| x.1);
     }
     t
+}
+
+/// `t` with the rung values it recorded (as successive halving stores them).
+fn with_rungs(mut t: FrozenTrial, rungs: &[(u32, f64)]) -> FrozenTrial {
+    t.rungs.extend(rungs.iter().copied());
+    t
+}
+
+/// Replays reports `(trial, step, value, finish)` through `p` as the
+/// coordinator does (storing each decision's rung values; `finish` completes
+/// the trial with that value after its report); returns each decision.
+fn replay(
+    p: &dyn Pruner,
+    reports: &[(u64, u64, f64, bool)],
+    direction: Direction,
+) -> (Vec<bool>, Vec<FrozenTrial>) {
+    let mut trials: Vec<FrozenTrial> = Vec::new();
+    let mut state = PrunerState::default();
+    let mut out = Vec::new();
+    for &(n, step, value, finish) in reports {
+        if trials.len() <= n as usize {
+            trials.resize_with(n as usize + 1, || FrozenTrial::new(0, TrialState::Running));
+            for (i, t) in trials.iter_mut().enumerate() {
+                t.number = i as u64;
+            }
+        }
+        trials[n as usize].intermediate_values.insert(step, value);
+        let d = p.decide(&trials[n as usize], &trials, direction, &mut state);
+        trials[n as usize].rungs.extend(d.rungs);
+        if d.prune {
+            trials[n as usize].state = TrialState::Pruned;
+        } else if finish {
+            trials[n as usize].state = TrialState::Complete;
+            trials[n as usize].value = Some(value);
+        }
+        out.push(d.prune);
+    }
+    (out, trials)
 }
 
 fn completed(n: u64, per_step: impl Fn(u64, u64) -> f64, steps: u64) -> Vec<FrozenTrial> {
@@ -158,10 +196,17 @@ fn successive_halving_rungs_and_promotion() {
         min_early_stopping_rate: 0,
         bootstrap_count: 0,
     };
+    // The competitors are the values trials recorded at each rung.
     let others = vec![
-        trial(0, TrialState::Complete, &[(1, 1.0), (2, 1.0), (4, 1.0)]),
-        trial(1, TrialState::Complete, &[(1, 2.0), (2, 2.0), (4, 2.0)]),
-        trial(2, TrialState::Pruned, &[(1, 3.0)]),
+        with_rungs(
+            trial(0, TrialState::Complete, &[(1, 1.0), (2, 1.0), (4, 1.0)]),
+            &[(0, 1.0), (1, 1.0), (2, 1.0)],
+        ),
+        with_rungs(
+            trial(1, TrialState::Complete, &[(1, 2.0), (2, 2.0), (4, 2.0)]),
+            &[(0, 2.0), (1, 2.0), (2, 2.0)],
+        ),
+        with_rungs(trial(2, TrialState::Pruned, &[(1, 3.0)]), &[(0, 3.0)]),
     ];
     // Step 0 is before the first rung.
     assert!(!p.should_prune(
@@ -183,10 +228,30 @@ fn successive_halving_rungs_and_promotion() {
     ));
     // Between rungs (step 3) there is nothing to decide.
     assert!(!p.should_prune(
-        &trial(9, TrialState::Running, &[(1, 1.5), (2, 1.5), (3, 50.0)]),
+        &with_rungs(
+            trial(9, TrialState::Running, &[(1, 1.5), (2, 1.5), (3, 50.0)]),
+            &[(0, 1.5), (1, 1.5)]
+        ),
         &others,
         Direction::Minimize
     ));
+    // A decision records the value at every rung it reaches, the one it is
+    // pruned at included, and none above it.
+    let mut state = PrunerState::default();
+    let d = p.decide(
+        &trial(9, TrialState::Running, &[(4, 1.5)]),
+        &others,
+        Direction::Minimize,
+        &mut state,
+    );
+    assert_eq!((d.prune, d.rungs), (true, vec![(0, 1.5), (1, 1.5)]));
+    let d = p.decide(
+        &trial(9, TrialState::Running, &[(4, 0.5)]),
+        &others,
+        Direction::Minimize,
+        &mut state,
+    );
+    assert_eq!((d.prune, d.rungs), (false, vec![(0, 0.5), (1, 0.5), (2, 0.5)]));
     // A report that jumps over several rungs is checked at each of them.
     assert!(p.should_prune(
         &trial(9, TrialState::Running, &[(4, 2.5)]),
@@ -217,6 +282,66 @@ fn successive_halving_rungs_and_promotion() {
         &[],
         Direction::Minimize
     ));
+}
+
+#[test]
+fn trials_pruned_below_a_rung_do_not_compete_there() {
+    // Optuna 5.0.0 on the same reports (eta 2, rungs at steps 1, 2, 4, 8)
+    // prunes trial 3 at step 2: at rung 1 it competes with trial 0 only, since
+    // trials 1 and 2 jumped to step 4 but were pruned at rung 0.
+    let p = SuccessiveHalvingPruner {
+        min_resource: Some(1),
+        reduction_factor: 2,
+        ..SuccessiveHalvingPruner::default()
+    };
+    let reports = [
+        (0, 1, 1.0, false),
+        (0, 2, 1.0, false),
+        (0, 4, 1.0, true),
+        (1, 4, 10.0, false),
+        (2, 4, 11.0, false),
+        (3, 1, 0.5, false),
+        (3, 2, 5.0, false),
+    ];
+    let (decisions, trials) = replay(&p, &reports, Direction::Minimize);
+    assert_eq!(decisions, [false, false, false, true, true, false, true]);
+    assert_eq!(trials[1].rungs.keys().collect::<Vec<_>>(), [&0]);
+    assert_eq!(trials[3].rungs.values().collect::<Vec<_>>(), [&0.5, &5.0]);
+}
+
+#[test]
+fn auto_resources_are_fixed_at_their_first_estimate() {
+    // Auto min_resource: estimated at the first decision after a trial
+    // completed (trial 0, 250 steps: 250 / 100 = 2), so rungs are at steps 2,
+    // 8, 32, 128 for the rest of the study, even after a 450-step trial
+    // completes (a new estimate, 4, would put the first rung at step 4).
+    let p = SuccessiveHalvingPruner::default();
+    let reports = [
+        (0, 250, 1.0, true),
+        (1, 450, 1.0, true),
+        (2, 2, 5.0, false),
+    ];
+    let (decisions, trials) = replay(&p, &reports, Direction::Minimize);
+    assert_eq!(trials[1].rungs.len(), 4, "rungs at 2, 8, 32, 128");
+    // Trial 2 reaches rung 0 at step 2 and loses there to trial 1's 1.0.
+    assert_eq!(decisions, [false, false, true]);
+    assert_eq!(trials[2].rungs.keys().collect::<Vec<_>>(), [&0]);
+    // Hyperband: the first completed trial fixes max_resource = 51, hence 4
+    // brackets; a 120-step trial later does not make it 5.
+    let h = HyperbandPruner {
+        study_name: "s".into(),
+        ..HyperbandPruner::default()
+    };
+    let mut state = PrunerState::default();
+    let short = trial(0, TrialState::Complete, &[(50, 1.0)]);
+    let long = trial(1, TrialState::Complete, &[(120, 1.0)]);
+    let me = trial(2, TrialState::Running, &[(1, 1.0)]);
+    h.decide(&me, std::slice::from_ref(&short), Direction::Minimize, &mut state);
+    assert_eq!(state.max_resource, Some(51));
+    h.decide(&me, &[short, long], Direction::Minimize, &mut state);
+    assert_eq!(state.max_resource, Some(51));
+    assert_eq!(h.budgets(51).len(), 4);
+    assert_eq!(h.budgets(121).len(), 5);
 }
 
 #[test]
@@ -375,6 +500,21 @@ fn arb_history() -> impl Strategy<Value = (Vec<FrozenTrial>, FrozenTrial)> {
             me.intermediate_values = own;
             (all, me)
         })
+        .prop_map(|(mut all, me): (Vec<FrozenTrial>, FrozenTrial)| {
+            // Rung values as a study would have stored them (each trial at
+            // the rungs of eta 2 its reports passed, the value where it first
+            // passed each), so that successive halving has competitors.
+            for t in &mut all {
+                let mut rung = 0u32;
+                for (s, v) in &t.intermediate_values {
+                    while rung < 8 && (1u64 << rung) <= *s {
+                        t.rungs.insert(rung, *v);
+                        rung += 1;
+                    }
+                }
+            }
+            (all, me)
+        })
 }
 
 proptest! {
@@ -395,11 +535,8 @@ proptest! {
             shuffled.rotate_left(k);
             shuffled.reverse();
         }
-        // Rebuild our own reports in reverse order of arrival.
-        let mut me2 = FrozenTrial::new(me.number, me.state);
-        for (s, v) in me.intermediate_values.iter().rev() {
-            me2.intermediate_values.insert(*s, *v);
-        }
+        // (A trial's own reports are a map keyed by step, so the order they
+        // arrived in leaves no trace; what can differ is the trial list's order.)
         let pruners: Vec<Box<dyn Pruner>> = vec![
             Box::new(MedianPruner { n_startup_trials: 1, ..MedianPruner::default() }),
             Box::new(SuccessiveHalvingPruner { min_resource: Some(1), reduction_factor: 2, ..SuccessiveHalvingPruner::default() }),
@@ -408,7 +545,7 @@ proptest! {
             Box::new(HyperbandPruner::default()),
         ];
         for p in &pruners {
-            prop_assert_eq!(p.should_prune(&me, &all, dir), p.should_prune(&me2, &shuffled, dir));
+            prop_assert_eq!(p.should_prune(&me, &all, dir), p.should_prune(&me, &shuffled, dir));
         }
     }
 }

@@ -38,6 +38,8 @@ mod workers;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use mnist_sampler::pruner::parse_rung_key;
+use mnist_sampler::pyjson::parse_py_float;
 use mnist_sampler::{Distribution, FrozenTrial, TrialState};
 use tokio::sync::{broadcast, Notify};
 
@@ -346,6 +348,7 @@ fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::re
         space,
         sampler,
         sampler_cache: Default::default(),
+        pruner_state: Default::default(),
         pruner,
         state,
         end_reason: row.end_reason.clone(),
@@ -397,6 +400,11 @@ fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::re
             }
         }
         for (k, v) in &t.system_attrs {
+            if let Some(rung) = parse_rung_key(k) {
+                let x = parse_py_float(v).ok_or_else(|| format!("trial {}: system attribute {k:?} is not a number: {v:?}", t.trial_id))?;
+                ft.rungs.insert(rung, x);
+                continue;
+            }
             match k.as_str() {
                 "fail_reason" if extra.reason.is_none() => {
                     extra.reason = serde_json::from_str::<String>(v).ok();

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mnist_common::config::TrainConfig;
 use mnist_sampler::sampler::SamplerCache;
-use mnist_sampler::{Direction, FrozenTrial, Pruner, PrunerConfig, Sampler, SamplerConfig, SearchSpace, TrialState};
+use mnist_sampler::{Direction, FrozenTrial, Pruner, PrunerConfig, PrunerState, Sampler, SamplerConfig, SearchSpace, TrialState};
 use serde::{Deserialize, Serialize};
 
 /// A study's life-cycle state (see `StudyState` in the proto).
@@ -209,6 +209,9 @@ pub struct StudyMem {
     /// step with `trials` on every ask; suggestions are the same without it.
     pub sampler_cache: SamplerCache,
     pub pruner: Box<dyn Pruner>,
+    /// What the pruner keeps between decisions ("auto" resource estimates);
+    /// in memory only, like Optuna's pruner object: re-estimated after a restart.
+    pub pruner_state: PrunerState,
     pub state: StudyState,
     pub end_reason: String,
     pub created_ms: i64,

@@ -205,6 +205,7 @@ impl Coordinator {
                 space,
                 sampler,
                 sampler_cache: Default::default(),
+                pruner_state: Default::default(),
                 pruner,
                 state: StudyState::Running,
                 end_reason: String::new(),

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mnist_sampler::sampler::suggest;
+use mnist_sampler::pruner::rung_key;
+use mnist_sampler::pyjson::py_float;
 use mnist_sampler::{FrozenTrial, SampleError, TrialState};
 use tokio::time::Instant;
 
@@ -181,7 +183,13 @@ impl Coordinator {
                 l.expires_ms = now + lease_ms;
             }
             batch.push(Op::SetIntermediate { trial_id, step: step as i64, value });
-            let prune = study.pruner.should_prune(&study.trials[ni], &study.trials, study.config.direction);
+            let decision = study.pruner.decide(&study.trials[ni], &study.trials, study.config.direction, &mut study.pruner_state);
+            // Rung values (successive halving, Hyperband), stored as Optuna stores them.
+            for (rung, v) in decision.rungs {
+                study.trials[ni].rungs.insert(rung, v);
+                batch.push(Op::SetSystemAttr { trial_id, key: rung_key(rung), value_json: py_float(v) });
+            }
+            let prune = decision.prune;
             let mut ev = make_event(ids, study, EventKind::TrialReported, Some(n), now);
             ev.step = Some(step);
             ev.value = Some(value);

@@ -65,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             params: t.params,
             distributions: dists.clone(),
             intermediate_values: BTreeMap::new(),
+            rungs: BTreeMap::new(),
         })
         .collect();
     let sampler = TpeSampler::new(TpeConfig {

@@ -1,11 +1,14 @@
 //! Hyperband (Optuna's `HyperbandPruner`): trials are spread over brackets by a
 //! CRC-32 hash of `"{study_name}_{trial_number}"`, and each bracket runs
 //! successive halving with its own early-stopping rate among its own trials.
+//! An "auto" `max_resource` is estimated at the first decision after a trial
+//! completes and then kept (in the study's [`PrunerState`]), so the brackets do
+//! not change under running trials.
 
 use serde::{Deserialize, Serialize};
 
 use super::successive_halving::SuccessiveHalvingPruner;
-use super::Pruner;
+use super::{Decision, Pruner, PrunerState};
 use crate::trial::{Direction, FrozenTrial, TrialState};
 
 /// Hyperband over successive-halving brackets.
@@ -14,7 +17,7 @@ use crate::trial::{Direction, FrozenTrial, TrialState};
 pub struct HyperbandPruner {
     pub min_resource: u64,
     /// `None` = "auto": the largest last step of the complete trials + 1 (no
-    /// pruning until a trial completes).
+    /// pruning until a trial completes), estimated once.
     pub max_resource: Option<u64>,
     pub reduction_factor: u64,
     pub bootstrap_count: u64,
@@ -48,16 +51,20 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
 }
 
 impl HyperbandPruner {
-    fn max_resource(&self, all: &[FrozenTrial]) -> Option<u64> {
-        match self.max_resource {
-            Some(m) => Some(m),
-            None => all
-                .iter()
-                .filter(|t| t.state == TrialState::Complete)
-                .filter_map(FrozenTrial::last_step)
-                .max()
-                .map(|s| s + 1),
+    /// The max resource: the configured one, or the study's estimate (made
+    /// now if there is none yet and a trial has completed).
+    fn max_resource(&self, all: &[FrozenTrial], state: &mut PrunerState) -> Option<u64> {
+        if let Some(m) = self.max_resource.or(state.max_resource) {
+            return Some(m);
         }
+        let m = all
+            .iter()
+            .filter(|t| t.state == TrialState::Complete)
+            .filter_map(FrozenTrial::last_step)
+            .max()?
+            .saturating_add(1);
+        state.max_resource = Some(m);
+        Some(m)
     }
 
     /// Trial-allocation budget of each bracket for a max resource.
@@ -96,13 +103,19 @@ impl HyperbandPruner {
 }
 
 impl Pruner for HyperbandPruner {
-    fn should_prune(&self, trial: &FrozenTrial, all: &[FrozenTrial], direction: Direction) -> bool {
-        let Some(max_resource) = self.max_resource(all) else {
-            return false;
+    fn decide(
+        &self,
+        trial: &FrozenTrial,
+        all: &[FrozenTrial],
+        direction: Direction,
+        state: &mut PrunerState,
+    ) -> Decision {
+        let Some(max_resource) = self.max_resource(all, state) else {
+            return Decision::keep();
         };
         let budgets = self.budgets(max_resource);
         if budgets.is_empty() {
-            return false;
+            return Decision::keep();
         }
         let bracket = self.bracket_of(&budgets, trial.number);
         let sh = SuccessiveHalvingPruner {
@@ -115,6 +128,6 @@ impl Pruner for HyperbandPruner {
             .iter()
             .filter(|t| t.number != trial.number && self.bracket_of(&budgets, t.number) == bracket)
             .collect();
-        sh.decide(trial, &same_bracket, self.min_resource.max(1), direction)
+        sh.decide_among(trial, &same_bracket, self.min_resource.max(1), direction)
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Pruner;
+use super::{Decision, Pruner, PrunerState};
 use crate::trial::{Direction, FrozenTrial};
 
 /// Never prunes (Optuna's `NopPruner`).
@@ -10,12 +10,13 @@ use crate::trial::{Direction, FrozenTrial};
 pub struct NopPruner;
 
 impl Pruner for NopPruner {
-    fn should_prune(
+    fn decide(
         &self,
         _trial: &FrozenTrial,
         _all: &[FrozenTrial],
         _direction: Direction,
-    ) -> bool {
-        false
+        _state: &mut PrunerState,
+    ) -> Decision {
+        Decision::keep()
     }
 }

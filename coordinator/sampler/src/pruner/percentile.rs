@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Pruner;
+use super::{Decision, Pruner, PrunerState};
 use crate::trial::{Direction, FrozenTrial, TrialState};
 
 /// Keeps the top `percentile` percent of trials at each step.
@@ -69,8 +69,14 @@ impl MedianPruner {
 }
 
 impl Pruner for MedianPruner {
-    fn should_prune(&self, trial: &FrozenTrial, all: &[FrozenTrial], direction: Direction) -> bool {
-        self.as_percentile().should_prune(trial, all, direction)
+    fn decide(
+        &self,
+        trial: &FrozenTrial,
+        all: &[FrozenTrial],
+        direction: Direction,
+        _state: &mut PrunerState,
+    ) -> Decision {
+        Decision::of(self.as_percentile().prunes(trial, all, direction))
     }
 }
 
@@ -113,7 +119,20 @@ fn is_first_in_interval_step(step: u64, trial: &FrozenTrial, warmup: u64, interv
 }
 
 impl Pruner for PercentilePruner {
-    fn should_prune(&self, trial: &FrozenTrial, all: &[FrozenTrial], direction: Direction) -> bool {
+    fn decide(
+        &self,
+        trial: &FrozenTrial,
+        all: &[FrozenTrial],
+        direction: Direction,
+        _state: &mut PrunerState,
+    ) -> Decision {
+        Decision::of(self.prunes(trial, all, direction))
+    }
+}
+
+impl PercentilePruner {
+    /// The rule itself (it keeps nothing between decisions).
+    fn prunes(&self, trial: &FrozenTrial, all: &[FrozenTrial], direction: Direction) -> bool {
         let completed: Vec<&FrozenTrial> = all
             .iter()
             .filter(|t| t.state == TrialState::Complete && t.number != trial.number)

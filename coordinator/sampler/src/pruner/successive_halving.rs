@@ -1,13 +1,17 @@
 //! Asynchronous successive halving (Optuna's `SuccessiveHalvingPruner`, ASHA).
 //!
 //! Rung `r` is reached at step `min_resource * reduction_factor^(min_early_stopping_rate + r)`.
-//! A trial reaching a rung competes with every trial that reached it before; it is
-//! promoted when its value is within the best `1/reduction_factor` of them (for the
-//! first `reduction_factor - 1` competitors: when it is the best so far).
+//! When a report reaches the trial's next rung, the trial records its value
+//! there ([`FrozenTrial::rungs`]) and competes with every trial that recorded
+//! that rung before; it is promoted when its value is within the best
+//! `1/reduction_factor` of them (for the first `reduction_factor - 1`
+//! competitors: when it is the best so far), and then tries the next rung with
+//! the same value. The first rung it is not promoted at prunes it, so the rungs
+//! above are not recorded (even where the report's step passed them).
 
 use serde::{Deserialize, Serialize};
 
-use super::Pruner;
+use super::{Decision, Pruner, PrunerState};
 use crate::trial::{Direction, FrozenTrial, TrialState};
 
 /// Asynchronous successive halving.
@@ -15,7 +19,8 @@ use crate::trial::{Direction, FrozenTrial, TrialState};
 #[serde(default, deny_unknown_fields)]
 pub struct SuccessiveHalvingPruner {
     /// Steps before the first rung; `None` = Optuna's "auto": the largest last step
-    /// of the complete trials divided by 100 (at least 1), no pruning before one completes.
+    /// of the complete trials divided by 100 (at least 1), no pruning before one completes;
+    /// estimated once, then kept in the study's [`PrunerState`].
     pub min_resource: Option<u64>,
     pub reduction_factor: u64,
     pub min_early_stopping_rate: u32,
@@ -46,13 +51,14 @@ fn rung_step(min_resource: u64, eta: u64, rate: u32, rung: u32) -> u64 {
     s
 }
 
-/// The value a trial recorded at a rung: its value at the first reported step at
-/// or after `threshold`, provided that step is `<= up_to`.
-fn rung_value(t: &FrozenTrial, threshold: u64, up_to: u64) -> Option<f64> {
-    t.intermediate_values
-        .range(threshold..=up_to)
-        .next()
-        .map(|(_, v)| *v)
+/// The trial's next rung: the number of rungs it recorded, counted from 0
+/// without gaps (Optuna's `_get_current_rung`).
+fn current_rung(t: &FrozenTrial) -> u32 {
+    let mut rung = 0;
+    while t.rungs.contains_key(&rung) {
+        rung += 1;
+    }
+    rung
 }
 
 /// Optuna's auto `min_resource` estimate.
@@ -69,15 +75,15 @@ pub(crate) fn estimate_min_resource<'a>(
 impl SuccessiveHalvingPruner {
     /// The decision given the competing trials (already filtered, e.g. to one
     /// Hyperband bracket) and the min resource to use.
-    pub(crate) fn decide(
+    pub(crate) fn decide_among(
         &self,
         trial: &FrozenTrial,
         others: &[&FrozenTrial],
         min_resource: u64,
         direction: Direction,
-    ) -> bool {
+    ) -> Decision {
         let Some(step) = trial.last_step() else {
-            return false;
+            return Decision::keep();
         };
         let value = trial
             .intermediate_values
@@ -86,36 +92,28 @@ impl SuccessiveHalvingPruner {
             .unwrap_or(f64::NAN);
         let eta = self.reduction_factor.max(2);
         let rate = self.min_early_stopping_rate;
-        // Rungs this trial passed at an earlier report.
-        let prev = trial
-            .intermediate_values
-            .keys()
-            .copied()
-            .filter(|s| *s < step)
-            .max();
-        let mut rung: u32 = 0;
-        if let Some(prev) = prev {
-            while rung < 64 && rung_step(min_resource, eta, rate, rung) <= prev {
-                rung += 1;
-            }
-        }
-        loop {
-            let threshold = rung_step(min_resource, eta, rate, rung);
-            if step < threshold {
-                return false;
+        let mut rung = current_rung(trial);
+        let mut out = Decision::keep();
+        // Steps saturate at u64::MAX, so past 64 rungs nothing is reachable.
+        while rung < 64 {
+            if step < rung_step(min_resource, eta, rate, rung) {
+                return out;
             }
             if value.is_nan() {
-                return true;
+                out.prune = true;
+                return out;
             }
+            out.rungs.push((rung, value));
             let mut competing: Vec<f64> = others
                 .iter()
                 .filter(|t| t.number != trial.number)
-                .filter_map(|t| rung_value(t, threshold, u64::MAX))
+                .filter_map(|t| t.rungs.get(&rung).copied())
                 .filter(|v| !v.is_nan()) // Optuna never records a NaN rung value
                 .collect();
             competing.push(value);
             if (competing.len() as u64) <= self.bootstrap_count {
-                return true;
+                out.prune = true;
+                return out;
             }
             let idx = (competing.len() / eta as usize).max(1) - 1;
             competing.sort_by(f64::total_cmp);
@@ -124,26 +122,35 @@ impl SuccessiveHalvingPruner {
                 Direction::Minimize => value <= competing[idx],
             };
             if !promotable {
-                return true;
+                out.prune = true;
+                return out;
             }
             rung += 1;
-            if rung >= 64 {
-                return false;
-            }
         }
+        out
     }
 }
 
 impl Pruner for SuccessiveHalvingPruner {
-    fn should_prune(&self, trial: &FrozenTrial, all: &[FrozenTrial], direction: Direction) -> bool {
-        let min_resource = match self.min_resource {
-            Some(m) => m.max(1),
-            None => match estimate_min_resource(all.iter()) {
-                Some(m) => m,
-                None => return false,
+    fn decide(
+        &self,
+        trial: &FrozenTrial,
+        all: &[FrozenTrial],
+        direction: Direction,
+        state: &mut PrunerState,
+    ) -> Decision {
+        let min_resource = match (self.min_resource, state.min_resource) {
+            (Some(m), _) => m.max(1),
+            (None, Some(m)) => m,
+            (None, None) => match estimate_min_resource(all.iter()) {
+                Some(m) => {
+                    state.min_resource = Some(m);
+                    m
+                }
+                None => return Decision::keep(),
             },
         };
         let others: Vec<&FrozenTrial> = all.iter().filter(|t| t.number != trial.number).collect();
-        self.decide(trial, &others, min_resource, direction)
+        self.decide_among(trial, &others, min_resource, direction)
     }
 }
