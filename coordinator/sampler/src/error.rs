@@ -19,6 +19,9 @@ pub enum SpaceError {
         what: &'static str,
         value: f64,
     },
+    /// Finite bounds whose difference is not (it overflows to infinity).
+    #[error("parameter `{name}`: the range [{low}, {high}] is too wide (high - low overflows); narrow it, or use log=true for a range over many decades")]
+    RangeTooWide { name: String, low: f64, high: f64 },
     /// Log scale with a non-positive lower bound.
     #[error(
         "parameter `{name}`: log=true needs low > 0 (and low >= 1 for integers), got low={low}"

@@ -69,6 +69,67 @@ pub fn parse_py_float(s: &str) -> Option<f64> {
     }
 }
 
+/// The key of the object [`mark_nonfinite`] writes in place of Python's bare
+/// `NaN`, `Infinity` and `-Infinity`.
+pub const NONFINITE_KEY: &str = "__python_nonfinite_float__";
+
+/// Rewrites the bare `NaN`, `Infinity` and `-Infinity` that Python's `json.dumps`
+/// writes (standard JSON has no such numbers) as `{"__python_nonfinite_float__":
+/// "nan" | "inf" | "-inf"}`, so that serde_json parses the text; string contents
+/// are left alone. Callers turn the marker back into the float where a number is
+/// expected ([`nonfinite_of`]).
+pub fn mark_nonfinite(s: &str) -> std::borrow::Cow<'_, str> {
+    if !(s.contains("NaN") || s.contains("Infinity")) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 64);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let token = [("-Infinity", "-inf"), ("Infinity", "inf"), ("NaN", "nan")]
+            .into_iter()
+            .find(|(t, _)| rest.starts_with(t));
+        if let Some((t, name)) = token {
+            out.push_str(&format!("{{\"{NONFINITE_KEY}\": \"{name}\"}}"));
+            rest = &rest[t.len()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The float a [`mark_nonfinite`] marker stands for; `None` for other values.
+pub fn nonfinite_of(v: &serde_json::Value) -> Option<f64> {
+    let obj = v.as_object()?;
+    if obj.len() != 1 {
+        return None;
+    }
+    match obj.get(NONFINITE_KEY)?.as_str()? {
+        "nan" => Some(f64::NAN),
+        "inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
 /// Escapes a string like Python's `json.dumps` with `ensure_ascii=True`.
 pub fn py_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

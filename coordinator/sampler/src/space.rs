@@ -43,7 +43,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::error::SpaceError;
-use crate::pyjson::{py_float, py_string};
+use crate::pyjson::{mark_nonfinite, nonfinite_of, py_float, py_string};
 
 /// One categorical choice: the JSON-compatible values Optuna accepts.
 ///
@@ -102,6 +102,9 @@ impl Choice {
     }
 
     fn from_value(v: &Value, name: &str) -> Result<Choice, SpaceError> {
+        if let Some(x) = nonfinite_of(v) {
+            return Ok(Choice::Num(x));
+        }
         Ok(match v {
             Value::Null => Choice::None,
             Value::Bool(b) => Choice::Bool(*b),
@@ -229,9 +232,21 @@ impl Distribution {
                         low: *low,
                     });
                 }
+                if !log && !(high - low).is_finite() {
+                    return Err(SpaceError::RangeTooWide {
+                        name: n(),
+                        low: *low,
+                        high: *high,
+                    });
+                }
                 if let Some(s) = step {
+                    // k = (high - low) / step must be a whole number, up to the
+                    // rounding of the decimal bounds and step to binary (half an
+                    // ulp each) and of the subtraction and division: a few
+                    // epsilons of (|low| + |high|) / step + k, in units of k.
                     let k = (high - low) / s;
-                    if !k.is_finite() || (k - k.round()).abs() > 1e-8 * k.abs().max(1.0) {
+                    let tol = 4.0 * f64::EPSILON * ((low.abs() + high.abs()) / s + k.abs()) + 1e-12;
+                    if !k.is_finite() || (k - k.round()).abs() > tol {
                         return Err(SpaceError::StepDoesNotDivide {
                             name: n(),
                             low: *low,
@@ -367,7 +382,8 @@ impl Distribution {
     /// Reads Optuna's `distribution_json` (current and legacy class names, and the
     /// abbreviated `{"type": ...}` form of `json_to_distribution`).
     pub fn from_optuna_json(s: &str) -> Result<Self, SpaceError> {
-        let v: Value = serde_json::from_str(s).map_err(|e| SpaceError::Parse {
+        // Python writes non-finite choices as bare NaN / Infinity.
+        let v: Value = serde_json::from_str(&mark_nonfinite(s)).map_err(|e| SpaceError::Parse {
             format: "distribution JSON",
             message: e.to_string(),
         })?;
@@ -556,16 +572,18 @@ impl Distribution {
                 }
                 match step {
                     None => true,
-                    Some(s) => {
+                    Some(s) if *s > 0.0 => {
                         let k = (internal - low) / s;
                         (k - k.round()).abs() < 1e-8
                     }
+                    Some(_) => false, // not a valid distribution
                 }
             }
             Distribution::Int {
                 low, high, step, ..
             } => {
-                internal.fract() == 0.0
+                *step > 0
+                    && internal.fract() == 0.0
                     && internal >= *low as f64
                     && internal <= *high as f64
                     && ((internal - *low as f64) as i128) % (*step as i128) == 0

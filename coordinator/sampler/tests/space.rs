@@ -351,3 +351,60 @@ fn optuna_json_round_trips_including_legacy_forms() {
     )
     .is_err());
 }
+
+#[test]
+fn non_finite_choices_round_trip_through_optuna_json() {
+    // Python writes them as bare NaN / Infinity; a string that spells them stays a string.
+    let s = SearchSpace::from_toml_str(
+        "[c]\ntype = \"categorical\"\nchoices = [1.0, inf, -inf, nan, \"NaN\", \"say \\\"Infinity\\\"\"]\n",
+    )
+    .unwrap();
+    let d = s.get("c").unwrap();
+    let json = d.to_optuna_json();
+    assert_eq!(
+        json,
+        r#"{"name": "CategoricalDistribution", "attributes": {"choices": [1.0, Infinity, -Infinity, NaN, "NaN", "say \"Infinity\""]}}"#
+    );
+    let back = Distribution::from_optuna_json(&json).unwrap();
+    assert_eq!(&back, d);
+    assert_eq!(back.to_optuna_json(), json);
+    let Distribution::Categorical { choices } = back else {
+        panic!("categorical expected")
+    };
+    assert!(matches!(choices[1], Choice::Num(x) if x == f64::INFINITY));
+    assert!(matches!(choices[3], Choice::Num(x) if x.is_nan()));
+    assert!(matches!(&choices[4], Choice::Str(x) if x == "NaN"));
+}
+
+#[test]
+fn steps_that_almost_divide_and_ranges_that_overflow_are_rejected() {
+    // k = 100000000.5 steps: the old relative tolerance let half a step through.
+    assert!(matches!(
+        err(r#"{"x": {"type": "float", "low": 0, "high": 100000000.5, "step": 1}}"#),
+        SpaceError::StepDoesNotDivide { .. }
+    ));
+    // Decimal steps that do divide still pass despite binary rounding.
+    for (low, high, step) in [(0.1, 0.7, 0.2), (1e-5, 0.1, 1e-5), (-3.3, 9.9, 1.1), (0.0, 1.00001, 1e-6)] {
+        let json = format!(r#"{{"x": {{"type": "float", "low": {low}, "high": {high}, "step": {step}}}}}"#);
+        SearchSpace::from_json_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    }
+    let e = err(r#"{"x": {"type": "float", "low": -1e308, "high": 1e308}}"#);
+    assert!(matches!(e, SpaceError::RangeTooWide { .. }), "{e}");
+    assert!(e.to_string().contains("too wide"), "{e}");
+    // Over many decades on a log scale is fine.
+    SearchSpace::from_json_str(r#"{"x": {"type": "float", "low": 1e-300, "high": 1e300, "log": true}}"#).unwrap();
+}
+
+#[test]
+fn unchecked_distributions_do_not_panic() {
+    // `contains` and the grid's public helpers on a space that skipped validation.
+    let d = Distribution::Int { low: 0, high: 10, log: false, step: 0 };
+    assert!(!d.contains(3.0));
+    let f = Distribution::Float { low: 0.0, high: 1.0, log: false, step: Some(0.0) };
+    assert!(!f.contains(0.5));
+    let mut space = SearchSpace::default();
+    space.push("x", d);
+    let g = mnist_sampler::GridSampler::new(0);
+    assert!(g.n_points(&space).is_err());
+    assert!(g.check_exhausted(&space, &[]).is_err());
+}

@@ -132,6 +132,9 @@ impl GridSampler {
     }
 
     fn build(&self, space: &SearchSpace) -> Result<Grid, SampleError> {
+        // Every public entry builds the grid; an unchecked space (a step of 0,
+        // say) must give an error here, not a division by zero below.
+        super::check_space(space)?;
         if let Some(g) = &self.grid {
             if let Some(extra) = g.keys().find(|k| space.get(k).is_none()) {
                 return Err(SampleError::Grid(format!(
@@ -229,7 +232,6 @@ impl Sampler for GridSampler {
         _direction: Direction,
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
-        super::check_space(space)?;
         let grid = self.build(space)?;
         let (finished, running) = Self::status(&grid, trials, Some(trial_number));
         let free = |i: usize| !finished[i] && !running[i];
