@@ -49,7 +49,7 @@ use crate::pyjson::{mark_nonfinite, nonfinite_of, py_float, py_string};
 ///
 /// `Int` and `Num` are kept apart so that `[32, 64]` is written back as `[32, 64]`
 /// (not `[32.0, 64.0]`) in `distribution_json`; they compare equal by value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Choice {
     /// JSON `null` / Python `None`.
@@ -138,8 +138,50 @@ impl fmt::Display for Choice {
     }
 }
 
+impl<'de> Deserialize<'de> for Choice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Choice;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a categorical choice: a string, number, boolean or null")
+            }
+            fn visit_unit<E>(self) -> Result<Choice, E> {
+                Ok(Choice::None)
+            }
+            fn visit_none<E>(self) -> Result<Choice, E> {
+                Ok(Choice::None)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Choice, E> {
+                Ok(Choice::Bool(b))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<Choice, E> {
+                Ok(Choice::Int(i))
+            }
+            fn visit_u64<E>(self, u: u64) -> Result<Choice, E> {
+                Ok(i64::try_from(u).map_or(Choice::Num(u as f64), Choice::Int))
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<Choice, E> {
+                Ok(Choice::Num(x))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Choice, E> {
+                Ok(Choice::Str(s.to_string()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Choice, E> {
+                Ok(Choice::Str(s))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 fn default_int_step() -> i64 {
     1
+}
+
+/// An integer step where `null` means the default, 1.
+fn int_step<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or(1))
 }
 
 /// A parameter's distribution, in Optuna's terms.
@@ -161,7 +203,7 @@ pub enum Distribution {
         high: i64,
         #[serde(default)]
         log: bool,
-        #[serde(default = "default_int_step")]
+        #[serde(default = "default_int_step", deserialize_with = "int_step")]
         step: i64,
     },
     /// `CategoricalDistribution(choices)`; the internal value is the choice index.

@@ -408,3 +408,23 @@ fn unchecked_distributions_do_not_panic() {
     assert!(g.n_points(&space).is_err());
     assert!(g.check_exhausted(&space, &[]).is_err());
 }
+
+#[test]
+fn bad_choices_and_null_int_steps_read_clearly() {
+    let e = err(r#"{"x": {"type": "categorical", "choices": [1, [2, 3]]}}"#).to_string();
+    assert!(e.contains("a categorical choice: a string, number, boolean or null"), "{e}");
+    let s = SearchSpace::from_json_str(r#"{"n": {"type": "int", "low": 1, "high": 9, "step": null}}"#).unwrap();
+    assert_eq!(s.get("n"), Some(&Distribution::Int { low: 1, high: 9, log: false, step: 1 }));
+    // Choices of every kind still parse, in both formats.
+    let s = SearchSpace::from_json_str(
+        r#"{"c": {"type": "categorical", "choices": [null, true, 3, 18446744073709551615, 2.5, "s"]}}"#,
+    )
+    .unwrap();
+    let Some(Distribution::Categorical { choices }) = s.get("c") else { panic!("categorical expected") };
+    assert!(matches!(choices[0], Choice::None));
+    assert!(matches!(choices[1], Choice::Bool(true)));
+    assert!(matches!(choices[2], Choice::Int(3)));
+    assert!(matches!(choices[3], Choice::Num(_)));
+    assert!(matches!(choices[4], Choice::Num(x) if x == 2.5));
+    assert!(matches!(&choices[5], Choice::Str(x) if x == "s"));
+}
