@@ -4,6 +4,10 @@
 //! An "auto" `max_resource` is estimated at the first decision after a trial
 //! completes and then kept (in the study's [`PrunerState`]), so the brackets do
 //! not change under running trials.
+//!
+//! Samplers see the whole study, not the trial's bracket: Optuna 5.0's
+//! `_BracketStudy` filters `get_trials` only, and its samplers read
+//! `_get_trials`, which it does not override.
 
 use serde::{Deserialize, Serialize};
 
