@@ -296,3 +296,48 @@ async fn successive_halving_stores_rungs_as_optuna_does() {
     assert_eq!(pruned, [false, true]);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeued_trial_starts_again_at_rung_zero() {
+    let dir = tempdir();
+    let db = dir.path().join("optuna.db");
+    let cfg = fast_config(&db, Duration::from_secs(30));
+    let (server, mut c) = start_in_process(cfg.clone()).await;
+    let mut spec = pb::StudySpec { name: "retry".into(), n_trials: 4, direction: pb::Direction::Minimize as i32, ..Default::default() };
+    spec.sampler = Some(pb::SamplerSpec { kind: "random".into(), seed: Some(1), options_json: String::new() });
+    spec.pruner = Some(pb::PrunerSpec { kind: "successive_halving".into(), options_json: r#"{"min_resource": 1, "reduction_factor": 2}"#.into() });
+    create(&mut c, spec).await;
+    let w = register(&mut c, "retry", 1).await;
+    let report = |t: &pb::TrialAssignment, step: u64, value: f64| pb::ReportIntermediateRequest {
+        trial_id: t.trial_id,
+        lease_token: t.lease.as_ref().unwrap().token,
+        step,
+        value,
+        metrics: Default::default(),
+    };
+    // Trial 0 records 0.1 at rung 0 (step 1) and completes.
+    let t0 = acquire(&mut c, &w, 0).await.expect("trial 0");
+    assert!(!c.worker.report_intermediate(report(&t0, 1, 0.1)).await.unwrap().into_inner().prune);
+    c.worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: t0.trial_id, lease_token: t0.lease.as_ref().unwrap().token, value: Some(0.1), ..Default::default() })
+        .await
+        .unwrap();
+    // Trial 1 records 0.05 there (the best), then fails retryably: re-queued.
+    let t1 = acquire(&mut c, &w, 0).await.expect("trial 1");
+    assert!(!c.worker.report_intermediate(report(&t1, 1, 0.05)).await.unwrap().into_inner().prune);
+    c.worker
+        .fail_trial(pb::FailTrialRequest { trial_id: t1.trial_id, lease_token: t1.lease.as_ref().unwrap().token, reason: "worker lost its GPU".into(), retryable: true })
+        .await
+        .unwrap();
+    // Across a restart (so what counts is what the database kept), the new
+    // attempt of trial 1 reaches rung 0 again and, with 0.6 against trial 0's
+    // 0.1, is pruned there. Had its old rung value survived, it would start at
+    // rung 1 (step 2) and not be judged at step 1 at all.
+    server.shutdown().await.unwrap();
+    let (server, mut c) = start_in_process(cfg).await;
+    let w = register(&mut c, "retry2", 1).await;
+    let again = acquire(&mut c, &w, 0).await.expect("trial 1 again");
+    assert_eq!(again.number, 1);
+    assert!(c.worker.report_intermediate(report(&again, 1, 0.6)).await.unwrap().into_inner().prune);
+    server.shutdown().await.unwrap();
+}

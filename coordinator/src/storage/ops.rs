@@ -85,7 +85,9 @@ pub enum Op {
     ClearParams { trial_id: i64 },
     /// Insert or replace one intermediate value.
     SetIntermediate { trial_id: i64, step: i64, value: f64 },
-    /// Remove every intermediate value of a trial (a re-queued attempt starts over).
+    /// Remove every intermediate value of a trial and the rung values
+    /// (`completed_rung_*` system attributes) recorded from them: a re-queued
+    /// attempt starts over.
     ClearIntermediate { trial_id: i64 },
     /// Insert or replace the objective value (objective 0).
     SetValue { trial_id: i64, value: f64 },
@@ -234,6 +236,11 @@ impl Op {
             Op::SetIntermediate { trial_id, step, value } => put_intermediate(conn, &[(*trial_id, *step, *value)]).await?,
             Op::ClearIntermediate { trial_id } => {
                 sqlx::query("DELETE FROM trial_intermediate_values WHERE trial_id = ?")
+                    .bind(trial_id)
+                    .execute(&mut *conn)
+                    .await?;
+                // The rung values successive halving recorded from them.
+                sqlx::query("DELETE FROM trial_system_attributes WHERE trial_id = ? AND \"key\" LIKE 'completed\\_rung\\_%' ESCAPE '\\'")
                     .bind(trial_id)
                     .execute(&mut *conn)
                     .await?;

@@ -724,6 +724,9 @@ pub(crate) fn requeue_or_fail(
     let trial_id = study.extra[ni].trial_id;
     study.set_state(n, TrialState::Waiting);
     study.trials[ni].intermediate_values.clear();
+    // A new attempt starts again at rung 0 (its old rung values are cleared
+    // with the reports they came from, in the database too).
+    study.trials[ni].rungs.clear();
     study.trials[ni].value = None;
     if count_retry && fresh {
         study.trials[ni].params.clear();
