@@ -288,7 +288,7 @@ impl Distribution {
                     // epsilons of (|low| + |high|) / step + k, in units of k.
                     let k = (high - low) / s;
                     let tol = 4.0 * f64::EPSILON * ((low.abs() + high.abs()) / s + k.abs()) + 1e-12;
-                    if !k.is_finite() || (k - k.round()).abs() > tol {
+                    if !(k.is_finite() && tol.is_finite()) || (k - k.round()).abs() > tol {
                         return Err(SpaceError::StepDoesNotDivide {
                             name: n(),
                             low: *low,
