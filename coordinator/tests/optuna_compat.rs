@@ -187,6 +187,15 @@ async fn optuna_reads_the_live_study() {
     server.shutdown().await.unwrap();
 }
 
+/// A minimising study with random sampling and successive halving at
+/// min_resource 1, eta 2 (rungs at steps 1, 2, 4, ...).
+async fn create_asha_study(c: &mut Clients, name: &str, n_trials: u32) {
+    let mut spec = pb::StudySpec { name: name.into(), n_trials, direction: pb::Direction::Minimize as i32, ..Default::default() };
+    spec.sampler = Some(pb::SamplerSpec { kind: "random".into(), seed: Some(1), options_json: String::new() });
+    spec.pruner = Some(pb::PrunerSpec { kind: "successive_halving".into(), options_json: r#"{"min_resource": 1, "reduction_factor": 2}"#.into() });
+    create(c, spec).await;
+}
+
 /// Optuna replays the same reports with its own `SuccessiveHalvingPruner`
 /// (in memory) and prints each decision and the rung values it stored; then it
 /// reads the rung values our coordinator stored in its database.
@@ -226,10 +235,7 @@ async fn successive_halving_stores_rungs_as_optuna_does() {
     let db = dir.path().join("optuna.db");
     let cfg = fast_config(&db, Duration::from_secs(30));
     let (server, mut c) = start_in_process(cfg.clone()).await;
-    let mut spec = pb::StudySpec { name: "asha".into(), n_trials: 8, direction: pb::Direction::Minimize as i32, ..Default::default() };
-    spec.sampler = Some(pb::SamplerSpec { kind: "random".into(), seed: Some(1), options_json: String::new() });
-    spec.pruner = Some(pb::PrunerSpec { kind: "successive_halving".into(), options_json: r#"{"min_resource": 1, "reduction_factor": 2}"#.into() });
-    create(&mut c, spec).await;
+    create_asha_study(&mut c, "asha", 8).await;
     let w = register(&mut c, "sh", 1).await;
     // Rungs at steps 1, 2, 4. Trials 1 and 2 jump straight to step 4 and are
     // pruned at rung 0, so at rung 1 trial 3 meets trial 0 only (and is pruned).
@@ -303,10 +309,7 @@ async fn a_requeued_trial_starts_again_at_rung_zero() {
     let db = dir.path().join("optuna.db");
     let cfg = fast_config(&db, Duration::from_secs(30));
     let (server, mut c) = start_in_process(cfg.clone()).await;
-    let mut spec = pb::StudySpec { name: "retry".into(), n_trials: 4, direction: pb::Direction::Minimize as i32, ..Default::default() };
-    spec.sampler = Some(pb::SamplerSpec { kind: "random".into(), seed: Some(1), options_json: String::new() });
-    spec.pruner = Some(pb::PrunerSpec { kind: "successive_halving".into(), options_json: r#"{"min_resource": 1, "reduction_factor": 2}"#.into() });
-    create(&mut c, spec).await;
+    create_asha_study(&mut c, "retry", 4).await;
     let w = register(&mut c, "retry", 1).await;
     let report = |t: &pb::TrialAssignment, step: u64, value: f64| pb::ReportIntermediateRequest {
         trial_id: t.trial_id,
