@@ -344,3 +344,56 @@ async fn a_requeued_trial_starts_again_at_rung_zero() {
     assert!(c.worker.report_intermediate(report(&again, 1, 0.6)).await.unwrap().into_inner().prune);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_resource_estimates_survive_a_restart() {
+    let dir = tempdir();
+    let db = dir.path().join("optuna.db");
+    let cfg = fast_config(&db, Duration::from_secs(30));
+    let (server, mut c) = start_in_process(cfg.clone()).await;
+    // Successive halving with Optuna's defaults: "auto" min_resource, eta 4.
+    let mut spec = pb::StudySpec { name: "auto".into(), n_trials: 4, direction: pb::Direction::Minimize as i32, ..Default::default() };
+    spec.sampler = Some(pb::SamplerSpec { kind: "random".into(), seed: Some(1), options_json: String::new() });
+    spec.pruner = Some(pb::PrunerSpec { kind: "successive_halving".into(), options_json: "{}".into() });
+    create(&mut c, spec).await;
+    let w = register(&mut c, "auto", 1).await;
+    // Trial 0 completes after 250 steps; trial 1's report (step 450) is the
+    // first decision with a completed trial: min_resource = 250 / 100 = 2, so
+    // rungs at steps 2, 8, 32, 128, and trial 1 records all four.
+    for (step, finish_value) in [(250u64, 1.0), (450, 1.0)] {
+        let t = acquire(&mut c, &w, 0).await.expect("a trial");
+        let tok = t.lease.as_ref().unwrap().token;
+        let r = c
+            .worker
+            .report_intermediate(pb::ReportIntermediateRequest { trial_id: t.trial_id, lease_token: tok, step, value: finish_value, metrics: Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.prune);
+        c.worker
+            .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: tok, value: Some(finish_value), ..Default::default() })
+            .await
+            .unwrap();
+    }
+    // After a restart the estimate is still 2 (re-estimating would give
+    // 450 / 100 = 4, and step 2 would be before the first rung): trial 2 meets
+    // trial 1's 1.0 at rung 0 with 5.0, and is pruned.
+    server.shutdown().await.unwrap();
+    let (server, mut c) = start_in_process(cfg).await;
+    let w = register(&mut c, "auto2", 1).await;
+    let t = acquire(&mut c, &w, 0).await.expect("trial 2");
+    let r = c
+        .worker
+        .report_intermediate(pb::ReportIntermediateRequest {
+            trial_id: t.trial_id,
+            lease_token: t.lease.as_ref().unwrap().token,
+            step: 2,
+            value: 5.0,
+            metrics: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.prune, "the first estimate (rungs from step 2) was kept across the restart");
+    server.shutdown().await.unwrap();
+}

@@ -21,7 +21,13 @@ pub struct StudyRow {
     pub created_at_ms: i64,
     pub started_at_ms: i64,
     pub ended_at_ms: Option<i64>,
+    /// The pruner's kept state (study system attribute [`PRUNER_STATE_KEY`]).
+    pub pruner_state_json: Option<String>,
 }
+
+/// The study system attribute holding the pruner's state between decisions
+/// (`mnist_sampler::PrunerState` as JSON); Optuna ignores it.
+pub const PRUNER_STATE_KEY: &str = "mnist:pruner_state";
 
 pub use super::ops::MnistTrialRow;
 
@@ -85,16 +91,18 @@ fn stored_value(v: Option<f64>, ty: &str) -> f64 {
 #[allow(clippy::type_complexity)]
 pub async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
     let mut snap = Snapshot::default();
-    let rows: Vec<(i64, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>, Option<i64>, Option<i64>)> =
-        sqlx::query_as(
-            "SELECT s.study_id, s.study_name, d.direction, m.state, m.end_reason, m.config_json, \
-             m.created_at_ms, m.started_at_ms, m.ended_at_ms \
-             FROM studies s LEFT JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0 \
-             LEFT JOIN mnist_studies m ON m.study_id = s.study_id ORDER BY s.study_id",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-    for (study_id, name, direction, state, end_reason, config_json, created, started, ended) in rows {
+    type Row = (i64, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT s.study_id, s.study_name, d.direction, m.state, m.end_reason, m.config_json, \
+         m.created_at_ms, m.started_at_ms, m.ended_at_ms, a.value_json \
+         FROM studies s LEFT JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0 \
+         LEFT JOIN mnist_studies m ON m.study_id = s.study_id \
+         LEFT JOIN study_system_attributes a ON a.study_id = s.study_id AND a.\"key\" = ? ORDER BY s.study_id",
+    )
+    .bind(PRUNER_STATE_KEY)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (study_id, name, direction, state, end_reason, config_json, created, started, ended, pruner_state_json) in rows {
         snap.max_study_id = snap.max_study_id.max(study_id);
         match (state, config_json) {
             (Some(state), Some(config_json)) => snap.studies.push(StudyRow {
@@ -107,6 +115,7 @@ pub async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> 
                 created_at_ms: created.unwrap_or(0),
                 started_at_ms: started.unwrap_or(0),
                 ended_at_ms: ended,
+                pruner_state_json,
             }),
             _ => snap.foreign_studies.push(name),
         }

@@ -95,6 +95,8 @@ pub enum Op {
     SetUserAttrs { trial_id: i64, attrs: Vec<(String, String)> },
     /// Insert or replace one system attribute (`value_json` text).
     SetSystemAttr { trial_id: i64, key: String, value_json: String },
+    /// Insert or replace one study system attribute (`value_json` text).
+    SetStudySystemAttr { study_id: i64, key: String, value_json: String },
     /// Register or update a worker.
     UpsertWorker {
         worker_id: String,
@@ -252,6 +254,17 @@ impl Op {
             }
             Op::SetSystemAttr { trial_id, key, value_json } => {
                 put_attrs(conn, "trial_system_attributes", &[(*trial_id, key.clone(), value_json.clone())]).await?;
+            }
+            Op::SetStudySystemAttr { study_id, key, value_json } => {
+                sqlx::query(
+                    "INSERT INTO study_system_attributes (study_id, \"key\", value_json) VALUES (?, ?, ?) \
+                     ON CONFLICT (study_id, \"key\") DO UPDATE SET value_json = excluded.value_json",
+                )
+                .bind(study_id)
+                .bind(key)
+                .bind(value_json)
+                .execute(&mut *conn)
+                .await?;
             }
             Op::UpsertWorker { worker_id, hostname, devices_json, labels_json, registered_at_ms, last_seen_ms } => {
                 sqlx::query(

@@ -340,6 +340,10 @@ fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::re
     space.validate().map_err(|e| e.to_string())?;
     let sampler = config.sampler.build().map_err(|e| e.to_string())?;
     let pruner = config.pruner.build().map_err(|e| e.to_string())?;
+    let pruner_state = match &row.pruner_state_json {
+        Some(j) => serde_json::from_str(j).map_err(|e| format!("bad pruner state {j:?}: {e}"))?,
+        None => Default::default(),
+    };
     let state = StudyState::parse(&row.state).ok_or_else(|| format!("unknown study state {:?}", row.state))?;
     let mut study = StudyMem {
         id: row.study_id,
@@ -348,7 +352,7 @@ fn build_study(row: &StudyRow, rows: Vec<TrialRow>, grace_until: i64) -> std::re
         space,
         sampler,
         sampler_cache: Default::default(),
-        pruner_state: Default::default(),
+        pruner_state,
         pruner,
         state,
         end_reason: row.end_reason.clone(),

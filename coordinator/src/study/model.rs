@@ -209,8 +209,8 @@ pub struct StudyMem {
     /// step with `trials` on every ask; suggestions are the same without it.
     pub sampler_cache: SamplerCache,
     pub pruner: Box<dyn Pruner>,
-    /// What the pruner keeps between decisions ("auto" resource estimates);
-    /// in memory only, like Optuna's pruner object: re-estimated after a restart.
+    /// What the pruner keeps between decisions ("auto" resource estimates),
+    /// stored with the study whenever it changes, so a restart keeps it.
     pub pruner_state: PrunerState,
     pub state: StudyState,
     pub end_reason: String,

@@ -28,6 +28,7 @@ use crate::clock::{now_ms, rfc3339};
 use crate::error::{check_holder_id, check_study_name, CoordError, Result};
 use crate::events::EventKind;
 use crate::space::apply_params;
+use crate::storage::load::PRUNER_STATE_KEY;
 use crate::storage::{Batch, Op, ParamRow, Pending};
 
 /// A request for a trial.
@@ -183,7 +184,12 @@ impl Coordinator {
                 l.expires_ms = now + lease_ms;
             }
             batch.push(Op::SetIntermediate { trial_id, step: step as i64, value });
+            let kept = study.pruner_state;
             let decision = study.pruner.decide(&study.trials[ni], &study.trials, study.config.direction, &mut study.pruner_state);
+            if study.pruner_state != kept {
+                let value_json = serde_json::to_string(&study.pruner_state).map_err(|e| CoordError::Internal(format!("pruner state: {e}")))?;
+                batch.push(Op::SetStudySystemAttr { study_id: study.id, key: PRUNER_STATE_KEY.into(), value_json });
+            }
             // Rung values (successive halving, Hyperband), stored as Optuna stores them.
             for (rung, v) in decision.rungs {
                 study.trials[ni].rungs.insert(rung, v);

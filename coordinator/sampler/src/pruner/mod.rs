@@ -76,8 +76,10 @@ impl Decision {
 /// What a study's pruner keeps between decisions: the "auto" resource
 /// estimates, made at the first decision that can make them and then fixed
 /// (later, longer trials do not move the rungs or regroup the brackets), as
-/// Optuna's pruner object keeps them for the life of its process.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Optuna's pruner object keeps them for the life of its process. A caller
+/// that outlives processes (the coordinator) stores it with the study.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PrunerState {
     /// Successive halving's estimated `min_resource`.
     pub min_resource: Option<u64>,
