@@ -278,6 +278,8 @@ impl TrainConfig {
         "epochs",
         "seed",
         "optimizer",
+        "lr_schedule",
+        "lr",
     ];
 }
 

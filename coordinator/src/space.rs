@@ -109,7 +109,16 @@ pub fn check_space_against_config(space: &SearchSpace, base: &TrainConfig) -> Re
             continue;
         }
         let candidates: Vec<Choice> = match dist {
-            Distribution::Float { low, high, .. } => vec![Choice::Num(*low), Choice::Num(*high)],
+            // The ends, and one value inside (so that a continuous range on an
+            // integer field, say batch_size, is refused here, not by every trial).
+            Distribution::Float { low, high, step, .. } => {
+                let inside = match step {
+                    Some(s) if low + s <= *high => low + s,
+                    Some(_) => *low,
+                    None => low + (high - low) * 0.381_966_011_250_105,
+                };
+                vec![Choice::Num(*low), Choice::Num(inside), Choice::Num(*high)]
+            }
             Distribution::Int { low, high, .. } => vec![Choice::Int(*low), Choice::Int(*high)],
             Distribution::Categorical { choices } => choices.clone(),
         };
@@ -145,6 +154,13 @@ mod tests {
         let space = SearchSpace::from_toml_str("[dropout_fc]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n").unwrap();
         let e = check_space_against_config(&space, &TrainConfig::default()).unwrap_err();
         assert!(e.contains("dropout_fc"), "{e}");
+        // A continuous range on an integer field would fail every trial.
+        let space = SearchSpace::from_json_str(r#"{"batch_size": {"type": "float", "low": 32, "high": 256}}"#).unwrap();
+        let e = check_space_against_config(&space, &TrainConfig::default()).unwrap_err();
+        assert!(e.contains("batch_size") && e.contains("whole number"), "{e}");
+        // ... while a stepped float of whole numbers is fine.
+        let space = SearchSpace::from_json_str(r#"{"batch_size": {"type": "float", "low": 32, "high": 256, "step": 32}}"#).unwrap();
+        check_space_against_config(&space, &TrainConfig::default()).unwrap();
     }
 
     #[test]
@@ -154,5 +170,13 @@ mod tests {
         let other = Choice::Str("ignored".into());
         let cfg = apply_params(&TrainConfig::default(), [("learning_rate", &lr), ("batch_size", &bs), ("x", &other)]).unwrap();
         assert_eq!((cfg.learning_rate, cfg.batch_size), (0.05, 128));
+        // Every field set_param knows is applied (lr_schedule was once skipped).
+        let constant = Choice::Str("constant".into());
+        let cfg = apply_params(&TrainConfig::default(), [("lr_schedule", &constant)]).unwrap();
+        assert_eq!(cfg.lr_schedule, mnist_common::config::LrSchedule::Constant);
+        for name in TrainConfig::PARAM_NAMES {
+            let e = TrainConfig::default().set_param(name, &ParamValue::Str("?".into())).unwrap_err();
+            assert!(!e.to_string().contains("not a training parameter"), "{name}: {e}");
+        }
     }
 }

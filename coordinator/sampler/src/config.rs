@@ -21,9 +21,13 @@ use crate::pruner::{
 };
 use crate::sampler::{GridSampler, RandomSampler, Sampler, TpeConfig, TpeSampler};
 
+/// The most EI candidates TPE accepts: every suggestion draws and scores
+/// this many points, so a larger count only costs memory and time.
+pub const MAX_EI_CANDIDATES: usize = 100_000;
+
 /// Which sampler a study uses, with its options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case")]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SamplerConfig {
     Random {
         #[serde(default)]
@@ -68,11 +72,14 @@ impl SamplerConfig {
             SamplerConfig::Random { seed } => Box::new(RandomSampler::new(*seed)),
             SamplerConfig::Grid(g) => Box::new(g.clone()),
             SamplerConfig::Tpe(c) => {
-                if c.n_ei_candidates == 0 {
+                if !(1..=MAX_EI_CANDIDATES).contains(&c.n_ei_candidates) {
                     return Err(invalid(
                         "tpe sampler",
                         "n_ei_candidates",
-                        "must be at least 1",
+                        format!(
+                            "must be between 1 and {MAX_EI_CANDIDATES} (Optuna's default is 24), got {}",
+                            c.n_ei_candidates
+                        ),
                     ));
                 }
                 if !(c.prior_weight.is_finite() && c.prior_weight >= 0.0) {

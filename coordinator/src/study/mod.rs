@@ -130,12 +130,19 @@ impl Coordinator {
         let (storage, snap) = Storage::open(&config.db_path, &config.storage, hub.clone()).await?;
         let now = now_ms();
         let grace_until = now + config.restart_grace.as_millis() as i64;
+        // The next ids after the largest in the file; a file whose ids are
+        // at the end of their range is refused, not wrapped around.
+        let next = |max: i64, what: &str| -> Result<i64> {
+            max.max(0).checked_add(1).ok_or_else(|| {
+                CoordError::Internal(format!("{}: the largest {what} is {max}, so no new one fits; the database is corrupt", config.db_path.display()))
+            })
+        };
         let mut inner = Inner {
             ids: Counters {
-                next_study_id: snap.max_study_id + 1,
-                next_trial_id: snap.max_trial_id + 1,
-                next_token: (snap.max_lease_token as u64) + 1,
-                next_seq: (snap.max_event_seq as u64) + 1,
+                next_study_id: next(snap.max_study_id, "study id")?,
+                next_trial_id: next(snap.max_trial_id, "trial id")?,
+                next_token: next(snap.max_lease_token, "lease token")? as u64,
+                next_seq: next(snap.max_event_seq, "event sequence number")? as u64,
             },
             ..Default::default()
         };

@@ -328,7 +328,8 @@ impl StudyMem {
 
     /// The deadline of the study's timeout, if any (ms).
     pub fn deadline_ms(&self) -> Option<i64> {
-        (self.config.timeout_seconds > 0.0).then(|| self.started_ms + (self.config.timeout_seconds * 1000.0) as i64)
+        // Saturating: a timeout read from an old or edited database may be huge.
+        (self.config.timeout_seconds > 0.0).then(|| self.started_ms.saturating_add((self.config.timeout_seconds * 1000.0) as i64))
     }
 
     /// Whether new trials may still be created (not counting WAITING ones).

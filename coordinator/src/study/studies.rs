@@ -86,6 +86,20 @@ pub fn metric_name(metric: &str) -> String {
     if metric.trim().is_empty() { "val_accuracy".to_string() } else { metric.trim().to_string() }
 }
 
+/// The longest study timeout accepted: 100 years (a deadline past that is
+/// no deadline; use 0 for none).
+pub(crate) const MAX_TIMEOUT_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// Checks a study timeout in seconds (0: none).
+fn check_timeout(t: f64) -> Result<()> {
+    if t.is_finite() && (0.0..=MAX_TIMEOUT_SECONDS).contains(&t) {
+        return Ok(());
+    }
+    Err(CoordError::InvalidArgument(format!(
+        "timeout_seconds is {t}; give a number of seconds from 0 (no timeout) to {MAX_TIMEOUT_SECONDS} (100 years)"
+    )))
+}
+
 /// Builds the sampler configuration from a kind, a seed and options.
 pub(crate) fn sampler_config(kind: &str, seed: Option<u64>, options: &str) -> Result<SamplerConfig> {
     let mut obj = options_object("sampler", options)?;
@@ -94,7 +108,13 @@ pub(crate) fn sampler_config(kind: &str, seed: Option<u64>, options: &str) -> Re
         return Err(CoordError::InvalidArgument(format!("unknown sampler {other:?}; use tpe, random or grid")));
     };
     obj.insert("name".into(), Value::from(kind));
-    let seed = seed.or_else(|| obj.get("seed").and_then(Value::as_u64)).unwrap_or_else(|| rand::random::<u32>() as u64);
+    let from_options = match obj.get("seed") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            CoordError::InvalidArgument(format!("bad {kind} sampler options: seed must be a whole number >= 0, got {v}"))
+        })?),
+    };
+    let seed = seed.or(from_options).unwrap_or_else(|| rand::random::<u32>() as u64);
     obj.insert("seed".into(), Value::from(seed));
     let cfg = SamplerConfig::from_json(&Value::Object(obj).to_string())
         .map_err(|e| CoordError::InvalidArgument(format!("bad {kind} sampler options: {e}")))?;
@@ -139,12 +159,7 @@ fn study_config(spec: &NewStudy) -> Result<StudyConfig> {
             .map_err(|e| CoordError::InvalidArgument(format!("bad base training configuration JSON: {e}")))?
     };
     check_space_against_config(&space, &base_config).map_err(CoordError::InvalidArgument)?;
-    if !(spec.timeout_seconds.is_finite() && spec.timeout_seconds >= 0.0) {
-        return Err(CoordError::InvalidArgument(format!(
-            "timeout_seconds is {}; give a number of seconds >= 0 (0: no timeout)",
-            spec.timeout_seconds
-        )));
-    }
+    check_timeout(spec.timeout_seconds)?;
     let metric = metric_name(&spec.metric);
     if metric.len() > 512 || metric.chars().any(char::is_control) {
         return Err(CoordError::InvalidArgument("the metric name must be at most 512 characters without control characters".into()));
@@ -287,9 +302,7 @@ impl Coordinator {
     pub async fn resume_study(&self, name: &str, n_trials: Option<u32>, timeout_seconds: Option<f64>) -> Result<StudyView> {
         check_study_name(name)?;
         if let Some(t) = timeout_seconds {
-            if !(t.is_finite() && t >= 0.0) {
-                return Err(CoordError::InvalidArgument(format!("timeout_seconds is {t}; give seconds >= 0 (0: none)")));
-            }
+            check_timeout(t)?;
         }
         let (view, pending) = {
             let now = now_ms();

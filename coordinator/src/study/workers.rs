@@ -90,7 +90,7 @@ impl Coordinator {
                     labels: w.labels.clone(),
                     registered_ms: w.registered_ms,
                     last_seen_ms: w.last_seen_ms,
-                    online: now - w.last_seen_ms <= timeout || !running.is_empty(),
+                    online: now.saturating_sub(w.last_seen_ms) <= timeout || !running.is_empty(),
                     running,
                 }
             })

@@ -20,6 +20,7 @@ pub const MAX_GRID_POINTS: usize = 10_000_000;
 
 /// Grid search over a search space.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GridSampler {
     /// Seed of the visiting order.
     #[serde(default)]
