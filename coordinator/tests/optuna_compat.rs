@@ -397,3 +397,33 @@ async fn auto_resource_estimates_survive_a_restart() {
     assert!(r.prune, "the first estimate (rungs from step 2) was kept across the restart");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_study_cannot_take_the_name_of_an_optuna_study_in_the_file() {
+    let Some(python) = python() else {
+        eprintln!("skipping: no Python venv with Optuna (set MNIST_PYTHON)");
+        return;
+    };
+    let dir = tempdir();
+    let db = dir.path().join("optuna.db");
+    // Optuna's own study in the file first (the coordinator does not manage it).
+    let out = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg("import sys, optuna; optuna.create_study(study_name='shared', storage='sqlite:///' + sys.argv[1])")
+        .arg(&db)
+        .output()
+        .await
+        .expect("run python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    let err = c
+        .study
+        .create_study(pb::CreateStudyRequest { spec: Some(pb::StudySpec { name: "shared".into(), n_trials: 2, ..Default::default() }), ..Default::default() })
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains("not managed"), "{}", err.message());
+    // The coordinator is still up and takes other names.
+    create(&mut c, pb::StudySpec { name: "ours".into(), n_trials: 2, ..Default::default() }).await;
+    server.shutdown().await.unwrap();
+}

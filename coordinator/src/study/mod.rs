@@ -99,6 +99,10 @@ pub(crate) struct WorkerMem {
 pub(crate) struct Inner {
     pub studies: BTreeMap<i64, StudyMem>,
     pub names: HashMap<String, i64>,
+    /// Names of studies in the file that are not loaded (Optuna's own, or
+    /// ones that failed to load), with why: taken, so a new study cannot
+    /// collide with them in the database.
+    pub unloaded: HashMap<String, String>,
     /// trial id -> (study id, number)
     pub trial_index: HashMap<i64, (i64, u64)>,
     /// (holder, slot) -> trial id of its live lease
@@ -148,6 +152,7 @@ impl Coordinator {
         };
         for name in &snap.foreign_studies {
             tracing::warn!(study = %name, "the database holds a study this coordinator does not manage (no mnist_studies row); ignoring it");
+            inner.unloaded.insert(name.clone(), "is not managed by this coordinator (an Optuna study without mnist_studies row)".into());
         }
         let mut trials_by_study: HashMap<i64, Vec<TrialRow>> = HashMap::new();
         for t in snap.trials {
@@ -168,7 +173,10 @@ impl Coordinator {
                     inner.names.insert(study.name.clone(), study.id);
                     inner.studies.insert(study.id, study);
                 }
-                Err(e) => tracing::error!(study = %row.name, error = %e, "cannot load the study; it is left untouched in the database"),
+                Err(e) => {
+                    tracing::error!(study = %row.name, error = %e, "cannot load the study; it is left untouched in the database");
+                    inner.unloaded.insert(row.name.clone(), format!("could not be loaded ({e})"));
+                }
             }
         }
         for w in snap.workers {

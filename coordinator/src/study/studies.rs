@@ -211,6 +211,12 @@ impl Coordinator {
                     spec.name, spec.name
                 )));
             }
+            if let Some(why) = inner.unloaded.get(&spec.name) {
+                return Err(CoordError::AlreadyExists(format!(
+                    "the database already holds a study named {:?}, which {why}; pick another name",
+                    spec.name
+                )));
+            }
             let id = inner.ids.next_study_id;
             inner.ids.next_study_id += 1;
             let study = StudyMem {
