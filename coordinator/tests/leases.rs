@@ -271,6 +271,17 @@ async fn ask_is_idempotent_per_worker_slot() {
     let x = ask(&mut c).await;
     let y = ask(&mut c).await;
     assert_eq!(x.trial_id, y.trial_id);
+    // ... but only for the study they ask about: another study while the slot
+    // holds this one's trial is refused, an unknown study is NOT_FOUND.
+    create(&mut c, small_spec("idem-2", 10)).await;
+    for (study, code) in [("idem-2", tonic::Code::FailedPrecondition), ("no-such-study", tonic::Code::NotFound)] {
+        let e = c
+            .ask_tell
+            .ask(pb::AskRequest { study_name: study.into(), client_id: "py-client".into(), slot: 3, wait_ms: 0 })
+            .await
+            .expect_err("not this slot's study");
+        assert_eq!(e.code(), code, "{study}: {e:?}");
+    }
 
     // A restarted worker re-registers under its id and sees its trials.
     let reg = c

@@ -88,6 +88,11 @@ impl Coordinator {
         let mut g = self.lock();
         let inner = &mut *g;
         touch_worker(inner, &req.holder, now);
+        // An unknown study is NOT_FOUND, whatever the slot holds.
+        let wanted = match &req.study {
+            Some(name) => Some(*inner.names.get(name).ok_or_else(|| super::not_found_study(name))?),
+            None => None,
+        };
         let key = (req.holder.clone(), req.slot);
         // Invariant 5: the same holder and slot get their live trial back.
         if let Some(&tid) = inner.holders.get(&key) {
@@ -95,6 +100,12 @@ impl Coordinator {
                 if let Some(study) = inner.studies.get_mut(&sid) {
                     let x = &mut study.extra[n as usize];
                     if let Some(l) = x.lease.as_mut().filter(|l| l.holder == req.holder && l.slot == req.slot && l.expires_ms > now) {
+                        if wanted.is_some_and(|w| w != sid) {
+                            return Err(CoordError::FailedPrecondition(format!(
+                                "slot {} of {:?} still holds trial {n} of study {:?}; complete, fail or release it before asking for another study",
+                                req.slot, req.holder, study.name
+                            )));
+                        }
                         l.expires_ms = now + lease_ms;
                         let lease = LeaseView { token: l.token, expires_ms: l.expires_ms, duration_ms: lease_ms as u32, heartbeat_ms };
                         let retries = x.retries;
@@ -121,8 +132,8 @@ impl Coordinator {
             inner.holders.remove(&key);
         }
 
-        let candidates: Vec<i64> = match &req.study {
-            Some(name) => vec![*inner.names.get(name).ok_or_else(|| super::not_found_study(name))?],
+        let candidates: Vec<i64> = match wanted {
+            Some(id) => vec![id],
             None => inner.studies.iter().filter(|(_, s)| s.state == StudyState::Running).map(|(id, _)| *id).collect(),
         };
         let mut batch = Batch::new();
