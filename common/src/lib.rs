@@ -10,8 +10,10 @@
 //! - [`mlflow_model`]: the versions recorded in the MLflow model directory.
 //! - [`logging`]: the binaries' `tracing` set-up.
 //! - [`metrics`]: the names of the per-epoch metrics.
+//! - [`flags`]: range checks shared by the binaries' flags.
 
 pub mod config;
+pub mod flags;
 pub mod logging;
 pub mod metrics;
 pub mod mlflow_model;

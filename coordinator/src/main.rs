@@ -91,8 +91,7 @@ struct Args {
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
-    anyhow::ensure!(v.is_finite() && v > 0.0, "--{name} must be a positive number of seconds, got {v}");
-    Ok(Duration::from_secs_f64(v))
+    Ok(mnist_common::flags::seconds(name, v, false)?)
 }
 
 fn config(args: &Args) -> anyhow::Result<ServerConfig> {
@@ -108,6 +107,14 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         None => c.lease_duration,
     };
     c.worker_timeout = seconds("worker-timeout-seconds", args.worker_timeout_seconds)?;
+    if let Some(h) = c.heartbeat_interval {
+        anyhow::ensure!(
+            h < c.lease_duration,
+            "--heartbeat-seconds ({}) must be shorter than --lease-seconds ({}), or every lease expires between two heartbeats",
+            h.as_secs_f64(),
+            c.lease_duration.as_secs_f64()
+        );
+    }
     c.max_artifact_bytes = args.max_artifact_mib.saturating_mul(1 << 20);
     anyhow::ensure!(args.max_write_batch > 0, "--max-write-batch must be at least 1");
     c.storage.max_batch_ops = args.max_write_batch;

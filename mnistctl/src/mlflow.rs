@@ -86,7 +86,7 @@ pub fn run(cmd: MlflowCmd) -> anyhow::Result<()> {
 }
 
 async fn sync(a: SyncArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.patience.is_finite() && a.patience >= 0.0, "--patience must be a number of seconds ≥ 0, got {}", a.patience);
+    let patience = mnist_common::flags::seconds("patience", a.patience, true)?;
     let config = a.mlflow.config()?;
     anyhow::ensure!(
         config.tracking_uri.is_some(),
@@ -99,7 +99,7 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     }
     let before = outbox.backlog().await?;
     println!("{} operations to deliver to {}", before.pending, config.tracking_uri.as_deref().unwrap_or(""));
-    let report = Deliverer::new(outbox.clone(), &config)?.drain(Duration::from_secs_f64(a.patience)).await?;
+    let report = Deliverer::new(outbox.clone(), &config)?.drain(patience).await?;
     println!("delivered {}, refused {}, still pending {}", report.delivered, report.dead, report.pending);
     outbox.close().await;
     if let Some(why) = report.blocked_by {

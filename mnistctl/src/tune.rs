@@ -193,11 +193,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     // --sampler or a bad --space file fails at once; so do the settings of
     // this command's own coordinator and worker.
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-    anyhow::ensure!(
-        args.mlflow_wait_seconds.is_finite() && args.mlflow_wait_seconds >= 0.0,
-        "--mlflow-wait-seconds must be a number of seconds ≥ 0, got {}",
-        args.mlflow_wait_seconds
-    );
+    mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
     let worker = local_worker(&args);
     worker.check()?;
     let mlflow = args.mlflow.config()?;
@@ -238,7 +234,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
     cfg.coordinator.data_dir = Some(args.data_dir.clone());
     let tracking_uri = mlflow.tracking_uri.clone();
     cfg.coordinator.mlflow = mlflow;
-    cfg.coordinator.mlflow_drain = Duration::from_secs_f64(args.mlflow_wait_seconds);
+    cfg.coordinator.mlflow_drain = mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
     let artifacts_root = cfg.coordinator.artifacts_root();
     let running = server::start(cfg).await.with_context(|| format!("starting the coordinator on {}", args.storage.display()))?;
     let url = running.url();

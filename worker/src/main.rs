@@ -109,8 +109,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
-    anyhow::ensure!(v.is_finite() && v > 0.0, "--{name} must be a positive number of seconds, got {v}");
-    Ok(Duration::from_secs_f64(v))
+    Ok(mnist_common::flags::seconds(name, v, false)?)
 }
 
 fn config(a: &Args) -> anyhow::Result<WorkerConfig> {
