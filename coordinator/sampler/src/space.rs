@@ -764,6 +764,17 @@ impl SearchSpace {
                 return Err(SpaceError::DuplicateName { name: name.clone() });
             }
             d.check(name, false)?;
+            // A user's choices are stored as JSON, which has no NaN or
+            // infinity (they would come back as null). Optuna's own
+            // distributions may hold them; `from_optuna_json` reads those.
+            if let Distribution::Categorical { choices } = d {
+                if let Some(x) = choices.iter().find_map(|c| match c {
+                    Choice::Num(x) if !x.is_finite() => Some(*x),
+                    _ => None,
+                }) {
+                    return Err(SpaceError::NonFinite { name: name.clone(), what: "every numeric choice", value: x });
+                }
+            }
         }
         Ok(())
     }

@@ -355,11 +355,17 @@ fn optuna_json_round_trips_including_legacy_forms() {
 #[test]
 fn non_finite_choices_round_trip_through_optuna_json() {
     // Python writes them as bare NaN / Infinity; a string that spells them stays a string.
-    let s = SearchSpace::from_toml_str(
-        "[c]\ntype = \"categorical\"\nchoices = [1.0, inf, -inf, nan, \"NaN\", \"say \\\"Infinity\\\"\"]\n",
-    )
-    .unwrap();
-    let d = s.get("c").unwrap();
+    let d = Distribution::Categorical {
+        choices: vec![
+            Choice::Num(1.0),
+            Choice::Num(f64::INFINITY),
+            Choice::Num(f64::NEG_INFINITY),
+            Choice::Num(f64::NAN),
+            Choice::Str("NaN".into()),
+            Choice::Str("say \"Infinity\"".into()),
+        ],
+    };
+    let d = &d;
     let json = d.to_optuna_json();
     assert_eq!(
         json,
@@ -427,4 +433,12 @@ fn bad_choices_and_null_int_steps_read_clearly() {
     assert!(matches!(choices[3], Choice::Num(_)));
     assert!(matches!(choices[4], Choice::Num(x) if x == 2.5));
     assert!(matches!(&choices[5], Choice::Str(x) if x == "s"));
+}
+
+#[test]
+fn user_spaces_refuse_non_finite_choices() {
+    // Stored as JSON they would come back as null.
+    let e = SearchSpace::from_toml_str("[c]\ntype = \"categorical\"\nchoices = [1.5, nan, \"a\"]\n").unwrap_err();
+    assert!(matches!(e, SpaceError::NonFinite { .. }), "{e}");
+    assert!(e.to_string().contains("`c`"), "{e}");
 }
