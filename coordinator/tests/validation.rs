@@ -36,6 +36,33 @@ async fn malformed_study_requests() {
     assert!(e.message().contains("`x`"), "{}", e.message());
     let e = create_err(&mut c, spec_with_space("not-json", Source::Json("{oops".into()))).await;
     assert_eq!(e.code(), Code::InvalidArgument);
+    // Things that used to pass and then crash or misbehave later.
+    let mut s = spec_with_space("huge-ei", Source::Toml("[x]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n".into()));
+    s.sampler = Some(pb::SamplerSpec { kind: "tpe".into(), seed: Some(1), options_json: r#"{"n_ei_candidates": 100000000000}"#.into() });
+    let e = create_err(&mut c, s).await;
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("n_ei_candidates"), "{e:?}");
+    let mut s = spec_with_space("huge-timeout", Source::Toml("[x]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n".into()));
+    s.timeout_seconds = 1e300;
+    let e = create_err(&mut c, s).await;
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("timeout_seconds"), "{e:?}");
+    let mut s = spec_with_space("bad-seed", Source::Toml("[x]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n".into()));
+    s.sampler = Some(pb::SamplerSpec { kind: "random".into(), seed: None, options_json: r#"{"seed": -5}"#.into() });
+    let e = create_err(&mut c, s).await;
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("seed"), "{e:?}");
+    let mut s = spec_with_space("typo-grid", Source::Toml("[x]\ntype = \"int\"\nlow = 0\nhigh = 3\n".into()));
+    s.sampler = Some(pb::SamplerSpec { kind: "grid".into(), seed: Some(1), options_json: r#"{"grids": {"x": [1, 2]}}"#.into() });
+    let e = create_err(&mut c, s).await;
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("grids"), "{e:?}");
+    let e = create_err(&mut c, spec_with_space("float-batch", Source::Json(r#"{"batch_size": {"type": "float", "low": 32, "high": 256}}"#.into()))).await;
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("batch_size"), "{e:?}");
+    // No direction: a loss is minimised, anything else maximised.
+    for (metric, want) in [("val_loss", pb::Direction::Minimize), ("val_accuracy", pb::Direction::Maximize)] {
+        let mut s = spec_with_space(&format!("dir-{metric}"), Source::Toml("[x]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n".into()));
+        s.metric = metric.into();
+        s.direction = pb::Direction::Unspecified as i32;
+        let made = create(&mut c, s).await;
+        assert_eq!(made.spec.unwrap().direction, want as i32, "{metric}");
+    }
     let e = create_err(&mut c, spec_with_space("typo", Source::Toml("[x]\ntype = \"float\"\nlow = 0.0\nhihg = 1.0\n".into()))).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     // A space that the training configuration rejects (dropout must stay below 1).

@@ -105,9 +105,10 @@ pub struct CreateArgs {
     /// fc_width, conv1_channels, conv2_channels).
     #[arg(long)]
     pub space: Option<PathBuf>,
-    /// maximize or minimize the metric.
-    #[arg(long, value_enum, default_value_t = DirectionArg::Maximize)]
-    pub direction: DirectionArg,
+    /// maximize or minimize the metric [default: minimize a metric whose name
+    /// contains "loss", maximize any other].
+    #[arg(long, value_enum)]
+    pub direction: Option<DirectionArg>,
     /// The metric workers report as the trial value.
     #[arg(long, default_value = "val_accuracy")]
     pub metric: String,
@@ -315,8 +316,12 @@ fn create_spec(args: &CreateArgs) -> anyhow::Result<pb::StudySpec> {
     let spec = pb::StudySpec {
         name: args.name.clone(),
         direction: match args.direction {
-            DirectionArg::Maximize => pb::Direction::Maximize,
-            DirectionArg::Minimize => pb::Direction::Minimize,
+            Some(DirectionArg::Maximize) => pb::Direction::Maximize,
+            Some(DirectionArg::Minimize) => pb::Direction::Minimize,
+            None => match mnist_coordinator::study::default_direction(&args.metric) {
+                mnist_sampler::Direction::Maximize => pb::Direction::Maximize,
+                mnist_sampler::Direction::Minimize => pb::Direction::Minimize,
+            },
         } as i32,
         metric: args.metric.clone(),
         search_space: space_source(&args.space)?,

@@ -67,9 +67,10 @@ pub struct TuneArgs {
     /// The metric to optimise: val_accuracy, val_loss, test_accuracy, test_loss, macro_f1, ...
     #[arg(long, default_value = "val_accuracy")]
     pub metric: String,
-    /// maximize or minimize the metric.
-    #[arg(long, value_enum, default_value_t = Direction::Maximize)]
-    pub direction: Direction,
+    /// maximize or minimize the metric [default: minimize a metric whose name
+    /// contains "loss", maximize any other].
+    #[arg(long, value_enum)]
+    pub direction: Option<Direction>,
     /// Epochs per trial.
     #[arg(long, default_value_t = 3)]
     pub epochs: i64,
@@ -168,8 +169,12 @@ fn spec(a: &TuneArgs) -> anyhow::Result<pb::StudySpec> {
     Ok(pb::StudySpec {
         name: a.study.clone(),
         direction: match a.direction {
-            Direction::Maximize => pb::Direction::Maximize,
-            Direction::Minimize => pb::Direction::Minimize,
+            Some(Direction::Maximize) => pb::Direction::Maximize,
+            Some(Direction::Minimize) => pb::Direction::Minimize,
+            None => match mnist_coordinator::study::default_direction(&a.metric) {
+                mnist_sampler::Direction::Maximize => pb::Direction::Maximize,
+                mnist_sampler::Direction::Minimize => pb::Direction::Minimize,
+            },
         } as i32,
         metric: a.metric.clone(),
         search_space: space_source(&a.space)?,

@@ -47,7 +47,7 @@ pub use model::{
     direction_str, parse_trial_state, trial_state_str, Counts, HolderView, Lease, RetryPolicy, StudyConfig, StudyMem,
     StudyState, TrialExtra,
 };
-pub use studies::{check_new_study, metric_name, pruner_kind, sampler_kind, NewStudy};
+pub use studies::{check_new_study, default_direction, metric_name, pruner_kind, sampler_kind, NewStudy};
 pub use view::{
     ArtifactTarget, AskOutcome, Assignment, DeviceInfo, FinishOutcome, HeartbeatOutcome, LeaseView, ReportOutcome,
     SlotView, StudyView, TrialView, WorkerRegistration, WorkerView,

@@ -81,6 +81,17 @@ pub fn pruner_kind(kind: &str) -> Option<&'static str> {
     }
 }
 
+/// The direction a study takes when none is given: minimise a metric whose
+/// name says it is a loss (`val_loss`, `test_loss`, `loss`), maximise any
+/// other (accuracy, F1).
+pub fn default_direction(metric: &str) -> Direction {
+    if metric_name(metric).to_ascii_lowercase().contains("loss") {
+        Direction::Minimize
+    } else {
+        Direction::Maximize
+    }
+}
+
 /// The stored metric name: trimmed, `val_accuracy` when empty.
 pub fn metric_name(metric: &str) -> String {
     if metric.trim().is_empty() { "val_accuracy".to_string() } else { metric.trim().to_string() }
@@ -164,7 +175,7 @@ fn study_config(spec: &NewStudy) -> Result<StudyConfig> {
     if metric.len() > 512 || metric.chars().any(char::is_control) {
         return Err(CoordError::InvalidArgument("the metric name must be at most 512 characters without control characters".into()));
     }
-    let direction = spec.direction.unwrap_or(Direction::Maximize);
+    let direction = spec.direction.unwrap_or_else(|| default_direction(&metric));
     let sampler = sampler_config(&spec.sampler_kind, spec.sampler_seed, &spec.sampler_options)?;
     let pruner = pruner_config(&spec.pruner_kind, &spec.pruner_options, &spec.name)?;
     // A first suggestion proves the sampler can handle the space (e.g. a grid
