@@ -305,9 +305,13 @@ proptest! {
         prop_assert_eq!(total, (a as usize + 1) * k * (step as usize + 1));
         let mut trials: Vec<FrozenTrial> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut cache = SamplerCache::default();
         for i in 0..total as u64 {
             prop_assert!(!g.check_exhausted(&space, &trials).unwrap());
             let p = g.sample(&space, &trials, Direction::Minimize, i).unwrap();
+            // The grid kept in the study's cache gives the same point.
+            let kept = g.sample_with(&mut cache, &space, &trials, Direction::Minimize, i).unwrap();
+            prop_assert_eq!(&kept, &p);
             check_in_space(&space, &p)?;
             let key: Vec<u64> = p.values().map(|v| v.to_bits()).collect();
             prop_assert!(seen.insert(key), "grid point repeated");
@@ -624,5 +628,28 @@ fn invalid_spaces_are_errors_not_panics() {
                 .expect_err("invalid space");
             assert!(e.to_string().contains("bad"), "{d:?}: {e}");
         }
+    }
+}
+
+#[test]
+fn a_large_explicit_grid_is_built_once_per_study() {
+    // 200,000 explicit values (duplicates removed in linear time, not by a
+    // quadratic scan); the study's cache keeps the grid between suggestions.
+    let mut space = SearchSpace::new();
+    space.push("x", Distribution::Int { low: 0, high: 400_000, log: false, step: 1 });
+    let mut values: Vec<Choice> = (0..200_000).map(|i| Choice::Int(i * 2)).collect();
+    values.push(Choice::Int(0)); // a duplicate
+    let g = GridSampler::with_grid(5, [("x".to_string(), values)].into());
+    assert_eq!(g.n_points(&space).unwrap(), 200_000);
+    let mut cache = SamplerCache::default();
+    let mut trials = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..50u64 {
+        let p = g.sample_with(&mut cache, &space, &trials, Direction::Minimize, i).unwrap();
+        assert!(seen.insert(p["x"].to_bits()), "grid point repeated");
+        let mut t = FrozenTrial::new(i, TrialState::Complete);
+        t.params = p;
+        t.value = Some(0.0);
+        trials.push(t);
     }
 }

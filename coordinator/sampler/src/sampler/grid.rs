@@ -3,13 +3,16 @@
 //! stepped float distributions), visited in a seeded random order as Optuna's
 //! `GridSampler` does. Which points are done is read from the trials' parameters,
 //! so the sampler is stateless; when every point has finished, sampling returns
-//! [`SampleError::GridExhausted`].
+//! [`SampleError::GridExhausted`]. The enumerated grid (up to
+//! [`MAX_GRID_POINTS`] points, with its visiting order) is kept in the study's
+//! [`SamplerCache`] between suggestions rather than rebuilt for each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Sampler;
+use super::{Sampler, SamplerCache};
 use crate::error::SampleError;
 use crate::rng::{trial_rng, uniform01, Rng};
 use crate::space::{Choice, Distribution, SearchSpace};
@@ -32,14 +35,36 @@ pub struct GridSampler {
 }
 
 /// The enumerated grid: per parameter (sorted by name) its internal values.
-struct Grid {
+pub(crate) struct Grid {
     names: Vec<String>,
     values: Vec<Vec<f64>>,
+    /// Per parameter: each value's bits (`-0.0` as `0.0`) -> its index.
+    index: Vec<HashMap<u64, usize>>,
     n_points: usize,
     /// `order[i]` = the point (mixed-radix index) visited as grid id `i`.
     order: Vec<usize>,
     /// Inverse of `order`.
     position: Vec<usize>,
+}
+
+impl std::fmt::Debug for Grid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grid").field("names", &self.names).field("n_points", &self.n_points).finish()
+    }
+}
+
+/// A built grid kept in a study's [`SamplerCache`], with what it was built
+/// from (a different sampler or space rebuilds it).
+#[derive(Debug, Clone)]
+pub(crate) struct GridCache {
+    sampler: GridSampler,
+    space: SearchSpace,
+    grid: Arc<Grid>,
+}
+
+/// A value's key in [`Grid::index`]: its bits, with `-0.0` as `0.0`.
+fn value_key(x: f64) -> u64 {
+    (x + 0.0).to_bits()
 }
 
 fn shuffle(v: &mut [usize], rng: &mut Rng) {
@@ -75,9 +100,10 @@ impl GridSampler {
                 )));
             }
             let mut out = Vec::with_capacity(vals.len());
+            let mut seen = HashSet::with_capacity(vals.len());
             for v in vals {
                 let x = d.to_internal(v)?;
-                if !out.contains(&x) {
+                if seen.insert(value_key(x)) {
                     out.push(x);
                 }
             }
@@ -165,26 +191,87 @@ impl GridSampler {
         for (i, p) in order.iter().enumerate() {
             position[*p] = i;
         }
+        let index = values
+            .iter()
+            .map(|vals| vals.iter().enumerate().map(|(i, x)| (value_key(*x), i)).collect())
+            .collect();
         Ok(Grid {
             names,
             values,
+            index,
             n_points,
             order,
             position,
         })
     }
 
+    /// The grid for `space`, from `cache` when it was built there for this
+    /// sampler and space.
+    fn cached(&self, cache: &mut SamplerCache, space: &SearchSpace) -> Result<Arc<Grid>, SampleError> {
+        if let Some(c) = &cache.grid {
+            if c.sampler == *self && c.space == *space {
+                return Ok(c.grid.clone());
+            }
+        }
+        let grid = Arc::new(self.build(space)?);
+        cache.grid = Some(GridCache {
+            sampler: self.clone(),
+            space: space.clone(),
+            grid: grid.clone(),
+        });
+        Ok(grid)
+    }
+
     /// Grid id of a trial's parameters, if they are a grid point.
     fn grid_id(grid: &Grid, t: &FrozenTrial) -> Option<usize> {
         let mut idx = 0usize;
-        for (name, vals) in grid.names.iter().zip(&grid.values) {
+        for ((name, vals), index) in grid.names.iter().zip(&grid.values).zip(&grid.index) {
             let v = t.params.get(name)?;
-            let k = vals
-                .iter()
-                .position(|x| x == v || (x - v).abs() <= 1e-12 * x.abs().max(1.0))?;
+            // Exactly a grid value (the usual case), else within rounding of one.
+            let k = match index.get(&value_key(*v)) {
+                Some(k) => *k,
+                None => vals
+                    .iter()
+                    .position(|x| (x - v).abs() <= 1e-12 * x.abs().max(1.0))?,
+            };
             idx = idx * vals.len() + k;
         }
         Some(grid.position[idx])
+    }
+
+    /// Suggests for `trial_number` on a built grid.
+    fn sample_on(
+        &self,
+        grid: &Grid,
+        trials: &[FrozenTrial],
+        trial_number: u64,
+    ) -> Result<BTreeMap<String, f64>, SampleError> {
+        let (finished, running) = Self::status(grid, trials, Some(trial_number));
+        let free = |i: usize| !finished[i] && !running[i];
+        let id = if (trial_number as usize) < grid.n_points && free(trial_number as usize) {
+            trial_number as usize
+        } else {
+            let mut candidates: Vec<usize> = (0..grid.n_points).filter(|i| free(*i)).collect();
+            if candidates.is_empty() {
+                // Every point has started: re-serve one still running, as Optuna does.
+                candidates = (0..grid.n_points).filter(|i| !finished[*i]).collect();
+            }
+            if candidates.is_empty() {
+                return Err(SampleError::GridExhausted {
+                    n_points: grid.n_points,
+                });
+            }
+            let mut rng = trial_rng(self.seed, trial_number, 2);
+            candidates[((uniform01(&mut rng) * candidates.len() as f64) as usize)
+                .min(candidates.len() - 1)]
+        };
+        let mut point = grid.order[id];
+        let mut out = BTreeMap::new();
+        for (name, vals) in grid.names.iter().zip(&grid.values).rev() {
+            out.insert(name.clone(), vals[point % vals.len()]);
+            point /= vals.len();
+        }
+        Ok(out)
     }
 
     /// (finished, running) flags per grid id.
@@ -234,31 +321,18 @@ impl Sampler for GridSampler {
         trial_number: u64,
     ) -> Result<BTreeMap<String, f64>, SampleError> {
         let grid = self.build(space)?;
-        let (finished, running) = Self::status(&grid, trials, Some(trial_number));
-        let free = |i: usize| !finished[i] && !running[i];
-        let id = if (trial_number as usize) < grid.n_points && free(trial_number as usize) {
-            trial_number as usize
-        } else {
-            let mut candidates: Vec<usize> = (0..grid.n_points).filter(|i| free(*i)).collect();
-            if candidates.is_empty() {
-                // Every point has started: re-serve one still running, as Optuna does.
-                candidates = (0..grid.n_points).filter(|i| !finished[*i]).collect();
-            }
-            if candidates.is_empty() {
-                return Err(SampleError::GridExhausted {
-                    n_points: grid.n_points,
-                });
-            }
-            let mut rng = trial_rng(self.seed, trial_number, 2);
-            candidates[((uniform01(&mut rng) * candidates.len() as f64) as usize)
-                .min(candidates.len() - 1)]
-        };
-        let mut point = grid.order[id];
-        let mut out = BTreeMap::new();
-        for (name, vals) in grid.names.iter().zip(&grid.values).rev() {
-            out.insert(name.clone(), vals[point % vals.len()]);
-            point /= vals.len();
-        }
-        Ok(out)
+        self.sample_on(&grid, trials, trial_number)
+    }
+
+    fn sample_with(
+        &self,
+        cache: &mut SamplerCache,
+        space: &SearchSpace,
+        trials: &[FrozenTrial],
+        _direction: Direction,
+        trial_number: u64,
+    ) -> Result<BTreeMap<String, f64>, SampleError> {
+        let grid = self.cached(cache, space)?;
+        self.sample_on(&grid, trials, trial_number)
     }
 }

@@ -30,6 +30,8 @@ use crate::trial::{Direction, FrozenTrial};
 #[derive(Debug, Clone, Default)]
 pub struct SamplerCache {
     tpe: Option<TpeCache>,
+    /// The grid sampler's enumerated grid.
+    pub(crate) grid: Option<grid::GridCache>,
 }
 
 /// What TPE keeps per study.
