@@ -68,6 +68,12 @@ pub fn rpc_error(url: &str, status: tonic::Status) -> anyhow::Error {
         tonic::Code::Unavailable if status.message().contains("transport") || status.message().is_empty() => {
             anyhow!("lost the connection to the coordinator at {url}: {}", status.message())
         }
+        // A stream cut off mid-way (the coordinator was killed, or the network
+        // dropped) surfaces as an HTTP/2 error, not as the server's status.
+        _ if status.message().contains("h2 protocol error") => anyhow!(
+            "lost the connection to the coordinator at {url} (it stopped, or the network failed): {}",
+            status.message()
+        ),
         code => anyhow!("{} ({})", status.message(), code_name(code)),
     }
 }
