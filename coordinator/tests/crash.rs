@@ -275,9 +275,12 @@ fn a_file_that_is_not_a_database_is_refused_with_one_clear_line() {
 fn bad_coordinator_flags_are_named() {
     let dir = tempdir();
     let db = dir.path().join("flags.db");
-    let cases: [(&[&str], &str); 4] = [
-        (&["--lease-seconds", "-1"], "--lease-seconds must be a positive number of seconds, got -1"),
-        (&["--shutdown-grace-seconds", "-3"], "--shutdown-grace-seconds must be a positive number of seconds"),
+    let cases: [(&[&str], &str); 6] = [
+        (&["--lease-seconds", "-1"], "--lease-seconds must be a number of seconds above 0 up to 2592000 (30 days), got -1"),
+        (&["--shutdown-grace-seconds", "-3"], "--shutdown-grace-seconds must be a number of seconds above 0"),
+        // Too large to be a duration (this panicked), or too large for a lease.
+        (&["--lease-seconds", "1e20"], "--lease-seconds must be a number of seconds above 0 up to 2592000"),
+        (&["--lease-seconds", "5", "--heartbeat-seconds", "60"], "--heartbeat-seconds (60) must be shorter than --lease-seconds (5)"),
         (&["--max-write-batch", "0"], "--max-write-batch must be at least 1"),
         (&["--listen", "nope"], "invalid value 'nope' for '--listen"),
     ];

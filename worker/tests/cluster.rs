@@ -295,9 +295,10 @@ fn a_pruned_trial_uploads_its_artifacts() {
 /// tries to reach its coordinator.
 #[test]
 fn bad_worker_flags_are_named() {
-    let cases: [(&[&str], &str); 5] = [
-        (&["--poll-seconds", "-1"], "--poll-seconds must be a positive number of seconds, got -1"),
-        (&["--max-backoff-seconds", "0"], "--max-backoff-seconds must be a positive number of seconds"),
+    let cases: [(&[&str], &str); 6] = [
+        (&["--poll-seconds", "-1"], "--poll-seconds must be a number of seconds above 0 up to 2592000 (30 days), got -1"),
+        (&["--max-backoff-seconds", "0"], "--max-backoff-seconds must be a number of seconds above 0"),
+        (&["--poll-seconds", "1e20"], "--poll-seconds must be a number of seconds above 0 up to 2592000"),
         (&["--torch-threads", "-1"], "--torch-threads must be at least 1, got -1"),
         (&["--devices", "bogus"], "unknown device \"bogus\""),
         (&["--label", "novalue"], "\"novalue\" is not KEY=VALUE"),
