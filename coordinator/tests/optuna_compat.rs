@@ -187,6 +187,26 @@ async fn optuna_reads_the_live_study() {
     server.shutdown().await.unwrap();
 }
 
+/// Reports `value` at `step` for an acquired trial; returns "prune".
+async fn report_value(c: &mut Clients, t: &pb::TrialAssignment, step: u64, value: f64) -> bool {
+    let lease_token = t.lease.as_ref().expect("a lease").token;
+    c.worker
+        .report_intermediate(pb::ReportIntermediateRequest { trial_id: t.trial_id, lease_token, step, value, metrics: Default::default() })
+        .await
+        .expect("report")
+        .into_inner()
+        .prune
+}
+
+/// Finishes an acquired trial in `state` (COMPLETE or PRUNED) with `value`.
+async fn finish(c: &mut Clients, t: &pb::TrialAssignment, state: pb::TrialState, value: f64) {
+    let lease_token = t.lease.as_ref().expect("a lease").token;
+    c.worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token, state: state as i32, value: Some(value), ..Default::default() })
+        .await
+        .expect("complete");
+}
+
 /// A minimising study with random sampling and successive halving at
 /// min_resource 1, eta 2 (rungs at steps 1, 2, 4, ...).
 async fn create_asha_study(c: &mut Clients, name: &str, n_trials: u32) {
@@ -243,26 +263,16 @@ async fn successive_halving_stores_rungs_as_optuna_does() {
         [(0, 1, 1.0, false), (0, 2, 1.0, false), (0, 4, 1.0, true), (1, 4, 10.0, false), (2, 4, 11.0, false), (3, 1, 0.5, false), (3, 2, 5.0, false)];
     let mut decisions = Vec::new();
     let mut current: Option<pb::TrialAssignment> = None;
-    for (n, step, value, finish) in reports {
+    for (n, step, value, finish_now) in reports {
         if current.as_ref().map(|t| t.number) != Some(n) {
             current = Some(acquire(&mut c, &w, 0).await.expect("a trial"));
         }
         let t = current.clone().unwrap();
         assert_eq!(t.number, n);
-        let tok = t.lease.as_ref().unwrap().token;
-        let r = c
-            .worker
-            .report_intermediate(pb::ReportIntermediateRequest { trial_id: t.trial_id, lease_token: tok, step, value, metrics: Default::default() })
-            .await
-            .unwrap()
-            .into_inner();
-        decisions.push(r.prune);
-        if r.prune || finish {
-            let state = if r.prune { pb::TrialState::Pruned } else { pb::TrialState::Complete };
-            c.worker
-                .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: tok, state: state as i32, value: Some(value), ..Default::default() })
-                .await
-                .unwrap();
+        let prune = report_value(&mut c, &t, step, value).await;
+        decisions.push(prune);
+        if prune || finish_now {
+            finish(&mut c, &t, if prune { pb::TrialState::Pruned } else { pb::TrialState::Complete }, value).await;
         }
     }
     assert_eq!(decisions, [false, false, false, true, true, false, true]);
@@ -288,16 +298,9 @@ async fn successive_halving_stores_rungs_as_optuna_does() {
     let (server, mut c) = start_in_process(cfg).await;
     let w = register(&mut c, "sh2", 1).await;
     let t = acquire(&mut c, &w, 0).await.expect("a trial");
-    let tok = t.lease.as_ref().unwrap().token;
     let mut pruned = Vec::new();
     for (step, value) in [(1u64, 0.2), (2, 3.0)] {
-        let r = c
-            .worker
-            .report_intermediate(pb::ReportIntermediateRequest { trial_id: t.trial_id, lease_token: tok, step, value, metrics: Default::default() })
-            .await
-            .unwrap()
-            .into_inner();
-        pruned.push(r.prune);
+        pruned.push(report_value(&mut c, &t, step, value).await);
     }
     assert_eq!(pruned, [false, true]);
     server.shutdown().await.unwrap();
@@ -311,23 +314,13 @@ async fn a_requeued_trial_starts_again_at_rung_zero() {
     let (server, mut c) = start_in_process(cfg.clone()).await;
     create_asha_study(&mut c, "retry", 4).await;
     let w = register(&mut c, "retry", 1).await;
-    let report = |t: &pb::TrialAssignment, step: u64, value: f64| pb::ReportIntermediateRequest {
-        trial_id: t.trial_id,
-        lease_token: t.lease.as_ref().unwrap().token,
-        step,
-        value,
-        metrics: Default::default(),
-    };
     // Trial 0 records 0.1 at rung 0 (step 1) and completes.
     let t0 = acquire(&mut c, &w, 0).await.expect("trial 0");
-    assert!(!c.worker.report_intermediate(report(&t0, 1, 0.1)).await.unwrap().into_inner().prune);
-    c.worker
-        .complete_trial(pb::CompleteTrialRequest { trial_id: t0.trial_id, lease_token: t0.lease.as_ref().unwrap().token, value: Some(0.1), ..Default::default() })
-        .await
-        .unwrap();
+    assert!(!report_value(&mut c, &t0, 1, 0.1).await);
+    finish(&mut c, &t0, pb::TrialState::Complete, 0.1).await;
     // Trial 1 records 0.05 there (the best), then fails retryably: re-queued.
     let t1 = acquire(&mut c, &w, 0).await.expect("trial 1");
-    assert!(!c.worker.report_intermediate(report(&t1, 1, 0.05)).await.unwrap().into_inner().prune);
+    assert!(!report_value(&mut c, &t1, 1, 0.05).await);
     c.worker
         .fail_trial(pb::FailTrialRequest { trial_id: t1.trial_id, lease_token: t1.lease.as_ref().unwrap().token, reason: "worker lost its GPU".into(), retryable: true })
         .await
@@ -341,7 +334,7 @@ async fn a_requeued_trial_starts_again_at_rung_zero() {
     let w = register(&mut c, "retry2", 1).await;
     let again = acquire(&mut c, &w, 0).await.expect("trial 1 again");
     assert_eq!(again.number, 1);
-    assert!(c.worker.report_intermediate(report(&again, 1, 0.6)).await.unwrap().into_inner().prune);
+    assert!(report_value(&mut c, &again, 1, 0.6).await);
     server.shutdown().await.unwrap();
 }
 
@@ -362,18 +355,8 @@ async fn auto_resource_estimates_survive_a_restart() {
     // rungs at steps 2, 8, 32, 128, and trial 1 records all four.
     for (step, finish_value) in [(250u64, 1.0), (450, 1.0)] {
         let t = acquire(&mut c, &w, 0).await.expect("a trial");
-        let tok = t.lease.as_ref().unwrap().token;
-        let r = c
-            .worker
-            .report_intermediate(pb::ReportIntermediateRequest { trial_id: t.trial_id, lease_token: tok, step, value: finish_value, metrics: Default::default() })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(!r.prune);
-        c.worker
-            .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: tok, value: Some(finish_value), ..Default::default() })
-            .await
-            .unwrap();
+        assert!(!report_value(&mut c, &t, step, finish_value).await);
+        finish(&mut c, &t, pb::TrialState::Complete, finish_value).await;
     }
     // After a restart the estimate is still 2 (re-estimating would give
     // 450 / 100 = 4, and step 2 would be before the first rung): trial 2 meets
@@ -382,19 +365,7 @@ async fn auto_resource_estimates_survive_a_restart() {
     let (server, mut c) = start_in_process(cfg).await;
     let w = register(&mut c, "auto2", 1).await;
     let t = acquire(&mut c, &w, 0).await.expect("trial 2");
-    let r = c
-        .worker
-        .report_intermediate(pb::ReportIntermediateRequest {
-            trial_id: t.trial_id,
-            lease_token: t.lease.as_ref().unwrap().token,
-            step: 2,
-            value: 5.0,
-            metrics: Default::default(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.prune, "the first estimate (rungs from step 2) was kept across the restart");
+    assert!(report_value(&mut c, &t, 2, 5.0).await, "the first estimate (rungs from step 2) was kept across the restart");
     server.shutdown().await.unwrap();
 }
 
