@@ -22,7 +22,7 @@ pub fn seconds(name: &str, v: f64, allow_zero: bool) -> Result<Duration, FlagErr
     }
     let low = if allow_zero { "from 0" } else { "above 0" };
     Err(FlagError(format!(
-        "--{name} must be a number of seconds {low} up to {MAX_FLAG_SECONDS} (30 days), got {v}"
+        "--{name} must be a number of seconds {low} up to {MAX_FLAG_SECONDS} (30 days), got {v:?}"
     )))
 }
 

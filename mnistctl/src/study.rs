@@ -334,7 +334,16 @@ fn create_spec(args: &CreateArgs) -> anyhow::Result<pb::StudySpec> {
         retry: Some(pb::RetryPolicy { max_retries: args.max_retries, fresh_params: args.fresh_params }),
     };
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    check_metric(&args.metric)?;
     Ok(spec)
+}
+
+/// The metric must be one the MNIST worker reports, or every trial would
+/// fail on the worker. (A study for another ask/tell client may name any
+/// metric through the API.)
+pub fn check_metric(metric: &str) -> anyhow::Result<()> {
+    mnist_worker::objective::Objective::parse(metric).map_err(|e| anyhow::anyhow!("--metric {metric:?}: {e}"))?;
+    Ok(())
 }
 
 async fn create(c: &mut Coordinator, args: CreateArgs, spec: pb::StudySpec, json_out: bool) -> anyhow::Result<()> {

@@ -198,6 +198,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     // --sampler or a bad --space file fails at once; so do the settings of
     // this command's own coordinator and worker.
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::study::check_metric(&args.metric)?;
     mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
     let worker = local_worker(&args);
     worker.check()?;

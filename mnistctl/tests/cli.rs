@@ -231,6 +231,8 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     tune(&["--sampler", "grid"], "give its grid values explicitly");
     tune(&["--timeout", "-5"], "--timeout must be a positive number of seconds, got -5");
     tune(&["--mlflow-wait-seconds", "-1"], "--mlflow-wait-seconds");
+    tune(&["--mlflow-wait-seconds", "1e20"], "--mlflow-wait-seconds must be a number of seconds from 0 up to");
+    tune(&["--metric", "val_acc"], "--metric \"val_acc\": this worker cannot report the metric");
     tune(&["--torch-threads", "0"], "--torch-threads must be at least 1");
     tune(&["--mlflow-tracking-uri", "notauri"], "not an http(s) address");
     let create = |extra: &[&str], needle: &str| {
@@ -243,6 +245,8 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     create(&["--space", sp], "bad search space");
     create(&["--sampler-options", "[1]"], "sampler");
     create(&["--timeout", "-1"], "timeout_seconds is -1");
+    create(&["--timeout", "1e300"], "timeout_seconds is 1e300");
+    create(&["--metric", "val_acc"], "this worker cannot report the metric \"val_acc\"");
     // A good setting still goes on to the coordinator.
     assert_fails_with(
         &["study", "create", "s", "--coordinator", "http://127.0.0.1:9"],

@@ -107,7 +107,7 @@ fn check_timeout(t: f64) -> Result<()> {
         return Ok(());
     }
     Err(CoordError::InvalidArgument(format!(
-        "timeout_seconds is {t}; give a number of seconds from 0 (no timeout) to {MAX_TIMEOUT_SECONDS} (100 years)"
+        "timeout_seconds is {t:?}; give a number of seconds from 0 (no timeout) to {MAX_TIMEOUT_SECONDS} (100 years)"
     )))
 }
 
