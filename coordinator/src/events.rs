@@ -69,8 +69,9 @@ pub struct Event {
     pub trial_number: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial_state: Option<TrialState>,
-    /// NaN is stored as `null` (JSON has no NaN) and read back as `None`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// NaN and infinities are stored as the strings "NaN", "Infinity" and
+    /// "-Infinity" (JSON has no such numbers), so a replay equals the live event.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "lenient_f64")]
     pub value: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u64>,
@@ -79,7 +80,7 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     pub counts: Counts,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "lenient_f64")]
     pub best_value: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_trial_number: Option<u64>,
@@ -89,6 +90,43 @@ pub struct Event {
     pub params: Vec<(String, Choice)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<HolderView>,
+}
+
+/// Serde for an `Option<f64>` that may be NaN or infinite: those travel as
+/// strings; `null` (what events stored before this encoding hold) reads as
+/// `None`.
+mod lenient_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(x) if x.is_nan() => s.serialize_str("NaN"),
+            Some(x) if *x == f64::INFINITY => s.serialize_str("Infinity"),
+            Some(x) if *x == f64::NEG_INFINITY => s.serialize_str("-Infinity"),
+            Some(x) => s.serialize_f64(*x),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        F(f64),
+        S(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        match Option::<Num>::deserialize(d)? {
+            None => Ok(None),
+            Some(Num::F(f)) => Ok(Some(f)),
+            Some(Num::S(s)) => match s.as_str() {
+                "NaN" => Ok(Some(f64::NAN)),
+                "Infinity" => Ok(Some(f64::INFINITY)),
+                "-Infinity" => Ok(Some(f64::NEG_INFINITY)),
+                other => Err(serde::de::Error::custom(format!("{other:?} is not a number"))),
+            },
+        }
+    }
 }
 
 /// Capacity of the live event channel; a watcher that falls further behind
@@ -122,5 +160,29 @@ impl EventHub {
     /// A receiver of every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct W {
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "super::lenient_f64")]
+        v: Option<f64>,
+    }
+
+    #[test]
+    fn non_finite_values_survive_the_stored_json() {
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, 1e300] {
+            let json = serde_json::to_string(&W { v: Some(x) }).unwrap();
+            let back: W = serde_json::from_str(&json).unwrap();
+            let y = back.v.expect("a value");
+            assert!(y == x || (x.is_nan() && y.is_nan()), "{x} -> {json} -> {y}");
+        }
+        assert_eq!(serde_json::to_string(&W { v: Some(f64::NEG_INFINITY) }).unwrap(), r#"{"v":"-Infinity"}"#);
+        // Events stored before: null, or no field at all.
+        assert!(serde_json::from_str::<W>(r#"{"v":null}"#).unwrap().v.is_none());
+        assert!(serde_json::from_str::<W>("{}").unwrap().v.is_none());
+        assert!(serde_json::from_str::<W>(r#"{"v":"x"}"#).is_err());
     }
 }
