@@ -318,10 +318,7 @@ fn create_spec(args: &CreateArgs) -> anyhow::Result<pb::StudySpec> {
         direction: match args.direction {
             Some(DirectionArg::Maximize) => pb::Direction::Maximize,
             Some(DirectionArg::Minimize) => pb::Direction::Minimize,
-            None => match mnist_coordinator::study::default_direction(&args.metric) {
-                mnist_sampler::Direction::Maximize => pb::Direction::Maximize,
-                mnist_sampler::Direction::Minimize => pb::Direction::Minimize,
-            },
+            None => mnist_coordinator::rpc::convert::direction_to_pb(mnist_coordinator::study::default_direction(&args.metric)),
         } as i32,
         metric: args.metric.clone(),
         search_space: space_source(&args.space)?,

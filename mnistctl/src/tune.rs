@@ -171,10 +171,7 @@ fn spec(a: &TuneArgs) -> anyhow::Result<pb::StudySpec> {
         direction: match a.direction {
             Some(Direction::Maximize) => pb::Direction::Maximize,
             Some(Direction::Minimize) => pb::Direction::Minimize,
-            None => match mnist_coordinator::study::default_direction(&a.metric) {
-                mnist_sampler::Direction::Maximize => pb::Direction::Maximize,
-                mnist_sampler::Direction::Minimize => pb::Direction::Minimize,
-            },
+            None => mnist_coordinator::rpc::convert::direction_to_pb(mnist_coordinator::study::default_direction(&a.metric)),
         } as i32,
         metric: a.metric.clone(),
         search_space: space_source(&a.space)?,
