@@ -98,13 +98,15 @@ pub struct Event {
 mod lenient_f64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    use mnist_sampler::pyjson::{non_finite_from_name, non_finite_name};
+
     pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             None => s.serialize_none(),
-            Some(x) if x.is_nan() => s.serialize_str("NaN"),
-            Some(x) if *x == f64::INFINITY => s.serialize_str("Infinity"),
-            Some(x) if *x == f64::NEG_INFINITY => s.serialize_str("-Infinity"),
-            Some(x) => s.serialize_f64(*x),
+            Some(x) => match non_finite_name(*x) {
+                Some(name) => s.serialize_str(name),
+                None => s.serialize_f64(*x),
+            },
         }
     }
 
@@ -119,12 +121,9 @@ mod lenient_f64 {
         match Option::<Num>::deserialize(d)? {
             None => Ok(None),
             Some(Num::F(f)) => Ok(Some(f)),
-            Some(Num::S(s)) => match s.as_str() {
-                "NaN" => Ok(Some(f64::NAN)),
-                "Infinity" => Ok(Some(f64::INFINITY)),
-                "-Infinity" => Ok(Some(f64::NEG_INFINITY)),
-                other => Err(serde::de::Error::custom(format!("{other:?} is not a number"))),
-            },
+            Some(Num::S(s)) => non_finite_from_name(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a number"))),
         }
     }
 }

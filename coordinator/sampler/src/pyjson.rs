@@ -2,17 +2,37 @@
 //! as `json.dumps` does (ASCII only), so that our `distribution_json` strings are
 //! byte-for-byte what Optuna writes.
 
+/// The names Python's `json.dumps` writes for the floats JSON has no number
+/// for, in the order `NaN`, `Infinity`, `-Infinity`.
+const NON_FINITE: [(&str, f64); 3] = [
+    ("NaN", f64::NAN),
+    ("Infinity", f64::INFINITY),
+    ("-Infinity", f64::NEG_INFINITY),
+];
+
+/// Python's name for a NaN or infinite float (`NaN`, `Infinity`,
+/// `-Infinity`); `None` for a finite one.
+pub fn non_finite_name(x: f64) -> Option<&'static str> {
+    if x.is_nan() {
+        Some(NON_FINITE[0].0)
+    } else if x == f64::INFINITY {
+        Some(NON_FINITE[1].0)
+    } else if x == f64::NEG_INFINITY {
+        Some(NON_FINITE[2].0)
+    } else {
+        None
+    }
+}
+
+/// The float a [`non_finite_name`] stands for; `None` for any other text.
+pub fn non_finite_from_name(name: &str) -> Option<f64> {
+    NON_FINITE.iter().find(|(n, _)| *n == name).map(|(_, x)| *x)
+}
+
 /// Formats a float exactly like Python's `repr(float)` / `json.dumps(float)`.
 pub fn py_float(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".to_string();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
+    if let Some(name) = non_finite_name(x) {
+        return name.to_string();
     }
     if x == 0.0 {
         return if x.is_sign_negative() {
@@ -61,12 +81,8 @@ pub fn py_float(x: f64) -> String {
 /// Reads a float as Python's `json.dumps` writes it: a JSON number, or `NaN`,
 /// `Infinity`, `-Infinity`. `None` for anything else.
 pub fn parse_py_float(s: &str) -> Option<f64> {
-    match s.trim() {
-        "NaN" => Some(f64::NAN),
-        "Infinity" => Some(f64::INFINITY),
-        "-Infinity" => Some(f64::NEG_INFINITY),
-        t => serde_json::from_str::<f64>(t).ok(),
-    }
+    let t = s.trim();
+    non_finite_from_name(t).or_else(|| serde_json::from_str::<f64>(t).ok())
 }
 
 /// The key of the object [`mark_nonfinite`] writes in place of Python's bare
@@ -75,7 +91,7 @@ pub const NONFINITE_KEY: &str = "__python_nonfinite_float__";
 
 /// Rewrites the bare `NaN`, `Infinity` and `-Infinity` that Python's `json.dumps`
 /// writes (standard JSON has no such numbers) as `{"__python_nonfinite_float__":
-/// "nan" | "inf" | "-inf"}`, so that serde_json parses the text; string contents
+/// "NaN" | "Infinity" | "-Infinity"}`, so that serde_json parses the text; string contents
 /// are left alone. Callers turn the marker back into the float where a number is
 /// expected ([`nonfinite_of`]).
 pub fn mark_nonfinite(s: &str) -> std::borrow::Cow<'_, str> {
@@ -99,12 +115,9 @@ pub fn mark_nonfinite(s: &str) -> std::borrow::Cow<'_, str> {
             rest = &rest[c.len_utf8()..];
             continue;
         }
-        let token = [("-Infinity", "-inf"), ("Infinity", "inf"), ("NaN", "nan")]
-            .into_iter()
-            .find(|(t, _)| rest.starts_with(t));
-        if let Some((t, name)) = token {
+        if let Some((name, _)) = NON_FINITE.iter().find(|(n, _)| rest.starts_with(n)) {
             out.push_str(&format!("{{\"{NONFINITE_KEY}\": \"{name}\"}}"));
-            rest = &rest[t.len()..];
+            rest = &rest[name.len()..];
             continue;
         }
         if c == '"' {
@@ -122,12 +135,7 @@ pub fn nonfinite_of(v: &serde_json::Value) -> Option<f64> {
     if obj.len() != 1 {
         return None;
     }
-    match obj.get(NONFINITE_KEY)?.as_str()? {
-        "nan" => Some(f64::NAN),
-        "inf" => Some(f64::INFINITY),
-        "-inf" => Some(f64::NEG_INFINITY),
-        _ => None,
-    }
+    non_finite_from_name(obj.get(NONFINITE_KEY)?.as_str()?)
 }
 
 /// Escapes a string like Python's `json.dumps` with `ensure_ascii=True`.
