@@ -242,8 +242,10 @@ impl Op {
                     .execute(&mut *conn)
                     .await?;
                 // The rung values successive halving recorded from them.
-                sqlx::query("DELETE FROM trial_system_attributes WHERE trial_id = ? AND \"key\" LIKE 'completed\\_rung\\_%' ESCAPE '\\'")
+                let rung_keys = format!("{}%", mnist_sampler::pruner::RUNG_KEY_PREFIX.replace('_', "\\_"));
+                sqlx::query("DELETE FROM trial_system_attributes WHERE trial_id = ? AND \"key\" LIKE ? ESCAPE '\\'")
                     .bind(trial_id)
+                    .bind(rung_keys)
                     .execute(&mut *conn)
                     .await?;
             }

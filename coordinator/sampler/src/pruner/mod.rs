@@ -29,16 +29,19 @@ pub use successive_halving::SuccessiveHalvingPruner;
 
 use crate::trial::{Direction, FrozenTrial};
 
+/// The prefix of Optuna's rung keys (`completed_rung_{rung}`).
+pub const RUNG_KEY_PREFIX: &str = "completed_rung_";
+
 /// Optuna's name for the trial system attribute holding the value a trial
 /// recorded at `rung`.
 pub fn rung_key(rung: u32) -> String {
-    format!("completed_rung_{rung}")
+    format!("{RUNG_KEY_PREFIX}{rung}")
 }
 
 /// The rung of an Optuna `completed_rung_{rung}` system attribute key; `None`
 /// for other keys.
 pub fn parse_rung_key(key: &str) -> Option<u32> {
-    let digits = key.strip_prefix("completed_rung_")?;
+    let digits = key.strip_prefix(RUNG_KEY_PREFIX)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
