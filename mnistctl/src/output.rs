@@ -6,11 +6,31 @@ use std::collections::BTreeSet;
 use mnist_proto::v1 as pb;
 use serde_json::{json, Map, Value};
 
+/// A number as JSON. JSON has no NaN or infinities (serde_json would print
+/// `null`, losing the value), so those are written as the strings Python's
+/// `float()` reads back: `"NaN"`, `"Infinity"`, `"-Infinity"`.
+pub fn num(x: f64) -> Value {
+    if x.is_nan() {
+        json!("NaN")
+    } else if x == f64::INFINITY {
+        json!("Infinity")
+    } else if x == f64::NEG_INFINITY {
+        json!("-Infinity")
+    } else {
+        json!(x)
+    }
+}
+
+/// An optional number as JSON (`null` when absent), see [`num`].
+pub fn opt_num_json(x: Option<f64>) -> Value {
+    x.map_or(Value::Null, num)
+}
+
 /// A parameter value as JSON.
 pub fn param_json(p: &pb::ParamValue) -> Value {
     use pb::param_value::Kind;
     match &p.kind {
-        Some(Kind::FloatValue(x)) => json!(x),
+        Some(Kind::FloatValue(x)) => num(*x),
         Some(Kind::IntValue(i)) => json!(i),
         Some(Kind::StringValue(s)) => json!(s),
         Some(Kind::BoolValue(b)) => json!(b),
@@ -93,14 +113,14 @@ pub fn trial_json(t: &pb::Trial) -> Value {
     let params: Map<String, Value> = sorted_params(t).into_iter().map(|(k, v)| (k.clone(), param_json(v))).collect();
     let mut inter: Vec<_> = t.intermediate_values.iter().collect();
     inter.sort_by_key(|(k, _)| **k);
-    let inter: Map<String, Value> = inter.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let metrics: Map<String, Value> = t.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let inter: Map<String, Value> = inter.into_iter().map(|(k, v)| (k.to_string(), num(*v))).collect();
+    let metrics: Map<String, Value> = t.metrics.iter().map(|(k, v)| (k.clone(), num(*v))).collect();
     json!({
         "study": t.study_name,
         "number": t.number,
         "trial_id": t.trial_id,
         "state": trial_state(t.state),
-        "value": t.value,
+        "value": opt_num_json(t.value),
         "params": params,
         "intermediate_values": inter,
         "metrics": metrics,
@@ -174,9 +194,9 @@ pub fn distribution_json(d: Option<&pb::Distribution>) -> Value {
     use pb::distribution::Kind;
     match d.and_then(|d| d.kind.as_ref()) {
         Some(Kind::FloatDist(f)) => {
-            let mut v = json!({"type": "float", "low": f.low, "high": f.high, "log": f.log});
+            let mut v = json!({"type": "float", "low": num(f.low), "high": num(f.high), "log": f.log});
             if let Some(s) = f.step {
-                v["step"] = json!(s);
+                v["step"] = num(s);
             }
             v
         }
@@ -344,5 +364,23 @@ mod tests {
         assert!(csv.starts_with("number,state,value,"), "{csv}");
         assert!(csv.contains("3,COMPLETE,0.98"), "{csv}");
         assert_eq!(trial_json(&t)["params"]["lr"], json!(0.01));
+    }
+
+    #[test]
+    fn non_finite_numbers_keep_their_value_in_json() {
+        let t = pb::Trial {
+            value: Some(f64::NEG_INFINITY),
+            intermediate_values: [(0, f64::NAN), (1, 0.5)].into(),
+            metrics: [("val_loss".to_string(), f64::INFINITY)].into(),
+            params: [("x".to_string(), pb::ParamValue { kind: Some(pb::param_value::Kind::FloatValue(f64::NAN)) })].into(),
+            ..Default::default()
+        };
+        let v = trial_json(&t);
+        assert_eq!(v["value"], json!("-Infinity"));
+        assert_eq!(v["intermediate_values"]["0"], json!("NaN"));
+        assert_eq!(v["intermediate_values"]["1"], json!(0.5));
+        assert_eq!(v["metrics"]["val_loss"], json!("Infinity"));
+        assert_eq!(v["params"]["x"], json!("NaN"));
+        assert_eq!(trial_json(&pb::Trial::default())["value"], Value::Null);
     }
 }

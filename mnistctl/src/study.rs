@@ -659,9 +659,9 @@ fn event_json(ev: &pb::StudyEvent) -> Value {
         "time": ts(&ev.time),
         "trial_number": ev.trial_number,
         "trial_state": if ev.trial_number.is_some() { json!(trial_state(ev.trial_state)) } else { Value::Null },
-        "value": ev.value,
+        "value": opt_num_json(ev.value),
         "message": ev.message,
-        "best_value": ev.best_value,
+        "best_value": opt_num_json(ev.best_value),
         "best_trial_number": ev.best_trial_number,
     })
 }
