@@ -68,16 +68,20 @@ impl CoordinatorConfig {
         self.heartbeat_interval.unwrap_or(self.lease_duration / 4).max(Duration::from_millis(10))
     }
 
-    /// The artifact directory in effect.
+    /// The artifact directory in effect, as an absolute path: the MLflow
+    /// outbox stores the files' paths, and a delivery from another working
+    /// directory (`mnistctl mlflow sync`, a restarted coordinator) must find
+    /// them.
     pub fn artifacts_root(&self) -> PathBuf {
-        match &self.artifact_dir {
+        let p = match &self.artifact_dir {
             Some(d) => d.clone(),
             None => {
                 let mut p = self.db_path.clone().into_os_string();
                 p.push(".artifacts");
                 PathBuf::from(p)
             }
-        }
+        };
+        std::path::absolute(&p).unwrap_or(p)
     }
 }
 

@@ -90,6 +90,11 @@ pub struct Event {
     pub params: Vec<(String, Choice)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<HolderView>,
+    /// `TRIAL_FAILED` only: the trial failed while WAITING, before this
+    /// attempt ran (its parameters could not be sampled or give an invalid
+    /// training configuration); `params` then holds what it had.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before_start: bool,
 }
 
 /// Serde for an `Option<f64>` that may be NaN or infinite: those travel as

@@ -17,14 +17,16 @@
 //! - `TRIAL_REPORTED`: the epoch's metrics at `step = epoch` (1-based).
 //! - `TRIAL_COMPLETED`/`PRUNED`/`FAILED`: final test metrics and per-class
 //!   F1, the state tags, the run status (FINISHED, KILLED + `pruned`,
-//!   FAILED); on the parent, `best_value` at step = finished trials. A trial
+//!   FAILED; a trial that failed before it ever ran gets its run here, with
+//!   the parameters that failed); on the parent, `best_value` at step =
+//!   finished trials. A trial
 //!   that became the study's best is remembered as the champion candidate.
 //! - `ARTIFACT_STORED`: the file uploaded to the trial's run; `model/MLmodel`
 //!   also logs the model (`runs/log-model`); the last file
 //!   (`weights/model.safetensors`) of the champion candidate registers its
 //!   model and moves the alias.
-//! - `STUDY_COMPLETED`: the optimisation-history plot, the best params and
-//!   value, and FINISHED; `STUDY_STOPPED` → KILLED, `STUDY_RESUMED` → RUNNING.
+//! - `STUDY_COMPLETED`: the optimisation-history plot, the best params (as
+//!   `best.<name>` tags) and value, and FINISHED; `STUDY_STOPPED` → KILLED, `STUDY_RESUMED` → RUNNING.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,10 @@ pub struct Tracking {
     config: MlflowConfig,
     deliverer: Deliverer,
     artifacts_root: PathBuf,
+    /// This database's own id (see [`Outbox::uid`]), part of every study's
+    /// run key so that two databases logging to one MLflow server never
+    /// take over each other's runs.
+    uid: String,
 }
 
 fn err(e: mnist_mlflow::MlflowError) -> CoordError {
@@ -153,7 +159,8 @@ impl Tracking {
             Some(uri) => info!(tracking_uri = %uri, "MLflow tracking on"),
             None => info!("MLflow: no tracking server configured (MLFLOW_TRACKING_URI); studies are recorded in the outbox for a later `mnistctl mlflow sync`"),
         }
-        let t = Arc::new(Tracking { outbox, config, deliverer, artifacts_root: coord.config().artifacts_root() });
+        let uid = outbox.uid().await.map_err(err)?;
+        let t = Arc::new(Tracking { outbox, config, deliverer, artifacts_root: coord.config().artifacts_root(), uid });
         let task = tokio::spawn(run(t.clone(), coord, stop));
         Ok((t, task))
     }
@@ -277,7 +284,10 @@ impl Tracking {
                 Some(v) => (v.config.metric.clone(), v.config.direction == Direction::Maximize),
                 None => (String::new(), true),
             };
-            let key = StudyKey { run_key: format!("study/{}/{}", ev.study_id, ev.seq), name: ev.study_name.clone(), metric, maximize };
+            // Study ids and event numbers start again in every new database;
+            // the database's id keeps the key unique on a shared server.
+            let run_key = format!("study/{}/{}/{}", self.uid, ev.study_id, ev.seq);
+            let key = StudyKey { run_key, name: ev.study_name.clone(), metric, maximize };
             let experiment = self.config.experiment_name.clone().unwrap_or_else(|| ev.study_name.clone());
             let mut params = Vec::new();
             if let Some(v) = view {
@@ -397,8 +407,26 @@ impl Tracking {
                     }
                 };
                 // A trial that fails while waiting after a requeue ends its
-                // latest run, the one the requeue closed.
-                let run_key = trial_key(&key, n, self.attempt(attempts, &key, n).await?.attempt);
+                // latest run, the one the requeue closed; one that fails
+                // before it ever started gets its run here, with the
+                // parameters that failed.
+                let at = self.attempt(attempts, &key, n).await?;
+                let run_key = trial_key(&key, n, at.attempt);
+                if ev.before_start && !at.ended {
+                    ops.push(Op::StartRun {
+                        run_key: run_key.clone(),
+                        experiment: self.config.experiment_name.clone().unwrap_or_else(|| key.name.clone()),
+                        run_name: format!("trial-{n}"),
+                        parent_key: Some(key.run_key.clone()),
+                        start_ms: ev.time_ms,
+                        tags: vec![
+                            ("mnist.study".to_string(), key.name.clone()),
+                            ("mnist.trial_number".to_string(), n.to_string()),
+                            ("mnist.attempt".to_string(), (at.attempt + 1).to_string()),
+                        ],
+                        params: ev.params.iter().map(|(k, v)| (k.clone(), choice_str(v))).collect(),
+                    });
+                }
                 ops.push(Op::SetStatus { run_key, status, end_ms: Some(ev.time_ms), metrics, tags });
                 if let Some(best) = ev.best_value {
                     let finished = (ev.counts.complete + ev.counts.pruned + ev.counts.fail) as i64;
@@ -452,14 +480,15 @@ impl Tracking {
                 }
             }
             EventKind::StudyCompleted => {
-                let mut tags = vec![("mnist.state".to_string(), "COMPLETE".to_string())];
-                let mut params = Vec::new();
+                // The best parameters are tags, not params: MLflow's params
+                // cannot change, and a resumed study may end with another best.
+                let mut tags = vec![("mnist.state".to_string(), "COMPLETE".to_string()), ("mnist.n_trials".to_string(), ev.n_trials.to_string())];
                 let mut metrics = Vec::new();
                 if let Ok(view) = coord.get_study(&ev.study_name) {
                     if view.id == ev.study_id {
                         if let Some(best) = &view.best {
                             for (k, v) in &best.params {
-                                params.push((format!("best.{k}"), choice_str(v)));
+                                tags.push((format!("best.{k}"), choice_str(v)));
                             }
                             tags.push(("mnist.best_trial".into(), best.number.to_string()));
                             if let Some(v) = best.value {
@@ -475,7 +504,6 @@ impl Tracking {
                         }
                     }
                 }
-                ops.push(Op::Log { run_key: key.run_key.clone(), metrics: vec![], params, tags: vec![] });
                 ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Finished, end_ms: Some(ev.time_ms), metrics, tags });
             }
             EventKind::StudyStopped => {

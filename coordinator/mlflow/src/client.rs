@@ -145,8 +145,11 @@ impl MlflowClient {
                 message: format!("not JSON ({e}): {}", clip(&body)),
             });
         }
-        if status == 401 || status == 403 {
+        if status == 401 {
             return Err(MlflowError::Auth { uri: self.uri.clone(), status, message: clip(&body) });
+        }
+        if status == 403 {
+            return Err(MlflowError::Forbidden { uri: self.uri.clone(), endpoint: endpoint.into(), message: clip(&body) });
         }
         let (error_code, message) = match serde_json::from_str::<ApiError>(&body) {
             Ok(e) if !e.error_code.is_empty() || !e.message.is_empty() => (e.error_code, e.message),
@@ -224,13 +227,14 @@ impl MlflowClient {
         }
     }
 
-    /// The run in `experiment_id` carrying tag `key = value`, if any.
+    /// The active run in `experiment_id` carrying tag `key = value`, if any
+    /// (a run deleted in MLflow is not taken over).
     pub async fn find_run_by_tag(&self, experiment_id: &str, key: &str, value: &str) -> Result<Option<RunInfo>, MlflowError> {
         let filter = format!("tags.`{key}` = {}", quote(value));
         let v = self
             .post(
                 "runs/search",
-                json!({ "experiment_ids": [experiment_id], "filter": filter, "max_results": 1, "run_view_type": "ALL" }),
+                json!({ "experiment_ids": [experiment_id], "filter": filter, "max_results": 1, "run_view_type": "ACTIVE_ONLY" }),
             )
             .await?;
         match v["runs"].as_array().and_then(|r| r.first()) {

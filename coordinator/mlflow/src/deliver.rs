@@ -6,8 +6,12 @@
 //!   doubling to 30 s); nothing behind it is skipped or lost.
 //! - An error no retry can fix (the request itself is wrong) marks that one
 //!   operation `DEAD` with the reason and moves on. `Log` operations first
-//!   fall back to one value per request, so a single bad value is dropped
-//!   with a warning and its neighbours still land.
+//!   fall back to one value per request, so a single bad value does not sink
+//!   its neighbours: they land, and the operation is still kept as `DEAD`
+//!   naming the refused values (`--retry-refused` resends it whole, which is
+//!   safe, see below).
+//! - A model is registered only when its files were uploaded: a `Register`
+//!   whose run has a refused upload under the model's folder is refused.
 //! - Every operation is safe to send twice: a run is looked up by our
 //!   `mnist.run_key` tag before it is created, metric points carry fixed
 //!   timestamps (MLflow keeps one copy of an identical point), params and
@@ -161,11 +165,14 @@ impl Deliverer {
                 }
                 Ok(Step::Blocked(e)) | Err(e) => {
                     let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                    if since.elapsed() >= patience || matches!(e, MlflowError::Auth { .. }) {
+                    let waited = since.elapsed();
+                    if waited >= patience || matches!(e, MlflowError::Auth { .. }) {
                         report.blocked_by = Some(e.to_string());
                         break;
                     }
-                    tokio::time::sleep(backoff).await;
+                    // Never sleep past the patience: the caller promised the
+                    // user "up to N seconds".
+                    tokio::time::sleep(backoff.min(patience - waited)).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
@@ -210,13 +217,44 @@ impl Deliverer {
         })
     }
 
-    async fn experiment_id(&self, client: &MlflowClient, name: &str) -> Result<String, MlflowError> {
-        if let Some(id) = self.outbox.experiment(name).await? {
-            return Ok(id);
+    /// The id of experiment `name`, from the outbox's memory when `cached`
+    /// allows, else from MLflow (created when missing).
+    async fn experiment_id(&self, client: &MlflowClient, name: &str, cached: bool) -> Result<String, MlflowError> {
+        if cached {
+            if let Some(id) = self.outbox.experiment(name).await? {
+                return Ok(id);
+            }
         }
         let id = client.ensure_experiment(name).await?;
         self.outbox.save_experiment(name, &id).await?;
         Ok(id)
+    }
+
+    /// Finds (by our run-key tag) or creates the run of a `StartRun` in
+    /// `experiment_id`.
+    async fn find_or_create_run(
+        &self,
+        client: &MlflowClient,
+        experiment_id: &str,
+        run_key: &str,
+        run_name: &str,
+        parent_key: Option<&str>,
+        start_ms: i64,
+        tags: &[(String, String)],
+    ) -> Result<crate::client::RunInfo, MlflowError> {
+        if let Some(found) = client.find_run_by_tag(experiment_id, RUN_KEY_TAG, run_key).await? {
+            return Ok(found);
+        }
+        let mut all = tags.to_vec();
+        all.push((RUN_KEY_TAG.into(), run_key.to_string()));
+        all.push(("mlflow.runName".into(), run_name.to_string()));
+        if let Some(parent) = parent_key {
+            let p = self.require_run(parent).await?;
+            all.push(("mlflow.parentRunId".into(), p.run_id));
+        }
+        let cleaned = limits::clean(&[], &[], &all);
+        warn_all(&cleaned.warnings, run_key);
+        client.create_run(experiment_id, run_name, start_ms, &cleaned.tags).await
     }
 
     /// Sends one operation.
@@ -228,21 +266,22 @@ impl Deliverer {
                     // the params, or the trial runs again after a requeue.
                     return self.log(client, &run, &[], params, tags).await;
                 }
-                let experiment_id = self.experiment_id(client, experiment).await?;
-                let rec = match client.find_run_by_tag(&experiment_id, RUN_KEY_TAG, run_key).await? {
-                    Some(found) => found,
-                    None => {
-                        let mut all = tags.clone();
-                        all.push((RUN_KEY_TAG.into(), run_key.clone()));
-                        all.push(("mlflow.runName".into(), run_name.clone()));
-                        if let Some(parent) = parent_key {
-                            let p = self.require_run(parent).await?;
-                            all.push(("mlflow.parentRunId".into(), p.run_id));
+                let experiment_id = self.experiment_id(client, experiment, true).await?;
+                let parent = parent_key.as_deref();
+                let rec = match self.find_or_create_run(client, &experiment_id, run_key, run_name, parent, *start_ms, tags).await {
+                    Ok(rec) => rec,
+                    // The remembered experiment id may be stale (the
+                    // experiment was deleted, or the server was reset): ask
+                    // MLflow again once, which names a deleted experiment.
+                    Err(e) if !e.is_retryable() => {
+                        let fresh = self.experiment_id(client, experiment, false).await?;
+                        if fresh == experiment_id {
+                            return Err(e);
                         }
-                        let cleaned = limits::clean(&[], &[], &all);
-                        warn_all(&cleaned.warnings, run_key);
-                        client.create_run(&experiment_id, run_name, *start_ms, &cleaned.tags).await?
+                        info!(experiment = %experiment, old = %experiment_id, new = %fresh, "MLflow: the experiment's id changed; using the new one");
+                        self.find_or_create_run(client, &fresh, run_key, run_name, parent, *start_ms, tags).await?
                     }
+                    Err(e) => return Err(e),
                 };
                 let run = RunRecord {
                     run_key: run_key.clone(),
@@ -298,6 +337,14 @@ impl Deliverer {
             }
             Op::Register { run_key, model_name, artifact_path, alias, tags, rule } => {
                 let run = self.require_run(run_key).await?;
+                let refused = self.outbox.refused_uploads(run_key, artifact_path).await?;
+                if let Some((path, reason)) = refused.first() {
+                    return Err(MlflowError::Permanent(format!(
+                        "the model is not registered: {} of its files did not reach MLflow (first: {path}: {reason}); \
+                         fix that, then `mnistctl mlflow sync --retry-refused` uploads them and registers the model",
+                        refused.len()
+                    )));
+                }
                 self.register(client, &run, model_name, artifact_path, alias, tags, rule.as_ref()).await
             }
         }
@@ -313,27 +360,34 @@ impl Deliverer {
     ) -> Result<(), MlflowError> {
         let cleaned = limits::clean(metrics, params, tags);
         warn_all(&cleaned.warnings, &run.run_key);
+        let mut refused = Vec::new();
         for batch in limits::batches(&cleaned) {
             match client.log_batch(&run.run_id, &batch.metrics, &batch.params, &batch.tags).await {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
                     // One value spoilt the batch: send them one by one so the
-                    // others land, and name the one MLflow refuses.
+                    // others land, and name the ones MLflow refuses.
                     debug!(error = %e, "log-batch refused; retrying value by value");
                     for m in &batch.metrics {
-                        single(client.log_batch(&run.run_id, std::slice::from_ref(m), &[], &[]).await, "metric", &m.key, &run.run_key)?;
+                        single(client.log_batch(&run.run_id, std::slice::from_ref(m), &[], &[]).await, "metric", &m.key, &mut refused)?;
                     }
                     for p in &batch.params {
-                        single(client.log_batch(&run.run_id, &[], std::slice::from_ref(p), &[]).await, "param", &p.0, &run.run_key)?;
+                        single(client.log_batch(&run.run_id, &[], std::slice::from_ref(p), &[]).await, "param", &p.0, &mut refused)?;
                     }
                     for t in &batch.tags {
-                        single(client.log_batch(&run.run_id, &[], &[], std::slice::from_ref(t)).await, "tag", &t.0, &run.run_key)?;
+                        single(client.log_batch(&run.run_id, &[], &[], std::slice::from_ref(t)).await, "tag", &t.0, &mut refused)?;
                     }
                 }
             }
         }
-        Ok(())
+        match refused.len() {
+            0 => Ok(()),
+            n => Err(MlflowError::Permanent(format!(
+                "MLflow refused {n} value(s) of this operation (the others were logged): {}",
+                refused.join("; ")
+            ))),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -399,14 +453,15 @@ fn warn_all(warnings: &[String], run_key: &str) {
     }
 }
 
-/// The outcome of sending one value alone: a refusal is logged and skipped,
-/// an outage is passed up.
-fn single(r: Result<(), MlflowError>, what: &str, key: &str, run_key: &str) -> Result<(), MlflowError> {
+/// The outcome of sending one value alone: a refusal is noted in `refused`
+/// (the operation is kept as refused once its other values are sent), an
+/// outage is passed up.
+fn single(r: Result<(), MlflowError>, what: &str, key: &str, refused: &mut Vec<String>) -> Result<(), MlflowError> {
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.is_retryable() => Err(e),
         Err(e) => {
-            warn!(run = run_key, "MLflow refused {what} {key:?}, which is dropped; the rest of its batch was logged: {e}");
+            refused.push(format!("{what} {key:?}: {e}"));
             Ok(())
         }
     }

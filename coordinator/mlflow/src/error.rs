@@ -9,12 +9,20 @@ pub enum MlflowError {
     /// No answer: connection refused, reset, DNS, timeout. Retry later.
     #[error("MLflow at {uri} is unreachable: {message}")]
     Unreachable { uri: String, message: String },
-    /// The server refused our credentials (HTTP 401 or 403).
+    /// The server refused our credentials (HTTP 401).
     #[error(
         "MLflow at {uri} refused our credentials (HTTP {status}: {message}); set MLFLOW_TRACKING_USERNAME and \
          MLFLOW_TRACKING_PASSWORD (basic auth) or MLFLOW_TRACKING_TOKEN (bearer) to an account that may write here"
     )]
     Auth { uri: String, status: u16, message: String },
+    /// The server knows who we are but does not let us do this (HTTP 403):
+    /// with MLflow's basic-auth app, a permission on one experiment or
+    /// registered model. Only this request is refused; others may pass.
+    #[error(
+        "MLflow at {uri} does not let this account do that (HTTP 403 on {endpoint}: {message}); give it EDIT (or \
+         MANAGE) permission on the experiment or registered model, then `mnistctl mlflow sync --retry-refused`"
+    )]
+    Forbidden { uri: String, endpoint: String, message: String },
     /// The server answered with an error. `error_code` is MLflow's
     /// (`RESOURCE_DOES_NOT_EXIST`, `INVALID_PARAMETER_VALUE`, ...).
     #[error("MLflow {endpoint} failed with HTTP {status} {error_code}: {message}")]

@@ -41,6 +41,9 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS mnist_mlflow_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
+/// The state name of the database's own id (see [`Outbox::uid`]).
+const UID_STATE: &str = "outbox.uid";
+
 /// A run that exists in MLflow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
@@ -172,6 +175,40 @@ impl Outbox {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
+    }
+
+    /// This database's own id: random, made the first time it is asked for
+    /// and kept (state `outbox.uid`). Run keys carry it, so two databases that
+    /// send to one MLflow server never share a run.
+    pub async fn uid(&self) -> Result<String, MlflowError> {
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::query("INSERT OR IGNORE INTO mnist_mlflow_state (name, value) VALUES (?, ?)")
+            .bind(UID_STATE)
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        self.state(UID_STATE)
+            .await?
+            .ok_or_else(|| MlflowError::Corrupt { id: 0, message: format!("state {UID_STATE:?} vanished after it was written") })
+    }
+
+    /// The refused (`DEAD`) uploads of `run_key` under artifact folder `dir`,
+    /// as (artifact path, reason).
+    pub async fn refused_uploads(&self, run_key: &str, dir: &str) -> Result<Vec<(String, String)>, MlflowError> {
+        let rows = sqlx::query(
+            "SELECT op_json, COALESCE(last_error, '') FROM mnist_mlflow_outbox WHERE run_key = ? AND kind = 'artifact' AND state = 'DEAD' ORDER BY id",
+        )
+        .bind(run_key)
+        .fetch_all(&self.pool)
+        .await?;
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| match serde_json::from_str::<Op>(&r.get::<String, _>(0)) {
+                Ok(Op::Artifact { path, .. }) if path.starts_with(&prefix) => Some((path, r.get::<String, _>(1))),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The oldest pending operations, at most `limit`.

@@ -103,9 +103,12 @@ async fn real_mlflow_server_with_basic_auth() {
     let deliverer = Deliverer::new(outbox.clone(), &good).unwrap();
     let report = deliverer.drain(Duration::from_secs(30)).await.unwrap();
     assert_eq!(report.pending, 0, "{report:?}");
-    assert_eq!(report.dead, 1, "only the missing artifact file is refused: {report:?} {:?}", outbox.dead(10).await.unwrap());
+    // Refused: the param whose value changed (MLflow params cannot change),
+    // kept as refused although its neighbours landed, and the missing file.
     let dead = outbox.dead(10).await.unwrap();
-    assert!(dead[0].3.contains("missing"), "{dead:?}");
+    assert_eq!(report.dead, 2, "{report:?} {dead:?}");
+    assert!(dead[0].3.contains("refused 1 value") && dead[0].3.contains("p000"), "{dead:?}");
+    assert!(dead[1].3.contains("missing"), "{dead:?}");
 
     let client = MlflowClient::new(&good).unwrap();
     let child = outbox.run("child").await.unwrap().unwrap();
@@ -137,7 +140,7 @@ async fn real_mlflow_server_with_basic_auth() {
     again.enqueue(&ops[..5]).await.unwrap();
     again.enqueue(&ops[6..]).await.unwrap();
     let report = Deliverer::new(again.clone(), &good).unwrap().drain(Duration::from_secs(30)).await.unwrap();
-    assert_eq!((report.pending, report.dead), (0, 0), "{report:?}");
+    assert_eq!((report.pending, report.dead), (0, 1), "only the changed param again: {report:?}");
     assert_eq!(again.run("child").await.unwrap().unwrap().run_id, child.run_id, "the run was found by its key, not created again");
     let exp = client.experiment_id("limits").await.unwrap().unwrap();
     assert_eq!(client.search_runs(&exp).await.unwrap().len(), 2, "still two runs");
@@ -177,4 +180,31 @@ async fn real_mlflow_server_with_basic_auth() {
     let champion = client.version_by_alias("limits-model", "champion").await.unwrap().unwrap();
     assert_eq!(champion.run_id, better.run_id, "the better model holds the alias");
     assert_eq!(champion.version, "3", "versions: first, worse, better");
+
+    // --- a model whose files did not reach MLflow is not registered (its
+    // version would point at an empty folder), and the refusal says why.
+    let broken = Outbox::open(&dir.path().join("broken.db")).await.unwrap();
+    broken
+        .enqueue(&[
+            Op::StartRun { run_key: "broken".into(), experiment: "limits".into(), run_name: "broken".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![], params: vec![] },
+            Op::Artifact { run_key: "broken".into(), path: "model/MLmodel".into(), file: dir.path().join("no-such-model").display().to_string() },
+            Op::Register {
+                run_key: "broken".into(),
+                model_name: "limits-model".into(),
+                artifact_path: "model".into(),
+                alias: "champion".into(),
+                tags: vec![("acc".into(), "0.99".into())],
+                rule: Some(AliasRule { metric: "acc".into(), value: 0.99, maximize: true }),
+            },
+        ])
+        .await
+        .unwrap();
+    let report = Deliverer::new(broken.clone(), &good).unwrap().drain(Duration::from_secs(30)).await.unwrap();
+    let dead = broken.dead(10).await.unwrap();
+    assert_eq!((report.pending, report.dead), (0, 2), "{report:?} {dead:?}");
+    assert!(dead[1].3.contains("model is not registered") && dead[1].3.contains("model/MLmodel"), "{dead:?}");
+    let broken_run = broken.run("broken").await.unwrap().unwrap();
+    assert!(client.find_model_version("limits-model", &broken_run.run_id).await.unwrap().is_none(), "no version for the broken model");
+    let champion = client.version_by_alias("limits-model", "champion").await.unwrap().unwrap();
+    assert_eq!(champion.run_id, better.run_id, "the alias stays on a loadable model");
 }

@@ -344,6 +344,7 @@ pub(crate) fn make_event(
         n_trials: study.config.n_trials,
         params: Vec::new(),
         holder: None,
+        before_start: false,
     }
 }
 

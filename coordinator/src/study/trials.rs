@@ -657,6 +657,8 @@ fn fail_waiting(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, n: 
     });
     let mut ev = make_event(ids, study, EventKind::TrialFailed, Some(n), now);
     ev.message = reason.to_string();
+    ev.params = external_params(study, n);
+    ev.before_start = true;
     batch.push_event(ev);
     tracing::warn!(study = %study.name, trial = n, %reason, "trial failed before it started");
 }
