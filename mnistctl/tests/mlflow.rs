@@ -127,7 +127,8 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert_eq!(best, vec![1, 2, 3], "best value after each finished trial");
     let parent_plots = client.list_artifacts(&run_id(&parent), "plots").await.unwrap();
     assert!(parent_plots.iter().any(|(p, _)| p == "plots/optimization_history.png"), "{parent_plots:?}");
-    assert!(params(&parent).keys().any(|k| k.starts_with("best.")), "best params logged at the end");
+    assert!(tags(&parent).keys().any(|k| k.starts_with("best.")), "best params tagged at the end");
+    assert_eq!(tags(&parent).get("mnist.n_trials").map(String::as_str), Some("3"));
 
     check_histories(&client, &trials, 2).await;
     for (n, run) in &trials {

@@ -232,6 +232,7 @@ impl Deliverer {
 
     /// Finds (by our run-key tag) or creates the run of a `StartRun` in
     /// `experiment_id`.
+    #[allow(clippy::too_many_arguments)]
     async fn find_or_create_run(
         &self,
         client: &MlflowClient,
