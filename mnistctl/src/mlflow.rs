@@ -55,8 +55,38 @@ pub struct SyncArgs {
     /// Try again the operations MLflow refused before (after fixing the cause).
     #[arg(long)]
     pub retry_refused: bool,
-    #[command(flatten)]
-    pub mlflow: MlflowArgs,
+    /// The MLflow tracking server, e.g. http://127.0.0.1:5000 [env: MLFLOW_TRACKING_URI].
+    /// Credentials come from MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (basic auth)
+    /// or MLFLOW_TRACKING_TOKEN (bearer). The experiment and registered-model names are
+    /// those stored with each operation when it was written.
+    #[arg(long = "mlflow-tracking-uri", value_name = "URI")]
+    pub mlflow_tracking_uri: Option<String>,
+    /// Not read by sync (the stored operations carry their experiment); hidden,
+    /// and refused when given.
+    #[arg(long = "mlflow-experiment-name", alias = "mlflow_experiment_name", value_name = "NAME", hide = true)]
+    pub mlflow_experiment_name: Option<String>,
+    /// Not read by sync (the stored operations carry their model name); hidden,
+    /// and refused when given.
+    #[arg(long = "mlflow-model-name", value_name = "NAME", hide = true)]
+    pub mlflow_model_name: Option<String>,
+}
+
+impl SyncArgs {
+    /// The message for a naming flag given to sync, which does not read it.
+    fn unused_flag(&self) -> Option<String> {
+        let flag = if self.mlflow_experiment_name.is_some() {
+            "--mlflow-experiment-name"
+        } else if self.mlflow_model_name.is_some() {
+            "--mlflow-model-name"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{flag} does not apply to `mnistctl mlflow sync`: each stored operation carries the experiment and \
+             registered-model names it was written with (give them to `mnistctl train`, `mnistctl tune` or the \
+             coordinator); leave it out"
+        ))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +106,12 @@ async fn open_existing(db: &Path) -> anyhow::Result<Outbox> {
 }
 
 pub fn run(cmd: MlflowCmd) -> anyhow::Result<()> {
+    if let MlflowCmd::Sync(a) = &cmd {
+        if let Some(msg) = a.unused_flag() {
+            use clap::CommandFactory;
+            crate::cli::Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit();
+        }
+    }
     runtime()?.block_on(async move {
         match cmd {
             MlflowCmd::Sync(a) => sync(a).await,
@@ -87,7 +123,7 @@ pub fn run(cmd: MlflowCmd) -> anyhow::Result<()> {
 
 async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     let patience = mnist_common::flags::seconds("patience", a.patience, true)?;
-    let config = a.mlflow.config()?;
+    let config = MlflowConfig::from_env_and(a.mlflow_tracking_uri.clone(), None, None)?;
     anyhow::ensure!(
         config.tracking_uri.is_some(),
         "no tracking server: set MLFLOW_TRACKING_URI or pass --mlflow-tracking-uri http://HOST:5000"

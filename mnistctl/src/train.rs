@@ -35,7 +35,8 @@ impl DataArgs {
     }
 }
 
-/// The training configuration as flags (defaults are the seed's).
+/// The training configuration as flags (defaults: the seed's, except the
+/// learning-rate schedule, which is cosine here and constant in the seed).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {
     /// Training mini-batch size.
@@ -56,8 +57,8 @@ pub struct ConfigArgs {
     /// Optimiser: sgd or adam.
     #[arg(long, default_value = "sgd", value_parser = parse_optimizer)]
     pub optimizer: Optimizer,
-    /// Learning-rate schedule: cosine (annealed towards 0 over the epochs,
-    /// one step per epoch) or constant (the seed's).
+    /// Learning-rate schedule: cosine (the default: annealed towards 0 over
+    /// the epochs, one step per epoch) or constant (the seed's recipe).
     #[arg(long, default_value = "cosine", value_parser = parse_schedule)]
     pub lr_schedule: LrSchedule,
     /// Output channels of the first conv layer.
@@ -126,7 +127,7 @@ impl ConfigArgs {
 
 /// Train the CNN once.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  mnistctl train                          # the seed's defaults: 5 epochs, SGD, lr 0.01\n  mnistctl train --epochs 1 --train-limit 5000 --device cpu\n  mnistctl train --optimizer adam --learning-rate 0.001 --output-dir runs/adam")]
+#[command(after_help = "Examples:\n  mnistctl train                          # 5 epochs, SGD, lr 0.01 annealed by a cosine schedule\n  mnistctl train --lr-schedule constant   # the seed's recipe: the same with a constant lr\n  mnistctl train --epochs 1 --train-limit 5000 --device cpu\n  mnistctl train --optimizer adam --learning-rate 0.001 --output-dir runs/adam")]
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,

@@ -253,3 +253,27 @@ fn a_bad_study_setting_fails_before_any_other_work() {
         "cannot reach coordinator at http://127.0.0.1:9",
     );
 }
+
+#[test]
+fn help_tells_the_defaults_truthfully_and_sync_shows_only_what_it_reads() {
+    // The default schedule is cosine; the seed's recipe is a constant lr.
+    let o = mnistctl(&["train", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = stdout(&o);
+    assert!(!help.contains("the seed's defaults"), "{help}");
+    assert!(help.contains("mnistctl train --lr-schedule constant") && help.contains("the seed's recipe"), "{help}");
+    assert!(help.contains("[default: cosine]"), "{help}");
+
+    // sync takes the names from the stored operations: the naming flags are
+    // neither shown nor silently accepted.
+    let o = mnistctl(&["mlflow", "sync", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = stdout(&o);
+    assert!(help.contains("--mlflow-tracking-uri"), "{help}");
+    for flag in ["--mlflow-experiment-name", "--mlflow-model-name"] {
+        assert!(!help.contains(flag), "{flag} is shown:\n{help}");
+        let o = mnistctl(&["mlflow", "sync", "--db", "nowhere.db", flag, "x"]);
+        assert_eq!(o.status.code(), Some(2), "bad usage exits 2: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("{flag} does not apply to `mnistctl mlflow sync`")), "{}", stderr(&o));
+    }
+}
