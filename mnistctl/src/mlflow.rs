@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use mnist_common::mlflow_model::{PYTHON_VERSION, PYTORCH_VERSION};
 use mnist_mlflow::op::{torch_flavors, AliasRule};
-use mnist_mlflow::{Deliverer, MetricPoint, MlflowArgs, MlflowConfig, Op, Outbox, RunStatus};
+use mnist_coordinator::storage::{DatabaseLock, StorageError};
+use mnist_mlflow::{Access, Deliverer, MetricPoint, MlflowArgs, MlflowConfig, MlflowError, Op, Outbox, RunStatus};
 use mnist_trainer::run::RunArtifacts;
 use mnist_trainer::TrainOutcome;
 
@@ -100,9 +101,30 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-async fn open_existing(db: &Path) -> anyhow::Result<Outbox> {
-    anyhow::ensure!(db.is_file(), "{} does not exist; give the study database or a training run's {TRAIN_OUTBOX}", db.display());
-    Outbox::open(db).await.with_context(|| format!("opening the MLflow outbox in {}", db.display()))
+/// Opens the outbox of an existing file: read-only for a command that only
+/// looks. A file that is not a coordinator's study database or a training
+/// run's outbox (MLflow's own `mlflow.db`, say) is refused and left unchanged.
+async fn open_existing(db: &Path, access: Access) -> anyhow::Result<Outbox> {
+    match Outbox::open_existing(db, access).await {
+        Ok(outbox) => Ok(outbox),
+        Err(e @ MlflowError::NotAnOutbox { .. }) => Err(e.into()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("opening the MLflow outbox in {}", db.display()))),
+    }
+}
+
+/// Takes the locks a running coordinator holds on its study database, so that
+/// an outbox has one sender: a coordinator delivers its own outbox, and a
+/// second sender would race it (the same operation sent twice at once).
+fn lock_outbox(db: &Path) -> anyhow::Result<DatabaseLock> {
+    match mnist_coordinator::storage::lock_database_for(db, "mnistctl mlflow sync") {
+        Ok(lock) => Ok(lock),
+        Err(StorageError::Locked { holder, .. }) => anyhow::bail!(
+            "{} is in use by another process ({holder}): a running coordinator delivers its own outbox (so does another \
+             `mnistctl mlflow sync`), and a second sender would race it; let it deliver, or stop it and run this again",
+            db.display()
+        ),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("locking {}", db.display()))),
+    }
 }
 
 pub fn run(cmd: MlflowCmd) -> anyhow::Result<()> {
@@ -128,7 +150,12 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
         config.tracking_uri.is_some(),
         "no tracking server: set MLFLOW_TRACKING_URI or pass --mlflow-tracking-uri http://HOST:5000"
     );
-    let outbox = open_existing(&a.db).await?;
+    // Check that the file is an outbox before anything is created next to it
+    // (the lock file), then take the coordinator's lock before SQLite opens
+    // the file for writing.
+    open_existing(&a.db, Access::ReadOnly).await?.close().await;
+    let lock = lock_outbox(&a.db)?;
+    let outbox = open_existing(&a.db, Access::ReadWrite).await?;
     if a.retry_refused {
         let n = outbox.retry_dead().await?;
         println!("{n} refused operations put back in line");
@@ -138,6 +165,9 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     let report = Deliverer::new(outbox.clone(), &config)?.drain(patience).await?;
     println!("delivered {}, refused {}, still pending {}", report.delivered, report.dead, report.pending);
     outbox.close().await;
+    // Only after SQLite closed the file: closing the lock's handle on it would
+    // drop SQLite's own locks (POSIX record locks belong to the process).
+    drop(lock);
     if let Some(why) = report.blocked_by {
         anyhow::bail!("delivery stopped with {} operations pending: {why}", report.pending);
     }
@@ -153,7 +183,7 @@ async fn prune(a: PruneArgs) -> anyhow::Result<()> {
         "--older-than-days must be a number of days ≥ 0, got {}",
         a.older_than_days
     );
-    let outbox = open_existing(&a.db).await?;
+    let outbox = open_existing(&a.db, Access::ReadWrite).await?;
     let cutoff = chrono::Utc::now().timestamp_millis() - (a.older_than_days * 86_400_000.0) as i64;
     let n = outbox.prune_delivered(cutoff).await?;
     let b = outbox.backlog().await?;
@@ -163,7 +193,7 @@ async fn prune(a: PruneArgs) -> anyhow::Result<()> {
 }
 
 async fn status(db: &Path) -> anyhow::Result<()> {
-    let outbox = open_existing(db).await?;
+    let outbox = open_existing(db, Access::ReadOnly).await?;
     let b = outbox.backlog().await?;
     println!("pending:   {}", b.pending);
     println!("delivered: {}", b.delivered);
@@ -261,7 +291,12 @@ pub fn log_training_run(
     let files = mnist_worker::artifacts::files(artifacts);
     let ops = train_ops(&cfg, config, outcome, &files, device);
     runtime()?.block_on(async {
-        let outbox = Outbox::open(&db).await.with_context(|| format!("opening the MLflow outbox {}", db.display()))?;
+        // An existing file is only written when it is an outbox.
+        let outbox = if db.exists() {
+            open_existing(&db, Access::ReadWrite).await?
+        } else {
+            Outbox::open(&db).await.with_context(|| format!("creating the MLflow outbox {}", db.display()))?
+        };
         outbox.enqueue(&ops).await?;
         if cfg.tracking_uri.is_none() {
             println!(

@@ -482,7 +482,7 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
 /// After the coordinator stopped (and delivered what it could): what MLflow
 /// received, or what still waits in the outbox and how to send it.
 async fn mlflow_summary(args: &TuneArgs, uri: Option<String>) {
-    let Ok(outbox) = mnist_mlflow::Outbox::open(&args.storage).await else { return };
+    let Ok(outbox) = mnist_mlflow::Outbox::open_existing(&args.storage, mnist_mlflow::Access::ReadOnly).await else { return };
     if let Ok(b) = outbox.backlog().await {
         match (&uri, b.pending) {
             (Some(u), 0) => println!("MLflow: everything delivered to {u} ({} operations)", b.delivered),

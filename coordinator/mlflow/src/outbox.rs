@@ -62,6 +62,15 @@ pub struct Backlog {
     pub last_error: Option<String>,
 }
 
+/// How [`Outbox::open_existing`] opens a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// To look only: the file is opened read-only.
+    ReadOnly,
+    /// To deliver or prune: rows change; the journal mode is left as it is.
+    ReadWrite,
+}
+
 /// A stored operation.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -93,6 +102,62 @@ impl Outbox {
         let pool = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await?;
         let ob = Outbox { pool };
         ob.migrate().await?;
+        Ok(ob)
+    }
+
+    /// Opens the outbox of an existing database without creating the file,
+    /// switching its journal mode, or adding tables to a file that is not
+    /// an outbox: a file without our `mnist_mlflow_outbox` table (MLflow's
+    /// own `mlflow.db`, say) is refused with [`MlflowError::NotAnOutbox`]
+    /// and left unchanged. With [`Access::ReadWrite`], tables of a newer
+    /// outbox schema missing from an older outbox are added.
+    pub async fn open_existing(path: &Path, access: Access) -> Result<Outbox, MlflowError> {
+        let not = |why: String| MlflowError::NotAnOutbox { path: path.display().to_string(), why };
+        if !path.exists() {
+            return Err(not("there is no such file".into()));
+        }
+        if !path.is_file() {
+            return Err(not("it is not a file".into()));
+        }
+        let mut opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .read_only(access == Access::ReadOnly)
+            .busy_timeout(Duration::from_secs(30));
+        if access == Access::ReadWrite {
+            opts = opts.synchronous(SqliteSynchronous::Normal);
+        }
+        // SQLite reads the header only at the first statement: "file is not a
+        // database" may come from the connection's set-up or from the query.
+        let not_sqlite = |e: sqlx::Error| {
+            let notadb = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "26")
+                || e.to_string().contains("file is not a database");
+            if notadb {
+                not("it is not an SQLite database".into())
+            } else {
+                MlflowError::Db(e)
+            }
+        };
+        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await.map_err(not_sqlite)?;
+        let found: Option<String> =
+            match sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'mnist_mlflow_outbox'")
+                .fetch_optional(&pool)
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => {
+                    pool.close().await;
+                    return Err(not_sqlite(e));
+                }
+            };
+        if found.is_none() {
+            pool.close().await;
+            return Err(not("it has no mnist_mlflow_outbox table".into()));
+        }
+        let ob = Outbox { pool };
+        if access == Access::ReadWrite {
+            ob.migrate().await?;
+        }
         Ok(ob)
     }
 
