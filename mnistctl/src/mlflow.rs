@@ -212,6 +212,51 @@ async fn status(db: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses to train into `output_dir` while its outbox still holds uploads of
+/// an earlier run that MLflow has not received (pending, or refused and so
+/// perhaps retried): they name the files by path, this run would overwrite
+/// those files, and a later `mnistctl mlflow sync` would upload this run's
+/// weights, plots and metrics as the earlier run's. Only reads the outbox.
+pub fn check_output_dir(output_dir: &Path) -> anyhow::Result<()> {
+    let db = output_dir.join(TRAIN_OUTBOX);
+    if !db.exists() {
+        return Ok(());
+    }
+    let runs = runtime()?.block_on(async {
+        let outbox = open_existing(&db, Access::ReadOnly).await?;
+        let runs = outbox.undelivered_runs().await;
+        outbox.close().await;
+        runs.with_context(|| format!("reading the MLflow outbox {}", db.display()))
+    })?;
+    let waiting: Vec<_> = runs.into_iter().filter(|r| r.uploads > 0).collect();
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let uploads: u64 = waiting.iter().map(|r| r.uploads).sum();
+    let operations: u64 = waiting.iter().map(|r| r.operations).sum();
+    let refused: u64 = waiting.iter().map(|r| r.refused).sum();
+    let db_abs = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
+    let runs = match waiting.len() {
+        1 => "an earlier training run".to_string(),
+        n => format!("{n} earlier training runs"),
+    };
+    let refused_note = match refused {
+        0 => String::new(),
+        n => format!(", {n} of them refused by MLflow before"),
+    };
+    let retry = if refused > 0 { " --retry-refused" } else { "" };
+    anyhow::bail!(
+        "--output-dir {} holds {operations} MLflow operations of {runs} not delivered yet{refused_note}, among them \
+         {uploads} uploads of the files in that directory; this run would overwrite those files, and MLflow would \
+         then receive this run's weights, plots and metrics.json as the earlier run's. Either deliver them first: \
+         `mnistctl mlflow sync --db {}{retry} --mlflow-tracking-uri URI`, or give this run another --output-dir \
+         (or, if the earlier run need not reach MLflow, delete {})",
+        output_dir.display(),
+        db_abs.display(),
+        db_abs.display()
+    )
+}
+
 /// The operations that log one training run: its params, per-epoch metric
 /// histories, test metrics, plots, model directory and weights, the logged
 /// model, and the registration (the alias moves when its test accuracy beats
@@ -287,8 +332,15 @@ pub fn log_training_run(
     device: &str,
 ) -> anyhow::Result<()> {
     let cfg = args.config()?;
-    let db = artifacts.dir.join(TRAIN_OUTBOX);
-    let files = mnist_worker::artifacts::files(artifacts);
+    // Absolute paths, in the operations and in the advice printed: `mnistctl
+    // mlflow sync` may run from any directory.
+    let dir = std::path::absolute(&artifacts.dir).with_context(|| format!("finding the absolute path of {}", artifacts.dir.display()))?;
+    let db = dir.join(TRAIN_OUTBOX);
+    let files: Vec<(String, PathBuf)> = mnist_worker::artifacts::files(artifacts)
+        .into_iter()
+        .map(|(name, path)| std::path::absolute(&path).map(|p| (name, p)))
+        .collect::<std::io::Result<_>>()
+        .context("finding the absolute paths of the run's files")?;
     let ops = train_ops(&cfg, config, outcome, &files, device);
     runtime()?.block_on(async {
         // An existing file is only written when it is an outbox.

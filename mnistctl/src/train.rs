@@ -3,7 +3,9 @@
 //! Loads (or downloads) and verifies MNIST, trains the CNN with the given
 //! configuration, prints per-epoch and test metrics, and writes the model
 //! (safetensors, TorchScript, MLflow model directory), `metrics.json` and the
-//! plots into `--output-dir`.
+//! plots into `--output-dir`. A directory whose MLflow outbox still holds
+//! uploads of an earlier run's files is refused before training: this run
+//! would overwrite the files that those uploads name.
 
 use anyhow::Context;
 use mnist_common::config::{ConfigError, LrSchedule, Optimizer, TrainConfig};
@@ -136,7 +138,9 @@ pub struct TrainArgs {
     /// Device: auto (CUDA if available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Where the model, metrics and plots are written.
+    /// Where the model, metrics and plots are written. Refused while its
+    /// `mlflow-outbox.db` still holds uploads of an earlier run's files that
+    /// MLflow has not received (they would be overwritten).
     #[arg(long, default_value = "models")]
     pub output_dir: PathBuf,
     /// MLflow: the run is logged (params, curves, plots, model) and its model
@@ -147,8 +151,10 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = args.config.to_config()?;
-    // Check the MLflow settings before spending minutes on training.
+    // Check the MLflow settings and the output directory's outbox before
+    // spending minutes on training.
     args.mlflow.config()?;
+    crate::mlflow::check_output_dir(&args.output_dir)?;
     let spec: DeviceSpec = args.device.parse()?;
     let device = spec.resolve()?;
     let data = args.data.load()?;

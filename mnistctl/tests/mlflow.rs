@@ -185,26 +185,35 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--older-than-days"));
 
     // The single training command without a tracking server keeps its run in
-    // an outbox; `mnistctl mlflow sync` delivers and registers it later.
+    // an outbox; `mnistctl mlflow sync` delivers and registers it later, from
+    // any directory (the outbox names the files by absolute path, even for a
+    // relative --output-dir).
     let models = dir.path().join("models");
-    let train = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
-        .args(["train", "--epochs", "1", "--train-limit", "1000", "--val-size", "200", "--test-limit", "300", "--device", "cpu", "--no-download"])
-        .arg("--data-dir")
-        .arg(data_dir())
-        .arg("--output-dir")
-        .arg(&models)
-        .env_remove("MLFLOW_TRACKING_URI")
-        .env("MNIST_NO_PROGRESS", "1")
-        .output()
-        .unwrap();
+    let train_cmd = |tracking: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mnistctl"));
+        c.args(["train", "--epochs", "1", "--train-limit", "1000", "--val-size", "200", "--test-limit", "300", "--device", "cpu", "--no-download"])
+            .arg("--data-dir")
+            .arg(data_dir())
+            .args(["--output-dir", "models"])
+            .current_dir(dir.path())
+            .env_remove("MLFLOW_TRACKING_URI")
+            .env("MNIST_NO_PROGRESS", "1");
+        if let Some(uri) = tracking {
+            c.args(["--mlflow-tracking-uri", uri]);
+        }
+        c.output().unwrap()
+    };
+    let train = train_cmd(None);
     let train_out = String::from_utf8_lossy(&train.stdout);
     assert!(train.status.success(), "{train_out}
 {}", String::from_utf8_lossy(&train.stderr));
     assert!(train_out.contains("no tracking server configured") && train_out.contains("mnistctl mlflow sync --db"), "{train_out}");
+    let elsewhere = tempfile::tempdir().unwrap();
     let sync = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
         .args(["mlflow", "sync", "--db"])
         .arg(models.join("mlflow-outbox.db"))
         .args(["--mlflow-tracking-uri", &uri])
+        .current_dir(elsewhere.path())
         .output()
         .unwrap();
     let sync_out = String::from_utf8_lossy(&sync.stdout);
@@ -218,6 +227,13 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert_eq!(client.metric_history(&train_run, "val_accuracy").await.unwrap().len(), 1);
     let version = client.find_model_version("mnist-cnn", &train_run).await.unwrap().expect("the trained model is registered");
     assert!(version.tags.iter().any(|(k, v)| k == "source" && v == "mnistctl train"), "{version:?}");
+    let uploaded: HashSet<String> = client.list_artifacts(&train_run, "").await.unwrap().into_iter().map(|(p, _)| p).collect();
+    assert!(uploaded.contains("metrics.json") && uploaded.contains("weights"), "{uploaded:?}");
+    // Delivered, the directory takes the next run (delivered at once).
+    let again = train_cmd(Some(&uri));
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("MLflow: run "), "{}", String::from_utf8_lossy(&again.stdout));
+    assert_eq!(client.search_runs(&exp).await.unwrap().len(), 2);
     let still = client.version_by_alias("mnist-cnn", "champion").await.unwrap().unwrap();
     assert_eq!(still.version, champion.version, "a model chosen by another metric keeps the alias");
 

@@ -62,6 +62,18 @@ pub struct Backlog {
     pub last_error: Option<String>,
 }
 
+/// A run with operations not delivered yet (pending or refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndeliveredRun {
+    pub run_key: String,
+    /// Its operations not delivered yet.
+    pub operations: u64,
+    /// How many of those MLflow refused (`DEAD`); the rest are pending.
+    pub refused: u64,
+    /// How many of those upload a local file (`Op::Artifact`).
+    pub uploads: u64,
+}
+
 /// How [`Outbox::open_existing`] opens a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -362,6 +374,22 @@ impl Outbox {
         Ok(r.rows_affected())
     }
 
+    /// The runs with operations not delivered yet (pending or refused), in
+    /// the order their first such operation was written.
+    pub async fn undelivered_runs(&self) -> Result<Vec<UndeliveredRun>, MlflowError> {
+        let rows = sqlx::query(
+            "SELECT run_key, COUNT(*), COALESCE(SUM(state = 'DEAD'), 0), COALESCE(SUM(kind = 'artifact'), 0)
+             FROM mnist_mlflow_outbox WHERE state != 'DONE' GROUP BY run_key ORDER BY MIN(id)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let n = |r: &sqlx::sqlite::SqliteRow, i: usize| r_i64(r, i).max(0) as u64;
+        Ok(rows
+            .into_iter()
+            .map(|r| UndeliveredRun { run_key: r.get(0), operations: n(&r, 1), refused: n(&r, 2), uploads: n(&r, 3) })
+            .collect())
+    }
+
     /// Counts of pending, delivered and refused operations.
     pub async fn backlog(&self) -> Result<Backlog, MlflowError> {
         let row = sqlx::query(
@@ -432,5 +460,23 @@ mod tests {
         assert_eq!(b.last_error.as_deref(), Some("down"));
         assert_eq!(ob.retry_dead().await.unwrap(), 1);
         assert_eq!(ob.backlog().await.unwrap().pending, 149);
+    }
+
+    #[tokio::test]
+    async fn undelivered_runs_count_their_uploads_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db")).await.unwrap();
+        let upload = |key: &str, n: u32| Op::Artifact { run_key: key.into(), path: format!("f{n}"), file: format!("/tmp/f{n}") };
+        ob.enqueue(&[op("a"), upload("a", 1), upload("a", 2), op("b"), upload("c", 3)]).await.unwrap();
+        let pending = ob.pending(10).await.unwrap();
+        ob.mark_done(pending[0].id).await.unwrap();
+        ob.mark_dead(pending[1].id, "refused").await.unwrap();
+        ob.mark_done(pending[3].id).await.unwrap();
+        let runs = ob.undelivered_runs().await.unwrap();
+        let want = vec![
+            UndeliveredRun { run_key: "a".into(), operations: 2, refused: 1, uploads: 2 },
+            UndeliveredRun { run_key: "c".into(), operations: 1, refused: 0, uploads: 1 },
+        ];
+        assert_eq!(runs, want, "b was delivered; a and c wait, in the order they were written");
     }
 }
