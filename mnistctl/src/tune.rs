@@ -5,8 +5,10 @@
 //! (`--storage`, Optuna's schema), creates the study (or resumes the one of
 //! that name in the database), runs an in-process worker with one slot per
 //! device, shows the progress with the best value so far, and prints the best
-//! trial with the place of its artifacts. Ctrl-C gives the running trials
-//! back and stops cleanly; running the same command again resumes.
+//! trial with the place of its artifacts; a study that ends without a
+//! complete trial fails the command (exit 1), naming the first failure's
+//! reason. Ctrl-C gives the running trials back and stops cleanly; running
+//! the same command again resumes.
 
 mod progress;
 
@@ -431,7 +433,8 @@ async fn open_study(client: &mut StudyServiceClient<Channel>, spec: pb::StudySpe
     Ok(study)
 }
 
-/// Prints the outcome and the best trial.
+/// Prints the outcome and the best trial; a study without a complete trial
+/// (every trial failed or was pruned) is an error.
 async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_root: &Path, ran: bool) -> anyhow::Result<()> {
     let s = client.get_study(pb::GetStudyRequest { name: name.into() }).await.map_err(status)?.into_inner();
     let c = s.counts.unwrap_or_default();
@@ -448,8 +451,7 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
         if s.end_reason.is_empty() { String::new() } else { format!(" | {}", s.end_reason) }
     );
     let Some(t) = s.best_trial else {
-        println!("no trial completed, so there is no best trial");
-        return Ok(());
+        return Err(no_best_trial(client, name, &c, &s.end_reason).await);
     };
     println!();
     println!("best trial: #{}  {metric} = {}", t.number, opt_num(t.value));
@@ -477,6 +479,37 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
         }
     }
     Ok(())
+}
+
+/// The error of a study that ended without a complete trial, so without a
+/// best trial: how many trials failed or were pruned, the first failure's
+/// reason, and what to do.
+async fn no_best_trial(client: &mut StudyServiceClient<Channel>, name: &str, c: &pb::TrialCounts, end_reason: &str) -> anyhow::Error {
+    let first_failure = if c.fail > 0 {
+        let req = pb::ListTrialsRequest { study_name: name.into(), states: vec![pb::TrialState::Fail as i32], from_number: 0, limit: 1 };
+        client.list_trials(req).await.ok().and_then(|r| r.into_inner().trials.into_iter().next())
+    } else {
+        None
+    };
+    let finished = c.complete + c.pruned + c.fail;
+    let mut msg = if finished == 0 {
+        let why = if end_reason.is_empty() { String::new() } else { format!(" ({end_reason})") };
+        format!("no trial of study {name:?} finished{why}, so there is no best trial")
+    } else {
+        format!("no trial of study {name:?} completed ({} failed, {} pruned), so there is no best trial", c.fail, c.pruned)
+    };
+    if let Some(t) = first_failure {
+        let reason = if t.fail_reason.is_empty() { "no reason was given" } else { t.fail_reason.as_str() };
+        msg.push_str(&format!("; the first failure, trial #{}: {reason}", t.number));
+    }
+    msg.push_str(if c.fail > 0 {
+        "; fix the cause, then tune again under another --study name (a larger --n-trials adds trials to this one)"
+    } else if c.pruned > 0 {
+        "; the pruner stopped every trial: try --pruner none or more --epochs, under another --study name"
+    } else {
+        "; give the trials more time (--timeout) under another --study name"
+    });
+    anyhow::anyhow!(msg)
 }
 
 /// After the coordinator stopped (and delivered what it could): what MLflow

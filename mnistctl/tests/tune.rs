@@ -1,7 +1,9 @@
 //! `mnistctl tune` end to end on the CPU with a tiny CNN: Ctrl-C gives the
 //! running trial back and exits 0, the same command resumes and finishes
 //! with the exact trial count and prints the best trial with its artifacts,
-//! Optuna reads the database, and a third run finds the study complete.
+//! Optuna reads the database, and a third run finds the study complete; a
+//! study in which every trial fails ends the command with exit 1 and the
+//! first failure's reason.
 //!
 //! Data: `MNIST_TEST_DATA`, else `<repo>/../shared/data/mnist`.
 //! Python: `MNIST_TEST_PYTHON`, else `<repo>/.venv/bin/python`.
@@ -106,4 +108,41 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     }
     assert!(!e.contains("epochs ("), "unchanged settings are not listed\n{e}");
     assert!(read(&out).contains("already COMPLETE"), "{}", read(&out));
+}
+
+#[test]
+fn tune_fails_when_no_trial_completes_and_names_the_first_failure() {
+    // lr 10 with weight decay 1 multiplies the weights by -9 each step: every
+    // trial diverges within its first epoch.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let space = dir.join("space.json");
+    std::fs::write(&space, r#"{"momentum": {"type": "float", "low": 0.5, "high": 0.9}}"#).unwrap();
+    let diverging = || {
+        let mut c = tiny_tune(dir);
+        c.args(["--n-trials", "2", "--epochs", "1", "--train-limit", "1000", "--study", "diverge", "--pruner", "none"])
+            .args(["--base", "learning_rate=10", "--base", "weight_decay=1", "--base", "batch_size=10"])
+            .arg("--space")
+            .arg(&space);
+        c
+    };
+    let mut c = diverging();
+    let (out, err) = (dir.join("fail.out"), dir.join("fail.err"));
+    c.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+    let mut child = c.spawn().unwrap();
+    let st = wait(&mut child, Duration::from_secs(180), &[&out, &err]);
+    let (text, log) = (read(&out), read(&err));
+    assert_eq!(st.code(), Some(1), "a study without a complete trial is a failure\n{text}\n{log}");
+    assert!(text.contains("0 complete, 0 pruned, 2 failed"), "{text}");
+    assert!(!text.contains("best trial:"), "{text}");
+    let want = "error: no trial of study \"diverge\" completed (2 failed, 0 pruned), so there is no best trial; \
+                the first failure, trial #0: training diverged at epoch 1";
+    assert!(log.contains(want), "{want:?} missing in\n{log}");
+    assert!(log.contains("fix the cause"), "{log}");
+
+    // Run again: the study is already complete, and still has no best trial.
+    let o = diverging().output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already COMPLETE"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(want), "{}", String::from_utf8_lossy(&o.stderr));
 }
