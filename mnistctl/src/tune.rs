@@ -8,7 +8,9 @@
 //! trial with the place of its artifacts; a study that ends without a
 //! complete trial fails the command (exit 1), naming the first failure's
 //! reason. Ctrl-C gives the running trials back and stops cleanly; running
-//! the same command again resumes.
+//! the same command again resumes. Ctrl-C during the final wait for MLflow
+//! ends the wait at once (exit 130); what was not delivered stays in the
+//! study database's outbox for `mnistctl mlflow sync`.
 
 mod progress;
 
@@ -246,9 +248,61 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
     tracing::info!(url = %url, db = %args.storage.display(), "coordinator started");
 
     let outcome = drive(&args, spec, worker, &url, &artifacts_root).await;
-    running.shutdown().await.context("stopping the coordinator")?;
+    // Stopping the coordinator waits up to --mlflow-wait-seconds for MLflow to
+    // receive what is left. Ctrl-C ends that wait at once: what was not
+    // delivered stays in the outbox (the coordinator's tasks end with the
+    // runtime; every state change was committed before its call answered).
+    let stopped = tokio::select! {
+        r = running.shutdown() => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    match stopped {
+        Some(r) => r.context("stopping the coordinator")?,
+        None => {
+            if let Err(e) = &outcome {
+                eprintln!("error: {e:#}");
+            }
+            return Err(Interrupted(mlflow_left_behind(&args).await).into());
+        }
+    }
     mlflow_summary(&args, tracking_uri).await;
     outcome
+}
+
+/// Ctrl-C ended the command early (during the final MLflow wait); `main`
+/// prints the message and exits with 130, as a shell reports a process that
+/// SIGINT ended.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// What Ctrl-C during the final MLflow wait left in the outbox, and how it
+/// gets delivered.
+async fn mlflow_left_behind(args: &TuneArgs) -> String {
+    let db = args.storage.display();
+    let pending = match mnist_mlflow::Outbox::open_existing(&args.storage, mnist_mlflow::Access::ReadOnly).await {
+        Ok(outbox) => {
+            let b = outbox.backlog().await.ok();
+            outbox.close().await;
+            b.map(|b| b.pending)
+        }
+        Err(_) => None,
+    };
+    let what = match pending {
+        Some(n) => format!("{n} MLflow operations stay"),
+        None => "the MLflow operations not delivered yet stay".to_string(),
+    };
+    format!(
+        "stopped waiting for MLflow; {what} in {db}'s outbox: deliver them with `mnistctl mlflow sync --db {db}`, \
+         or they are sent on the next `mnistctl tune --storage {db}`"
+    )
 }
 
 /// Creates or resumes the study, runs the worker with the progress display,
@@ -274,6 +328,7 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, mut wcfg: WorkerConfig, url
     let mut worker = tokio::spawn(mnist_worker::run(wcfg, stop_rx));
 
     let mut interrupted = false;
+    let mut quit_at_once: Option<tokio::task::JoinHandle<()>> = None;
     let mut stream_open = true;
     let worker_result = loop {
         tokio::select! {
@@ -291,13 +346,17 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, mut wcfg: WorkerConfig, url
                 display.finish();
                 eprintln!("interrupted: giving the running trials back (Ctrl-C again to quit at once)");
                 stop.send_replace(true);
-                tokio::spawn(async {
+                quit_at_once = Some(tokio::spawn(async {
                     let _ = tokio::signal::ctrl_c().await;
                     std::process::exit(130);
-                });
+                }));
             }
         }
     };
+    // From here on, Ctrl-C ends the final MLflow wait (see `tune`).
+    if let Some(task) = quit_at_once {
+        task.abort();
+    }
     display.finish();
     match worker_result {
         Ok(Ok(summary)) => tracing::debug!(?summary, "the local worker finished"),
