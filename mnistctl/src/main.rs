@@ -9,7 +9,8 @@
 //! - `study`, `trial`, `workers`: a client of a running coordinator.
 //!
 //! Errors are reported once, at this edge, with `anyhow`; the exit code is 1
-//! for a failed command and 2 for bad usage (clap).
+//! for a failed command, 2 for bad usage (clap), and 130 when Ctrl-C cut
+//! `tune`'s final MLflow wait short.
 
 mod cli;
 mod client;
@@ -51,6 +52,10 @@ fn main() {
         cli::Command::Mlflow { cmd } => mlflow::run(cmd),
     };
     if let Err(err) = result {
+        if let Some(why) = err.downcast_ref::<tune::Interrupted>() {
+            eprintln!("interrupted: {why}");
+            std::process::exit(130);
+        }
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }

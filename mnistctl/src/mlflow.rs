@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use mnist_common::mlflow_model::{PYTHON_VERSION, PYTORCH_VERSION};
 use mnist_mlflow::op::{torch_flavors, AliasRule};
-use mnist_mlflow::{Deliverer, MetricPoint, MlflowArgs, MlflowConfig, Op, Outbox, RunStatus};
+use mnist_coordinator::storage::{DatabaseLock, StorageError};
+use mnist_mlflow::{Access, Deliverer, MetricPoint, MlflowArgs, MlflowConfig, MlflowError, Op, Outbox, RunStatus};
 use mnist_trainer::run::RunArtifacts;
 use mnist_trainer::TrainOutcome;
 
@@ -55,8 +56,38 @@ pub struct SyncArgs {
     /// Try again the operations MLflow refused before (after fixing the cause).
     #[arg(long)]
     pub retry_refused: bool,
-    #[command(flatten)]
-    pub mlflow: MlflowArgs,
+    /// The MLflow tracking server, e.g. http://127.0.0.1:5000 [env: MLFLOW_TRACKING_URI].
+    /// Credentials come from MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (basic auth)
+    /// or MLFLOW_TRACKING_TOKEN (bearer). The experiment and registered-model names are
+    /// those stored with each operation when it was written.
+    #[arg(long = "mlflow-tracking-uri", value_name = "URI")]
+    pub mlflow_tracking_uri: Option<String>,
+    /// Not read by sync (the stored operations carry their experiment); hidden,
+    /// and refused when given.
+    #[arg(long = "mlflow-experiment-name", alias = "mlflow_experiment_name", value_name = "NAME", hide = true)]
+    pub mlflow_experiment_name: Option<String>,
+    /// Not read by sync (the stored operations carry their model name); hidden,
+    /// and refused when given.
+    #[arg(long = "mlflow-model-name", value_name = "NAME", hide = true)]
+    pub mlflow_model_name: Option<String>,
+}
+
+impl SyncArgs {
+    /// The message for a naming flag given to sync, which does not read it.
+    fn unused_flag(&self) -> Option<String> {
+        let flag = if self.mlflow_experiment_name.is_some() {
+            "--mlflow-experiment-name"
+        } else if self.mlflow_model_name.is_some() {
+            "--mlflow-model-name"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{flag} does not apply to `mnistctl mlflow sync`: each stored operation carries the experiment and \
+             registered-model names it was written with (give them to `mnistctl train`, `mnistctl tune` or the \
+             coordinator); leave it out"
+        ))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,12 +101,39 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-async fn open_existing(db: &Path) -> anyhow::Result<Outbox> {
-    anyhow::ensure!(db.is_file(), "{} does not exist; give the study database or a training run's {TRAIN_OUTBOX}", db.display());
-    Outbox::open(db).await.with_context(|| format!("opening the MLflow outbox in {}", db.display()))
+/// Opens the outbox of an existing file: read-only for a command that only
+/// looks. A file that is not a coordinator's study database or a training
+/// run's outbox (MLflow's own `mlflow.db`, say) is refused and left unchanged.
+async fn open_existing(db: &Path, access: Access) -> anyhow::Result<Outbox> {
+    match Outbox::open_existing(db, access).await {
+        Ok(outbox) => Ok(outbox),
+        Err(e @ MlflowError::NotAnOutbox { .. }) => Err(e.into()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("opening the MLflow outbox in {}", db.display()))),
+    }
+}
+
+/// Takes the locks a running coordinator holds on its study database, so that
+/// an outbox has one sender: a coordinator delivers its own outbox, and a
+/// second sender would race it (the same operation sent twice at once).
+fn lock_outbox(db: &Path) -> anyhow::Result<DatabaseLock> {
+    match mnist_coordinator::storage::lock_database_for(db, "mnistctl mlflow sync") {
+        Ok(lock) => Ok(lock),
+        Err(StorageError::Locked { holder, .. }) => anyhow::bail!(
+            "{} is in use by another process ({holder}): a running coordinator delivers its own outbox (so does another \
+             `mnistctl mlflow sync`), and a second sender would race it; let it deliver, or stop it and run this again",
+            db.display()
+        ),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("locking {}", db.display()))),
+    }
 }
 
 pub fn run(cmd: MlflowCmd) -> anyhow::Result<()> {
+    if let MlflowCmd::Sync(a) = &cmd {
+        if let Some(msg) = a.unused_flag() {
+            use clap::CommandFactory;
+            crate::cli::Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit();
+        }
+    }
     runtime()?.block_on(async move {
         match cmd {
             MlflowCmd::Sync(a) => sync(a).await,
@@ -87,12 +145,17 @@ pub fn run(cmd: MlflowCmd) -> anyhow::Result<()> {
 
 async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     let patience = mnist_common::flags::seconds("patience", a.patience, true)?;
-    let config = a.mlflow.config()?;
+    let config = MlflowConfig::from_env_and(a.mlflow_tracking_uri.clone(), None, None)?;
     anyhow::ensure!(
         config.tracking_uri.is_some(),
         "no tracking server: set MLFLOW_TRACKING_URI or pass --mlflow-tracking-uri http://HOST:5000"
     );
-    let outbox = open_existing(&a.db).await?;
+    // Check that the file is an outbox before anything is created next to it
+    // (the lock file), then take the coordinator's lock before SQLite opens
+    // the file for writing.
+    open_existing(&a.db, Access::ReadOnly).await?.close().await;
+    let lock = lock_outbox(&a.db)?;
+    let outbox = open_existing(&a.db, Access::ReadWrite).await?;
     if a.retry_refused {
         let n = outbox.retry_dead().await?;
         println!("{n} refused operations put back in line");
@@ -102,6 +165,9 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     let report = Deliverer::new(outbox.clone(), &config)?.drain(patience).await?;
     println!("delivered {}, refused {}, still pending {}", report.delivered, report.dead, report.pending);
     outbox.close().await;
+    // Only after SQLite closed the file: closing the lock's handle on it would
+    // drop SQLite's own locks (POSIX record locks belong to the process).
+    drop(lock);
     if let Some(why) = report.blocked_by {
         anyhow::bail!("delivery stopped with {} operations pending: {why}", report.pending);
     }
@@ -117,7 +183,7 @@ async fn prune(a: PruneArgs) -> anyhow::Result<()> {
         "--older-than-days must be a number of days ≥ 0, got {}",
         a.older_than_days
     );
-    let outbox = open_existing(&a.db).await?;
+    let outbox = open_existing(&a.db, Access::ReadWrite).await?;
     let cutoff = chrono::Utc::now().timestamp_millis() - (a.older_than_days * 86_400_000.0) as i64;
     let n = outbox.prune_delivered(cutoff).await?;
     let b = outbox.backlog().await?;
@@ -127,7 +193,7 @@ async fn prune(a: PruneArgs) -> anyhow::Result<()> {
 }
 
 async fn status(db: &Path) -> anyhow::Result<()> {
-    let outbox = open_existing(db).await?;
+    let outbox = open_existing(db, Access::ReadOnly).await?;
     let b = outbox.backlog().await?;
     println!("pending:   {}", b.pending);
     println!("delivered: {}", b.delivered);
@@ -144,6 +210,51 @@ async fn status(db: &Path) -> anyhow::Result<()> {
     }
     outbox.close().await;
     Ok(())
+}
+
+/// Refuses to train into `output_dir` while its outbox still holds uploads of
+/// an earlier run that MLflow has not received (pending, or refused and so
+/// perhaps retried): they name the files by path, this run would overwrite
+/// those files, and a later `mnistctl mlflow sync` would upload this run's
+/// weights, plots and metrics as the earlier run's. Only reads the outbox.
+pub fn check_output_dir(output_dir: &Path) -> anyhow::Result<()> {
+    let db = output_dir.join(TRAIN_OUTBOX);
+    if !db.exists() {
+        return Ok(());
+    }
+    let runs = runtime()?.block_on(async {
+        let outbox = open_existing(&db, Access::ReadOnly).await?;
+        let runs = outbox.undelivered_runs().await;
+        outbox.close().await;
+        runs.with_context(|| format!("reading the MLflow outbox {}", db.display()))
+    })?;
+    let waiting: Vec<_> = runs.into_iter().filter(|r| r.uploads > 0).collect();
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let uploads: u64 = waiting.iter().map(|r| r.uploads).sum();
+    let operations: u64 = waiting.iter().map(|r| r.operations).sum();
+    let refused: u64 = waiting.iter().map(|r| r.refused).sum();
+    let db_abs = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
+    let runs = match waiting.len() {
+        1 => "an earlier training run".to_string(),
+        n => format!("{n} earlier training runs"),
+    };
+    let refused_note = match refused {
+        0 => String::new(),
+        n => format!(", {n} of them refused by MLflow before"),
+    };
+    let retry = if refused > 0 { " --retry-refused" } else { "" };
+    anyhow::bail!(
+        "--output-dir {} holds {operations} MLflow operations of {runs} not delivered yet{refused_note}, among them \
+         {uploads} uploads of the files in that directory; this run would overwrite those files, and MLflow would \
+         then receive this run's weights, plots and metrics.json as the earlier run's. Either deliver them first: \
+         `mnistctl mlflow sync --db {}{retry} --mlflow-tracking-uri URI`, or give this run another --output-dir \
+         (or, if the earlier run need not reach MLflow, delete {})",
+        output_dir.display(),
+        db_abs.display(),
+        db_abs.display()
+    )
 }
 
 /// The operations that log one training run: its params, per-epoch metric
@@ -221,11 +332,23 @@ pub fn log_training_run(
     device: &str,
 ) -> anyhow::Result<()> {
     let cfg = args.config()?;
-    let db = artifacts.dir.join(TRAIN_OUTBOX);
-    let files = mnist_worker::artifacts::files(artifacts);
+    // Absolute paths, in the operations and in the advice printed: `mnistctl
+    // mlflow sync` may run from any directory.
+    let dir = std::path::absolute(&artifacts.dir).with_context(|| format!("finding the absolute path of {}", artifacts.dir.display()))?;
+    let db = dir.join(TRAIN_OUTBOX);
+    let files: Vec<(String, PathBuf)> = mnist_worker::artifacts::files(artifacts)
+        .into_iter()
+        .map(|(name, path)| std::path::absolute(&path).map(|p| (name, p)))
+        .collect::<std::io::Result<_>>()
+        .context("finding the absolute paths of the run's files")?;
     let ops = train_ops(&cfg, config, outcome, &files, device);
     runtime()?.block_on(async {
-        let outbox = Outbox::open(&db).await.with_context(|| format!("opening the MLflow outbox {}", db.display()))?;
+        // An existing file is only written when it is an outbox.
+        let outbox = if db.exists() {
+            open_existing(&db, Access::ReadWrite).await?
+        } else {
+            Outbox::open(&db).await.with_context(|| format!("creating the MLflow outbox {}", db.display()))?
+        };
         outbox.enqueue(&ops).await?;
         if cfg.tracking_uri.is_none() {
             println!(

@@ -78,6 +78,8 @@ pub enum StudyCmd {
         file: Option<PathBuf>,
     },
     /// Follow a study live: a progress bar with the best value so far; ends with the study.
+    /// With -o json: one JSON object per line, each a study event; a study that
+    /// is not running gives one line, the study as `study show -o json` prints it.
     Watch {
         /// The study name.
         name: String,
@@ -602,7 +604,13 @@ async fn watch(c: &mut Coordinator, name: &str, json_out: bool) -> anyhow::Resul
     bar.set_message(format!("{} | {} running", best(s.best_trial.as_ref().and_then(|t| t.value), s.best_trial.as_ref().map(|t| t.number)), k.running));
     if s.state != pb::StudyState::Running as i32 {
         bar.finish_and_clear();
-        println!("study {name:?} is {} ({}); {}", study_state(s.state), s.end_reason, best(s.best_trial.as_ref().and_then(|t| t.value), s.best_trial.as_ref().map(|t| t.number)));
+        if json_out {
+            // One line, like each event line of a running study: the study as
+            // `study show -o json` prints it (its state, counts, best trial).
+            println!("{}", study_json(&s));
+        } else {
+            println!("study {name:?} is {} ({}); {}", study_state(s.state), s.end_reason, best(s.best_trial.as_ref().and_then(|t| t.value), s.best_trial.as_ref().map(|t| t.number)));
+        }
         return Ok(());
     }
     let quiet_bar = !mnist_common::progress::bars_enabled();

@@ -3,7 +3,9 @@
 //! Loads (or downloads) and verifies MNIST, trains the CNN with the given
 //! configuration, prints per-epoch and test metrics, and writes the model
 //! (safetensors, TorchScript, MLflow model directory), `metrics.json` and the
-//! plots into `--output-dir`.
+//! plots into `--output-dir`. A directory whose MLflow outbox still holds
+//! uploads of an earlier run's files is refused before training: this run
+//! would overwrite the files that those uploads name.
 
 use anyhow::Context;
 use mnist_common::config::{ConfigError, LrSchedule, Optimizer, TrainConfig};
@@ -35,7 +37,8 @@ impl DataArgs {
     }
 }
 
-/// The training configuration as flags (defaults are the seed's).
+/// The training configuration as flags (defaults: the seed's, except the
+/// learning-rate schedule, which is cosine here and constant in the seed).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {
     /// Training mini-batch size.
@@ -56,8 +59,8 @@ pub struct ConfigArgs {
     /// Optimiser: sgd or adam.
     #[arg(long, default_value = "sgd", value_parser = parse_optimizer)]
     pub optimizer: Optimizer,
-    /// Learning-rate schedule: cosine (annealed towards 0 over the epochs,
-    /// one step per epoch) or constant (the seed's).
+    /// Learning-rate schedule: cosine (the default: annealed towards 0 over
+    /// the epochs, one step per epoch) or constant (the seed's recipe).
     #[arg(long, default_value = "cosine", value_parser = parse_schedule)]
     pub lr_schedule: LrSchedule,
     /// Output channels of the first conv layer.
@@ -126,7 +129,7 @@ impl ConfigArgs {
 
 /// Train the CNN once.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  mnistctl train                          # the seed's defaults: 5 epochs, SGD, lr 0.01\n  mnistctl train --epochs 1 --train-limit 5000 --device cpu\n  mnistctl train --optimizer adam --learning-rate 0.001 --output-dir runs/adam")]
+#[command(after_help = "Examples:\n  mnistctl train                          # 5 epochs, SGD, lr 0.01 annealed by a cosine schedule\n  mnistctl train --lr-schedule constant   # the seed's recipe: the same with a constant lr\n  mnistctl train --epochs 1 --train-limit 5000 --device cpu\n  mnistctl train --optimizer adam --learning-rate 0.001 --output-dir runs/adam")]
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -135,7 +138,9 @@ pub struct TrainArgs {
     /// Device: auto (CUDA if available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Where the model, metrics and plots are written.
+    /// Where the model, metrics and plots are written. Refused while its
+    /// `mlflow-outbox.db` still holds uploads of an earlier run's files that
+    /// MLflow has not received (they would be overwritten).
     #[arg(long, default_value = "models")]
     pub output_dir: PathBuf,
     /// MLflow: the run is logged (params, curves, plots, model) and its model
@@ -146,8 +151,10 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = args.config.to_config()?;
-    // Check the MLflow settings before spending minutes on training.
+    // Check the MLflow settings and the output directory's outbox before
+    // spending minutes on training.
     args.mlflow.config()?;
+    crate::mlflow::check_output_dir(&args.output_dir)?;
     let spec: DeviceSpec = args.device.parse()?;
     let device = spec.resolve()?;
     let data = args.data.load()?;

@@ -5,8 +5,12 @@
 //! (`--storage`, Optuna's schema), creates the study (or resumes the one of
 //! that name in the database), runs an in-process worker with one slot per
 //! device, shows the progress with the best value so far, and prints the best
-//! trial with the place of its artifacts. Ctrl-C gives the running trials
-//! back and stops cleanly; running the same command again resumes.
+//! trial with the place of its artifacts; a study that ends without a
+//! complete trial fails the command (exit 1), naming the first failure's
+//! reason. Ctrl-C gives the running trials back and stops cleanly; running
+//! the same command again resumes. Ctrl-C during the final wait for MLflow
+//! ends the wait at once (exit 130); what was not delivered stays in the
+//! study database's outbox for `mnistctl mlflow sync`.
 
 mod progress;
 
@@ -244,9 +248,61 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
     tracing::info!(url = %url, db = %args.storage.display(), "coordinator started");
 
     let outcome = drive(&args, spec, worker, &url, &artifacts_root).await;
-    running.shutdown().await.context("stopping the coordinator")?;
+    // Stopping the coordinator waits up to --mlflow-wait-seconds for MLflow to
+    // receive what is left. Ctrl-C ends that wait at once: what was not
+    // delivered stays in the outbox (the coordinator's tasks end with the
+    // runtime; every state change was committed before its call answered).
+    let stopped = tokio::select! {
+        r = running.shutdown() => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    match stopped {
+        Some(r) => r.context("stopping the coordinator")?,
+        None => {
+            if let Err(e) = &outcome {
+                eprintln!("error: {e:#}");
+            }
+            return Err(Interrupted(mlflow_left_behind(&args).await).into());
+        }
+    }
     mlflow_summary(&args, tracking_uri).await;
     outcome
+}
+
+/// Ctrl-C ended the command early (during the final MLflow wait); `main`
+/// prints the message and exits with 130, as a shell reports a process that
+/// SIGINT ended.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// What Ctrl-C during the final MLflow wait left in the outbox, and how it
+/// gets delivered.
+async fn mlflow_left_behind(args: &TuneArgs) -> String {
+    let db = args.storage.display();
+    let pending = match mnist_mlflow::Outbox::open_existing(&args.storage, mnist_mlflow::Access::ReadOnly).await {
+        Ok(outbox) => {
+            let b = outbox.backlog().await.ok();
+            outbox.close().await;
+            b.map(|b| b.pending)
+        }
+        Err(_) => None,
+    };
+    let what = match pending {
+        Some(n) => format!("{n} MLflow operations stay"),
+        None => "the MLflow operations not delivered yet stay".to_string(),
+    };
+    format!(
+        "stopped waiting for MLflow; {what} in {db}'s outbox: deliver them with `mnistctl mlflow sync --db {db}`, \
+         or they are sent on the next `mnistctl tune --storage {db}`"
+    )
 }
 
 /// Creates or resumes the study, runs the worker with the progress display,
@@ -272,6 +328,7 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, mut wcfg: WorkerConfig, url
     let mut worker = tokio::spawn(mnist_worker::run(wcfg, stop_rx));
 
     let mut interrupted = false;
+    let mut quit_at_once: Option<tokio::task::JoinHandle<()>> = None;
     let mut stream_open = true;
     let worker_result = loop {
         tokio::select! {
@@ -289,13 +346,17 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, mut wcfg: WorkerConfig, url
                 display.finish();
                 eprintln!("interrupted: giving the running trials back (Ctrl-C again to quit at once)");
                 stop.send_replace(true);
-                tokio::spawn(async {
+                quit_at_once = Some(tokio::spawn(async {
                     let _ = tokio::signal::ctrl_c().await;
                     std::process::exit(130);
-                });
+                }));
             }
         }
     };
+    // From here on, Ctrl-C ends the final MLflow wait (see `tune`).
+    if let Some(task) = quit_at_once {
+        task.abort();
+    }
     display.finish();
     match worker_result {
         Ok(Ok(summary)) => tracing::debug!(?summary, "the local worker finished"),
@@ -431,7 +492,8 @@ async fn open_study(client: &mut StudyServiceClient<Channel>, spec: pb::StudySpe
     Ok(study)
 }
 
-/// Prints the outcome and the best trial.
+/// Prints the outcome and the best trial; a study without a complete trial
+/// (every trial failed or was pruned) is an error.
 async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_root: &Path, ran: bool) -> anyhow::Result<()> {
     let s = client.get_study(pb::GetStudyRequest { name: name.into() }).await.map_err(status)?.into_inner();
     let c = s.counts.unwrap_or_default();
@@ -448,8 +510,7 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
         if s.end_reason.is_empty() { String::new() } else { format!(" | {}", s.end_reason) }
     );
     let Some(t) = s.best_trial else {
-        println!("no trial completed, so there is no best trial");
-        return Ok(());
+        return Err(no_best_trial(client, name, &c, &s.end_reason).await);
     };
     println!();
     println!("best trial: #{}  {metric} = {}", t.number, opt_num(t.value));
@@ -479,10 +540,41 @@ async fn report(client: &mut StudyServiceClient<Channel>, name: &str, artifacts_
     Ok(())
 }
 
+/// The error of a study that ended without a complete trial, so without a
+/// best trial: how many trials failed or were pruned, the first failure's
+/// reason, and what to do.
+async fn no_best_trial(client: &mut StudyServiceClient<Channel>, name: &str, c: &pb::TrialCounts, end_reason: &str) -> anyhow::Error {
+    let first_failure = if c.fail > 0 {
+        let req = pb::ListTrialsRequest { study_name: name.into(), states: vec![pb::TrialState::Fail as i32], from_number: 0, limit: 1 };
+        client.list_trials(req).await.ok().and_then(|r| r.into_inner().trials.into_iter().next())
+    } else {
+        None
+    };
+    let finished = c.complete + c.pruned + c.fail;
+    let mut msg = if finished == 0 {
+        let why = if end_reason.is_empty() { String::new() } else { format!(" ({end_reason})") };
+        format!("no trial of study {name:?} finished{why}, so there is no best trial")
+    } else {
+        format!("no trial of study {name:?} completed ({} failed, {} pruned), so there is no best trial", c.fail, c.pruned)
+    };
+    if let Some(t) = first_failure {
+        let reason = if t.fail_reason.is_empty() { "no reason was given" } else { t.fail_reason.as_str() };
+        msg.push_str(&format!("; the first failure, trial #{}: {reason}", t.number));
+    }
+    msg.push_str(if c.fail > 0 {
+        "; fix the cause, then tune again under another --study name (a larger --n-trials adds trials to this one)"
+    } else if c.pruned > 0 {
+        "; the pruner stopped every trial: try --pruner none or more --epochs, under another --study name"
+    } else {
+        "; give the trials more time (--timeout) under another --study name"
+    });
+    anyhow::anyhow!(msg)
+}
+
 /// After the coordinator stopped (and delivered what it could): what MLflow
 /// received, or what still waits in the outbox and how to send it.
 async fn mlflow_summary(args: &TuneArgs, uri: Option<String>) {
-    let Ok(outbox) = mnist_mlflow::Outbox::open(&args.storage).await else { return };
+    let Ok(outbox) = mnist_mlflow::Outbox::open_existing(&args.storage, mnist_mlflow::Access::ReadOnly).await else { return };
     if let Ok(b) = outbox.backlog().await {
         match (&uri, b.pending) {
             (Some(u), 0) => println!("MLflow: everything delivered to {u} ({} operations)", b.delivered),

@@ -253,3 +253,74 @@ fn a_bad_study_setting_fails_before_any_other_work() {
         "cannot reach coordinator at http://127.0.0.1:9",
     );
 }
+
+#[test]
+fn help_tells_the_defaults_truthfully_and_sync_shows_only_what_it_reads() {
+    // The default schedule is cosine; the seed's recipe is a constant lr.
+    let o = mnistctl(&["train", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = stdout(&o);
+    assert!(!help.contains("the seed's defaults"), "{help}");
+    assert!(help.contains("mnistctl train --lr-schedule constant") && help.contains("the seed's recipe"), "{help}");
+    assert!(help.contains("[default: cosine]"), "{help}");
+
+    // sync takes the names from the stored operations: the naming flags are
+    // neither shown nor silently accepted.
+    let o = mnistctl(&["mlflow", "sync", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = stdout(&o);
+    assert!(help.contains("--mlflow-tracking-uri"), "{help}");
+    for flag in ["--mlflow-experiment-name", "--mlflow-model-name"] {
+        assert!(!help.contains(flag), "{flag} is shown:\n{help}");
+        let o = mnistctl(&["mlflow", "sync", "--db", "nowhere.db", flag, "x"]);
+        assert_eq!(o.status.code(), Some(2), "bad usage exits 2: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("{flag} does not apply to `mnistctl mlflow sync`")), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn train_refuses_an_output_dir_whose_outbox_still_holds_an_earlier_runs_uploads() {
+    // Without a tracking server the first run's uploads wait in the outbox,
+    // naming the files in the directory; a second run there would overwrite
+    // them, and `mlflow sync` would send its files as the first run's.
+    let dir = tempfile::tempdir().unwrap();
+    let d = data_dir();
+    let train = |output_dir: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mnistctl"))
+            .args(["train", "--epochs", "1", "--train-limit", "1000", "--val-size", "200", "--test-limit", "300", "--device", "cpu"])
+            .args(["--no-download", "--output-dir", output_dir, "--data-dir"])
+            .arg(&d)
+            .current_dir(dir.path())
+            .env("MNIST_NO_PROGRESS", "1")
+            .env_remove("MLFLOW_TRACKING_URI")
+            .output()
+            .expect("run mnistctl")
+    };
+    let first = train("models");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let models = dir.path().join("models");
+    let outbox = models.join("mlflow-outbox.db");
+    // The advice names the outbox by its absolute path: sync may run anywhere.
+    assert!(stdout(&first).contains(&format!("mnistctl mlflow sync --db {}", outbox.display())), "{}", stdout(&first));
+    let before: Vec<Vec<u8>> = ["metrics.json", "model.safetensors", "accuracy.png"].iter().map(|f| std::fs::read(models.join(f)).unwrap()).collect();
+
+    let second = train("models");
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    let err = stderr(&second);
+    for needle in [
+        "--output-dir models holds",
+        "MLflow operations of an earlier training run not delivered yet",
+        "this run would overwrite those files",
+        &format!("`mnistctl mlflow sync --db {} --mlflow-tracking-uri URI`", outbox.display()),
+        "or give this run another --output-dir",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in\n{err}");
+    }
+    assert!(!stdout(&second).contains("epoch"), "it trained before refusing:\n{}", stdout(&second));
+    let after: Vec<Vec<u8>> = ["metrics.json", "model.safetensors", "accuracy.png"].iter().map(|f| std::fs::read(models.join(f)).unwrap()).collect();
+    assert!(before == after, "the earlier run's files were overwritten");
+
+    // Another directory is fine.
+    let o = train("other");
+    assert!(o.status.success(), "{}", stderr(&o));
+}

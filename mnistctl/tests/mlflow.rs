@@ -186,26 +186,35 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--older-than-days"));
 
     // The single training command without a tracking server keeps its run in
-    // an outbox; `mnistctl mlflow sync` delivers and registers it later.
+    // an outbox; `mnistctl mlflow sync` delivers and registers it later, from
+    // any directory (the outbox names the files by absolute path, even for a
+    // relative --output-dir).
     let models = dir.path().join("models");
-    let train = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
-        .args(["train", "--epochs", "1", "--train-limit", "1000", "--val-size", "200", "--test-limit", "300", "--device", "cpu", "--no-download"])
-        .arg("--data-dir")
-        .arg(data_dir())
-        .arg("--output-dir")
-        .arg(&models)
-        .env_remove("MLFLOW_TRACKING_URI")
-        .env("MNIST_NO_PROGRESS", "1")
-        .output()
-        .unwrap();
+    let train_cmd = |tracking: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mnistctl"));
+        c.args(["train", "--epochs", "1", "--train-limit", "1000", "--val-size", "200", "--test-limit", "300", "--device", "cpu", "--no-download"])
+            .arg("--data-dir")
+            .arg(data_dir())
+            .args(["--output-dir", "models"])
+            .current_dir(dir.path())
+            .env_remove("MLFLOW_TRACKING_URI")
+            .env("MNIST_NO_PROGRESS", "1");
+        if let Some(uri) = tracking {
+            c.args(["--mlflow-tracking-uri", uri]);
+        }
+        c.output().unwrap()
+    };
+    let train = train_cmd(None);
     let train_out = String::from_utf8_lossy(&train.stdout);
     assert!(train.status.success(), "{train_out}
 {}", String::from_utf8_lossy(&train.stderr));
     assert!(train_out.contains("no tracking server configured") && train_out.contains("mnistctl mlflow sync --db"), "{train_out}");
+    let elsewhere = tempfile::tempdir().unwrap();
     let sync = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
         .args(["mlflow", "sync", "--db"])
         .arg(models.join("mlflow-outbox.db"))
         .args(["--mlflow-tracking-uri", &uri])
+        .current_dir(elsewhere.path())
         .output()
         .unwrap();
     let sync_out = String::from_utf8_lossy(&sync.stdout);
@@ -219,6 +228,13 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert_eq!(client.metric_history(&train_run, "val_accuracy").await.unwrap().len(), 1);
     let version = client.find_model_version("mnist-cnn", &train_run).await.unwrap().expect("the trained model is registered");
     assert!(version.tags.iter().any(|(k, v)| k == "source" && v == "mnistctl train"), "{version:?}");
+    let uploaded: HashSet<String> = client.list_artifacts(&train_run, "").await.unwrap().into_iter().map(|(p, _)| p).collect();
+    assert!(uploaded.contains("metrics.json") && uploaded.contains("weights"), "{uploaded:?}");
+    // Delivered, the directory takes the next run (delivered at once).
+    let again = train_cmd(Some(&uri));
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("MLflow: run "), "{}", String::from_utf8_lossy(&again.stdout));
+    assert_eq!(client.search_runs(&exp).await.unwrap().len(), 2);
     let still = client.version_by_alias("mnist-cnn", "champion").await.unwrap().unwrap();
     assert_eq!(still.version, champion.version, "a model chosen by another metric keeps the alias");
 
@@ -378,4 +394,94 @@ async fn an_mlflow_outage_mid_study_loses_and_doubles_nothing() {
         assert_eq!(weights.len(), 1, "trial {n}'s weights arrived");
     }
     assert!(client.version_by_alias("mnist-cnn", "champion").await.unwrap().is_some(), "the champion was registered after the outage");
+}
+
+/// `mnistctl mlflow <args> --db <db>`, without a tracking server in the environment.
+fn mlflow_cmd(args: &[&str], db: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mnistctl"))
+        .arg("mlflow")
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .output()
+        .unwrap()
+}
+
+/// Every file in `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn status_sync_and_prune_leave_a_file_that_is_not_an_outbox_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    // MLflow's own database, made by MLflow.
+    let mlflow_db = dir.path().join("mlflow.db");
+    let py = Command::new(MlflowServer::python())
+        .arg("-c")
+        .arg("import sys,mlflow\nmlflow.set_tracking_uri('sqlite:///'+sys.argv[1])\nmlflow.search_experiments()")
+        .arg(&mlflow_db)
+        .output()
+        .unwrap();
+    assert!(py.status.success() && mlflow_db.is_file(), "MLflow made no database: {}", String::from_utf8_lossy(&py.stderr));
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a database at all, but long enough to have a header's worth of bytes in it......").unwrap();
+    let before = snapshot(dir.path());
+
+    let unreachable = ["--mlflow-tracking-uri", "http://127.0.0.1:9", "--patience", "1"];
+    let sync: Vec<&str> = ["sync"].into_iter().chain(unreachable).collect();
+    for (file, why) in [(&mlflow_db, "it has no mnist_mlflow_outbox table"), (&text, "it is not an SQLite database")] {
+        for args in [&["status"][..], &sync[..], &["prune"][..]] {
+            let o = mlflow_cmd(args, file);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?} on {}: {err}", file.display());
+            assert!(err.contains(&format!("{} is not an MLflow outbox ({why})", file.display())), "{args:?}: {err}");
+            assert!(err.contains("the file was left unchanged"), "{args:?}: {err}");
+        }
+    }
+    // Not a byte changed (no tables added, no switch to WAL), nothing created
+    // next to them (no -wal, -shm or .lock files).
+    assert!(snapshot(dir.path()) == before, "the directory changed: {:?}", snapshot(dir.path()).keys().collect::<Vec<_>>());
+
+    // A missing file is named, and not created.
+    let missing = dir.path().join("nope.db");
+    let o = mlflow_cmd(&["status"], &missing);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not an MLflow outbox (there is no such file)"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!missing.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_refuses_an_outbox_that_a_running_coordinator_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let running = mnist_coordinator::server::start(mnist_coordinator::ServerConfig::new("127.0.0.1:0".parse().unwrap(), &db))
+        .await
+        .expect("start the coordinator");
+    let sync = {
+        let db = db.clone();
+        move || mlflow_cmd(&["sync", "--mlflow-tracking-uri", "http://127.0.0.1:9", "--patience", "1"], &db)
+    };
+    let o = tokio::task::spawn_blocking(sync.clone()).await.unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{} is in use by another process (pid {}", db.display(), std::process::id())), "{err}");
+    assert!(err.contains("a second sender would race it"), "{err}");
+    // Looking is fine while it runs.
+    let status = {
+        let db = db.clone();
+        move || mlflow_cmd(&["status"], &db)
+    };
+    let o = tokio::task::spawn_blocking(status).await.unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("pending:"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Once the coordinator stopped, sync may deliver.
+    running.shutdown().await.unwrap();
+    let o = tokio::task::spawn_blocking(sync).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("still pending 0"), "{}", String::from_utf8_lossy(&o.stdout));
 }

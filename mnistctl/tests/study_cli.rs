@@ -125,6 +125,11 @@ fn study_commands_and_optuna_agree() {
     assert!(ok(&url, &["workers"]).contains("no workers"));
     // Watching a finished study prints its outcome and returns.
     assert!(ok(&url, &["study", "watch", "cli"]).contains("COMPLETE"));
+    // ... and with -o json, as JSON: one line, the study.
+    let watched = json(&url, &["study", "watch", "cli"]);
+    assert_eq!(watched["state"], "COMPLETE", "{watched}");
+    assert_eq!(watched["counts"]["complete"], 7, "{watched}");
+    assert_eq!(watched["best_trial"]["number"], 0, "{watched}");
 
     // Export.
     let csv_path = dir.path().join("t.csv");

@@ -45,6 +45,13 @@ pub enum MlflowError {
     /// A stored operation could not be read back.
     #[error("MLflow outbox entry {id} is not valid: {message}")]
     Corrupt { id: i64, message: String },
+    /// The file given as an outbox is not one: missing, not SQLite, or
+    /// without the outbox tables. Nothing was written to it.
+    #[error(
+        "{path} is not an MLflow outbox ({why}); give a coordinator's study database or a training run's \
+         mlflow-outbox.db (the file was left unchanged)"
+    )]
+    NotAnOutbox { path: String, why: String },
 }
 
 impl MlflowError {

@@ -65,6 +65,27 @@ pub struct Backlog {
     pub last_error: Option<String>,
 }
 
+/// A run with operations not delivered yet (pending or refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndeliveredRun {
+    pub run_key: String,
+    /// Its operations not delivered yet.
+    pub operations: u64,
+    /// How many of those MLflow refused (`DEAD`); the rest are pending.
+    pub refused: u64,
+    /// How many of those upload a local file (`Op::Artifact`).
+    pub uploads: u64,
+}
+
+/// How [`Outbox::open_existing`] opens a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// To look only: the file is opened read-only.
+    ReadOnly,
+    /// To deliver or prune: rows change; the journal mode is left as it is.
+    ReadWrite,
+}
+
 /// A stored operation.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -96,6 +117,62 @@ impl Outbox {
         let pool = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await?;
         let ob = Outbox { pool };
         ob.migrate().await?;
+        Ok(ob)
+    }
+
+    /// Opens the outbox of an existing database without creating the file,
+    /// switching its journal mode, or adding tables to a file that is not
+    /// an outbox: a file without our `mnist_mlflow_outbox` table (MLflow's
+    /// own `mlflow.db`, say) is refused with [`MlflowError::NotAnOutbox`]
+    /// and left unchanged. With [`Access::ReadWrite`], tables of a newer
+    /// outbox schema missing from an older outbox are added.
+    pub async fn open_existing(path: &Path, access: Access) -> Result<Outbox, MlflowError> {
+        let not = |why: String| MlflowError::NotAnOutbox { path: path.display().to_string(), why };
+        if !path.exists() {
+            return Err(not("there is no such file".into()));
+        }
+        if !path.is_file() {
+            return Err(not("it is not a file".into()));
+        }
+        let mut opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .read_only(access == Access::ReadOnly)
+            .busy_timeout(Duration::from_secs(30));
+        if access == Access::ReadWrite {
+            opts = opts.synchronous(SqliteSynchronous::Normal);
+        }
+        // SQLite reads the header only at the first statement: "file is not a
+        // database" may come from the connection's set-up or from the query.
+        let not_sqlite = |e: sqlx::Error| {
+            let notadb = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "26")
+                || e.to_string().contains("file is not a database");
+            if notadb {
+                not("it is not an SQLite database".into())
+            } else {
+                MlflowError::Db(e)
+            }
+        };
+        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await.map_err(not_sqlite)?;
+        let found: Option<String> =
+            match sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'mnist_mlflow_outbox'")
+                .fetch_optional(&pool)
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => {
+                    pool.close().await;
+                    return Err(not_sqlite(e));
+                }
+            };
+        if found.is_none() {
+            pool.close().await;
+            return Err(not("it has no mnist_mlflow_outbox table".into()));
+        }
+        let ob = Outbox { pool };
+        if access == Access::ReadWrite {
+            ob.migrate().await?;
+        }
         Ok(ob)
     }
 
@@ -334,6 +411,22 @@ impl Outbox {
         Ok(r.rows_affected())
     }
 
+    /// The runs with operations not delivered yet (pending or refused), in
+    /// the order their first such operation was written.
+    pub async fn undelivered_runs(&self) -> Result<Vec<UndeliveredRun>, MlflowError> {
+        let rows = sqlx::query(
+            "SELECT run_key, COUNT(*), COALESCE(SUM(state = 'DEAD'), 0), COALESCE(SUM(kind = 'artifact'), 0)
+             FROM mnist_mlflow_outbox WHERE state != 'DONE' GROUP BY run_key ORDER BY MIN(id)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let n = |r: &sqlx::sqlite::SqliteRow, i: usize| r_i64(r, i).max(0) as u64;
+        Ok(rows
+            .into_iter()
+            .map(|r| UndeliveredRun { run_key: r.get(0), operations: n(&r, 1), refused: n(&r, 2), uploads: n(&r, 3) })
+            .collect())
+    }
+
     /// Counts of pending, delivered and refused operations.
     pub async fn backlog(&self) -> Result<Backlog, MlflowError> {
         let row = sqlx::query(
@@ -404,5 +497,23 @@ mod tests {
         assert_eq!(b.last_error.as_deref(), Some("down"));
         assert_eq!(ob.retry_dead().await.unwrap(), 1);
         assert_eq!(ob.backlog().await.unwrap().pending, 149);
+    }
+
+    #[tokio::test]
+    async fn undelivered_runs_count_their_uploads_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db")).await.unwrap();
+        let upload = |key: &str, n: u32| Op::Artifact { run_key: key.into(), path: format!("f{n}"), file: format!("/tmp/f{n}") };
+        ob.enqueue(&[op("a"), upload("a", 1), upload("a", 2), op("b"), upload("c", 3)]).await.unwrap();
+        let pending = ob.pending(10).await.unwrap();
+        ob.mark_done(pending[0].id).await.unwrap();
+        ob.mark_dead(pending[1].id, "refused").await.unwrap();
+        ob.mark_done(pending[3].id).await.unwrap();
+        let runs = ob.undelivered_runs().await.unwrap();
+        let want = vec![
+            UndeliveredRun { run_key: "a".into(), operations: 2, refused: 1, uploads: 2 },
+            UndeliveredRun { run_key: "c".into(), operations: 1, refused: 0, uploads: 1 },
+        ];
+        assert_eq!(runs, want, "b was delivered; a and c wait, in the order they were written");
     }
 }

@@ -95,10 +95,37 @@ pub struct Storage {
     lock: std::sync::Mutex<Option<(std::fs::File, std::fs::File)>>,
 }
 
+/// The exclusive locks a coordinator holds on its study database while it
+/// runs: `<db>.lock` and the database file itself. Released on drop (the
+/// kernel also drops them when the process dies, `kill -9` included).
+#[derive(Debug)]
+pub struct DatabaseLock {
+    _lock_file: std::fs::File,
+    _db_file: std::fs::File,
+}
+
+/// Takes the locks a coordinator takes on the study database at `path`, for a
+/// program that must not work on the database while a coordinator does, nor
+/// let one start meanwhile: `mnistctl mlflow sync` would be a second sender of
+/// the outbox that a running coordinator delivers itself. `holder` says who
+/// holds them (written into `<path>.lock` with the process id), e.g.
+/// `mnistctl mlflow sync`. Fails with [`StorageError::Locked`] naming the
+/// holder when another process has them. The database must exist; only
+/// `<path>.lock` is created.
+pub fn lock_database_for(path: &Path, holder: &str) -> Result<DatabaseLock, StorageError> {
+    if !path.is_file() {
+        return Err(StorageError::Open { path: path.to_path_buf(), message: "there is no such file".into() });
+    }
+    let lock_file = lock_database(path, Some(holder))?;
+    let db_file = lock_database_file(path)?;
+    Ok(DatabaseLock { _lock_file: lock_file, _db_file: db_file })
+}
+
 /// Takes the exclusive lock of the coordinator that owns `path`: `<path>.lock`,
-/// which then names this process. Two coordinators writing one study database
-/// would hand out the same trials twice.
-fn lock_database(path: &Path) -> Result<std::fs::File, StorageError> {
+/// which then names this process (and `role`, when it is not a coordinator).
+/// Two coordinators writing one study database would hand out the same trials
+/// twice.
+fn lock_database(path: &Path, role: Option<&str>) -> Result<std::fs::File, StorageError> {
     use std::io::{Read, Seek, Write};
     // The real path, so that two names of one file (symlinks) share one lock.
     let real = std::fs::canonicalize(path).ok().or_else(|| {
@@ -133,11 +160,14 @@ fn lock_database(path: &Path) -> Result<std::fs::File, StorageError> {
         }
     }
     let host = std::env::var("HOSTNAME").unwrap_or_default();
-    let me = if host.is_empty() {
+    let mut me = if host.is_empty() {
         format!("pid {}", std::process::id())
     } else {
         format!("pid {} on {host}", std::process::id())
     };
+    if let Some(role) = role {
+        me = format!("{role}, {me}");
+    }
     // Best effort: the lock itself is what keeps others out.
     let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(me.as_bytes()));
     Ok(file)
@@ -186,7 +216,7 @@ impl Storage {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StorageError::Open { path: path.to_path_buf(), message: format!("creating {}: {e}", dir.display()) })?;
         }
-        let lock = (lock_database(path)?, lock_database_file(path)?);
+        let lock = (lock_database(path, None)?, lock_database_file(path)?);
         let mut conn = SqliteConnection::connect_with(&connect_options(path, opts.busy_timeout)).await.map_err(open_err)?;
         migrate(&mut conn, path).await?;
         let snapshot = {
