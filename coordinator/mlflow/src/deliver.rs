@@ -36,6 +36,9 @@ use crate::outbox::{Entry, Outbox, RunRecord};
 /// The tag that names our run key on every run we create.
 pub const RUN_KEY_TAG: &str = "mnist.run_key";
 
+/// The outbox state naming the tracking server its runs live on.
+const SERVER_STATE: &str = "mlflow.server";
+
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long the loop sleeps when the outbox is empty, unless woken.
@@ -57,6 +60,9 @@ pub struct Deliverer {
     outbox: Outbox,
     client: Option<MlflowClient>,
     wake: Arc<Notify>,
+    /// Set once the tracking server was checked to be the one this outbox's
+    /// run ids belong to (see [`Deliverer::check_server`]).
+    server_checked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Step {
@@ -76,7 +82,7 @@ impl Deliverer {
             Some(_) => Some(MlflowClient::new(config)?),
             None => None,
         };
-        Ok(Deliverer { outbox, client, wake: Arc::new(Notify::new()) })
+        Ok(Deliverer { outbox, client, wake: Arc::new(Notify::new()), server_checked: Arc::default() })
     }
 
     /// The outbox this deliverer reads.
@@ -166,7 +172,7 @@ impl Deliverer {
                 Ok(Step::Blocked(e)) | Err(e) => {
                     let since = *failing_since.get_or_insert_with(std::time::Instant::now);
                     let waited = since.elapsed();
-                    if waited >= patience || matches!(e, MlflowError::Auth { .. }) {
+                    if waited >= patience || matches!(e, MlflowError::Auth { .. } | MlflowError::Config(_)) {
                         report.blocked_by = Some(e.to_string());
                         break;
                     }
@@ -187,6 +193,7 @@ impl Deliverer {
         if entries.is_empty() {
             return Ok(Step::Idle);
         }
+        self.check_server(client).await?;
         let (mut delivered, mut dead) = (0, 0);
         for Entry { id, op, .. } in entries {
             match self.deliver(client, &op).await {
@@ -209,6 +216,46 @@ impl Deliverer {
             }
         }
         Ok(Step::Progress { delivered, dead })
+    }
+
+    /// The outbox remembers MLflow's ids of its runs and experiments; they
+    /// mean something only on the server that made them. The first delivery
+    /// records the server's address (state `mlflow.server`); a later one to
+    /// another address goes on only if that server knows one of the
+    /// remembered runs (the same server under another name), and otherwise
+    /// stops with an error naming both, instead of refusing every
+    /// operation of the runs it does not know.
+    async fn check_server(&self, client: &MlflowClient) -> Result<(), MlflowError> {
+        use std::sync::atomic::Ordering;
+        if self.server_checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let uri = client.uri().to_string();
+        let known = self.outbox.state(SERVER_STATE).await?;
+        if known.as_deref().is_some_and(|k| k != uri) {
+            if let Some(run) = self.outbox.any_run().await? {
+                match client.run_tag(&run.run_id, RUN_KEY_TAG).await {
+                    Ok(_) => {}
+                    Err(e) if e.error_code() == Some("RESOURCE_DOES_NOT_EXIST") => {
+                        return Err(MlflowError::Config(format!(
+                            "this outbox delivered to MLflow at {} before, and its runs live there: {uri} does not know \
+                             run {} ({}). Deliver with --mlflow-tracking-uri {}, or, to log to {uri}, start from a new \
+                             study database (or --output-dir)",
+                            known.as_deref().unwrap_or(""),
+                            run.run_id,
+                            run.run_key,
+                            known.as_deref().unwrap_or("")
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if known.as_deref() != Some(uri.as_str()) {
+            self.outbox.enqueue_with_state(&[], &[(SERVER_STATE, Some(uri))]).await?;
+        }
+        self.server_checked.store(true, Ordering::Release);
+        Ok(())
     }
 
     async fn require_run(&self, run_key: &str) -> Result<RunRecord, MlflowError> {

@@ -344,6 +344,14 @@ impl Outbox {
         Ok(r.rows_affected())
     }
 
+    /// Some run this outbox created (the first remembered), if any.
+    pub async fn any_run(&self) -> Result<Option<RunRecord>, MlflowError> {
+        let row = sqlx::query("SELECT run_key, experiment_id, run_id, artifact_uri FROM mnist_mlflow_runs ORDER BY rowid LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| RunRecord { run_key: r.get(0), experiment_id: r.get(1), run_id: r.get(2), artifact_uri: r.get(3) }))
+    }
+
     /// The MLflow run of `run_key`, once created.
     pub async fn run(&self, run_key: &str) -> Result<Option<RunRecord>, MlflowError> {
         let row = sqlx::query("SELECT run_key, experiment_id, run_id, artifact_uri FROM mnist_mlflow_runs WHERE run_key = ?")

@@ -207,4 +207,24 @@ async fn real_mlflow_server_with_basic_auth() {
     assert!(client.find_model_version("limits-model", &broken_run.run_id).await.unwrap().is_none(), "no version for the broken model");
     let champion = client.version_by_alias("limits-model", "champion").await.unwrap().unwrap();
     assert_eq!(champion.run_id, better.run_id, "the alias stays on a loadable model");
+
+    // --- the outbox's run ids belong to this server: the same server under
+    // another name is fine; another server is refused up front, with both
+    // addresses named, and nothing is lost.
+    let log = |v: f64| Op::Log { run_key: "better".into(), metrics: vec![point("moved", v, 0)], params: vec![], tags: vec![] };
+    again.enqueue(&[log(1.0)]).await.unwrap();
+    let other_name = uri.replace("127.0.0.1", "localhost");
+    assert_ne!(other_name, uri);
+    let renamed = config(&other_name, Auth::Basic { username: user.clone(), password: password.clone() });
+    let report = Deliverer::new(again.clone(), &renamed).unwrap().drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!((report.pending, report.dead), (0, 0), "{report:?}");
+    let other = MlflowServer::start();
+    again.enqueue(&[log(2.0)]).await.unwrap();
+    let report = Deliverer::new(again.clone(), &config(&other.uri(), Auth::None)).unwrap().drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(report.pending, 1, "kept for the right server: {report:?}");
+    let why = report.blocked_by.unwrap_or_default();
+    assert!(why.contains(&other_name) && why.contains(&other.uri()) && why.contains("does not know run"), "{why}");
+    let report = Deliverer::new(again.clone(), &good).unwrap().drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(report.pending, 0, "{report:?}");
+    assert_eq!(client.metric_history(&better.run_id, "moved").await.unwrap().len(), 2);
 }
