@@ -398,3 +398,51 @@ async fn a_new_study_cannot_take_the_name_of_an_optuna_study_in_the_file() {
     create(&mut c, pb::StudySpec { name: "ours".into(), n_trials: 2, ..Default::default() }).await;
     server.shutdown().await.unwrap();
 }
+
+/// Optuna 5.0 keeps `datetime_start`/`datetime_complete` as naive UTC in the
+/// file and shows them in the host's zone (`models.TrialModel` converts both
+/// ways); so do we, so Optuna (and its dashboard) shows the right times on a
+/// host outside UTC, and we read them back the same after a restart. Both
+/// processes run with `TZ=Asia/Tokyo` (UTC+9): a local time in the file
+/// would read nine hours off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optuna_reads_our_times_in_the_hosts_time_zone() {
+    let Some(python) = python() else {
+        eprintln!("skipping: no Python venv with Optuna (set MNIST_PYTHON)");
+        return;
+    };
+    const TZ: (&str, &str) = ("TZ", "Asia/Tokyo");
+    let dir = tempdir();
+    let db = dir.path().join("tz.db");
+    let mut coord = CoordProcess::spawn_with_env(&db, &[], &[TZ]);
+    let mut c = connect(&coord.url).await;
+    create(&mut c, small_spec("tz", 2)).await;
+    let w = register(&mut c, "tz-worker", 1).await;
+    let t = acquire(&mut c, &w, 0).await.expect("a trial");
+    finish(&mut c, &t, pb::TrialState::Complete, 1.0).await;
+    let script = "import sys, time, optuna\n\
+                  optuna.logging.set_verbosity(optuna.logging.WARNING)\n\
+                  t = optuna.load_study(study_name='tz', storage='sqlite:///' + sys.argv[1]).trials[0]\n\
+                  print(max(abs(t.datetime_start.timestamp() - time.time()), abs(t.datetime_complete.timestamp() - time.time())))";
+    let out = tokio::process::Command::new(&python).arg("-c").arg(script).arg(&db).env(TZ.0, TZ.1).output().await.expect("run python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let off: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("seconds");
+    let raw = std::process::Command::new(&python)
+        .arg("-c")
+        .arg("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT datetime_start, datetime_complete FROM trials').fetchall())")
+        .arg(&db)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(off < 600.0, "Optuna reads our times {off} s away from now (stored: {raw})");
+
+    // Read back after a restart in the same zone.
+    coord.terminate();
+    let coord = CoordProcess::spawn_with_env(&db, &[], &[TZ]);
+    let mut c = connect(&coord.url).await;
+    let got = c.study
+        .get_trial(pb::GetTrialRequest { key: Some(pb::get_trial_request::Key::Ref(pb::TrialRef { study_name: "tz".into(), number: 0 })) }).await.unwrap().into_inner();
+    let start = got.datetime_start.expect("a start time").seconds;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now - start).abs() < 600, "start read back {} s away from now", now - start);
+}

@@ -69,10 +69,17 @@ pub struct CoordProcess {
 impl CoordProcess {
     /// Starts `mnist-coordinator` on a free port with `db`.
     pub fn spawn(db: &Path, extra: &[&str]) -> CoordProcess {
+        Self::spawn_with_env(db, extra, &[])
+    }
+
+    /// Starts `mnist-coordinator` on a free port with `db` and extra
+    /// environment variables.
+    pub fn spawn_with_env(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> CoordProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-coordinator"))
             .args(["--listen", "127.0.0.1:0", "--db"])
             .arg(db)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
