@@ -216,6 +216,7 @@ impl Storage {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StorageError::Open { path: path.to_path_buf(), message: format!("creating {}: {e}", dir.display()) })?;
         }
+        refuse_foreign(path, opts.busy_timeout).await?;
         let lock = (lock_database(path, None)?, lock_database_file(path)?);
         let mut conn = SqliteConnection::connect_with(&connect_options(path, opts.busy_timeout)).await.map_err(open_err)?;
         migrate(&mut conn, path).await?;
@@ -299,6 +300,50 @@ impl Storage {
     }
 }
 
+/// The tables of a database that has no Optuna `version_info` and that are
+/// not ours (`mnist_*`) nor SQLite's: a file holding any is another
+/// program's database (MLflow's `mlflow.db`, say) and must not get our tables.
+async fn foreign_tables(conn: &mut SqliteConnection) -> Result<Vec<String>, sqlx::Error> {
+    let has_version: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'version_info'")
+            .fetch_optional(&mut *conn)
+            .await?;
+    if has_version.is_some() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'mnist\\_%' ESCAPE '\\' \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name LIMIT 4",
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+fn foreign_message(tables: &[String]) -> String {
+    let names = tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ");
+    format!(
+        "it holds other tables ({names}) but no Optuna `version_info`; it is not an Optuna study database and was \
+         left unchanged. Use a new --db path (or an Optuna study database)"
+    )
+}
+
+/// Refuses an existing file that is another program's database before
+/// anything (the lock file, WAL mode, our tables) touches it; read-only.
+async fn refuse_foreign(path: &Path, busy_timeout: Duration) -> Result<(), StorageError> {
+    if std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true) {
+        return Ok(());
+    }
+    let opts = SqliteConnectOptions::new().filename(path).read_only(true).create_if_missing(false).busy_timeout(busy_timeout);
+    let open_err = |e: sqlx::Error| StorageError::Open { path: path.to_path_buf(), message: e.to_string() };
+    let mut conn = SqliteConnection::connect_with(&opts).await.map_err(open_err)?;
+    let foreign = foreign_tables(&mut conn).await.map_err(open_err)?;
+    let _ = conn.close().await;
+    match foreign.is_empty() {
+        true => Ok(()),
+        false => Err(StorageError::Schema { path: path.to_path_buf(), message: foreign_message(&foreign) }),
+    }
+}
+
 /// Creates Optuna's tables (when the file has none) and the `mnist_` tables,
 /// and checks that an existing file has Optuna schema v12.
 async fn migrate(conn: &mut SqliteConnection, path: &Path) -> Result<(), StorageError> {
@@ -309,15 +354,9 @@ async fn migrate(conn: &mut SqliteConnection, path: &Path) -> Result<(), Storage
             .fetch_optional(&mut *tx)
             .await?;
     if has_version.is_none() {
-        let any: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('studies', 'trials') LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(t) = any {
-            return Err(schema_err(format!(
-                "it has a `{t}` table but no `version_info`; it is not an Optuna database. Use a new --db path"
-            )));
+        let foreign = foreign_tables(&mut tx).await?;
+        if !foreign.is_empty() {
+            return Err(schema_err(foreign_message(&foreign)));
         }
         for ddl in schema::OPTUNA_TABLES {
             sqlx::query(ddl).execute(&mut *tx).await?;
