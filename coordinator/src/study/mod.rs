@@ -59,7 +59,7 @@ use crate::config::CoordinatorConfig;
 use crate::error::{CoordError, Result};
 use crate::events::{Event, EventHub, EventKind};
 use crate::storage::load::{StudyRow, TrialRow};
-use crate::storage::{Batch, Op, Storage, StorageHealth};
+use crate::storage::{Batch, Op, Reservation, Storage, StorageHealth};
 
 /// Monotonic counters of ids, tokens and event numbers.
 #[derive(Debug, Default)]
@@ -239,7 +239,8 @@ impl Coordinator {
         &self.storage
     }
 
-    /// A receiver that turns `Some(message)` once a database write failed for good.
+    /// A receiver that turns `Some(message)` once a database write failed for
+    /// good; from then on every change is refused until a restart.
     pub fn storage_health(&self) -> StorageHealth {
         self.storage.health()
     }
@@ -295,9 +296,12 @@ impl Coordinator {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a batch (under the lock) and returns the commit to await.
-    pub(crate) fn submit(&self, batch: Batch) -> Result<crate::storage::Pending> {
-        Ok(self.storage.writer().submit(batch)?)
+    /// Takes a place in the write queue for one change. Call it before
+    /// changing anything in memory: when the queue is full or the storage
+    /// failed, the change is refused while nothing has changed yet. Then queue
+    /// the change's batch with [`Reservation::submit`] (under the lock).
+    pub(crate) fn reserve(&self) -> Result<Reservation<'_>> {
+        Ok(self.storage.writer().reserve()?)
     }
 
     pub(crate) fn wake_workers(&self) {

@@ -211,6 +211,7 @@ impl Coordinator {
         let pruner = config.pruner.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let (view, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             if let Some(id) = inner.names.get(&spec.name) {
@@ -267,7 +268,7 @@ impl Coordinator {
             let view = study_view(&study);
             inner.names.insert(study.name.clone(), id);
             inner.studies.insert(id, study);
-            (view, self.submit(batch)?)
+            (view, slot.submit(batch))
         };
         pending.wait().await?;
         self.wake_workers();
@@ -294,6 +295,7 @@ impl Coordinator {
         check_study_name(name)?;
         let (view, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let Inner { studies, names, ids, .. } = &mut *g;
             let id = names.get(name).ok_or_else(|| not_found_study(name))?;
@@ -308,7 +310,7 @@ impl Coordinator {
                 ev.message = study.end_reason.clone();
                 batch.push_event(ev);
             }
-            (study_view(study), self.submit(batch)?)
+            (study_view(study), slot.submit(batch))
         };
         pending.wait().await?;
         Ok(view)
@@ -323,6 +325,7 @@ impl Coordinator {
         }
         let (view, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let Inner { studies, names, ids, .. } = &mut *g;
             let id = names.get(name).ok_or_else(|| not_found_study(name))?;
@@ -361,7 +364,7 @@ impl Coordinator {
             let ev = make_event(ids, study, EventKind::StudyResumed, None, now);
             batch.push_event(ev);
             maybe_finish(study, ids, &mut batch, now);
-            (study_view(study), self.submit(batch)?)
+            (study_view(study), slot.submit(batch))
         };
         pending.wait().await?;
         self.wake_workers();
@@ -374,6 +377,7 @@ impl Coordinator {
         check_study_name(name)?;
         let (n, pending, dir) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             let id = *inner.names.get(name).ok_or_else(|| not_found_study(name))?;
@@ -403,7 +407,7 @@ impl Coordinator {
                 lease_token_floor: inner.ids.next_token as i64,
             });
             let dir = crate::artifacts::study_dir(&self.config().artifacts_root(), id);
-            (study.trials.len() as u32, self.submit(batch)?, dir)
+            (study.trials.len() as u32, slot.submit(batch), dir)
         };
         pending.wait().await?;
         if dir.exists() {
@@ -418,6 +422,7 @@ impl Coordinator {
         check_study_name(name)?;
         let (view, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let Inner { studies, names, ids, trial_index, .. } = &mut *g;
             let sid = *names.get(name).ok_or_else(|| not_found_study(name))?;
@@ -469,7 +474,7 @@ impl Coordinator {
             let ev = make_event(ids, study, EventKind::TrialEnqueued, Some(number), now);
             batch.push_event(ev);
             let view = trial_view(study, number).ok_or_else(|| CoordError::Internal("trial vanished".into()))?;
-            (view, self.submit(batch)?)
+            (view, slot.submit(batch))
         };
         pending.wait().await?;
         self.wake_workers();

@@ -85,6 +85,7 @@ impl Coordinator {
         let now = now_ms();
         let lease_ms = self.config().lease_duration.as_millis() as i64;
         let heartbeat_ms = self.config().heartbeat().as_millis() as u32;
+        let slot = self.reserve()?;
         let mut g = self.lock();
         let inner = &mut *g;
         touch_worker(inner, &req.holder, now);
@@ -125,6 +126,7 @@ impl Coordinator {
                             retries,
                             resumed: true,
                         };
+                        drop(slot);
                         return Ok((AskOutcome::Assigned(Box::new(a)), Pending::done()));
                     }
                 }
@@ -142,8 +144,7 @@ impl Coordinator {
         for sid in candidates {
             match start_in_study(inner, &mut batch, sid, &req.holder, req.slot, now, lease_ms, heartbeat_ms) {
                 Ok(assignment) => {
-                    let pending = self.submit(batch)?;
-                    return Ok((AskOutcome::Assigned(Box::new(assignment)), pending));
+                    return Ok((AskOutcome::Assigned(Box::new(assignment)), slot.submit(batch)));
                 }
                 Err((reason, study_over)) => {
                     reasons.push(reason);
@@ -151,7 +152,7 @@ impl Coordinator {
                 }
             }
         }
-        let pending = self.submit(batch)?;
+        let pending = slot.submit(batch);
         let reason = if reasons.is_empty() {
             "no RUNNING study; create one with `mnistctl study create`".to_string()
         } else {
@@ -305,6 +306,7 @@ impl Coordinator {
         let (expired, pending) = {
             let now = now_ms();
             let lease_s = self.config().lease_duration.as_secs_f64();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             let mut batch = Batch::new();
@@ -333,7 +335,7 @@ impl Coordinator {
                     maybe_finish(study, ids, &mut batch, now);
                 }
             }
-            (expired, self.submit(batch)?)
+            (expired, slot.submit(batch))
         };
         pending.wait().await?;
         if expired > 0 {
@@ -358,6 +360,7 @@ impl Coordinator {
     ) -> Result<T> {
         let (res, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             if !holder.is_empty() {
@@ -369,7 +372,7 @@ impl Coordinator {
                 Ok(()) => f(inner, &mut batch, sid, n, now),
                 Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
             };
-            (res, self.submit(batch)?)
+            (res, slot.submit(batch))
         };
         pending.wait().await?;
         res
