@@ -432,3 +432,36 @@ async fn a_full_write_queue_refuses_a_change_without_making_it() {
     assert_eq!(s.counts.running as usize, n, "{:?}", s.counts);
     c.close().await;
 }
+
+/// An ask repeated for the same (holder, slot) while the first one's write is
+/// still pending gets its answer only after that write: here the write fails,
+/// and so does the repeated ask, instead of handing out (from memory) a trial
+/// and token that were never written. After a restart the trial is handed out
+/// afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_ask_does_not_hand_out_a_trial_whose_start_was_not_written() {
+    let dir = tempdir();
+    let db = dir.path().join("again.db");
+    let c = Coordinator::open(write_config(&db, Duration::from_millis(300))).await.expect("open");
+    random_study(&c, "s").await;
+    let lock = write_lock(&db).await;
+    let first = {
+        let c = c.clone();
+        tokio::spawn(async move { c.ask(ask_req("w1", "s")).await })
+    };
+    eventually(20, || {
+        let c = c.clone();
+        async move { (c.list_trials("s", &[], 0, 0).expect("list").len() == 1).then_some(()) }
+    })
+    .await;
+    let again = c.ask(ask_req("w1", "s")).await;
+    assert!(again.is_err(), "a trial whose start was not written was handed out: {again:?}");
+    assert!(first.await.expect("join").is_err(), "the first ask's write failed");
+    unlock(lock).await;
+    c.close().await;
+    drop(c);
+    let c = Coordinator::open(write_config(&db, Duration::from_millis(300))).await.expect("reopen");
+    let a = assigned(c.ask(ask_req("w1", "s")).await.expect("ask after the restart"));
+    assert!(!a.resumed && a.number == 0, "{a:?}");
+    c.close().await;
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use mnist_proto::v1 as pb;
+use sqlx::{Connection, SqliteConnection};
 use tonic::Code;
 
 async fn trial(c: &mut Clients, id: i64) -> pb::Trial {
@@ -474,5 +475,90 @@ async fn reports_prune_and_watch() {
     assert_eq!(stored.len(), 10);
     assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(stored[2].step, Some(0));
+    server.shutdown().await.unwrap();
+}
+
+/// Invariant 2 across restarts: a token handed out by a previous coordinator
+/// process is never valid in a new one, even when the write that recorded it
+/// never reached the database (simulated here by removing the trial's rows
+/// while the coordinator is down). Each process reserves its range of tokens
+/// in the database before handing out the first, and the next process starts
+/// above it; before, the new process took the largest stored token + 1,
+/// handed the same trial id and token to another worker, and the stale holder
+/// completed that worker's trial with its own value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_a_previous_process_is_never_valid_after_a_restart() {
+    let dir = tempdir();
+    let db = dir.path().join("s.db");
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    create(&mut c, small_spec("epoch", 5)).await;
+    let w1 = register(&mut c, "worker-1", 1).await;
+    let old = acquire(&mut c, &w1, 0).await.expect("a trial");
+    let old_token = old.lease.as_ref().unwrap().token;
+    server.shutdown().await.unwrap();
+
+    let floor = {
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+        let floor: String = sqlx::query_scalar("SELECT value FROM mnist_meta WHERE key = 'lease_token_floor'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("the reserved tokens are recorded");
+        for table in ["trial_params", "trial_system_attributes", "mnist_trials", "mnist_events", "trials"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE trial_id = ?")).bind(old.trial_id).execute(&mut conn).await.unwrap();
+        }
+        floor.parse::<u64>().unwrap()
+    };
+    assert!(floor >= old_token, "the reservation {floor} covers the token handed out, {old_token}");
+
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    let w2 = register(&mut c, "worker-2", 1).await;
+    let new = acquire(&mut c, &w2, 0).await.expect("a trial");
+    let new_token = new.lease.as_ref().unwrap().token;
+    assert!(new_token > floor, "token {new_token} is above the previous process's reservation {floor}");
+    // The stale worker's calls (a heartbeat naming no holder, a completion)
+    // with its old trial id and token are refused.
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: old.trial_id, lease_token: old_token, worker_id: String::new() })
+        .await
+        .expect_err("the old token renews nothing");
+    assert!(matches!(e.code(), Code::FailedPrecondition | Code::NotFound), "{e:?}");
+    let e = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: old.trial_id, lease_token: old_token, value: Some(-1.0), ..Default::default() })
+        .await
+        .expect_err("the old token completes nothing");
+    assert!(matches!(e.code(), Code::FailedPrecondition | Code::NotFound), "{e:?}");
+    let t = trial(&mut c, new.trial_id).await;
+    assert_eq!(t.state, pb::TrialState::Running as i32, "worker-2's trial is untouched");
+    let done = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: new.trial_id, lease_token: new_token, value: Some(0.5), ..Default::default() })
+        .await;
+    assert!(done.is_ok(), "{done:?}");
+    server.shutdown().await.unwrap();
+}
+
+/// Invariant 2: a lease is renewed only by its holder. A heartbeat that
+/// names another worker is refused, whatever the token, and leaves the lease
+/// as it was; the holder's own heartbeats go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_naming_another_worker_is_refused() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
+    create(&mut c, small_spec("holder", 5)).await;
+    let a = register(&mut c, "worker-a", 1).await;
+    let b = register(&mut c, "worker-b", 1).await;
+    let t = acquire(&mut c, &a, 0).await.expect("a trial");
+    let token = t.lease.as_ref().unwrap().token;
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: t.trial_id, lease_token: token, worker_id: b.clone() })
+        .await
+        .expect_err("worker-b does not hold the lease");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("worker-a") && e.message().contains("worker-b"), "names both: {e:?}");
+    let ok = c.worker.heartbeat(pb::HeartbeatRequest { trial_id: t.trial_id, lease_token: token, worker_id: a.clone() }).await;
+    assert!(ok.is_ok(), "{ok:?}");
     server.shutdown().await.unwrap();
 }

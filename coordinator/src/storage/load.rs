@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub foreign_studies: Vec<String>,
     pub max_study_id: i64,
     pub max_trial_id: i64,
+    /// The largest lease token stored, or the floor of the tokens a
+    /// previous coordinator reserved, whichever is larger.
     pub max_lease_token: i64,
     pub max_event_seq: i64,
 }
@@ -229,8 +231,8 @@ pub async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> 
     for (k, v) in meta {
         let n = v.parse::<i64>().unwrap_or(0);
         match k.as_str() {
-            "event_seq_floor" => snap.max_event_seq = snap.max_event_seq.max(n),
-            "lease_token_floor" => snap.max_lease_token = snap.max_lease_token.max(n),
+            super::ops::EVENT_SEQ_FLOOR => snap.max_event_seq = snap.max_event_seq.max(n),
+            super::ops::LEASE_TOKEN_FLOOR => snap.max_lease_token = snap.max_lease_token.max(n),
             _ => {}
         }
     }

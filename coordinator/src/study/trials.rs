@@ -126,8 +126,12 @@ impl Coordinator {
                             retries,
                             resumed: true,
                         };
-                        drop(slot);
-                        return Ok((AskOutcome::Assigned(Box::new(a)), Pending::done()));
+                        // The trial may have been started by a batch that is
+                        // still queued (the holder's first ask is waiting for
+                        // it) or that failed: answer only once everything
+                        // queued before is committed, so a trial whose start
+                        // was never written is not handed out.
+                        return Ok((AskOutcome::Assigned(Box::new(a)), slot.barrier()));
                     }
                 }
             }
@@ -162,8 +166,9 @@ impl Coordinator {
         Ok((AskOutcome::Idle { reason, retry_after_ms, over }, pending))
     }
 
-    /// Renews a lease (see `Heartbeat`). Heartbeats are not written to the
-    /// database: after a restart every lease gets `restart_grace` anyway.
+    /// Renews a lease (see `Heartbeat`): `holder`, when not empty, must be
+    /// the lease's holder. Heartbeats are not written to the database: after
+    /// a restart every lease gets `restart_grace` anyway.
     pub async fn heartbeat(&self, trial_id: i64, token: u64, holder: &str) -> Result<HeartbeatOutcome> {
         let lease_ms = self.config().lease_duration.as_millis() as i64;
         self.with_lease(trial_id, token, holder, |inner, _batch, sid, n, now| {
@@ -346,11 +351,13 @@ impl Coordinator {
     }
 
     /// The frame of every call made under a lease: under the lock, finds the
-    /// trial and checks that `token` is its live lease (invariant 2); then runs
+    /// trial and checks that `token` is its live lease (invariant 2) and, when
+    /// `holder` is not empty, that `holder` holds it (a worker that calls with
+    /// another's token is refused, whatever the token); then runs
     /// `f(inner, batch, study id, trial number, now)`, or records what a lapsed
     /// lease means; commits the batch either way (whatever changed in memory is
-    /// written), and waits for the commit. `holder`, when not empty, is the
-    /// worker seen alive.
+    /// written), and waits for the commit. `holder`, when not empty, is also
+    /// the worker seen alive.
     async fn with_lease<T>(
         &self,
         trial_id: i64,
@@ -368,7 +375,7 @@ impl Coordinator {
             }
             let (sid, n) = locate(inner, trial_id)?;
             let mut batch = Batch::new();
-            let res = match check_lease(&inner.studies[&sid], n, token, now) {
+            let res = match check_lease(&inner.studies[&sid], n, token, holder, now) {
                 Ok(()) => f(inner, &mut batch, sid, n, now),
                 Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
             };
@@ -407,8 +414,8 @@ pub(crate) fn locate(inner: &Inner, trial_id: i64) -> Result<(i64, u64)> {
 }
 
 /// Fencing (invariant 2): `token` must be the live, unexpired lease of a
-/// RUNNING trial.
-fn check_lease(study: &StudyMem, n: u64, token: u64, now: i64) -> std::result::Result<(), LeaseProblem> {
+/// RUNNING trial, and `holder`, when the call names one, its holder.
+fn check_lease(study: &StudyMem, n: u64, token: u64, holder: &str, now: i64) -> std::result::Result<(), LeaseProblem> {
     let t = &study.trials[n as usize];
     let x = &study.extra[n as usize];
     let refuse = |m: String| Err(LeaseProblem::Refused(CoordError::FailedPrecondition(m)));
@@ -420,6 +427,10 @@ fn check_lease(study: &StudyMem, n: u64, token: u64, now: i64) -> std::result::R
         ));
     }
     match &x.lease {
+        Some(l) if l.token == token && !holder.is_empty() && l.holder != holder => refuse(format!(
+            "lease token {token} of trial {n} of study {:?} is held by {:?}, not by {holder:?}; only a lease's holder may renew or use it, so drop the trial",
+            study.name, l.holder
+        )),
         Some(l) if l.token == token => {
             if l.expires_ms <= now {
                 Err(LeaseProblem::Expired { holder: l.holder.clone(), expires_ms: l.expires_ms })
@@ -605,7 +616,7 @@ fn start_in_study(
             }
         };
         // WAITING -> RUNNING under a new lease.
-        let token = ids.token();
+        let token = ids.token(batch);
         let expires_ms = now + lease_ms;
         study.set_state(number, TrialState::Running);
         {
