@@ -562,3 +562,44 @@ async fn a_heartbeat_naming_another_worker_is_refused() {
     assert!(ok.is_ok(), "{ok:?}");
     server.shutdown().await.unwrap();
 }
+
+/// Invariant 5 when a slot's old trial is re-queued after the slot moved on:
+/// the slot's lease on trial A expires, the worker asks again and gets B
+/// (A is not reaped yet), then A is re-queued (here by its late heartbeat;
+/// the reaper does the same). That must not make the coordinator forget that
+/// the slot holds B: asking again returns B, and the slot never holds two
+/// RUNNING trials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeuing_a_slots_old_trial_keeps_its_new_one() {
+    let dir = tempdir();
+    let lease = Duration::from_secs(2);
+    let mut cfg = fast_config(&dir.path().join("s.db"), lease);
+    // Nothing is reaped behind the test's back.
+    cfg.coordinator.reaper_interval = Duration::from_secs(3600);
+    let (server, mut c) = start_in_process(cfg).await;
+    create(&mut c, small_spec("slot", 10)).await;
+    let w = register(&mut c, "worker-s", 1).await;
+    let a = acquire(&mut c, &w, 0).await.expect("trial A");
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let b = acquire(&mut c, &w, 0).await.expect("trial B");
+    assert_ne!(b.trial_id, a.trial_id, "A's lease expired, so the slot gets a new trial");
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: a.trial_id, lease_token: a.lease.as_ref().unwrap().token, worker_id: w.clone() })
+        .await
+        .expect_err("A's lease expired");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(trial(&mut c, a.trial_id).await.state, pb::TrialState::Waiting as i32, "A was re-queued");
+    let again = acquire(&mut c, &w, 0).await.expect("the slot's trial");
+    assert_eq!(again.trial_id, b.trial_id, "asking again returns the slot's trial B, not the re-queued A");
+    assert!(again.resumed);
+    let running = c
+        .study
+        .list_trials(pb::ListTrialsRequest { study_name: "slot".into(), states: vec![pb::TrialState::Running as i32], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .trials;
+    assert_eq!(running.iter().map(|t| t.trial_id).collect::<Vec<_>>(), vec![b.trial_id]);
+    server.shutdown().await.unwrap();
+}

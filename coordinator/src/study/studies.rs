@@ -395,7 +395,7 @@ impl Coordinator {
             for x in &study.extra {
                 inner.trial_index.remove(&x.trial_id);
                 if let Some(l) = &x.lease {
-                    inner.holders.remove(&(l.holder.clone(), l.slot));
+                    super::trials::forget_holder(&mut inner.holders, l, x.trial_id);
                 }
             }
             let mut batch = Batch::new();

@@ -12,7 +12,7 @@
 //! or the reaper, and clears the lease, so a trial leaves RUNNING once per
 //! lease and a finished trial never changes again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use mnist_sampler::sampler::suggest;
@@ -698,7 +698,7 @@ pub(crate) fn finish_trial(
     study.set_state(n, state);
     let x = &mut study.extra[ni];
     if let Some(l) = x.lease.take() {
-        holders.remove(&(l.holder, l.slot));
+        forget_holder(holders, &l, x.trial_id);
     }
     x.complete_ms = Some(now);
     let trial_id = x.trial_id;
@@ -729,6 +729,17 @@ pub(crate) fn finish_trial(
     batch.push_event(ev);
     maybe_finish(study, ids, batch, now);
     is_best
+}
+
+/// Forgets that `lease`'s (holder, slot) holds trial `trial_id`, the lease
+/// having ended. The slot may hold a newer trial by now (its lease on this
+/// one expired and it asked again before the reaper came by): that entry is
+/// kept, or asking again would no longer return the slot's trial.
+pub(crate) fn forget_holder(holders: &mut HashMap<(String, u32), i64>, lease: &Lease, trial_id: i64) {
+    let key = (lease.holder.clone(), lease.slot);
+    if holders.get(&key) == Some(&trial_id) {
+        holders.remove(&key);
+    }
 }
 
 /// Takes a RUNNING trial's lease away and puts it back in the queue, or fails
@@ -769,7 +780,7 @@ pub(crate) fn requeue_or_fail(
     }
     let x = &mut study.extra[ni];
     if let Some(l) = x.lease.take() {
-        holders.remove(&(l.holder, l.slot));
+        forget_holder(holders, &l, trial_id);
     }
     if count_retry {
         x.retries += 1;
