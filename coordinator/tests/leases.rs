@@ -603,3 +603,59 @@ async fn requeuing_a_slots_old_trial_keeps_its_new_one() {
     assert_eq!(running.iter().map(|t| t.trial_id).collect::<Vec<_>>(), vec![b.trial_id]);
     server.shutdown().await.unwrap();
 }
+
+async fn resume(c: &mut Clients, name: &str, n_trials: Option<u32>, timeout_seconds: Option<f64>) -> Result<pb::Study, tonic::Status> {
+    c.study.resume_study(pb::ResumeStudyRequest { name: name.into(), n_trials, timeout_seconds }).await.map(|r| r.into_inner())
+}
+
+/// ResumeStudy as the proto documents it: raising n_trials of a RUNNING
+/// study keeps its timeout clock (it restarted the clock, so a study past its
+/// timeout handed out new trials); a new timeout, or resuming a STOPPED
+/// study, restarts it. n_trials may equal the trials the study has, not go
+/// below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_running_study_keeps_its_timeout_clock() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
+    let mut spec = small_spec("clock", 4);
+    spec.timeout_seconds = 1.0;
+    let created = create(&mut c, spec).await;
+    let w = register(&mut c, "worker-c", 2).await;
+    // A running trial keeps the study RUNNING past its timeout.
+    let t = acquire(&mut c, &w, 0).await.expect("a trial");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let s = resume(&mut c, "clock", Some(10), None).await.expect("raise n_trials");
+    assert_eq!((s.state, s.spec.as_ref().unwrap().n_trials), (pb::StudyState::Running as i32, 10));
+    assert_eq!(s.started_at, created.started_at, "the clock keeps running");
+    let idle = c
+        .worker
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 1, study_name: String::new(), wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(idle.trial.is_none(), "a trial started after the timeout: {idle:?}");
+    assert!(idle.idle_reason.contains("timeout"), "{}", idle.idle_reason);
+
+    // n_trials: at least the trials the study has (1 here).
+    assert!(resume(&mut c, "clock", Some(1), None).await.is_ok(), "n_trials may equal the trials the study has");
+    let unlimited = resume(&mut c, "clock", Some(0), Some(3600.0)).await.expect("0 is no limit, with a new timeout");
+    assert_eq!(unlimited.spec.unwrap().n_trials, 0);
+    assert_ne!(unlimited.started_at, created.started_at, "a new timeout restarts the clock");
+    c.worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: t.lease.unwrap().token, value: Some(0.1), ..Default::default() })
+        .await
+        .unwrap();
+    let more = acquire(&mut c, &w, 1).await.expect("trials start again under the new timeout");
+    assert_eq!(more.number, 1);
+    let e = resume(&mut c, "clock", Some(1), None).await.expect_err("below the 2 trials the study has");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // A new timeout, or resuming a stopped study, restarts the clock.
+    let before = c.study.get_study(pb::GetStudyRequest { name: "clock".into() }).await.unwrap().into_inner().started_at.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.study.stop_study(pb::StopStudyRequest { name: "clock".into(), reason: "pause".into() }).await.unwrap();
+    let s = resume(&mut c, "clock", None, None).await.expect("resume the stopped study");
+    let after = s.started_at.unwrap();
+    assert!((after.seconds, after.nanos) > (before.seconds, before.nanos), "{before:?} -> {after:?}");
+    server.shutdown().await.unwrap();
+}

@@ -317,7 +317,11 @@ impl Coordinator {
     }
 
     /// Resumes a STOPPED study, or a COMPLETE one whose limit the request
-    /// raises; optionally changes n_trials and the timeout (counted from now).
+    /// raises, or changes the limits of a RUNNING one: optionally a new
+    /// n_trials (0: no limit, else at least the trials the study has; equal:
+    /// no new trials are sampled) and a new timeout (counted from now). The
+    /// timeout clock restarts when the study was not RUNNING or a new timeout
+    /// is given; a RUNNING study resumed without one keeps its clock.
     pub async fn resume_study(&self, name: &str, n_trials: Option<u32>, timeout_seconds: Option<f64>) -> Result<StudyView> {
         check_study_name(name)?;
         if let Some(t) = timeout_seconds {
@@ -333,8 +337,8 @@ impl Coordinator {
             if let Some(n) = n_trials {
                 if n != 0 && (n as usize) < study.trials.len() {
                     return Err(CoordError::FailedPrecondition(format!(
-                        "n_trials = {n} is below the {} trials study {name:?} already has",
-                        study.trials.len()
+                        "n_trials = {n} is below the {len} trials study {name:?} already has; give at least {len}, or 0 for no limit",
+                        len = study.trials.len()
                     )));
                 }
             }
@@ -354,12 +358,14 @@ impl Coordinator {
                 )));
             }
             let mut batch = Batch::new();
+            if study.state != StudyState::Running || timeout_seconds.is_some() {
+                study.started_ms = now;
+            }
             if study.state != StudyState::Running {
                 study.state = StudyState::Running;
                 study.end_reason.clear();
                 study.ended_ms = None;
             }
-            study.started_ms = now;
             batch.push(update_study_op(study));
             let ev = make_event(ids, study, EventKind::StudyResumed, None, now);
             batch.push_event(ev);
