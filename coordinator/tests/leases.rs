@@ -659,3 +659,55 @@ async fn resuming_a_running_study_keeps_its_timeout_clock() {
     assert!((after.seconds, after.nanos) > (before.seconds, before.nanos), "{before:?} -> {after:?}");
     server.shutdown().await.unwrap();
 }
+
+/// A live-only watch (no `after_seq`) that lags behind the live channel
+/// before its first event catches up from where it started, not from the
+/// study's first event. The runtime has one thread, so the watch cannot run
+/// while the writer publishes the events of one large commit: more than the
+/// live channel holds (4096), which makes it lag deterministically.
+#[tokio::test(flavor = "current_thread")]
+async fn a_live_watch_that_lags_does_not_replay_the_history() {
+    const BURST: usize = 5000;
+    let dir = tempdir();
+    let db = dir.path().join("s.db");
+    let mut cfg = fast_config(&db, Duration::from_secs(30));
+    cfg.coordinator.storage.max_batch_ops = 1 << 20;
+    cfg.coordinator.storage.busy_timeout = Duration::from_secs(60);
+    let (server, mut c) = start_in_process(cfg).await;
+    create(&mut c, small_spec("watched", 0)).await;
+    create(&mut c, small_spec("busy", 0)).await;
+    let mut events = c
+        .study
+        .watch_study(pb::WatchStudyRequest { name: "watched".into(), after_seq: None, include_reports: false })
+        .await
+        .unwrap()
+        .into_inner();
+    // Queue BURST changes of another study behind a lock, so that they are
+    // committed (and published) together once it is released.
+    let mut lock = SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    let coord = server.coordinator().clone();
+    let tasks: Vec<_> = (0..BURST)
+        .map(|_| {
+            let coord = coord.clone();
+            tokio::spawn(async move { coord.enqueue_trial("busy", Vec::new()).await })
+        })
+        .collect();
+    eventually(60, || {
+        let coord = coord.clone();
+        async move { (coord.get_study("busy").unwrap().counts.waiting as usize == BURST).then_some(()) }
+    })
+    .await;
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    for t in tasks {
+        t.await.unwrap().expect("enqueued");
+    }
+    coord.enqueue_trial("watched", Vec::new()).await.expect("enqueue in the watched study");
+    let ev = tokio::time::timeout(Duration::from_secs(30), events.message()).await.expect("an event").unwrap().expect("not closed");
+    assert_eq!(
+        (pb::EventKind::try_from(ev.kind).unwrap(), ev.trial_number),
+        (pb::EventKind::TrialEnqueued, Some(0)),
+        "the first event is the one after the watch started: {ev:?}"
+    );
+    server.shutdown().await.unwrap();
+}

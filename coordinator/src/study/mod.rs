@@ -282,6 +282,13 @@ impl Coordinator {
         self.hub.subscribe()
     }
 
+    /// Every committed event from now on, and the `seq` of the last event
+    /// committed before: where a watch that wants live events only starts
+    /// (and catches up from, should it lag).
+    pub fn subscribe_at(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
+        self.hub.subscribe_at()
+    }
+
     /// The study id of a name.
     pub fn study_id(&self, name: &str) -> Result<i64> {
         let g = self.lock();
