@@ -465,3 +465,41 @@ async fn a_repeated_ask_does_not_hand_out_a_trial_whose_start_was_not_written() 
     assert!(!a.resumed && a.number == 0, "{a:?}");
     c.close().await;
 }
+
+/// Deleting the newest study and restarting does not hand its study id (and
+/// with it a `study-<id>/` artifact directory that may have been left
+/// behind) or its trial ids to a new study: the ids' high water marks are
+/// kept like those of event numbers and lease tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_of_a_deleted_study_are_not_reused_after_a_restart() {
+    let dir = tempdir();
+    let db = dir.path().join("ids.db");
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    create(&mut c, small_spec("kept", 3)).await;
+    let doomed = create(&mut c, small_spec("doomed", 3)).await;
+    let w = register(&mut c, "worker-d", 1).await;
+    let t = c
+        .worker
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 0, study_name: "doomed".into(), wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .trial
+        .expect("a trial");
+    c.study.delete_study(pb::DeleteStudyRequest { name: "doomed".into(), force: true }).await.expect("delete");
+    server.shutdown().await.unwrap();
+
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    let fresh = create(&mut c, small_spec("fresh", 3)).await;
+    assert!(fresh.study_id > doomed.study_id, "study id {} was reused", fresh.study_id);
+    let t2 = c
+        .worker
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 0, study_name: "fresh".into(), wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .trial
+        .expect("a trial");
+    assert!(t2.trial_id > t.trial_id, "trial id {} was reused", t2.trial_id);
+    server.shutdown().await.unwrap();
+}

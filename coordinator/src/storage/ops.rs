@@ -71,9 +71,13 @@ pub enum Op {
         ended_at_ms: Option<i64>,
     },
     /// Remove a study and everything that hangs off it. The counters' high
-    /// water marks are kept in `mnist_meta`, so that event sequence numbers
-    /// and lease tokens never repeat even when the newest study is deleted.
-    DeleteStudy { study_id: i64, event_seq_floor: i64, lease_token_floor: i64 },
+    /// water marks (`floors`: [`STUDY_ID_FLOOR`], [`TRIAL_ID_FLOOR`],
+    /// [`EVENT_SEQ_FLOOR`], [`LEASE_TOKEN_FLOOR`] and their values) are
+    /// raised in `mnist_meta`, so that study and trial ids, event sequence
+    /// numbers and lease tokens never repeat even when the newest study is
+    /// deleted (a new study must not take over the deleted one's id, and with
+    /// it a leftover `study-<id>/` artifact directory).
+    DeleteStudy { study_id: i64, floors: Vec<(&'static str, i64)> },
     /// Raise the high water mark `key` of `mnist_meta` (e.g.
     /// [`LEASE_TOKEN_FLOOR`]) to `value`: every number up to it may have been
     /// handed out, so the next coordinator on this database starts above it.
@@ -153,6 +157,10 @@ fn intermediate_repr(v: f64) -> (Option<f64>, &'static str) {
     }
 }
 
+/// `mnist_meta` key: every study id up to it may have been used.
+pub const STUDY_ID_FLOOR: &str = "study_id_floor";
+/// `mnist_meta` key: every trial id up to it may have been used.
+pub const TRIAL_ID_FLOOR: &str = "trial_id_floor";
 /// `mnist_meta` key: every event sequence number up to it may have been used.
 pub const EVENT_SEQ_FLOOR: &str = "event_seq_floor";
 /// `mnist_meta` key: every lease token up to it may have been handed out.
@@ -221,8 +229,8 @@ impl Op {
                 .execute(&mut *conn)
                 .await?;
             }
-            Op::DeleteStudy { study_id, event_seq_floor, lease_token_floor } => {
-                for (key, value) in [(EVENT_SEQ_FLOOR, event_seq_floor), (LEASE_TOKEN_FLOOR, lease_token_floor)] {
+            Op::DeleteStudy { study_id, floors } => {
+                for (key, value) in floors {
                     raise_floor(conn, key, *value).await?;
                 }
                 for table in TRIAL_CHILD_TABLES {
