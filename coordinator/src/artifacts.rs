@@ -49,6 +49,39 @@ pub fn check_name(name: &str) -> Result<PathBuf, CoordError> {
     Ok(out)
 }
 
+/// FAILED_PRECONDITION: artifact `name` would need `taken` (a path of the
+/// trial's artifacts, relative, with `/`) to be a directory while it is a
+/// file, or the other way round.
+fn clash(name: &str, taken: &str, taken_is_file: bool) -> CoordError {
+    let what = if taken_is_file {
+        format!("the trial already has a file named {taken:?}, so {name:?} cannot be stored under it")
+    } else {
+        format!("the trial already has artifacts under {taken:?}/, so {name:?} cannot be a file")
+    };
+    CoordError::FailedPrecondition(format!(
+        "artifact name {name:?} clashes with a stored artifact: {what}; a name is either a file or a directory, so upload it under another name"
+    ))
+}
+
+/// Checks that artifact `name` (checked by [`check_name`]) can be stored
+/// under the trial's directory `dir`: none of its parents is a stored file,
+/// and it is not a directory of stored artifacts.
+async fn check_no_clash(dir: &Path, name: &str) -> Result<(), CoordError> {
+    let ends = name.match_indices('/').map(|(i, _)| i).chain([name.len()]);
+    for end in ends {
+        let taken = &name[..end];
+        let Ok(meta) = tokio::fs::symlink_metadata(dir.join(taken)).await else { return Ok(()) };
+        let is_last = end == name.len();
+        if !is_last && !meta.is_dir() {
+            return Err(clash(name, taken, true));
+        }
+        if is_last && meta.is_dir() {
+            return Err(clash(name, taken, false));
+        }
+    }
+    Ok(())
+}
+
 /// A temporary file, removed when dropped unless it was renamed into place
 /// (so a cancelled upload, its RPC dropped mid-stream, leaves nothing behind).
 #[derive(Debug)]
@@ -86,6 +119,8 @@ impl Drop for TempPath {
 #[derive(Debug)]
 pub struct Upload {
     tmp: TempPath,
+    /// The artifact name, for messages.
+    name: String,
     target: PathBuf,
     file: tokio::fs::File,
     hasher: Sha256,
@@ -97,16 +132,19 @@ impl Upload {
     /// Starts writing `name` under `dir`.
     pub async fn begin(dir: &Path, name: &str, limit: u64) -> Result<Upload, CoordError> {
         let rel = check_name(name)?;
+        check_no_clash(dir, name).await?;
         let target = dir.join(&rel);
         let parent = target.parent().unwrap_or(dir).to_path_buf();
-        tokio::fs::create_dir_all(&parent)
-            .await
-            .map_err(|e| CoordError::Internal(format!("cannot create {}: {e}", parent.display())))?;
+        if let Err(e) = tokio::fs::create_dir_all(&parent).await {
+            // A file may have been stored under a parent's name meanwhile.
+            check_no_clash(dir, name).await?;
+            return Err(CoordError::Internal(format!("cannot create {}: {e}", parent.display())));
+        }
         let tmp = parent.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| CoordError::Internal(format!("cannot create {}: {e}", tmp.display())))?;
-        Ok(Upload { tmp: TempPath(Some(tmp)), target, file, hasher: Sha256::new(), size: 0, limit })
+        Ok(Upload { tmp: TempPath(Some(tmp)), name: name.to_string(), target, file, hasher: Sha256::new(), size: 0, limit })
     }
 
     /// Appends bytes.
@@ -153,7 +191,7 @@ impl Upload {
             self.abort().await;
             return Err(CoordError::Internal(format!("storing {}: {e}", self.target.display())));
         }
-        Ok(Staged { tmp: self.tmp, target: self.target, size: self.size, sha256: sha })
+        Ok(Staged { tmp: self.tmp, name: self.name, target: self.target, size: self.size, sha256: sha })
     }
 
     /// Removes the temporary file.
@@ -167,6 +205,7 @@ impl Upload {
 #[derive(Debug)]
 pub struct Staged {
     tmp: TempPath,
+    name: String,
     /// Where [`Staged::commit`] puts it.
     pub target: PathBuf,
     pub size: u64,
@@ -178,9 +217,15 @@ impl Staged {
     /// quick, so the coordinator does it under its lock right after checking
     /// the lease. On failure the temporary file is removed.
     pub fn commit(&mut self) -> Result<(), CoordError> {
-        self.tmp
-            .persist(&self.target)
-            .map_err(|e| CoordError::Internal(format!("storing {}: {e}", self.target.display())))
+        self.tmp.persist(&self.target).map_err(|e| {
+            // Another upload may have stored artifacts under this name
+            // since the check in `Upload::begin`.
+            if self.target.is_dir() {
+                clash(&self.name, &self.name, false)
+            } else {
+                CoordError::Internal(format!("storing {}: {e}", self.target.display()))
+            }
+        })
     }
 
     /// Removes the temporary file (the upload is refused).

@@ -7,6 +7,7 @@
 //! the hub, so a watcher sees every committed event exactly once, in order.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mnist_sampler::{Choice, TrialState};
@@ -141,6 +142,8 @@ pub const HUB_CAPACITY: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Event>>,
+    /// The `seq` of the last event published (0: none yet).
+    published: Arc<AtomicU64>,
 }
 
 impl Default for EventHub {
@@ -153,17 +156,29 @@ impl EventHub {
     /// A hub with [`HUB_CAPACITY`] buffered events.
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(HUB_CAPACITY);
-        EventHub { tx }
+        EventHub { tx, published: Arc::new(AtomicU64::new(0)) }
     }
 
-    /// Publishes a committed event (no receivers is fine).
+    /// Publishes a committed event (no receivers is fine). Events are
+    /// published in `seq` order (the one writer publishes them in the order
+    /// the domain numbered them).
     pub fn publish(&self, ev: Arc<Event>) {
+        self.published.fetch_max(ev.seq, Ordering::SeqCst);
         let _ = self.tx.send(ev);
     }
 
     /// A receiver of every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// A receiver of every event published from now on, and the `seq` it
+    /// starts after: every event up to it was published before the
+    /// subscription (the receiver may still get some of them), every later
+    /// one reaches the receiver (or makes it lag).
+    pub fn subscribe_at(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
+        let rx = self.tx.subscribe();
+        (rx, self.published.load(Ordering::SeqCst))
     }
 }
 

@@ -1,7 +1,9 @@
 //! Invariants 3 and 4 with real processes: `kill -9` of the coordinator in
 //! the middle of a study, a restart on the same database, and the study
 //! finishes with exactly `n_trials` trials, no duplicates, and every
-//! acknowledged completion intact.
+//! acknowledged completion intact. Also a database write that fails for
+//! good: the coordinator then refuses every change until a restart, so the
+//! database it reloads is consistent.
 
 mod common;
 
@@ -10,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use mnist_coordinator::study::{AskOutcome, AskRequest, Assignment};
+use mnist_coordinator::storage::StorageError;
+use mnist_coordinator::{CoordError, Coordinator, CoordinatorConfig, NewStudy};
 use mnist_proto::v1 as pb;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::watch;
 use tonic::Code;
 
@@ -297,4 +302,204 @@ fn bad_coordinator_flags_are_named() {
         assert!(err.contains(needle), "{flags:?}: expected {needle:?} in:\n{err}");
         assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "{flags:?} served");
     }
+}
+
+/// Settings for the write-failure tests: SQLite gives up on a lock after
+/// `busy`, so a test that holds the write lock makes the coordinator's writes
+/// fail (or wait).
+fn write_config(db: &std::path::Path, busy: Duration) -> CoordinatorConfig {
+    let mut c = CoordinatorConfig::new(db);
+    c.lease_duration = Duration::from_secs(60);
+    c.restart_grace = Duration::from_secs(60);
+    c.storage.busy_timeout = busy;
+    c
+}
+
+async fn random_study(c: &Coordinator, name: &str) {
+    let spec = NewStudy { name: name.into(), sampler_kind: "random".into(), sampler_seed: Some(1), ..Default::default() };
+    c.create_study(spec, false).await.expect("create the study");
+}
+
+fn ask_req(holder: &str, study: &str) -> AskRequest {
+    AskRequest { holder: holder.into(), slot: 0, study: Some(study.into()), wait: Duration::ZERO }
+}
+
+fn assigned(o: AskOutcome) -> Box<Assignment> {
+    match o {
+        AskOutcome::Assigned(a) => a,
+        other => panic!("expected a trial, got {other:?}"),
+    }
+}
+
+/// Another connection that holds the database's write lock until rolled back.
+async fn write_lock(db: &std::path::Path) -> SqliteConnection {
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.expect("connect");
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.expect("take the write lock");
+    conn
+}
+
+async fn unlock(mut conn: SqliteConnection) {
+    sqlx::query("ROLLBACK").execute(&mut conn).await.expect("release the write lock");
+}
+
+/// A write that fails for good leaves the memory ahead of the database; a
+/// later change may depend on the lost one (here: trial 1 after a trial 0
+/// that is not in the file, which made the study unloadable). So every later
+/// change is refused, naming the database problem, the storage reports
+/// unhealthy, and after a restart the study loads with dense trial numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_write_every_later_change_is_refused_until_a_restart() {
+    let dir = tempdir();
+    let db = dir.path().join("fail.db");
+    let c = Coordinator::open(write_config(&db, Duration::from_millis(50))).await.expect("open");
+    random_study(&c, "s").await;
+    let lock = write_lock(&db).await;
+    let e = c.ask(ask_req("w1", "s")).await.expect_err("the write fails while the database is locked");
+    assert!(matches!(e, CoordError::Storage(StorageError::WriteFailed { .. })), "{e:?}");
+    assert!(e.to_string().contains("database is locked") && e.to_string().contains("fail.db"), "{e}");
+    let health = c.storage_health().borrow().clone();
+    assert!(health.is_some_and(|h| h.contains("database is locked")), "the storage reports the failure");
+    unlock(lock).await;
+    // The database is writable again, but the coordinator's memory is not
+    // what it holds: nothing more is written.
+    let e = c.ask(ask_req("w2", "s")).await.expect_err("a later change is refused");
+    assert!(matches!(e, CoordError::Storage(StorageError::Failed { .. })), "{e:?}");
+    assert!(e.to_string().contains("restart") && e.to_string().contains("database is locked"), "{e}");
+    let e = c.enqueue_trial("s", Vec::new()).await.expect_err("every change is refused");
+    assert!(matches!(e, CoordError::Storage(StorageError::Failed { .. })), "{e:?}");
+    c.close().await;
+    drop(c);
+
+    let c = Coordinator::open(write_config(&db, Duration::from_millis(50))).await.expect("reopen");
+    let s = c.get_study("s").expect("the study loads after the restart");
+    assert_eq!(s.counts.running + s.counts.waiting, 0, "nothing of the refused changes was written: {:?}", s.counts);
+    let a = assigned(c.ask(ask_req("w2", "s")).await.expect("ask after the restart"));
+    assert_eq!(a.number, 0);
+    c.close().await;
+}
+
+/// A full write queue refuses the change before it touches the state in
+/// memory: the refused ask leaves no trial behind (it used to leave a RUNNING
+/// trial in memory that was never written, so the next trial's number
+/// skipped one and the study could not be loaded after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_refuses_a_change_without_making_it() {
+    let dir = tempdir();
+    let db = dir.path().join("full.db");
+    let mut cfg = write_config(&db, Duration::from_secs(60));
+    cfg.storage.queue_capacity = 1;
+    let c = Coordinator::open(cfg.clone()).await.expect("open");
+    random_study(&c, "s").await;
+    // The writer waits on the lock with the first batch; one more fits in
+    // the queue; then the queue is full.
+    let lock = write_lock(&db).await;
+    let mut queued = Vec::new();
+    let mut refused = None;
+    for i in 0..8 {
+        let (c2, holder) = (c.clone(), format!("w{i}"));
+        let task = tokio::spawn(async move { c2.ask(ask_req(&holder, "s")).await });
+        let before = queued.len();
+        let finished = eventually(20, || {
+            let c = c.clone();
+            let done = task.is_finished();
+            async move {
+                let made = c.list_trials("s", &[], 0, 0).expect("list").len();
+                (done || made > before).then_some(done)
+            }
+        })
+        .await;
+        if finished {
+            refused = Some(task.await.expect("join").expect_err("only a refused ask answers while the database is locked"));
+            break;
+        }
+        queued.push(task);
+    }
+    let e = refused.expect("the write queue filled up");
+    assert!(matches!(e, CoordError::Storage(StorageError::Overloaded)), "{e:?}");
+    assert_eq!(c.list_trials("s", &[], 0, 0).unwrap().len(), queued.len(), "the refused ask made no trial");
+    assert!(c.storage_health().borrow().is_none(), "a full queue is not a storage failure");
+    unlock(lock).await;
+    for t in queued {
+        assigned(t.await.expect("join").expect("a queued ask is answered once its write commits"));
+    }
+    let next = assigned(c.ask(ask_req("late", "s")).await.expect("ask after the queue drained"));
+    let n = c.list_trials("s", &[], 0, 0).unwrap().len();
+    assert_eq!(next.number as usize, n - 1, "trial numbers stay dense");
+    c.close().await;
+    drop(c);
+    let c = Coordinator::open(cfg).await.expect("reopen");
+    let s = c.get_study("s").expect("the study loads after the restart");
+    assert_eq!(s.counts.running as usize, n, "{:?}", s.counts);
+    c.close().await;
+}
+
+/// An ask repeated for the same (holder, slot) while the first one's write is
+/// still pending gets its answer only after that write: here the write fails,
+/// and so does the repeated ask, instead of handing out (from memory) a trial
+/// and token that were never written. After a restart the trial is handed out
+/// afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_ask_does_not_hand_out_a_trial_whose_start_was_not_written() {
+    let dir = tempdir();
+    let db = dir.path().join("again.db");
+    let c = Coordinator::open(write_config(&db, Duration::from_millis(300))).await.expect("open");
+    random_study(&c, "s").await;
+    let lock = write_lock(&db).await;
+    let first = {
+        let c = c.clone();
+        tokio::spawn(async move { c.ask(ask_req("w1", "s")).await })
+    };
+    eventually(20, || {
+        let c = c.clone();
+        async move { (c.list_trials("s", &[], 0, 0).expect("list").len() == 1).then_some(()) }
+    })
+    .await;
+    let again = c.ask(ask_req("w1", "s")).await;
+    assert!(again.is_err(), "a trial whose start was not written was handed out: {again:?}");
+    assert!(first.await.expect("join").is_err(), "the first ask's write failed");
+    unlock(lock).await;
+    c.close().await;
+    drop(c);
+    let c = Coordinator::open(write_config(&db, Duration::from_millis(300))).await.expect("reopen");
+    let a = assigned(c.ask(ask_req("w1", "s")).await.expect("ask after the restart"));
+    assert!(!a.resumed && a.number == 0, "{a:?}");
+    c.close().await;
+}
+
+/// Deleting the newest study and restarting does not hand its study id (and
+/// with it a `study-<id>/` artifact directory that may have been left
+/// behind) or its trial ids to a new study: the ids' high water marks are
+/// kept like those of event numbers and lease tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_of_a_deleted_study_are_not_reused_after_a_restart() {
+    let dir = tempdir();
+    let db = dir.path().join("ids.db");
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    create(&mut c, small_spec("kept", 3)).await;
+    let doomed = create(&mut c, small_spec("doomed", 3)).await;
+    let w = register(&mut c, "worker-d", 1).await;
+    let t = c
+        .worker
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 0, study_name: "doomed".into(), wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .trial
+        .expect("a trial");
+    c.study.delete_study(pb::DeleteStudyRequest { name: "doomed".into(), force: true }).await.expect("delete");
+    server.shutdown().await.unwrap();
+
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    let fresh = create(&mut c, small_spec("fresh", 3)).await;
+    assert!(fresh.study_id > doomed.study_id, "study id {} was reused", fresh.study_id);
+    let t2 = c
+        .worker
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 0, study_name: "fresh".into(), wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .trial
+        .expect("a trial");
+    assert!(t2.trial_id > t.trial_id, "trial id {} was reused", t2.trial_id);
+    server.shutdown().await.unwrap();
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use mnist_proto::v1 as pb;
+use sqlx::{Connection, SqliteConnection};
 use tonic::Code;
 
 async fn trial(c: &mut Clients, id: i64) -> pb::Trial {
@@ -474,5 +475,239 @@ async fn reports_prune_and_watch() {
     assert_eq!(stored.len(), 10);
     assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(stored[2].step, Some(0));
+    server.shutdown().await.unwrap();
+}
+
+/// Invariant 2 across restarts: a token handed out by a previous coordinator
+/// process is never valid in a new one, even when the write that recorded it
+/// never reached the database (simulated here by removing the trial's rows
+/// while the coordinator is down). Each process reserves its range of tokens
+/// in the database before handing out the first, and the next process starts
+/// above it; before, the new process took the largest stored token + 1,
+/// handed the same trial id and token to another worker, and the stale holder
+/// completed that worker's trial with its own value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_a_previous_process_is_never_valid_after_a_restart() {
+    let dir = tempdir();
+    let db = dir.path().join("s.db");
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    create(&mut c, small_spec("epoch", 5)).await;
+    let w1 = register(&mut c, "worker-1", 1).await;
+    let old = acquire(&mut c, &w1, 0).await.expect("a trial");
+    let old_token = old.lease.as_ref().unwrap().token;
+    server.shutdown().await.unwrap();
+
+    let floor = {
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+        let floor: String = sqlx::query_scalar("SELECT value FROM mnist_meta WHERE key = 'lease_token_floor'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("the reserved tokens are recorded");
+        for table in ["trial_params", "trial_system_attributes", "mnist_trials", "mnist_events", "trials"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE trial_id = ?")).bind(old.trial_id).execute(&mut conn).await.unwrap();
+        }
+        floor.parse::<u64>().unwrap()
+    };
+    assert!(floor >= old_token, "the reservation {floor} covers the token handed out, {old_token}");
+
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    let w2 = register(&mut c, "worker-2", 1).await;
+    let new = acquire(&mut c, &w2, 0).await.expect("a trial");
+    let new_token = new.lease.as_ref().unwrap().token;
+    assert!(new_token > floor, "token {new_token} is above the previous process's reservation {floor}");
+    // The stale worker's calls (a heartbeat naming no holder, a completion)
+    // with its old trial id and token are refused.
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: old.trial_id, lease_token: old_token, worker_id: String::new() })
+        .await
+        .expect_err("the old token renews nothing");
+    assert!(matches!(e.code(), Code::FailedPrecondition | Code::NotFound), "{e:?}");
+    let e = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: old.trial_id, lease_token: old_token, value: Some(-1.0), ..Default::default() })
+        .await
+        .expect_err("the old token completes nothing");
+    assert!(matches!(e.code(), Code::FailedPrecondition | Code::NotFound), "{e:?}");
+    let t = trial(&mut c, new.trial_id).await;
+    assert_eq!(t.state, pb::TrialState::Running as i32, "worker-2's trial is untouched");
+    let done = c
+        .worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: new.trial_id, lease_token: new_token, value: Some(0.5), ..Default::default() })
+        .await;
+    assert!(done.is_ok(), "{done:?}");
+    server.shutdown().await.unwrap();
+}
+
+/// Invariant 2: a lease is renewed only by its holder. A heartbeat that
+/// names another worker is refused, whatever the token, and leaves the lease
+/// as it was; the holder's own heartbeats go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_naming_another_worker_is_refused() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
+    create(&mut c, small_spec("holder", 5)).await;
+    let a = register(&mut c, "worker-a", 1).await;
+    let b = register(&mut c, "worker-b", 1).await;
+    let t = acquire(&mut c, &a, 0).await.expect("a trial");
+    let token = t.lease.as_ref().unwrap().token;
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: t.trial_id, lease_token: token, worker_id: b.clone() })
+        .await
+        .expect_err("worker-b does not hold the lease");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("worker-a") && e.message().contains("worker-b"), "names both: {e:?}");
+    let ok = c.worker.heartbeat(pb::HeartbeatRequest { trial_id: t.trial_id, lease_token: token, worker_id: a.clone() }).await;
+    assert!(ok.is_ok(), "{ok:?}");
+    server.shutdown().await.unwrap();
+}
+
+/// Invariant 5 when a slot's old trial is re-queued after the slot moved on:
+/// the slot's lease on trial A expires, the worker asks again and gets B
+/// (A is not reaped yet), then A is re-queued (here by its late heartbeat;
+/// the reaper does the same). That must not make the coordinator forget that
+/// the slot holds B: asking again returns B, and the slot never holds two
+/// RUNNING trials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeuing_a_slots_old_trial_keeps_its_new_one() {
+    let dir = tempdir();
+    let lease = Duration::from_secs(2);
+    let mut cfg = fast_config(&dir.path().join("s.db"), lease);
+    // Nothing is reaped behind the test's back.
+    cfg.coordinator.reaper_interval = Duration::from_secs(3600);
+    let (server, mut c) = start_in_process(cfg).await;
+    create(&mut c, small_spec("slot", 10)).await;
+    let w = register(&mut c, "worker-s", 1).await;
+    let a = acquire(&mut c, &w, 0).await.expect("trial A");
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let b = acquire(&mut c, &w, 0).await.expect("trial B");
+    assert_ne!(b.trial_id, a.trial_id, "A's lease expired, so the slot gets a new trial");
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: a.trial_id, lease_token: a.lease.as_ref().unwrap().token, worker_id: w.clone() })
+        .await
+        .expect_err("A's lease expired");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(trial(&mut c, a.trial_id).await.state, pb::TrialState::Waiting as i32, "A was re-queued");
+    let again = acquire(&mut c, &w, 0).await.expect("the slot's trial");
+    assert_eq!(again.trial_id, b.trial_id, "asking again returns the slot's trial B, not the re-queued A");
+    assert!(again.resumed);
+    let running = c
+        .study
+        .list_trials(pb::ListTrialsRequest { study_name: "slot".into(), states: vec![pb::TrialState::Running as i32], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .trials;
+    assert_eq!(running.iter().map(|t| t.trial_id).collect::<Vec<_>>(), vec![b.trial_id]);
+    server.shutdown().await.unwrap();
+}
+
+async fn resume(c: &mut Clients, name: &str, n_trials: Option<u32>, timeout_seconds: Option<f64>) -> Result<pb::Study, tonic::Status> {
+    c.study.resume_study(pb::ResumeStudyRequest { name: name.into(), n_trials, timeout_seconds }).await.map(|r| r.into_inner())
+}
+
+/// ResumeStudy as the proto documents it: raising n_trials of a RUNNING
+/// study keeps its timeout clock (it restarted the clock, so a study past its
+/// timeout handed out new trials); a new timeout, or resuming a STOPPED
+/// study, restarts it. n_trials may equal the trials the study has, not go
+/// below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_running_study_keeps_its_timeout_clock() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
+    let mut spec = small_spec("clock", 4);
+    spec.timeout_seconds = 1.0;
+    let created = create(&mut c, spec).await;
+    let w = register(&mut c, "worker-c", 2).await;
+    // A running trial keeps the study RUNNING past its timeout.
+    let t = acquire(&mut c, &w, 0).await.expect("a trial");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let s = resume(&mut c, "clock", Some(10), None).await.expect("raise n_trials");
+    assert_eq!((s.state, s.spec.as_ref().unwrap().n_trials), (pb::StudyState::Running as i32, 10));
+    assert_eq!(s.started_at, created.started_at, "the clock keeps running");
+    let idle = c
+        .worker
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 1, study_name: String::new(), wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(idle.trial.is_none(), "a trial started after the timeout: {idle:?}");
+    assert!(idle.idle_reason.contains("timeout"), "{}", idle.idle_reason);
+
+    // n_trials: at least the trials the study has (1 here).
+    assert!(resume(&mut c, "clock", Some(1), None).await.is_ok(), "n_trials may equal the trials the study has");
+    let unlimited = resume(&mut c, "clock", Some(0), Some(3600.0)).await.expect("0 is no limit, with a new timeout");
+    assert_eq!(unlimited.spec.unwrap().n_trials, 0);
+    assert_ne!(unlimited.started_at, created.started_at, "a new timeout restarts the clock");
+    c.worker
+        .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: t.lease.unwrap().token, value: Some(0.1), ..Default::default() })
+        .await
+        .unwrap();
+    let more = acquire(&mut c, &w, 1).await.expect("trials start again under the new timeout");
+    assert_eq!(more.number, 1);
+    let e = resume(&mut c, "clock", Some(1), None).await.expect_err("below the 2 trials the study has");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // A new timeout, or resuming a stopped study, restarts the clock.
+    let before = c.study.get_study(pb::GetStudyRequest { name: "clock".into() }).await.unwrap().into_inner().started_at.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.study.stop_study(pb::StopStudyRequest { name: "clock".into(), reason: "pause".into() }).await.unwrap();
+    let s = resume(&mut c, "clock", None, None).await.expect("resume the stopped study");
+    let after = s.started_at.unwrap();
+    assert!((after.seconds, after.nanos) > (before.seconds, before.nanos), "{before:?} -> {after:?}");
+    server.shutdown().await.unwrap();
+}
+
+/// A live-only watch (no `after_seq`) that lags behind the live channel
+/// before its first event catches up from where it started, not from the
+/// study's first event. The runtime has one thread, so the watch cannot run
+/// while the writer publishes the events of one large commit: more than the
+/// live channel holds (4096), which makes it lag deterministically.
+#[tokio::test(flavor = "current_thread")]
+async fn a_live_watch_that_lags_does_not_replay_the_history() {
+    const BURST: usize = 5000;
+    let dir = tempdir();
+    let db = dir.path().join("s.db");
+    let mut cfg = fast_config(&db, Duration::from_secs(30));
+    cfg.coordinator.storage.max_batch_ops = 1 << 20;
+    cfg.coordinator.storage.busy_timeout = Duration::from_secs(60);
+    let (server, mut c) = start_in_process(cfg).await;
+    create(&mut c, small_spec("watched", 0)).await;
+    create(&mut c, small_spec("busy", 0)).await;
+    let mut events = c
+        .study
+        .watch_study(pb::WatchStudyRequest { name: "watched".into(), after_seq: None, include_reports: false })
+        .await
+        .unwrap()
+        .into_inner();
+    // Queue BURST changes of another study behind a lock, so that they are
+    // committed (and published) together once it is released.
+    let mut lock = SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    let coord = server.coordinator().clone();
+    let tasks: Vec<_> = (0..BURST)
+        .map(|_| {
+            let coord = coord.clone();
+            tokio::spawn(async move { coord.enqueue_trial("busy", Vec::new()).await })
+        })
+        .collect();
+    eventually(60, || {
+        let coord = coord.clone();
+        async move { (coord.get_study("busy").unwrap().counts.waiting as usize == BURST).then_some(()) }
+    })
+    .await;
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    for t in tasks {
+        t.await.unwrap().expect("enqueued");
+    }
+    coord.enqueue_trial("watched", Vec::new()).await.expect("enqueue in the watched study");
+    let ev = tokio::time::timeout(Duration::from_secs(30), events.message()).await.expect("an event").unwrap().expect("not closed");
+    assert_eq!(
+        (pb::EventKind::try_from(ev.kind).unwrap(), ev.trial_number),
+        (pb::EventKind::TrialEnqueued, Some(0)),
+        "the first event is the one after the watch started: {ev:?}"
+    );
     server.shutdown().await.unwrap();
 }

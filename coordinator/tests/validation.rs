@@ -307,6 +307,43 @@ async fn malformed_worker_requests() {
     server.shutdown().await.unwrap();
 }
 
+/// An artifact name that is both a file and a directory of the same trial
+/// (`model`, then `model/MLmodel`, or the other way round) is refused with
+/// FAILED_PRECONDITION naming the clash (it was INTERNAL), and what was
+/// stored stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_name_that_is_both_a_file_and_a_directory_is_refused() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
+    create(&mut c, small_spec("clash", 3)).await;
+    let w = register(&mut c, "w1", 1).await;
+    let t = acquire(&mut c, &w, 0).await.unwrap();
+    let tok = t.lease.as_ref().unwrap().token;
+    let upload = |c: &mut Clients, name: &str, data: &[u8]| {
+        let mut c = c.clone();
+        let msgs = vec![artifact_header(t.trial_id, tok, name, Some(data.len() as u64), ""), artifact_chunk(data)];
+        async move { c.worker.upload_artifact(tokio_stream::iter(msgs)).await }
+    };
+    let trial_dir = dir.path().join("s.db.artifacts/study-1/trial-0");
+    upload(&mut c, "model", b"a file").await.expect("store `model`");
+    for name in ["model/MLmodel", "model/data/model.pth"] {
+        let e = upload(&mut c, name, b"x").await.expect_err("`model` is a file");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{name}: {e:?}");
+        assert!(e.message().contains(name) && e.message().contains("file named \"model\""), "{name}: {}", e.message());
+    }
+    upload(&mut c, "plots/a.png", b"png").await.expect("store `plots/a.png`");
+    let e = upload(&mut c, "plots", b"x").await.expect_err("`plots` is a directory");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("\"plots\"") && e.message().contains("directory"), "{}", e.message());
+    assert_eq!(std::fs::read(trial_dir.join("model")).unwrap(), b"a file");
+    assert_eq!(std::fs::read(trial_dir.join("plots/a.png")).unwrap(), b"png");
+    assert_eq!(upload_temps(&trial_dir), Vec::<String>::new());
+    // Storing a file again under its own name still replaces it.
+    upload(&mut c, "model", b"new").await.expect("replace `model`");
+    assert_eq!(std::fs::read(trial_dir.join("model")).unwrap(), b"new");
+    server.shutdown().await.unwrap();
+}
+
 /// The data-set stream: the worker's side writes the chunks and verifies
 /// them with the training core's own checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

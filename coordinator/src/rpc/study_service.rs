@@ -92,11 +92,12 @@ impl StudyService for StudyApi {
         crate::error::check_study_name(&req.name)?;
         let study_id = self.coord.study_id(&req.name)?;
         // Subscribe before replaying, so nothing falls between the two.
-        let live = self.coord.subscribe();
+        let (live, start) = self.coord.subscribe_at();
+        let after = req.after_seq.unwrap_or(start);
         let (tx, rx) = mpsc::channel(256);
         let coord = self.coord.clone();
         tokio::spawn(async move {
-            if let Err(status) = watch(coord, study_id, req.after_seq, req.include_reports, live, &tx).await {
+            if let Err(status) = watch(coord, study_id, after, req.after_seq.is_some(), req.include_reports, live, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -145,21 +146,25 @@ impl StudyService for StudyApi {
     }
 }
 
-/// Streams a study's events: the stored ones after `after_seq` (when given),
-/// then live ones. Each event is sent once, in `seq` order; a watcher that
-/// lags behind the live channel catches up from the database.
+/// Streams a study's events after `after`: first the stored ones (when
+/// `replay_first`, i.e. the client gave `after_seq`), then live ones (a
+/// live-only watch starts after the last event committed when it began).
+/// Each event is sent once, in `seq` order; a watcher that lags behind the
+/// live channel catches up from the database, from where it was, never from
+/// before `after`.
 async fn watch(
     coord: Arc<Coordinator>,
     study_id: i64,
-    after_seq: Option<u64>,
+    after: u64,
+    replay_first: bool,
     include_reports: bool,
     mut live: broadcast::Receiver<Arc<Event>>,
     tx: &mpsc::Sender<Result<pb::StudyEvent, Status>>,
 ) -> Result<(), Status> {
-    let mut last = after_seq.unwrap_or(0);
+    let mut last = after;
     let mut shutdown = coord.shutdown_signal();
     let wanted = |e: &Event| include_reports || e.kind != EventKind::TrialReported;
-    if after_seq.is_some() && !replay(&coord, study_id, &mut last, &wanted, tx).await? {
+    if replay_first && !replay(&coord, study_id, &mut last, &wanted, tx).await? {
         return Ok(());
     }
     loop {

@@ -72,8 +72,12 @@ pub struct Snapshot {
     pub workers: Vec<WorkerRow>,
     /// Names of studies in the file that the coordinator does not manage.
     pub foreign_studies: Vec<String>,
+    /// The largest study id stored, or the floor a deleted study left.
     pub max_study_id: i64,
+    /// The largest trial id stored, or the floor a deleted study left.
     pub max_trial_id: i64,
+    /// The largest lease token stored, or the floor of the tokens a
+    /// previous coordinator reserved, whichever is larger.
     pub max_lease_token: i64,
     pub max_event_seq: i64,
 }
@@ -229,8 +233,10 @@ pub async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> 
     for (k, v) in meta {
         let n = v.parse::<i64>().unwrap_or(0);
         match k.as_str() {
-            "event_seq_floor" => snap.max_event_seq = snap.max_event_seq.max(n),
-            "lease_token_floor" => snap.max_lease_token = snap.max_lease_token.max(n),
+            super::ops::STUDY_ID_FLOOR => snap.max_study_id = snap.max_study_id.max(n),
+            super::ops::TRIAL_ID_FLOOR => snap.max_trial_id = snap.max_trial_id.max(n),
+            super::ops::EVENT_SEQ_FLOOR => snap.max_event_seq = snap.max_event_seq.max(n),
+            super::ops::LEASE_TOKEN_FLOOR => snap.max_lease_token = snap.max_lease_token.max(n),
             _ => {}
         }
     }

@@ -25,8 +25,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub use load::Snapshot;
-pub use ops::{MnistTrialRow, Op, ParamRow, TrialPut};
-pub use writer::{Batch, Pending, StorageHealth, WriterHandle};
+pub use ops::{MnistTrialRow, Op, ParamRow, TrialPut, EVENT_SEQ_FLOOR, LEASE_TOKEN_FLOOR, STUDY_ID_FLOOR, TRIAL_ID_FLOOR};
+pub use writer::{Batch, Pending, Reservation, StorageHealth, WriterHandle};
 
 use crate::events::{Event, EventHub};
 
@@ -47,9 +47,17 @@ pub enum StorageError {
     /// A query failed.
     #[error("database error: {0}")]
     Query(String),
-    /// A write could not be committed.
-    #[error("the database write failed: {0}; the coordinator will restart to reload its state")]
-    WriteFailed(String),
+    /// A write could not be committed (after retries): the state in memory
+    /// is now ahead of the database.
+    #[error("writing to the study database {path} failed: {message}; the coordinator must restart to reload its state")]
+    WriteFailed { path: PathBuf, message: String },
+    /// A change refused because an earlier write failed for good: the state
+    /// in memory is ahead of the database, so nothing more is written until a
+    /// restart reloads the database.
+    #[error(
+        "the coordinator refuses changes since a write to the study database {path} failed ({message}); restart it to reload its state"
+    )]
+    Failed { path: PathBuf, message: String },
     /// Too many writes are queued.
     #[error("the coordinator is overloaded (the write queue is full); retry shortly")]
     Overloaded,
@@ -232,7 +240,7 @@ impl Storage {
             .connect_with(connect_options(path, opts.busy_timeout).read_only(true).create_if_missing(false))
             .await
             .map_err(open_err)?;
-        let (writer, health, task) = writer::spawn(conn, hub, opts.max_batch_ops, opts.queue_capacity);
+        let (writer, health, task) = writer::spawn(conn, path, hub, opts.max_batch_ops, opts.queue_capacity);
         Ok((
             Storage {
                 path: path.to_path_buf(),
@@ -256,7 +264,9 @@ impl Storage {
         &self.writer
     }
 
-    /// A receiver that turns `Some(message)` when a write failed for good.
+    /// A receiver that turns `Some(message)` when a write failed for good
+    /// (or a change made in memory could not be queued): from then on every
+    /// change is refused until a restart.
     pub fn health(&self) -> StorageHealth {
         self.health.clone()
     }

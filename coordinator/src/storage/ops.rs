@@ -71,9 +71,18 @@ pub enum Op {
         ended_at_ms: Option<i64>,
     },
     /// Remove a study and everything that hangs off it. The counters' high
-    /// water marks are kept in `mnist_meta`, so that event sequence numbers
-    /// and lease tokens never repeat even when the newest study is deleted.
-    DeleteStudy { study_id: i64, event_seq_floor: i64, lease_token_floor: i64 },
+    /// water marks (`floors`: [`STUDY_ID_FLOOR`], [`TRIAL_ID_FLOOR`],
+    /// [`EVENT_SEQ_FLOOR`], [`LEASE_TOKEN_FLOOR`] and their values) are
+    /// raised in `mnist_meta`, so that study and trial ids, event sequence
+    /// numbers and lease tokens never repeat even when the newest study is
+    /// deleted (a new study must not take over the deleted one's id, and with
+    /// it a leftover `study-<id>/` artifact directory).
+    DeleteStudy { study_id: i64, floors: Vec<(&'static str, i64)> },
+    /// Raise the high water mark `key` of `mnist_meta` (e.g.
+    /// [`LEASE_TOKEN_FLOOR`]) to `value`: every number up to it may have been
+    /// handed out, so the next coordinator on this database starts above it.
+    /// A mark never goes down.
+    RaiseFloor { key: &'static str, value: i64 },
     /// The current state of a trial: its `trials` row and its
     /// `mnist_trials` row, inserted or replaced as a whole. Every change of
     /// state, lease, retries or reason is written this way, so the rows of
@@ -148,6 +157,28 @@ fn intermediate_repr(v: f64) -> (Option<f64>, &'static str) {
     }
 }
 
+/// `mnist_meta` key: every study id up to it may have been used.
+pub const STUDY_ID_FLOOR: &str = "study_id_floor";
+/// `mnist_meta` key: every trial id up to it may have been used.
+pub const TRIAL_ID_FLOOR: &str = "trial_id_floor";
+/// `mnist_meta` key: every event sequence number up to it may have been used.
+pub const EVENT_SEQ_FLOOR: &str = "event_seq_floor";
+/// `mnist_meta` key: every lease token up to it may have been handed out.
+pub const LEASE_TOKEN_FLOOR: &str = "lease_token_floor";
+
+/// Raises the high water mark `key` to `value` (never lowers it).
+async fn raise_floor(conn: &mut SqliteConnection, key: &str, value: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO mnist_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = \
+         CASE WHEN CAST(value AS INTEGER) >= CAST(excluded.value AS INTEGER) THEN value ELSE excluded.value END",
+    )
+    .bind(key)
+    .bind(value.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 const TRIAL_CHILD_TABLES: &[&str] = &[
     "trial_params",
     "trial_values",
@@ -198,15 +229,9 @@ impl Op {
                 .execute(&mut *conn)
                 .await?;
             }
-            Op::DeleteStudy { study_id, event_seq_floor, lease_token_floor } => {
-                for (key, value) in [("event_seq_floor", event_seq_floor), ("lease_token_floor", lease_token_floor)] {
-                    sqlx::query(
-                        "INSERT INTO mnist_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    )
-                    .bind(key)
-                    .bind(value.to_string())
-                    .execute(&mut *conn)
-                    .await?;
+            Op::DeleteStudy { study_id, floors } => {
+                for (key, value) in floors {
+                    raise_floor(conn, key, *value).await?;
                 }
                 for table in TRIAL_CHILD_TABLES {
                     let sql = format!("DELETE FROM {table} WHERE trial_id IN (SELECT trial_id FROM trials WHERE study_id = ?)");
@@ -227,6 +252,7 @@ impl Op {
                     sqlx::query(&sql).bind(study_id).execute(&mut *conn).await?;
                 }
             }
+            Op::RaiseFloor { key, value } => raise_floor(conn, key, *value).await?,
             Op::PutTrial(t) => put_trials(conn, std::slice::from_ref(t)).await?,
             Op::SetParams { trial_id, params } => {
                 let rows: Vec<(i64, ParamRow)> = params.iter().map(|p| (*trial_id, p.clone())).collect();

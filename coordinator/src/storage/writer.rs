@@ -12,12 +12,20 @@
 //! - under load, many changes share one commit (the throughput lever);
 //! - the order of changes on disk is the order the domain made them.
 //!
-//! When a group fails, it is retried, then each batch is retried on its own so
-//! only the failing change reports an error. A batch that still fails marks
-//! the storage as failed ([`StorageHealth`]): the in-memory state is then
-//! ahead of the database, and the server shuts down so that a restart reloads
-//! the truth (crash-only recovery).
+//! When a group fails, it is retried, then its batches are applied one by one
+//! in order, so the batches before the failing one still commit. A batch that
+//! still fails marks the storage as failed ([`StorageHealth`]): the in-memory
+//! state is then ahead of the database, and later batches may depend on the
+//! lost one (a trial number after a trial that is not there, the lease of a
+//! trial that was never written), so from then on the writer refuses every
+//! batch ([`StorageError::Failed`]) instead of committing it, and the server
+//! shuts down so that a restart reloads the truth (crash-only recovery).
+//!
+//! A change reserves its place in the queue ([`WriterHandle::reserve`])
+//! before it touches the state in memory, so a full queue or a failed
+//! storage refuses the change while nothing has changed yet.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,10 +93,51 @@ impl Pending {
 /// Whether the storage is healthy; `Some(message)` once a write failed for good.
 pub type StorageHealth = watch::Receiver<Option<String>>;
 
+/// The storage's health, shared by the writer task and its handles: `None`
+/// while healthy; once a write failed for good (or a change was lost), why.
+/// It never turns back to healthy: only a restart does.
+#[derive(Debug)]
+struct Health {
+    tx: watch::Sender<Option<String>>,
+    /// The database file, for the messages.
+    path: PathBuf,
+}
+
+impl Health {
+    /// The failure, when there was one.
+    fn failure(&self) -> Option<String> {
+        self.tx.borrow().clone()
+    }
+
+    /// Records the first failure (later ones only follow from it) and logs it.
+    fn fail(&self, why: String) {
+        let first = self.tx.send_if_modified(|h| {
+            if h.is_some() {
+                return false;
+            }
+            *h = Some(why.clone());
+            true
+        });
+        if first {
+            tracing::error!(
+                db = %self.path.display(),
+                error = %why,
+                "a write to the study database failed for good; the coordinator refuses every change from now on and must be restarted to reload its state"
+            );
+        }
+    }
+
+    /// The error for a change refused because of an earlier failure.
+    fn refused(&self, why: String) -> StorageError {
+        StorageError::Failed { path: self.path.clone(), message: why }
+    }
+}
+
 /// The sending side of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -100,18 +149,69 @@ impl std::fmt::Debug for Msg {
     }
 }
 
-impl WriterHandle {
-    /// Queues a batch without waiting (callable under a lock). Fails when the
-    /// queue is full (`queue_capacity` batches) or the writer is gone.
-    pub fn submit(&self, batch: Batch) -> Result<Pending, StorageError> {
+/// A place in the writer's queue, taken before a change touches the state in
+/// memory (see [`WriterHandle::reserve`]). Dropping it unused gives the place
+/// back.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    permit: mpsc::Permit<'a, Msg>,
+}
+
+impl Reservation<'_> {
+    /// Queues the change's batch in the reserved place (an empty batch is not
+    /// sent: there is nothing to wait for).
+    pub fn submit(self, batch: Batch) -> Pending {
         if batch.is_empty() && batch.events.is_empty() {
-            return Ok(Pending::done());
+            return Pending::done();
         }
+        self.send(batch)
+    }
+
+    /// Queues an empty batch that is acknowledged once every batch queued
+    /// before it is committed, and fails when one of them failed: for an
+    /// answer that reads state which earlier, still uncommitted batches wrote.
+    pub fn barrier(self) -> Pending {
+        self.send(Batch::new())
+    }
+
+    fn send(self, batch: Batch) -> Pending {
         let (ack, rx) = oneshot::channel();
-        match self.tx.try_send(Msg::Batch(batch, ack)) {
-            Ok(()) => Ok(Pending(Some(rx))),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(StorageError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(StorageError::Closed),
+        self.permit.send(Msg::Batch(batch, ack));
+        Pending(Some(rx))
+    }
+}
+
+impl WriterHandle {
+    /// Takes a place in the queue for one change, without waiting (callable
+    /// under a lock). Take it before changing the state in memory: it fails
+    /// when the queue is full (`queue_capacity` batches; retry), when a write
+    /// failed for good earlier (the coordinator must restart), or when the
+    /// writer is gone, and then nothing must change.
+    pub fn reserve(&self) -> Result<Reservation<'_>, StorageError> {
+        if let Some(why) = self.health.failure() {
+            return Err(self.health.refused(why));
+        }
+        match self.tx.try_reserve() {
+            Ok(permit) => Ok(Reservation { permit }),
+            Err(mpsc::error::TrySendError::Full(())) => Err(StorageError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(StorageError::Closed),
+        }
+    }
+
+    /// Queues a batch without waiting (callable under a lock). Prefer
+    /// [`WriterHandle::reserve`] before the change: a batch that cannot be
+    /// queued here is lost while its change is already made in memory, so
+    /// this marks the storage as failed (the coordinator must restart).
+    pub fn submit(&self, batch: Batch) -> Result<Pending, StorageError> {
+        match self.reserve() {
+            Ok(r) => Ok(r.submit(batch)),
+            Err(e) => {
+                let lost = !(batch.is_empty() && batch.events.is_empty());
+                if lost && matches!(e, StorageError::Overloaded) {
+                    self.health.fail(format!("a change made in memory could not be queued for writing: {e}"));
+                }
+                Err(e)
+            }
         }
     }
 
@@ -124,30 +224,28 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer task on `conn`.
+/// Starts the writer task on `conn`, the connection to the database at `path`.
 pub fn spawn(
     conn: SqliteConnection,
+    path: &Path,
     hub: EventHub,
     max_batch_ops: usize,
     queue_capacity: usize,
 ) -> (WriterHandle, StorageHealth, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(queue_capacity.max(1));
     let (health_tx, health_rx) = watch::channel(None);
-    let task = tokio::spawn(run(conn, rx, hub, max_batch_ops.max(1), health_tx));
-    (WriterHandle { tx }, health_rx, task)
+    let health = Arc::new(Health { tx: health_tx, path: path.to_path_buf() });
+    let task = tokio::spawn(run(conn, rx, hub, max_batch_ops.max(1), health.clone()));
+    (WriterHandle { tx, health }, health_rx, task)
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Msg>,
-    hub: EventHub,
-    max_batch_ops: usize,
-    health: watch::Sender<Option<String>>,
-) {
+type Ack = oneshot::Sender<Result<(), StorageError>>;
+
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>, hub: EventHub, max_batch_ops: usize, health: Arc<Health>) {
     let mut close_ack: Option<oneshot::Sender<()>> = None;
     while close_ack.is_none() {
         let Some(first) = rx.recv().await else { break };
-        let mut group: Vec<(Batch, oneshot::Sender<Result<(), StorageError>>)> = Vec::new();
+        let mut group: Vec<(Batch, Ack)> = Vec::new();
         let mut n_ops = 0;
         let take = |m: Msg, group: &mut Vec<_>, n_ops: &mut usize| match m {
             Msg::Batch(b, ack) => {
@@ -164,40 +262,13 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if group.is_empty() {
-            continue;
-        }
-        let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
-        let results = commit_group(&mut conn, &batches).await;
-        for ((batch, ack), result) in group.into_iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    for (ev, _) in batch.events {
-                        hub.publish(ev);
-                    }
-                    let _ = ack.send(Ok(()));
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    tracing::error!(error = %msg, "a database write failed; the coordinator must restart to reload its state");
-                    let _ = health.send(Some(msg.clone()));
-                    let _ = ack.send(Err(StorageError::WriteFailed(msg)));
-                }
-            }
-        }
+        write_group(&mut conn, group, &hub, &health).await;
     }
     // Drain what was queued before the close, so nothing acknowledged is lost.
     rx.close();
     while let Some(m) = rx.recv().await {
         if let Msg::Batch(b, ack) = m {
-            let res = commit_group(&mut conn, &[&b]).await;
-            let res = res.into_iter().next().unwrap_or(Err(StorageError::Closed));
-            if res.is_ok() {
-                for (ev, _) in b.events {
-                    hub.publish(ev);
-                }
-            }
-            let _ = ack.send(res);
+            write_group(&mut conn, vec![(b, ack)], &hub, &health).await;
         }
     }
     let _ = conn.close().await;
@@ -206,27 +277,58 @@ async fn run(
     }
 }
 
+/// Commits a group (unless the storage failed before), then acknowledges each
+/// batch and publishes the events of the committed ones. The first batch that
+/// fails for good marks the storage as failed, and every batch after it is
+/// refused.
+async fn write_group(conn: &mut SqliteConnection, group: Vec<(Batch, Ack)>, hub: &EventHub, health: &Health) {
+    if group.is_empty() {
+        return;
+    }
+    let results = match health.failure() {
+        Some(why) => group.iter().map(|_| Err(health.refused(why.clone()))).collect(),
+        None => {
+            let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
+            commit_group(conn, &batches, health).await
+        }
+    };
+    for ((batch, ack), result) in group.into_iter().zip(results) {
+        if result.is_ok() {
+            for (ev, _) in batch.events {
+                hub.publish(ev);
+            }
+        }
+        let _ = ack.send(result);
+    }
+}
+
 /// Applies a group in one transaction (retried twice); on failure, each batch
-/// alone. Returns one result per batch.
-async fn commit_group(conn: &mut SqliteConnection, all: &[&Batch]) -> Vec<Result<(), StorageError>> {
-    let mut last_err = None;
+/// alone, in order, up to the first that fails: that one fails the storage,
+/// and the ones after it are refused (they may depend on it). Returns one
+/// result per batch.
+async fn commit_group(conn: &mut SqliteConnection, all: &[&Batch], health: &Health) -> Vec<Result<(), StorageError>> {
+    let mut last_err = String::new();
     for attempt in 0..3u64 {
         match apply(conn, all).await {
             Ok(()) => return all.iter().map(|_| Ok(())).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "database write failed, retrying");
-                last_err = Some(e);
+                last_err = e.to_string();
                 tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
             }
         }
     }
-    if all.len() == 1 {
-        let e = last_err.map(|e| e.to_string()).unwrap_or_default();
-        return vec![Err(StorageError::WriteFailed(e))];
-    }
     let mut out = Vec::with_capacity(all.len());
     for b in all {
-        out.push(apply(conn, &[*b]).await.map_err(|e| StorageError::WriteFailed(e.to_string())));
+        if let Some(why) = health.failure() {
+            out.push(Err(health.refused(why)));
+            continue;
+        }
+        let res = if all.len() == 1 { Err(std::mem::take(&mut last_err)) } else { apply(conn, &[*b]).await.map_err(|e| e.to_string()) };
+        out.push(res.map_err(|why| {
+            health.fail(why.clone());
+            StorageError::WriteFailed { path: health.path.clone(), message: why }
+        }));
     }
     out
 }

@@ -15,8 +15,13 @@
 //! 2. **A lease is renewed and used only by its holder.** Every call about a
 //!    trial carries the lease's fencing token; a token that is not the
 //!    trial's live, unexpired lease is refused with FAILED_PRECONDITION.
-//!    Tokens grow strictly and are never reused (even across restarts and
-//!    deletions), so an old token can never match a newer lease.
+//!    A call that names its holder (a heartbeat's worker id) must be the
+//!    lease's holder. Tokens grow strictly and are never reused (even across
+//!    restarts and deletions): each coordinator process reserves a range of
+//!    tokens in the database before it hands out the first of them (and the
+//!    next range before it runs out), and the next process starts above every
+//!    reserved range, so a token handed out by a previous process, written or
+//!    not, can never match a lease of this one.
 //! 3. **Nothing acknowledged is lost.** An RPC answers only after its change
 //!    is committed; a commit survives `kill -9` of the coordinator.
 //! 4. **Running trials are reconciled through leases after a restart.** Each
@@ -59,7 +64,11 @@ use crate::config::CoordinatorConfig;
 use crate::error::{CoordError, Result};
 use crate::events::{Event, EventHub, EventKind};
 use crate::storage::load::{StudyRow, TrialRow};
-use crate::storage::{Batch, Op, Storage, StorageHealth};
+use crate::storage::{Batch, Op, Reservation, Storage, StorageHealth, LEASE_TOKEN_FLOOR};
+
+/// How many lease tokens a coordinator reserves in the database at a time
+/// (see [`Counters::token`]).
+const TOKEN_RANGE: u64 = 1 << 16;
 
 /// Monotonic counters of ids, tokens and event numbers.
 #[derive(Debug, Default)]
@@ -67,13 +76,28 @@ pub(crate) struct Counters {
     pub next_study_id: i64,
     pub next_trial_id: i64,
     pub next_token: u64,
+    /// Tokens below this are reserved in the database (`lease_token_floor`
+    /// is at least this minus one, or its raise is queued ahead of any batch
+    /// that carries a token at or above the old end of the reservation).
+    pub token_limit: u64,
     pub next_seq: u64,
 }
 
 impl Counters {
-    fn token(&mut self) -> u64 {
+    /// A new lease token, for a change whose ops go to `batch`. Once half of
+    /// the reserved range is used, the next range is reserved in `batch`:
+    /// the batches are written in order and nothing is written after a
+    /// failed one, so a batch that carries a token beyond the old range
+    /// commits only after the new range did; a token that reaches a holder
+    /// (only ever after its batch committed) is therefore below the floor
+    /// the next process starts above.
+    fn token(&mut self, batch: &mut Batch) -> u64 {
         let t = self.next_token;
         self.next_token += 1;
+        if self.next_token.saturating_add(TOKEN_RANGE / 2) > self.token_limit {
+            self.token_limit = self.token_limit.saturating_add(TOKEN_RANGE).min(i64::MAX as u64);
+            batch.push(Op::RaiseFloor { key: LEASE_TOKEN_FLOOR, value: (self.token_limit - 1) as i64 });
+        }
         t
     }
     fn seq(&mut self) -> u64 {
@@ -141,11 +165,19 @@ impl Coordinator {
                 CoordError::Internal(format!("{}: the largest {what} is {max}, so no new one fits; the database is corrupt", config.db_path.display()))
             })
         };
+        // This process's lease tokens: a fresh range above every token a
+        // previous process handed out or reserved, itself reserved in the
+        // database before the first of them is handed out (below).
+        let next_token = next(snap.max_lease_token, "lease token")?;
+        let token_limit = next_token.checked_add(TOKEN_RANGE as i64).ok_or_else(|| {
+            CoordError::Internal(format!("{}: the lease tokens are at the end of their range; the database is corrupt", config.db_path.display()))
+        })?;
         let mut inner = Inner {
             ids: Counters {
                 next_study_id: next(snap.max_study_id, "study id")?,
                 next_trial_id: next(snap.max_trial_id, "trial id")?,
-                next_token: next(snap.max_lease_token, "lease token")? as u64,
+                next_token: next_token as u64,
+                token_limit: token_limit as u64,
                 next_seq: next(snap.max_event_seq, "event sequence number")? as u64,
             },
             ..Default::default()
@@ -201,19 +233,19 @@ impl Coordinator {
             shutdown: tokio::sync::watch::channel(false).0,
             tracking: std::sync::OnceLock::new(),
         });
-        // RUNNING trials without a stored lease cannot be reached by anyone:
-        // put them back in the queue (not counted as a retry).
-        if !orphans.is_empty() {
-            let pending = {
-                let mut g = coord.lock();
-                let mut batch = Batch::new();
-                for (sid, number) in orphans {
-                    trials::requeue_or_fail(&mut g, &mut batch, sid, number, "coordinator restarted and found no lease for the running trial", false, now);
-                }
-                coord.storage.writer().submit(batch)?
-            };
-            pending.wait().await?;
-        }
+        // Before anything is served: reserve this process's lease tokens, and
+        // put the RUNNING trials without a stored lease, which nobody can
+        // reach, back in the queue (not counted as a retry).
+        let pending = {
+            let mut g = coord.lock();
+            let mut batch = Batch::new();
+            batch.push(Op::RaiseFloor { key: LEASE_TOKEN_FLOOR, value: token_limit - 1 });
+            for (sid, number) in orphans {
+                trials::requeue_or_fail(&mut g, &mut batch, sid, number, "coordinator restarted and found no lease for the running trial", false, now);
+            }
+            coord.storage.writer().submit(batch)?
+        };
+        pending.wait().await?;
         let n_studies = coord.lock().studies.len();
         tracing::info!(db = %coord.config.db_path.display(), studies = n_studies, "coordinator state loaded");
         Ok(coord)
@@ -239,7 +271,8 @@ impl Coordinator {
         &self.storage
     }
 
-    /// A receiver that turns `Some(message)` once a database write failed for good.
+    /// A receiver that turns `Some(message)` once a database write failed for
+    /// good; from then on every change is refused until a restart.
     pub fn storage_health(&self) -> StorageHealth {
         self.storage.health()
     }
@@ -247,6 +280,13 @@ impl Coordinator {
     /// Every committed event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.hub.subscribe()
+    }
+
+    /// Every committed event from now on, and the `seq` of the last event
+    /// committed before: where a watch that wants live events only starts
+    /// (and catches up from, should it lag).
+    pub fn subscribe_at(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
+        self.hub.subscribe_at()
     }
 
     /// The study id of a name.
@@ -295,9 +335,12 @@ impl Coordinator {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a batch (under the lock) and returns the commit to await.
-    pub(crate) fn submit(&self, batch: Batch) -> Result<crate::storage::Pending> {
-        Ok(self.storage.writer().submit(batch)?)
+    /// Takes a place in the write queue for one change. Call it before
+    /// changing anything in memory: when the queue is full or the storage
+    /// failed, the change is refused while nothing has changed yet. Then queue
+    /// the change's batch with [`Reservation::submit`] (under the lock).
+    pub(crate) fn reserve(&self) -> Result<Reservation<'_>> {
+        Ok(self.storage.writer().reserve()?)
     }
 
     pub(crate) fn wake_workers(&self) {

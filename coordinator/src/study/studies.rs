@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::error::{check_study_name, CoordError, Result};
 use crate::events::EventKind;
 use crate::space::{check_space_against_config, parse_space, SpaceSource};
-use crate::storage::{Batch, Op};
+use crate::storage::{Batch, Op, EVENT_SEQ_FLOOR, LEASE_TOKEN_FLOOR, STUDY_ID_FLOOR, TRIAL_ID_FLOOR};
 
 /// Everything needed to create a study; empty/zero fields take the defaults
 /// documented on `StudySpec` in the proto.
@@ -211,6 +211,7 @@ impl Coordinator {
         let pruner = config.pruner.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let (view, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             if let Some(id) = inner.names.get(&spec.name) {
@@ -267,7 +268,7 @@ impl Coordinator {
             let view = study_view(&study);
             inner.names.insert(study.name.clone(), id);
             inner.studies.insert(id, study);
-            (view, self.submit(batch)?)
+            (view, slot.submit(batch))
         };
         pending.wait().await?;
         self.wake_workers();
@@ -294,6 +295,7 @@ impl Coordinator {
         check_study_name(name)?;
         let (view, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let Inner { studies, names, ids, .. } = &mut *g;
             let id = names.get(name).ok_or_else(|| not_found_study(name))?;
@@ -308,14 +310,18 @@ impl Coordinator {
                 ev.message = study.end_reason.clone();
                 batch.push_event(ev);
             }
-            (study_view(study), self.submit(batch)?)
+            (study_view(study), slot.submit(batch))
         };
         pending.wait().await?;
         Ok(view)
     }
 
     /// Resumes a STOPPED study, or a COMPLETE one whose limit the request
-    /// raises; optionally changes n_trials and the timeout (counted from now).
+    /// raises, or changes the limits of a RUNNING one: optionally a new
+    /// n_trials (0: no limit, else at least the trials the study has; equal:
+    /// no new trials are sampled) and a new timeout (counted from now). The
+    /// timeout clock restarts when the study was not RUNNING or a new timeout
+    /// is given; a RUNNING study resumed without one keeps its clock.
     pub async fn resume_study(&self, name: &str, n_trials: Option<u32>, timeout_seconds: Option<f64>) -> Result<StudyView> {
         check_study_name(name)?;
         if let Some(t) = timeout_seconds {
@@ -323,6 +329,7 @@ impl Coordinator {
         }
         let (view, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let Inner { studies, names, ids, .. } = &mut *g;
             let id = names.get(name).ok_or_else(|| not_found_study(name))?;
@@ -330,8 +337,8 @@ impl Coordinator {
             if let Some(n) = n_trials {
                 if n != 0 && (n as usize) < study.trials.len() {
                     return Err(CoordError::FailedPrecondition(format!(
-                        "n_trials = {n} is below the {} trials study {name:?} already has",
-                        study.trials.len()
+                        "n_trials = {n} is below the {len} trials study {name:?} already has; give at least {len}, or 0 for no limit",
+                        len = study.trials.len()
                     )));
                 }
             }
@@ -351,17 +358,19 @@ impl Coordinator {
                 )));
             }
             let mut batch = Batch::new();
+            if study.state != StudyState::Running || timeout_seconds.is_some() {
+                study.started_ms = now;
+            }
             if study.state != StudyState::Running {
                 study.state = StudyState::Running;
                 study.end_reason.clear();
                 study.ended_ms = None;
             }
-            study.started_ms = now;
             batch.push(update_study_op(study));
             let ev = make_event(ids, study, EventKind::StudyResumed, None, now);
             batch.push_event(ev);
             maybe_finish(study, ids, &mut batch, now);
-            (study_view(study), self.submit(batch)?)
+            (study_view(study), slot.submit(batch))
         };
         pending.wait().await?;
         self.wake_workers();
@@ -374,6 +383,7 @@ impl Coordinator {
         check_study_name(name)?;
         let (n, pending, dir) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             let id = *inner.names.get(name).ok_or_else(|| not_found_study(name))?;
@@ -391,19 +401,24 @@ impl Coordinator {
             for x in &study.extra {
                 inner.trial_index.remove(&x.trial_id);
                 if let Some(l) = &x.lease {
-                    inner.holders.remove(&(l.holder.clone(), l.slot));
+                    super::trials::forget_holder(&mut inner.holders, l, x.trial_id);
                 }
             }
             let mut batch = Batch::new();
             let ev = make_event(&mut inner.ids, &study, EventKind::StudyDeleted, None, now);
             batch.push_event(ev);
+            let ids = &inner.ids;
             batch.push(Op::DeleteStudy {
                 study_id: id,
-                event_seq_floor: inner.ids.next_seq as i64,
-                lease_token_floor: inner.ids.next_token as i64,
+                floors: vec![
+                    (STUDY_ID_FLOOR, ids.next_study_id - 1),
+                    (TRIAL_ID_FLOOR, ids.next_trial_id - 1),
+                    (EVENT_SEQ_FLOOR, ids.next_seq as i64),
+                    (LEASE_TOKEN_FLOOR, ids.next_token as i64),
+                ],
             });
             let dir = crate::artifacts::study_dir(&self.config().artifacts_root(), id);
-            (study.trials.len() as u32, self.submit(batch)?, dir)
+            (study.trials.len() as u32, slot.submit(batch), dir)
         };
         pending.wait().await?;
         if dir.exists() {
@@ -418,6 +433,7 @@ impl Coordinator {
         check_study_name(name)?;
         let (view, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let Inner { studies, names, ids, trial_index, .. } = &mut *g;
             let sid = *names.get(name).ok_or_else(|| not_found_study(name))?;
@@ -469,7 +485,7 @@ impl Coordinator {
             let ev = make_event(ids, study, EventKind::TrialEnqueued, Some(number), now);
             batch.push_event(ev);
             let view = trial_view(study, number).ok_or_else(|| CoordError::Internal("trial vanished".into()))?;
-            (view, self.submit(batch)?)
+            (view, slot.submit(batch))
         };
         pending.wait().await?;
         self.wake_workers();

@@ -12,7 +12,7 @@
 //! or the reaper, and clears the lease, so a trial leaves RUNNING once per
 //! lease and a finished trial never changes again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use mnist_sampler::sampler::suggest;
@@ -85,6 +85,7 @@ impl Coordinator {
         let now = now_ms();
         let lease_ms = self.config().lease_duration.as_millis() as i64;
         let heartbeat_ms = self.config().heartbeat().as_millis() as u32;
+        let slot = self.reserve()?;
         let mut g = self.lock();
         let inner = &mut *g;
         touch_worker(inner, &req.holder, now);
@@ -125,7 +126,12 @@ impl Coordinator {
                             retries,
                             resumed: true,
                         };
-                        return Ok((AskOutcome::Assigned(Box::new(a)), Pending::done()));
+                        // The trial may have been started by a batch that is
+                        // still queued (the holder's first ask is waiting for
+                        // it) or that failed: answer only once everything
+                        // queued before is committed, so a trial whose start
+                        // was never written is not handed out.
+                        return Ok((AskOutcome::Assigned(Box::new(a)), slot.barrier()));
                     }
                 }
             }
@@ -142,8 +148,7 @@ impl Coordinator {
         for sid in candidates {
             match start_in_study(inner, &mut batch, sid, &req.holder, req.slot, now, lease_ms, heartbeat_ms) {
                 Ok(assignment) => {
-                    let pending = self.submit(batch)?;
-                    return Ok((AskOutcome::Assigned(Box::new(assignment)), pending));
+                    return Ok((AskOutcome::Assigned(Box::new(assignment)), slot.submit(batch)));
                 }
                 Err((reason, study_over)) => {
                     reasons.push(reason);
@@ -151,7 +156,7 @@ impl Coordinator {
                 }
             }
         }
-        let pending = self.submit(batch)?;
+        let pending = slot.submit(batch);
         let reason = if reasons.is_empty() {
             "no RUNNING study; create one with `mnistctl study create`".to_string()
         } else {
@@ -161,8 +166,9 @@ impl Coordinator {
         Ok((AskOutcome::Idle { reason, retry_after_ms, over }, pending))
     }
 
-    /// Renews a lease (see `Heartbeat`). Heartbeats are not written to the
-    /// database: after a restart every lease gets `restart_grace` anyway.
+    /// Renews a lease (see `Heartbeat`): `holder`, when not empty, must be
+    /// the lease's holder. Heartbeats are not written to the database: after
+    /// a restart every lease gets `restart_grace` anyway.
     pub async fn heartbeat(&self, trial_id: i64, token: u64, holder: &str) -> Result<HeartbeatOutcome> {
         let lease_ms = self.config().lease_duration.as_millis() as i64;
         self.with_lease(trial_id, token, holder, |inner, _batch, sid, n, now| {
@@ -305,6 +311,7 @@ impl Coordinator {
         let (expired, pending) = {
             let now = now_ms();
             let lease_s = self.config().lease_duration.as_secs_f64();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             let mut batch = Batch::new();
@@ -333,7 +340,7 @@ impl Coordinator {
                     maybe_finish(study, ids, &mut batch, now);
                 }
             }
-            (expired, self.submit(batch)?)
+            (expired, slot.submit(batch))
         };
         pending.wait().await?;
         if expired > 0 {
@@ -344,11 +351,13 @@ impl Coordinator {
     }
 
     /// The frame of every call made under a lease: under the lock, finds the
-    /// trial and checks that `token` is its live lease (invariant 2); then runs
+    /// trial and checks that `token` is its live lease (invariant 2) and, when
+    /// `holder` is not empty, that `holder` holds it (a worker that calls with
+    /// another's token is refused, whatever the token); then runs
     /// `f(inner, batch, study id, trial number, now)`, or records what a lapsed
     /// lease means; commits the batch either way (whatever changed in memory is
-    /// written), and waits for the commit. `holder`, when not empty, is the
-    /// worker seen alive.
+    /// written), and waits for the commit. `holder`, when not empty, is also
+    /// the worker seen alive.
     async fn with_lease<T>(
         &self,
         trial_id: i64,
@@ -358,6 +367,7 @@ impl Coordinator {
     ) -> Result<T> {
         let (res, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             if !holder.is_empty() {
@@ -365,11 +375,11 @@ impl Coordinator {
             }
             let (sid, n) = locate(inner, trial_id)?;
             let mut batch = Batch::new();
-            let res = match check_lease(&inner.studies[&sid], n, token, now) {
+            let res = match check_lease(&inner.studies[&sid], n, token, holder, now) {
                 Ok(()) => f(inner, &mut batch, sid, n, now),
                 Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
             };
-            (res, self.submit(batch)?)
+            (res, slot.submit(batch))
         };
         pending.wait().await?;
         res
@@ -404,8 +414,8 @@ pub(crate) fn locate(inner: &Inner, trial_id: i64) -> Result<(i64, u64)> {
 }
 
 /// Fencing (invariant 2): `token` must be the live, unexpired lease of a
-/// RUNNING trial.
-fn check_lease(study: &StudyMem, n: u64, token: u64, now: i64) -> std::result::Result<(), LeaseProblem> {
+/// RUNNING trial, and `holder`, when the call names one, its holder.
+fn check_lease(study: &StudyMem, n: u64, token: u64, holder: &str, now: i64) -> std::result::Result<(), LeaseProblem> {
     let t = &study.trials[n as usize];
     let x = &study.extra[n as usize];
     let refuse = |m: String| Err(LeaseProblem::Refused(CoordError::FailedPrecondition(m)));
@@ -417,6 +427,10 @@ fn check_lease(study: &StudyMem, n: u64, token: u64, now: i64) -> std::result::R
         ));
     }
     match &x.lease {
+        Some(l) if l.token == token && !holder.is_empty() && l.holder != holder => refuse(format!(
+            "lease token {token} of trial {n} of study {:?} is held by {:?}, not by {holder:?}; only a lease's holder may renew or use it, so drop the trial",
+            study.name, l.holder
+        )),
         Some(l) if l.token == token => {
             if l.expires_ms <= now {
                 Err(LeaseProblem::Expired { holder: l.holder.clone(), expires_ms: l.expires_ms })
@@ -602,7 +616,7 @@ fn start_in_study(
             }
         };
         // WAITING -> RUNNING under a new lease.
-        let token = ids.token();
+        let token = ids.token(batch);
         let expires_ms = now + lease_ms;
         study.set_state(number, TrialState::Running);
         {
@@ -684,7 +698,7 @@ pub(crate) fn finish_trial(
     study.set_state(n, state);
     let x = &mut study.extra[ni];
     if let Some(l) = x.lease.take() {
-        holders.remove(&(l.holder, l.slot));
+        forget_holder(holders, &l, x.trial_id);
     }
     x.complete_ms = Some(now);
     let trial_id = x.trial_id;
@@ -715,6 +729,17 @@ pub(crate) fn finish_trial(
     batch.push_event(ev);
     maybe_finish(study, ids, batch, now);
     is_best
+}
+
+/// Forgets that `lease`'s (holder, slot) holds trial `trial_id`, the lease
+/// having ended. The slot may hold a newer trial by now (its lease on this
+/// one expired and it asked again before the reaper came by): that entry is
+/// kept, or asking again would no longer return the slot's trial.
+pub(crate) fn forget_holder(holders: &mut HashMap<(String, u32), i64>, lease: &Lease, trial_id: i64) {
+    let key = (lease.holder.clone(), lease.slot);
+    if holders.get(&key) == Some(&trial_id) {
+        holders.remove(&key);
+    }
 }
 
 /// Takes a RUNNING trial's lease away and puts it back in the queue, or fails
@@ -755,7 +780,7 @@ pub(crate) fn requeue_or_fail(
     }
     let x = &mut study.extra[ni];
     if let Some(l) = x.lease.take() {
-        holders.remove(&(l.holder, l.slot));
+        forget_holder(holders, &l, trial_id);
     }
     if count_retry {
         x.retries += 1;

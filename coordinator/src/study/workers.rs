@@ -32,6 +32,7 @@ impl Coordinator {
         check_holder_id("the worker id", &id)?;
         let (slots, pending) = {
             let now = now_ms();
+            let slot = self.reserve()?;
             let mut g = self.lock();
             let registered_ms = g.workers.get(&id).map(|w| w.registered_ms).unwrap_or(now);
             let w = WorkerMem {
@@ -52,7 +53,7 @@ impl Coordinator {
                 last_seen_ms: now,
             });
             g.workers.insert(id.clone(), w);
-            (holder_slots(&g, &id), self.submit(batch)?)
+            (holder_slots(&g, &id), slot.submit(batch))
         };
         pending.wait().await?;
         tracing::info!(worker = %id, "worker registered");
@@ -123,6 +124,15 @@ impl Coordinator {
     pub async fn record_artifact(&self, target: &ArtifactTarget, name: &str, mut staged: Staged, content_type: &str) -> Result<()> {
         let pending = {
             let now = now_ms();
+            // Before the file is moved into place: a refused change leaves
+            // nothing behind.
+            let slot = match self.reserve() {
+                Ok(slot) => slot,
+                Err(e) => {
+                    staged.discard();
+                    return Err(e);
+                }
+            };
             let mut g = self.lock();
             let inner = &mut *g;
             let checked = inner
@@ -152,7 +162,7 @@ impl Coordinator {
             let mut ev = make_event(&mut inner.ids, study, EventKind::ArtifactStored, Some(target.number), now);
             ev.message = name.to_string();
             batch.push_event(ev);
-            self.submit(batch)?
+            slot.submit(batch)
         };
         pending.wait().await?;
         Ok(())
