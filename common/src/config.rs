@@ -212,6 +212,12 @@ impl TrainConfig {
         if self.test_limit == Some(0) {
             return Err(ConfigError::new("test_limit", "must be at least 1"));
         }
+        if self.val_size == 0 {
+            return Err(ConfigError::new(
+                "val_size",
+                "must be at least 1: val_loss and val_accuracy (what tuning and pruning usually read) are measured on these held-out images; use e.g. 5000, or a tenth of train_limit",
+            ));
+        }
         let train_n = self.train_limit.unwrap_or(60_000).min(60_000);
         if self.val_size >= train_n {
             return Err(ConfigError::new(
@@ -336,6 +342,14 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "learning_rate");
         c = TrainConfig { train_limit: Some(100), val_size: 100, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().field, "val_size");
+    }
+
+    #[test]
+    fn val_size_zero_is_refused() {
+        let e = TrainConfig { val_size: 0, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(e.field, "val_size");
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        TrainConfig { train_limit: Some(2), val_size: 1, ..Default::default() }.validate().unwrap();
     }
 
     #[test]
