@@ -121,6 +121,18 @@ async fn receive(dir: &Path, open: &mut HashMap<String, Partial>, c: pb::Dataset
             c.sha256, file.name, file.sha256
         )));
     }
+    // No copy of the file can be larger than this; a coordinator that sends
+    // more (or announces more) is refused before the bytes fill the disk.
+    let cap = file.max_stored_len(c.file_name.ends_with(".gz"));
+    let oversized = |n: u64| {
+        Fetch::Fatal(format!(
+            "the coordinator sent {} ({n} bytes or more), larger than any copy of {} can be ({cap} bytes); its copy is not the canonical MNIST file: check the coordinator's --data-dir, or give the worker its own --data-dir",
+            c.file_name, file.name
+        ))
+    };
+    if c.file_size > cap {
+        return Err(oversized(c.file_size));
+    }
     if !open.contains_key(file.name) {
         if c.offset != 0 {
             return Err(Fetch::Retry(format!("{} started at offset {}", file.name, c.offset)));
@@ -134,6 +146,10 @@ async fn receive(dir: &Path, open: &mut HashMap<String, Partial>, c: pb::Dataset
         return Err(Fetch::Retry(format!("{}: chunk at offset {} after {} bytes", file.name, c.offset, p.written)));
     }
     let io = |e: std::io::Error, path: &Path| Fetch::Fatal(format!("{}: {e}", path.display()));
+    let total = p.written + c.data.len() as u64;
+    if total > cap {
+        return Err(oversized(total));
+    }
     p.out.write_all(&c.data).await.map_err(|e| io(e, &p.tmp))?;
     p.written += c.data.len() as u64;
     if !c.last {

@@ -316,3 +316,53 @@ fn bad_worker_flags_are_named() {
         assert!(!err.contains("unreachable") && !err.contains("panicked"), "{flags:?}:\n{err}");
     }
 }
+
+/// A coordinator whose copy of a file grew after it was verified (here a
+/// 64 MiB sparse file under the name of the 10 KB test labels): the worker
+/// refuses it at the first chunk, by name, instead of writing every byte
+/// it is sent to disk, and leaves no partial file behind.
+#[test]
+fn an_oversized_file_from_the_coordinator_is_refused() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let (coord_data, worker_data) = (dir.join("coord-data"), dir.join("worker-data"));
+    for d in [&coord_data, &worker_data] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for f in mnist_common::mnist::FILES {
+        let src = mnist_common::mnist::locate(&data_dir(), &f).expect("the shared MNIST copy");
+        let name = src.file_name().unwrap();
+        std::fs::copy(&src, coord_data.join(name)).unwrap();
+        if f.name != mnist_common::mnist::TEST_LABELS.name {
+            std::fs::copy(&src, worker_data.join(name)).unwrap();
+        }
+    }
+    let opts = CoordOpts { data_dir: Some(coord_data.clone()), ..CoordOpts::default() };
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &opts, "a");
+    // The coordinator verifies the labels once, on the first fetch ...
+    rt.block_on(async {
+        use tokio_stream::StreamExt;
+        let mut c = mnist_proto::v1::worker_service_client::WorkerServiceClient::connect(coord.url.clone()).await.unwrap();
+        let req = pb::FetchDatasetRequest { files: vec!["t10k-labels-idx1-ubyte".into()] };
+        let mut s = c.fetch_dataset(req).await.expect("FetchDataset").into_inner();
+        while let Some(chunk) = s.next().await {
+            chunk.expect("a chunk");
+        }
+    });
+    // ... then its copy is replaced.
+    let labels = coord_data.join("t10k-labels-idx1-ubyte.gz");
+    std::fs::File::create(&labels).unwrap().set_len(64 << 20).unwrap();
+    let mut w = start_worker(dir, &coord.url, "w", &worker_data, &["--exit-when-idle"]);
+    let st = w.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("the worker did not exit\n{}", logs(&[&w, &coord.proc])));
+    assert_eq!(st.code(), Some(1), "{}", logs(&[&w, &coord.proc]));
+    let text = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(
+        text.contains("t10k-labels-idx1-ubyte.gz (67108864 bytes or more), larger than any copy of t10k-labels-idx1-ubyte can be"),
+        "{}",
+        logs(&[&w, &coord.proc])
+    );
+    let left: Vec<_> = std::fs::read_dir(&worker_data).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 3, "no partial or refused file is kept: {left:?}");
+}
