@@ -45,19 +45,33 @@ pub enum TrialEnd {
     Dropped,
 }
 
-/// A directory name for a study: keeps `[A-Za-z0-9._-]`, replaces the rest.
-fn safe_name(s: &str) -> String {
-    let t: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-    if t.is_empty() || t.starts_with('.') {
-        format!("study_{t}")
-    } else {
-        t
+/// At most this many bytes of the study name are kept readable in its
+/// directory name (the rest is told apart by the hash).
+const READABLE_PREFIX: usize = 48;
+
+/// A directory name for a study: a readable prefix of the name (`[A-Za-z0-9._-]`
+/// kept, the rest `_`, at most [`READABLE_PREFIX`] bytes), then 16 hex digits
+/// of the SHA-256 of the full name. Distinct names never share a directory
+/// ("a b" and "a_b", or two non-ASCII names of the same length, did), and
+/// every name the coordinator accepts (up to 512 characters) fits a file
+/// name (longer than 255 bytes failed, and the trial had no artifacts).
+fn study_dir_name(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut prefix: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .take(READABLE_PREFIX)
+        .collect();
+    if prefix.is_empty() || prefix.starts_with('.') {
+        prefix.insert_str(0, "study_");
     }
+    let hash = Sha256::digest(s.as_bytes());
+    format!("{prefix}-{}", hex::encode(&hash[..8]))
 }
 
 /// Where a trial's artifacts are written locally.
 pub fn artifact_dir(work_dir: &std::path::Path, study: &str, number: u64) -> PathBuf {
-    work_dir.join(safe_name(study)).join(format!("trial-{number}"))
+    work_dir.join(study_dir_name(study)).join(format!("trial-{number}"))
 }
 
 /// Decrements the live-training counter when the training thread ends.
@@ -334,11 +348,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn study_names_become_safe_directories() {
-        assert_eq!(safe_name("mnist-cnn"), "mnist-cnn");
-        assert_eq!(safe_name("a/b c"), "a_b_c");
-        assert_eq!(safe_name(".."), "study_..");
+    fn study_names_become_distinct_safe_directories() {
+        let name = study_dir_name("mnist-cnn");
+        assert!(name.starts_with("mnist-cnn-") && name.len() == "mnist-cnn-".len() + 16, "{name}");
+        assert!(study_dir_name("a/b c").starts_with("a_b_c-"));
+        assert!(study_dir_name("..").starts_with("study_..-"));
+        assert!(study_dir_name("").starts_with("study_-"));
+        // Names that map to the same readable prefix stay apart.
+        assert_ne!(study_dir_name("a b"), study_dir_name("a_b"));
+        assert_ne!(study_dir_name("äöü"), study_dir_name("ßßß"));
+        let long_a = format!("{}a", "x".repeat(511));
+        let long_b = format!("{}b", "x".repeat(511));
+        assert_ne!(study_dir_name(&long_a), study_dir_name(&long_b));
+        // 512 characters of up to 4 bytes each still make a valid file name.
+        let wide = "😀".repeat(512);
+        assert!(study_dir_name(&wide).len() <= 255);
+        assert!(study_dir_name(&long_a).len() <= 255);
+        assert_eq!(study_dir_name("s 1"), study_dir_name("s 1"), "stable across calls");
         let d = artifact_dir(std::path::Path::new("runs"), "s 1", 3);
-        assert_eq!(d, PathBuf::from("runs/s_1/trial-3"));
+        assert_eq!(d, PathBuf::from(format!("runs/{}/trial-3", study_dir_name("s 1"))));
     }
 }

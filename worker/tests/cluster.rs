@@ -366,3 +366,35 @@ fn an_oversized_file_from_the_coordinator_is_refused() {
     let left: Vec<_> = std::fs::read_dir(&worker_data).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 3, "no partial or refused file is kept: {left:?}");
 }
+
+/// Studies whose names made the same local directory ("a b" and "a_b"), and
+/// one whose name is longer than a file name may be (300 characters; the
+/// coordinator accepts 512): each trial writes its own local artifacts and
+/// uploads them.
+#[test]
+fn every_study_name_gets_its_own_local_artifact_directory() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &CoordOpts::default(), "a");
+    let long = "l".repeat(300);
+    let names = ["a b", "a_b", long.as_str()];
+    let studies: Vec<pb::Study> = names.iter().map(|n| create_study(&rt, &coord.url, spec(n, 1, base_config(1, 1000), "none"))).collect();
+    let mut w = start_worker(dir, &coord.url, "w", &data_dir(), &["--exit-when-idle", "--keep-artifacts"]);
+    wait_workers(std::slice::from_mut(&mut w), Duration::from_secs(120), &[&coord.proc]);
+    let all = [&w, &coord.proc];
+    let root = dir.join("study.db.artifacts");
+    for s in &studies {
+        let ts = trials(&rt, &coord.url, &s.name).unwrap();
+        assert_exact(&ts, 1, &[pb::TrialState::Complete], &logs(&all));
+        let f = root.join(format!("study-{}", s.study_id)).join("trial-0/weights/model.safetensors");
+        assert!(f.is_file(), "{} is missing (study {:.20}...)\n{}", f.display(), s.name, logs(&all));
+    }
+    // The kept local copies: one directory per study, none overwritten.
+    let local: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("work-w")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(local.len(), 3, "{local:?}");
+    for d in &local {
+        assert!(d.join("trial-0/metrics.json").is_file(), "{} has no artifacts\n{}", d.display(), logs(&all));
+    }
+}
