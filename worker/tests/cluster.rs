@@ -398,3 +398,41 @@ fn every_study_name_gets_its_own_local_artifact_directory() {
         assert!(d.join("trial-0/metrics.json").is_file(), "{} has no artifacts\n{}", d.display(), logs(&all));
     }
 }
+
+/// A study whose second trial is pruned after its first epoch and then has
+/// seconds of work left before it is completed as PRUNED: the full 10,000
+/// test images through a 32/64-channel net, the plots and the model export.
+/// The first trial (2 epochs) completes.
+fn slow_prune_study(rt: &tokio::runtime::Runtime, url: &str, name: &str) {
+    let base = serde_json::json!({"epochs": 2, "train_limit": 1500, "val_size": 300, "conv1_channels": 32, "conv2_channels": 64,
+        "fc_width": 128, "batch_size": 50, "eval_batch_size": 1000})
+    .to_string();
+    let mut s = spec(name, 2, base, "median");
+    s.pruner = Some(pb::PrunerSpec { kind: "median".into(), options_json: r#"{"n_startup_trials": 1, "n_warmup_steps": 0}"#.into() });
+    create_study(rt, url, s);
+    enqueue(rt, url, name, &[("learning_rate", 0.001), ("momentum", 0.5), ("dropout_fc", 0.5)]);
+    enqueue(rt, url, name, &[("learning_rate", 0.3), ("momentum", 0.9), ("dropout_fc", 0.0)]);
+}
+
+/// A pruned trial renews its lease while it evaluates the test set and
+/// writes its artifacts (longer than the 2 s lease here): it stays PRUNED,
+/// is not re-queued, and is not trained again.
+#[test]
+fn a_pruned_trial_keeps_its_lease_through_its_post_prune_work() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let opts = CoordOpts { lease_seconds: 2.0, heartbeat_seconds: 0.4, ..CoordOpts::default() };
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &opts, "a");
+    slow_prune_study(&rt, &coord.url, "pruned");
+    let mut w = start_worker(dir, &coord.url, "w0", &data_dir(), &["--exit-when-idle", "--max-trials", "2"]);
+    wait_workers(std::slice::from_mut(&mut w), Duration::from_secs(300), &[&coord.proc]);
+    let all = [&w, &coord.proc];
+    let ts = trials(&rt, &coord.url, "pruned").unwrap();
+    let states: Vec<pb::TrialState> = ts.iter().map(state).collect();
+    assert_eq!(states, vec![pb::TrialState::Complete, pb::TrialState::Pruned], "{}", logs(&all));
+    let t = &ts[1];
+    assert_eq!(t.retries, 0, "the pruned trial was re-queued: {:?}\n{}", t.fail_reason, logs(&all));
+    assert!(t.metrics.contains_key("test_accuracy"), "{:?}", t.metrics);
+}
