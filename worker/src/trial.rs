@@ -11,7 +11,12 @@
 //! | the study was stopped          | `ReleaseTrial`                        |
 //! | worker shutting down           | `ReleaseTrial` at once                |
 //! | lease lost                     | nothing: drop it                      |
+//!
+//! Shutdown never cancels a final call at once: it gets a few seconds more,
+//! then a completion or failure that is still unacknowledged gives the trial
+//! back instead of leaving it RUNNING until its lease expires.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use mnist_trainer::run::RunArtifacts;
 use mnist_trainer::TrainError;
 use tokio::time::Instant;
 
-use crate::client::{cancelled, request, CallError};
+use crate::client::{cancelled, request, CallError, Client};
 use crate::control::{Control, StopReason};
 use crate::objective::{final_metrics, Objective};
 use crate::reporter::Reporter;
@@ -73,6 +78,10 @@ fn study_dir_name(s: &str) -> String {
 pub fn artifact_dir(work_dir: &std::path::Path, study: &str, number: u64) -> PathBuf {
     work_dir.join(study_dir_name(study)).join(format!("trial-{number}"))
 }
+
+/// How long a trial's final call (`CompleteTrial`, `FailTrial`,
+/// `ReleaseTrial`) may still take once the worker is shutting down.
+const SHUTDOWN_CALL_GRACE: Duration = Duration::from_secs(5);
 
 /// Decrements the live-training counter when the training thread ends.
 struct LiveGuard(Arc<std::sync::atomic::AtomicUsize>);
@@ -269,12 +278,8 @@ impl Session<'_> {
             state: state as i32,
             metrics,
         };
-        let mut cancel = self.ctx.shared.shutdown.clone();
         let r = self
-            .ctx
-            .shared
-            .client
-            .retry("CompleteTrial", Some(&mut cancel), None, |c| {
+            .final_call("CompleteTrial", |c| {
                 let req = req.clone();
                 async move { c.worker().complete_trial(request(req, Duration::from_secs(30))).await }
             })
@@ -295,6 +300,14 @@ impl Session<'_> {
                     TrialEnd::Complete
                 }
             }
+            Err(CallError::Cancelled) => {
+                tracing::warn!(
+                    trial = self.number,
+                    "the coordinator did not acknowledge the trial's completion within {} s of shutdown; giving the trial back",
+                    SHUTDOWN_CALL_GRACE.as_secs()
+                );
+                self.release("worker shutting down before the coordinator acknowledged the trial's completion", true).await
+            }
             Err(e) => {
                 tracing::warn!(trial = self.number, "completing the trial failed: {e}; dropping it");
                 TrialEnd::Dropped
@@ -305,26 +318,52 @@ impl Session<'_> {
     async fn fail(&self, reason: &str, retryable: bool) -> TrialEnd {
         tracing::warn!(trial = self.number, retryable, "trial failed: {reason}");
         let req = pb::FailTrialRequest { trial_id: self.trial_id, lease_token: self.token, reason: reason.to_string(), retryable };
-        let mut cancel = self.ctx.shared.shutdown.clone();
         let r = self
-            .ctx
-            .shared
-            .client
-            .retry("FailTrial", Some(&mut cancel), None, |c| {
+            .final_call("FailTrial", |c| {
                 let req = req.clone();
                 async move { c.worker().fail_trial(request(req, Duration::from_secs(30))).await }
             })
             .await;
-        if let Err(e) = r {
-            tracing::warn!(trial = self.number, "reporting the failure failed: {e}");
+        match r {
+            Ok(_) => {}
+            Err(CallError::Cancelled) => {
+                tracing::warn!(
+                    trial = self.number,
+                    "the coordinator did not acknowledge the failure within {} s of shutdown; giving the trial back",
+                    SHUTDOWN_CALL_GRACE.as_secs()
+                );
+                return self.release("worker shutting down before the coordinator acknowledged the trial's failure", true).await;
+            }
+            Err(e) => tracing::warn!(trial = self.number, "reporting the failure failed: {e}"),
         }
         TrialEnd::Failed
+    }
+
+    /// Runs a trial's final call, retried while the coordinator is
+    /// unreachable. Shutdown does not cancel it at once (that dropped a
+    /// finished trial, left RUNNING until its lease expired and then trained
+    /// again): from then on it gets [`SHUTDOWN_CALL_GRACE`] more, then ends
+    /// with [`CallError::Cancelled`].
+    async fn final_call<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T, CallError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut shutdown = self.ctx.shared.shutdown.clone();
+        let grace = async move {
+            cancelled(Some(&mut shutdown)).await;
+            tokio::time::sleep(SHUTDOWN_CALL_GRACE).await;
+        };
+        tokio::select! {
+            r = self.ctx.shared.client.retry(what, None, None, call) => r,
+            _ = grace => Err(CallError::Cancelled),
+        }
     }
 
     /// Gives the trial back. On shutdown the call gets a few seconds only.
     async fn release(&self, reason: &str, shutting_down: bool) -> TrialEnd {
         let req = pb::ReleaseTrialRequest { trial_id: self.trial_id, lease_token: self.token, reason: reason.to_string() };
-        let deadline = shutting_down.then(|| Instant::now() + Duration::from_secs(5));
+        let deadline = shutting_down.then(|| Instant::now() + SHUTDOWN_CALL_GRACE);
         let r = self
             .ctx
             .shared

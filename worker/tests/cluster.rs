@@ -436,3 +436,40 @@ fn a_pruned_trial_keeps_its_lease_through_its_post_prune_work() {
     assert_eq!(t.retries, 0, "the pruned trial was re-queued: {:?}\n{}", t.fail_reason, logs(&all));
     assert!(t.metrics.contains_key("test_accuracy"), "{:?}", t.metrics);
 }
+
+/// SIGTERM while the worker is still trying to complete a fully trained
+/// trial (its coordinator is restarting): the completion is not abandoned
+/// at once, leaving the trial RUNNING until its lease expires and training
+/// it again, but gets a few seconds, and the restarted coordinator records
+/// the trial COMPLETE.
+#[test]
+fn sigterm_during_the_completion_call_lets_it_finish() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let db = dir.join("study.db");
+    let opts = CoordOpts { lease_seconds: 60.0, heartbeat_seconds: 1.0, ..Default::default() };
+    let mut coord = start_coordinator(dir, &db, 0, &opts, "first");
+    // Seconds of work after the last report (the full test set through a
+    // 32/64-channel net), so the coordinator is surely gone before the end.
+    let base = serde_json::json!({"epochs": 2, "train_limit": 1000, "val_size": 200, "conv1_channels": 32, "conv2_channels": 64,
+        "fc_width": 128, "batch_size": 50, "eval_batch_size": 1000})
+    .to_string();
+    create_study(&rt, &coord.url, spec("finalcall", 1, base, "none"));
+    let mut w = start_worker(dir, &coord.url, "w", &data_dir(), &[]);
+    let log = w.log.clone();
+    let has = |needle: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(needle);
+    wait_for("the last epoch's report", Duration::from_secs(120), &[&w, &coord.proc], || has("reported trial=0 epoch=2 ").then_some(()));
+    coord.proc.kill9();
+    // The trained trial's CompleteTrial now waits for the coordinator.
+    wait_for("CompleteTrial to be retried", Duration::from_secs(120), &[&w, &coord.proc], || has("call=\"CompleteTrial\"").then_some(()));
+    w.sigterm();
+    let second = start_coordinator(dir, &db, coord.port, &opts, "second");
+    let st = w.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("the worker did not exit after SIGTERM\n{}", w.tail(40)));
+    let all = [&w, &coord.proc, &second.proc];
+    assert!(st.success(), "the worker exited with {st}\n{}", logs(&all));
+    let ts = trials(&rt, &second.url, "finalcall").unwrap();
+    assert_exact(&ts, 1, &[pb::TrialState::Complete], &logs(&all));
+    assert_eq!(ts[0].retries, 0, "{}", logs(&all));
+}
