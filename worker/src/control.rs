@@ -11,8 +11,9 @@ use crate::client::Cancel;
 /// Why a trial stops before the trainer finishes on its own.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StopReason {
-    /// The pruner said so: finish the trial as PRUNED.
-    Pruned,
+    /// The pruner said so: finish the trial as PRUNED, with `value` (the
+    /// value reported with the epoch it was pruned at).
+    Pruned { value: f64 },
     /// The study was stopped (heartbeat or report answered STOP): release it.
     StudyStopped(String),
     /// The lease is gone (FAILED_PRECONDITION / NOT_FOUND): drop the trial.
@@ -45,7 +46,7 @@ impl Control {
         if g.is_some() {
             return false;
         }
-        let ends_lease = !matches!(why, StopReason::Pruned);
+        let ends_lease = !matches!(why, StopReason::Pruned { .. });
         *g = Some(why);
         drop(g);
         self.tx.send_replace(true);
@@ -88,9 +89,9 @@ mod tests {
         let c = Control::default();
         let rx = c.subscribe();
         assert!(!c.is_stopped());
-        assert!(c.stop(StopReason::Pruned));
+        assert!(c.stop(StopReason::Pruned { value: 0.5 }));
         assert!(!c.stop(StopReason::Shutdown));
-        assert_eq!(c.reason(), Some(StopReason::Pruned));
+        assert_eq!(c.reason(), Some(StopReason::Pruned { value: 0.5 }));
         assert!(*rx.borrow());
     }
 
@@ -98,7 +99,7 @@ mod tests {
     fn a_prune_does_not_end_the_lease() {
         let c = Control::default();
         let lease = c.subscribe_lease_end();
-        c.stop(StopReason::Pruned);
+        c.stop(StopReason::Pruned { value: 0.5 });
         assert!(c.is_stopped());
         assert!(!*lease.borrow(), "a pruned trial keeps renewing its lease until it is completed");
         c.stop(StopReason::Shutdown);

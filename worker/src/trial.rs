@@ -9,13 +9,14 @@
 //! | diverged / bad configuration   | `FailTrial(retryable = false)`        |
 //! | libtorch error (out of memory) | `FailTrial(retryable = true)`         |
 //! | the study was stopped          | `ReleaseTrial`                        |
-//! | worker shutting down           | `ReleaseTrial` at once                |
+//! | worker shutting down           | `ReleaseTrial` at once (a pruned trial is still completed as PRUNED) |
 //! | lease lost                     | nothing: drop it                      |
 //!
 //! Shutdown never cancels a final call at once: it gets a few seconds more,
 //! then a completion or failure that is still unacknowledged gives the trial
 //! back instead of leaving it RUNNING until its lease expires.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -83,6 +84,11 @@ pub fn artifact_dir(work_dir: &std::path::Path, study: &str, number: u64) -> Pat
 /// `ReleaseTrial`) may still take once the worker is shutting down.
 const SHUTDOWN_CALL_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a pruned trial may still take to evaluate the test set once the
+/// worker is shutting down; after that it is completed as PRUNED without its
+/// test metrics.
+const SHUTDOWN_PRUNED_GRACE: Duration = Duration::from_secs(10);
+
 /// Decrements the live-training counter when the training thread ends.
 struct LiveGuard(Arc<std::sync::atomic::AtomicUsize>);
 impl Drop for LiveGuard {
@@ -140,10 +146,10 @@ pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
         token,
         objective,
         control: control.clone(),
-        last_value: None,
     };
     let handle = tokio::runtime::Handle::current();
     let c2 = control.clone();
+    let shutdown2 = ctx.shared.shutdown.clone();
     ctx.shared.live_trainings.fetch_add(1, Ordering::SeqCst);
     let guard = LiveGuard(ctx.shared.live_trainings.clone());
     let mut join = tokio::task::spawn_blocking(move || {
@@ -152,29 +158,42 @@ pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
         let result = {
             let mut hook = |m: &mnist_trainer::EpochMetrics| handle.block_on(reporter.report(m));
             // A pruned trial keeps its curves and model too (for a look at why
-            // it was pruned); a released or lost one writes nothing.
-            let want = || matches!(c2.reason(), None | Some(StopReason::Pruned));
+            // it was pruned); a released or lost one writes nothing, nor does
+            // a pruned one once the worker is shutting down.
+            let want = || matches!(c2.reason(), None | Some(StopReason::Pruned { .. })) && !*shutdown2.borrow();
             training::run(&job, &mut hook, &want)
         };
-        (result, reporter.last_value, job.artifact_dir)
+        (result, job.artifact_dir)
     });
 
     // Wait for training, releasing at once on shutdown or a stopped study.
     let mut shutdown = ctx.shared.shutdown.clone();
     let mut stopped = control.subscribe();
     let mut released = false;
+    // Set when the worker shuts down while a pruned trial finishes.
+    let mut pruned_deadline: Option<Instant> = None;
     let joined = loop {
         tokio::select! {
-            r = &mut join => break r,
-            _ = cancelled(Some(&mut shutdown)) => {
+            r = &mut join => break Some(r),
+            _ = cancelled(Some(&mut shutdown)), if pruned_deadline.is_none() => {
                 control.stop(StopReason::Shutdown);
-                if matches!(control.reason(), Some(StopReason::LeaseLost(_))) || released {
-                    return if released { TrialEnd::Released } else { TrialEnd::Dropped };
+                match control.reason() {
+                    _ if released => return TrialEnd::Released,
+                    Some(StopReason::LeaseLost(_)) => return TrialEnd::Dropped,
+                    Some(StopReason::Pruned { .. }) => {
+                        // The pruner has decided: the trial is completed as
+                        // PRUNED, not given back (a release would re-queue
+                        // it, clear its reports and train it again). Its
+                        // test metrics are awaited briefly; no artifacts.
+                        tracing::info!(trial = number, "shutting down: completing the pruned trial first");
+                        pruned_deadline = Some(Instant::now() + SHUTDOWN_PRUNED_GRACE);
+                    }
+                    // The training thread stops at its next epoch boundary;
+                    // the trial goes back to the queue now.
+                    _ => return session.release("worker shutting down (SIGTERM or Ctrl-C)", true).await,
                 }
-                // The training thread stops at its next epoch boundary; the
-                // trial goes back to the queue now.
-                return session.release("worker shutting down (SIGTERM or Ctrl-C)", true).await;
             }
+            _ = sleep_until(pruned_deadline) => break None,
             _ = cancelled(Some(&mut stopped)), if !released => {
                 if let Some(StopReason::StudyStopped(why)) = control.reason() {
                     session.release(&format!("the study was stopped: {why}"), false).await;
@@ -186,8 +205,23 @@ pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
             }
         }
     };
+    let Some(joined) = joined else {
+        // Shutting down, and the pruned trial's test-set evaluation is still
+        // running: complete it as PRUNED with its last reported value.
+        drop(_abort_heartbeat);
+        tracing::warn!(
+            trial = number,
+            "the pruned trial did not finish its test-set evaluation within {} s of shutdown; completing it without test metrics",
+            SHUTDOWN_PRUNED_GRACE.as_secs()
+        );
+        let value = match control.reason() {
+            Some(StopReason::Pruned { value }) => Some(value),
+            _ => None,
+        };
+        return session.complete(pb::TrialState::Pruned, value, HashMap::new()).await;
+    };
     drop(_abort_heartbeat);
-    let (result, last_value, dir) = match joined {
+    let (result, dir) = match joined {
         Ok(r) => r,
         Err(e) => {
             if released {
@@ -200,15 +234,23 @@ pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
         (Some(StopReason::LeaseLost(_)), _) => TrialEnd::Dropped,
         (Some(StopReason::StudyStopped(_)), _) | (Some(StopReason::Shutdown), _) => TrialEnd::Released,
         (_, Err(e)) => session.fail(&e.to_string(), training::retryable(&e)).await,
-        (Some(StopReason::Pruned), Ok(fin)) => {
+        (Some(StopReason::Pruned { value }), Ok(fin)) => {
             let metrics = final_metrics(&fin.epochs, &fin.test, fin.total_seconds);
-            let end = session.complete(pb::TrialState::Pruned, last_value, metrics).await;
+            let end = session.complete(pb::TrialState::Pruned, Some(value), metrics).await;
             if end == TrialEnd::Pruned {
                 session.upload(fin.artifacts, &dir).await;
             }
             end
         }
         (None, Ok(fin)) => session.finish(objective, fin, dir).await,
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -270,7 +312,7 @@ impl Session<'_> {
         }
     }
 
-    async fn complete(&self, state: pb::TrialState, value: Option<f64>, metrics: std::collections::HashMap<String, f64>) -> TrialEnd {
+    async fn complete(&self, state: pb::TrialState, value: Option<f64>, metrics: HashMap<String, f64>) -> TrialEnd {
         let req = pb::CompleteTrialRequest {
             trial_id: self.trial_id,
             lease_token: self.token,

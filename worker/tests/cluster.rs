@@ -473,3 +473,30 @@ fn sigterm_during_the_completion_call_lets_it_finish() {
     assert_exact(&ts, 1, &[pb::TrialState::Complete], &logs(&all));
     assert_eq!(ts[0].retries, 0, "{}", logs(&all));
 }
+
+/// SIGTERM while a pruned trial does its post-prune work: the trial is
+/// completed as PRUNED (with its report), not released, re-queued and
+/// trained again; the worker exits 0.
+#[test]
+fn sigterm_after_a_prune_completes_the_trial_as_pruned() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &CoordOpts::default(), "a");
+    slow_prune_study(&rt, &coord.url, "prune-term");
+    let mut w = start_worker(dir, &coord.url, "w", &data_dir(), &[]);
+    // The pruner stopped trial 1; its post-prune work takes seconds.
+    wait_for("trial 1 to be pruned", Duration::from_secs(300), &[&w, &coord.proc], || {
+        let text = std::fs::read_to_string(&w.log).unwrap_or_default();
+        text.contains(" pruned trial=1 epoch=1 ").then_some(())
+    });
+    w.sigterm();
+    let st = w.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("the worker did not exit after SIGTERM\n{}", w.tail(40)));
+    let all = [&w, &coord.proc];
+    assert!(st.success(), "the worker exited with {st}\n{}", logs(&all));
+    let ts = trials(&rt, &coord.url, "prune-term").unwrap();
+    let states: Vec<pb::TrialState> = ts.iter().map(state).collect();
+    assert_eq!(states, vec![pb::TrialState::Complete, pb::TrialState::Pruned], "{}", logs(&all));
+    assert_eq!((ts[1].retries, ts[1].intermediate_values.len()), (0, 1), "{:?}\n{}", ts[1], logs(&all));
+}
