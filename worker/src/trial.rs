@@ -190,13 +190,13 @@ pub async fn run(ctx: &SlotContext, a: pb::TrialAssignment) -> TrialEnd {
                     }
                     // The training thread stops at its next epoch boundary;
                     // the trial goes back to the queue now.
-                    _ => return session.release("worker shutting down (SIGTERM or Ctrl-C)", true).await,
+                    _ => return session.release("worker shutting down (SIGTERM or Ctrl-C)").await,
                 }
             }
             _ = sleep_until(pruned_deadline) => break None,
             _ = cancelled(Some(&mut stopped)), if !released => {
                 if let Some(StopReason::StudyStopped(why)) = control.reason() {
-                    session.release(&format!("the study was stopped: {why}"), false).await;
+                    session.release(&format!("the study was stopped: {why}")).await;
                     released = true;
                 } else {
                     // Pruned or lease lost: the thread stops at this epoch's end.
@@ -348,7 +348,7 @@ impl Session<'_> {
                     "the coordinator did not acknowledge the trial's completion within {} s of shutdown; giving the trial back",
                     SHUTDOWN_CALL_GRACE.as_secs()
                 );
-                self.release("worker shutting down before the coordinator acknowledged the trial's completion", true).await
+                self.release("worker shutting down before the coordinator acknowledged the trial's completion").await
             }
             Err(e) => {
                 tracing::warn!(trial = self.number, "completing the trial failed: {e}; dropping it");
@@ -374,7 +374,7 @@ impl Session<'_> {
                     "the coordinator did not acknowledge the failure within {} s of shutdown; giving the trial back",
                     SHUTDOWN_CALL_GRACE.as_secs()
                 );
-                return self.release("worker shutting down before the coordinator acknowledged the trial's failure", true).await;
+                return self.release("worker shutting down before the coordinator acknowledged the trial's failure").await;
             }
             Err(e) => tracing::warn!(trial = self.number, "reporting the failure failed: {e}"),
         }
@@ -402,15 +402,14 @@ impl Session<'_> {
         }
     }
 
-    /// Gives the trial back. On shutdown the call gets a few seconds only.
-    async fn release(&self, reason: &str, shutting_down: bool) -> TrialEnd {
+    /// Gives the trial back: retried while the coordinator is unreachable,
+    /// and, once the worker shuts down, for [`SHUTDOWN_CALL_GRACE`] more at
+    /// most (a release after a STOP answer used to retry forever, and the
+    /// worker ignored SIGTERM while the coordinator was down).
+    async fn release(&self, reason: &str) -> TrialEnd {
         let req = pb::ReleaseTrialRequest { trial_id: self.trial_id, lease_token: self.token, reason: reason.to_string() };
-        let deadline = shutting_down.then(|| Instant::now() + SHUTDOWN_CALL_GRACE);
         let r = self
-            .ctx
-            .shared
-            .client
-            .retry("ReleaseTrial", None, deadline, |c| {
+            .final_call("ReleaseTrial", |c| {
                 let req = req.clone();
                 async move { c.worker().release_trial(request(req, Duration::from_secs(5))).await }
             })
@@ -418,6 +417,11 @@ impl Session<'_> {
         match r {
             Ok(_) => tracing::info!(trial = self.number, %reason, "trial released"),
             Err(CallError::Lost(s)) => tracing::info!(trial = self.number, "nothing to release: {}", s.message()),
+            Err(CallError::Cancelled) => tracing::warn!(
+                trial = self.number,
+                "the coordinator did not answer ReleaseTrial within {} s of shutdown; the trial is re-queued when its lease expires",
+                SHUTDOWN_CALL_GRACE.as_secs()
+            ),
             Err(e) => tracing::warn!(trial = self.number, "releasing the trial failed: {e}; it is re-queued when its lease expires"),
         }
         TrialEnd::Released
@@ -427,6 +431,54 @@ impl Session<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot of a worker whose coordinator is down (nothing listens on
+    /// the port), with its shutdown switch.
+    fn unreachable_slot() -> (SlotContext, tokio::sync::watch::Sender<bool>) {
+        use mnist_common::mnist::{Mnist, Split};
+        use std::sync::atomic::AtomicUsize;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = Client::new(&url, Duration::from_millis(10), Duration::from_millis(50)).unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let shared = crate::slot::Shared {
+            client,
+            config: crate::WorkerConfig::new(url),
+            worker_id: "w-test".into(),
+            registration: pb::RegisterWorkerRequest::default(),
+            shutdown: rx,
+            started: AtomicUsize::new(0),
+            live_trainings: Arc::new(AtomicUsize::new(0)),
+        };
+        let empty = || Split { images: Vec::new(), labels: Vec::new() };
+        let ctx = SlotContext {
+            shared: Arc::new(shared),
+            slot: crate::devices::Slot { index: 0, device: tch::Device::Cpu, info: pb::Device::default() },
+            data: Arc::new(Mnist { train: empty(), test: empty() }),
+        };
+        (ctx, tx)
+    }
+
+    /// The release after a STOP answer (not shutting down yet) retries
+    /// while the coordinator is down, and still ends once the worker is
+    /// told to shut down.
+    #[tokio::test]
+    async fn a_release_to_an_unreachable_coordinator_ends_on_shutdown() {
+        let (ctx, shutdown) = unreachable_slot();
+        let session = Session { ctx: &ctx, trial_id: 1, number: 0, token: 1 };
+        let release = session.release("the study was stopped");
+        tokio::pin!(release);
+        // It keeps trying while the worker runs ...
+        tokio::select! {
+            _ = &mut release => panic!("the release gave up while the worker was running"),
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+        // ... and ends after shutdown (the grace is 5 s; the limit here
+        // only keeps a regression from hanging the test run).
+        shutdown.send_replace(true);
+        let end = tokio::time::timeout(Duration::from_secs(120), release).await;
+        assert_eq!(end.ok(), Some(TrialEnd::Released), "the release ignored the shutdown");
+    }
 
     #[test]
     fn study_names_become_distinct_safe_directories() {
