@@ -500,3 +500,39 @@ fn sigterm_after_a_prune_completes_the_trial_as_pruned() {
     assert_eq!(states, vec![pb::TrialState::Complete, pb::TrialState::Pruned], "{}", logs(&all));
     assert_eq!((ts[1].retries, ts[1].intermediate_values.len()), (0, 1), "{:?}\n{}", ts[1], logs(&all));
 }
+
+/// SIGTERM while the worker fetches MNIST from a coordinator that stopped
+/// answering (SIGSTOP): the fetch is abandoned at once, no partial file is
+/// left, and the worker exits 0 as a clean stop.
+#[test]
+fn sigterm_during_the_data_set_fetch_stops_the_worker() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut coord = start_coordinator(dir, &dir.join("study.db"), 0, &CoordOpts::default(), "a");
+    let empty = dir.join("empty-data");
+    let mut w = start_worker(dir, &coord.url, "w", &empty, &[]);
+    // The fetch has started: the coordinator is now verifying its copy
+    // (hundreds of milliseconds); it freezes in the middle of it.
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&w.log).unwrap_or_default().contains("fetching it from the coordinator") {
+        assert!(std::time::Instant::now() < end, "the worker did not start fetching\n{}", logs(&[&w, &coord.proc]));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signal = |p: &Proc, sig| {
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        assert_eq!(unsafe { libc::kill(p.pid() as libc::pid_t, sig) }, 0);
+    };
+    signal(&coord.proc, libc::SIGSTOP);
+    w.sigterm();
+    let st = w.wait_exit(Duration::from_secs(60));
+    signal(&coord.proc, libc::SIGCONT);
+    let st = st.unwrap_or_else(|| panic!("the worker did not exit after SIGTERM\n{}", logs(&[&w, &coord.proc])));
+    let text = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(st.success(), "the worker exited with {st}\n{}", logs(&[&w, &coord.proc]));
+    assert!(text.contains("stopped before the worker started"), "{}", logs(&[&w, &coord.proc]));
+    assert!(!text.contains("MNIST fetched and verified"), "the fetch ended before the coordinator froze; nothing was tested");
+    let left: Vec<_> = std::fs::read_dir(&empty).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.iter().all(|n| !n.to_string_lossy().starts_with(".fetch-")), "partial files left: {left:?}");
+    coord.proc.kill9();
+}
