@@ -212,6 +212,12 @@ impl TrainConfig {
         if self.test_limit == Some(0) {
             return Err(ConfigError::new("test_limit", "must be at least 1"));
         }
+        if self.val_size == 0 {
+            return Err(ConfigError::new(
+                "val_size",
+                "must be at least 1: val_loss and val_accuracy (what tuning and pruning usually read) are measured on these held-out images; use e.g. 5000, or a tenth of train_limit",
+            ));
+        }
         let train_n = self.train_limit.unwrap_or(60_000).min(60_000);
         if self.val_size >= train_n {
             return Err(ConfigError::new(
@@ -232,6 +238,10 @@ impl TrainConfig {
             if f.fract() != 0.0 || !f.is_finite() {
                 return Err(ConfigError::new(name, format!("expected a whole number, got {f}")));
             }
+            // `as` saturates: 1e30 would silently become i64::MAX.
+            if f.abs() >= i64::MAX as f64 {
+                return Err(ConfigError::new(name, format!("{f} is too large for a whole number")));
+            }
             Ok(f as i64)
         };
         match name {
@@ -245,7 +255,11 @@ impl TrainConfig {
             "weight_decay" => self.weight_decay = as_f()?,
             "batch_size" => self.batch_size = as_i()?,
             "epochs" => self.epochs = as_i()?,
-            "seed" => self.seed = as_i()?.max(0) as u64,
+            "seed" => {
+                let seed = as_i()?;
+                self.seed = u64::try_from(seed)
+                    .map_err(|_| ConfigError::new(name, format!("expected a whole number of at least 0, got {seed}; use a search range with low >= 0")))?;
+            }
             "lr_schedule" => match value {
                 ParamValue::Str(s) => self.lr_schedule = s.parse()?,
                 other => return Err(ConfigError::new(name, format!("expected \"cosine\" or \"constant\", got {other}"))),
@@ -339,6 +353,14 @@ mod tests {
     }
 
     #[test]
+    fn val_size_zero_is_refused() {
+        let e = TrainConfig { val_size: 0, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(e.field, "val_size");
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        TrainConfig { train_limit: Some(2), val_size: 1, ..Default::default() }.validate().unwrap();
+    }
+
+    #[test]
     fn set_param_by_name() {
         let mut c = TrainConfig::default();
         c.set_param("learning_rate", &ParamValue::Num(0.5)).unwrap();
@@ -348,6 +370,19 @@ mod tests {
         assert!(c.set_param("fc_width", &ParamValue::Num(2.5)).is_err());
         assert!(c.set_param("nonsense", &ParamValue::Num(1.0)).is_err());
         assert!(c.set_param("optimizer", &ParamValue::Str("rmsprop".into())).is_err());
+    }
+
+    #[test]
+    fn negative_or_huge_seed_is_refused() {
+        let mut c = TrainConfig::default();
+        let e = c.set_param("seed", &ParamValue::Num(-3.0)).unwrap_err();
+        assert_eq!(e.field, "seed");
+        assert!(e.message.contains("at least 0") && e.message.contains("-3"), "{e}");
+        assert_eq!(c.seed, 42, "a refused value leaves the seed alone");
+        assert!(c.set_param("seed", &ParamValue::Num(1e30)).is_err());
+        c.set_param("seed", &ParamValue::Num(0.0)).unwrap();
+        c.set_param("seed", &ParamValue::Num(123.0)).unwrap();
+        assert_eq!(c.seed, 123);
     }
 
     #[test]

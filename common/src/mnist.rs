@@ -87,6 +87,18 @@ impl MnistFile {
                     FileKind::Labels => 1,
                 }
     }
+    /// The largest a stored copy of this file can be: the idx content itself
+    /// (raw), or that plus gzip's framing, which never grows data by more than
+    /// a few bytes per 64 KiB block (`.gz`). Anything larger is refused before
+    /// it fills memory or disk.
+    pub fn max_stored_len(&self, gzip: bool) -> u64 {
+        let raw = self.expected_len() as u64;
+        if gzip {
+            raw + raw / 1000 + 64 * 1024
+        } else {
+            raw
+        }
+    }
 }
 
 /// The training images.
@@ -146,6 +158,14 @@ pub enum DataError {
         path: PathBuf,
         expected: usize,
         actual: usize,
+    },
+    /// The content is longer than the canonical file (reading stopped there:
+    /// a gzip bomb or a huge file never fills memory).
+    #[error("{path}: holds more than the {expected} bytes of {what} the canonical MNIST file has (reading stopped there); it is not the canonical file: delete it so it can be fetched again")]
+    TooLong {
+        path: PathBuf,
+        expected: u64,
+        what: &'static str,
     },
     /// The idx header does not match.
     #[error("{path}: bad idx header: {detail}")]
@@ -241,26 +261,50 @@ pub fn locate(dir: &Path, file: &MnistFile) -> Option<PathBuf> {
 
 /// Decompress (when the name ends in `.gz`) and verify one file; returns the
 /// decompressed idx content.
+///
+/// At most one byte more than the canonical content is read (decompressed),
+/// so a gzip bomb or a huge file is refused without filling memory.
 pub fn read_verified(path: &Path, file: &MnistFile) -> Result<Vec<u8>, DataError> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
+    let f = fs::File::open(path).map_err(io_err(path))?;
     let is_gz = path.extension().is_some_and(|e| e == "gz");
     let content = if is_gz {
-        decompress(path, &bytes, file.expected_len())?
+        decompress(path, std::io::BufReader::new(f), file)?
     } else {
-        bytes
+        let expected = file.expected_len() as u64;
+        let mut out = Vec::with_capacity(file.expected_len() + 1);
+        f.take(expected + 1).read_to_end(&mut out).map_err(io_err(path))?;
+        if out.len() as u64 > expected {
+            return Err(DataError::TooLong {
+                path: path.to_path_buf(),
+                expected,
+                what: "idx data",
+            });
+        }
+        out
     };
     verify_content(path, file, &content)?;
     Ok(content)
 }
 
-fn decompress(path: &Path, bytes: &[u8], hint: usize) -> Result<Vec<u8>, DataError> {
-    let mut out = Vec::with_capacity(hint);
-    GzDecoder::new(bytes)
+/// Decompresses a gzip stream of `file`, stopping one byte past the
+/// canonical length.
+fn decompress(path: &Path, compressed: impl Read, file: &MnistFile) -> Result<Vec<u8>, DataError> {
+    let expected = file.expected_len() as u64;
+    let mut out = Vec::with_capacity(file.expected_len() + 1);
+    GzDecoder::new(compressed)
+        .take(expected + 1)
         .read_to_end(&mut out)
         .map_err(|source| DataError::Gzip {
             path: path.to_path_buf(),
             source,
         })?;
+    if out.len() as u64 > expected {
+        return Err(DataError::TooLong {
+            path: path.to_path_buf(),
+            expected,
+            what: "decompressed idx data",
+        });
+    }
     Ok(out)
 }
 
@@ -442,6 +486,11 @@ fn download_one(
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
+    let cap = file.max_stored_len(true);
+    let too_big = || format!("the body is larger than {cap} bytes, more than any gzip of {} can be; the mirror does not serve MNIST", file.name);
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(too_big());
+    }
     let bar = crate::progress::bytes_bar(resp.content_length(), file.name);
     let mut body = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -450,13 +499,17 @@ fn download_one(
         if n == 0 {
             break;
         }
+        if (body.len() + n) as u64 > cap {
+            bar.finish_and_clear();
+            return Err(too_big());
+        }
         body.extend_from_slice(&buf[..n]);
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
     let target = dir.join(format!("{}.gz", file.name));
     // Verify before anything lands under the final name.
-    let content = decompress(&target, &body, file.expected_len()).map_err(|e| e.to_string())?;
+    let content = decompress(&target, &body[..], file).map_err(|e| e.to_string())?;
     verify_content(&target, file, &content).map_err(|e| e.to_string())?;
     let tmp = dir.join(format!(".{}.gz.part-{}", file.name, std::process::id()));
     let write = || -> std::io::Result<()> {

@@ -86,6 +86,41 @@ fn truncated_content_reports_lengths() {
     assert!(err.to_string().contains("t10k-labels-idx1-ubyte.gz"));
 }
 
+/// A gzip bomb under a valid name (the real labels followed by 64 MiB of
+/// zeros, 64 KiB compressed): decompression stops one byte past the
+/// canonical length instead of inflating it all into memory.
+#[test]
+fn a_gzip_bomb_is_cut_off_at_the_canonical_length() {
+    let dir = copy_data();
+    let p = dir.path().join("t10k-labels-idx1-ubyte.gz");
+    let mut raw = gunzip(&p);
+    raw.resize(raw.len() + (64 << 20), 0);
+    std::fs::write(&p, gzip(&raw)).unwrap();
+    drop(raw);
+    let err = mnist::load(dir.path()).unwrap_err();
+    match &err {
+        DataError::TooLong { expected, .. } => assert_eq!(*expected, 10_008),
+        other => panic!("expected the content to be cut off, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("t10k-labels-idx1-ubyte.gz") && msg.contains("more than the 10008 bytes") && msg.contains("delete it"), "{msg}");
+}
+
+/// The same for a raw (uncompressed) file that is too long.
+#[test]
+fn an_oversized_raw_file_is_refused_without_reading_it_all() {
+    let dir = copy_data();
+    let gz = dir.path().join("t10k-labels-idx1-ubyte.gz");
+    let raw_path = dir.path().join("t10k-labels-idx1-ubyte");
+    let mut raw = gunzip(&gz);
+    raw.extend_from_slice(&[0u8; 1000]);
+    std::fs::write(&raw_path, &raw).unwrap();
+    std::fs::remove_file(&gz).unwrap();
+    let err = mnist::load(dir.path()).unwrap_err();
+    assert!(matches!(err, DataError::TooLong { expected: 10_008, .. }), "{err:?}");
+    assert!(err.to_string().contains("t10k-labels-idx1-ubyte"), "{err}");
+}
+
 #[test]
 fn a_flipped_byte_fails_the_checksum() {
     let dir = copy_data();
@@ -200,6 +235,20 @@ fn a_corrupt_download_is_rejected_and_not_kept() {
     assert!(msg.contains("train-labels-idx1-ubyte") && msg.contains("SHA-256"), "{msg}");
     assert!(mnist::locate(dir.path(), &TRAIN_LABELS).is_none(), "a corrupt file must not land under its final name");
     assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".part")));
+}
+
+/// A mirror that answers with far more bytes than any gzip of the file can
+/// have is refused before the body is read into memory.
+#[test]
+fn an_oversized_download_is_refused() {
+    let cap = TEST_LABELS.max_stored_len(true) as usize;
+    let bad = serve(vec![(format!("/mnist/{}.gz", TEST_LABELS.name), vec![0x1f; cap + 1])]);
+    let dir = copy_data();
+    std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let err = mnist::ensure_downloaded(dir.path(), std::slice::from_ref(&bad.base)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("t10k-labels-idx1-ubyte") && msg.contains(&format!("larger than {cap} bytes")), "{msg}");
+    assert!(mnist::locate(dir.path(), &TEST_LABELS).is_none());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use mnist_proto::v1 as pb;
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
-use crate::client::{CallError, Client};
+use crate::client::{cancelled, CallError, Cancel, Client};
 use crate::error::WorkerError;
 
 /// Attempts at the whole fetch while the coordinator is unreachable.
@@ -24,8 +24,9 @@ pub fn missing(dir: &Path) -> Vec<MnistFile> {
 }
 
 /// Makes sure `dir` holds all four files, fetching the missing ones from the
-/// coordinator. Returns the names fetched.
-pub async fn ensure(client: &Client, dir: &Path) -> Result<Vec<String>, WorkerError> {
+/// coordinator. Returns the names fetched. `shutdown` stops the fetch at
+/// once ([`WorkerError::Shutdown`]; partial files are removed).
+pub async fn ensure(client: &Client, dir: &Path, mut shutdown: Cancel) -> Result<Vec<String>, WorkerError> {
     let want = missing(dir);
     if want.is_empty() {
         return Ok(Vec::new());
@@ -36,15 +37,19 @@ pub async fn ensure(client: &Client, dir: &Path) -> Result<Vec<String>, WorkerEr
     let fail = |message: String| WorkerError::Fetch { dir: dir.to_path_buf(), message };
     let mut backoff = client.backoff();
     loop {
-        match fetch_once(client, dir, &names).await {
+        match fetch_once(client, dir, &names, &mut shutdown).await {
             Ok(()) => break,
             Err(Fetch::Retry(msg)) if backoff.attempts() < ATTEMPTS => {
                 let d = backoff.next_delay();
                 tracing::warn!(retry_in_ms = d.as_millis() as u64, "fetching MNIST failed ({msg}); retrying");
-                tokio::time::sleep(d).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = cancelled(Some(&mut shutdown)) => return Err(WorkerError::Shutdown),
+                }
             }
             Err(Fetch::Retry(msg)) | Err(Fetch::Fatal(msg)) => return Err(fail(msg)),
             Err(Fetch::Data(e)) => return Err(WorkerError::Data(e)),
+            Err(Fetch::Shutdown) => return Err(WorkerError::Shutdown),
         }
     }
     let still = missing(dir);
@@ -60,6 +65,7 @@ enum Fetch {
     Retry(String),
     Fatal(String),
     Data(mnist::DataError),
+    Shutdown,
 }
 
 /// A file being received.
@@ -71,21 +77,27 @@ struct Partial {
     written: u64,
 }
 
-async fn fetch_once(client: &Client, dir: &Path, names: &[String]) -> Result<(), Fetch> {
+async fn fetch_once(client: &Client, dir: &Path, names: &[String], shutdown: &mut Cancel) -> Result<(), Fetch> {
     let stream = client
-        .retry("FetchDataset", None, Some(tokio::time::Instant::now() + client.backoff_span(ATTEMPTS)), |c| {
+        .retry("FetchDataset", Some(&mut *shutdown), Some(tokio::time::Instant::now() + client.backoff_span(ATTEMPTS)), |c| {
             let req = pb::FetchDatasetRequest { files: names.to_vec() };
             async move { c.worker().fetch_dataset(req).await }
         })
         .await;
     let mut stream = match stream {
         Ok(s) => s,
+        Err(CallError::Cancelled) => return Err(Fetch::Shutdown),
         Err(CallError::GaveUp(s)) => return Err(Fetch::Fatal(format!("the coordinator is unreachable: {}", s.message()))),
         Err(e) => return Err(Fetch::Fatal(e.to_string())),
     };
     let mut open: HashMap<String, Partial> = HashMap::new();
     let result = async {
-        while let Some(msg) = stream.next().await {
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                _ = cancelled(Some(&mut *shutdown)) => return Err(Fetch::Shutdown),
+            };
+            let Some(msg) = msg else { break };
             let chunk = msg.map_err(|s| match s.code() {
                 tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
                     Fetch::Retry(s.message().to_string())
@@ -121,6 +133,18 @@ async fn receive(dir: &Path, open: &mut HashMap<String, Partial>, c: pb::Dataset
             c.sha256, file.name, file.sha256
         )));
     }
+    // No copy of the file can be larger than this; a coordinator that sends
+    // more (or announces more) is refused before the bytes fill the disk.
+    let cap = file.max_stored_len(c.file_name.ends_with(".gz"));
+    let oversized = |n: u64| {
+        Fetch::Fatal(format!(
+            "the coordinator sent {} ({n} bytes or more), larger than any copy of {} can be ({cap} bytes); its copy is not the canonical MNIST file: check the coordinator's --data-dir, or give the worker its own --data-dir",
+            c.file_name, file.name
+        ))
+    };
+    if c.file_size > cap {
+        return Err(oversized(c.file_size));
+    }
     if !open.contains_key(file.name) {
         if c.offset != 0 {
             return Err(Fetch::Retry(format!("{} started at offset {}", file.name, c.offset)));
@@ -134,6 +158,10 @@ async fn receive(dir: &Path, open: &mut HashMap<String, Partial>, c: pb::Dataset
         return Err(Fetch::Retry(format!("{}: chunk at offset {} after {} bytes", file.name, c.offset, p.written)));
     }
     let io = |e: std::io::Error, path: &Path| Fetch::Fatal(format!("{}: {e}", path.display()));
+    let total = p.written + c.data.len() as u64;
+    if total > cap {
+        return Err(oversized(total));
+    }
     p.out.write_all(&c.data).await.map_err(|e| io(e, &p.tmp))?;
     p.written += c.data.len() as u64;
     if !c.last {

@@ -57,7 +57,8 @@ struct Args {
     study: Option<String>,
 
     /// Where each trial's model, metrics and plots are written before they
-    /// are uploaded (`<work-dir>/<study>/trial-<n>/`).
+    /// are uploaded (`<work-dir>/<study>-<hash>/trial-<n>/`: the study's name
+    /// made safe and shortened, and a hash of the full name).
     #[arg(long, default_value = "runs/worker")]
     work_dir: PathBuf,
 

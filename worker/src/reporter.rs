@@ -30,8 +30,6 @@ pub struct Reporter {
     pub objective: Objective,
     /// The trial's stop switch.
     pub control: Arc<Control>,
-    /// The last value reported (the value of a PRUNED trial).
-    pub last_value: Option<f64>,
 }
 
 impl Reporter {
@@ -41,7 +39,6 @@ impl Reporter {
             return HookAction::Stop;
         }
         let value = self.objective.epoch_value(m);
-        self.last_value = Some(value);
         let req = pb::ReportIntermediateRequest {
             trial_id: self.trial_id,
             lease_token: self.token,
@@ -64,7 +61,7 @@ impl Reporter {
             }
             Ok(resp) if resp.prune => {
                 tracing::info!(trial = self.number, epoch = m.epoch, value, "pruned");
-                self.control.stop(StopReason::Pruned);
+                self.control.stop(StopReason::Pruned { value });
             }
             Ok(_) => tracing::info!(trial = self.number, epoch = m.epoch, value, "reported"),
             Err(CallError::Lost(s)) => {

@@ -60,7 +60,7 @@ pub async fn run(config: WorkerConfig, shutdown: Cancel) -> Result<Summary, Work
     let devices: Vec<String> = slots.iter().map(|s| s.info.name.clone()).collect();
     tracing::info!(worker = %worker_id, coordinator = %client.url(), devices = %devices.join(","), "registered");
 
-    crate::dataset::ensure(&client, &config.data_dir).await?;
+    crate::dataset::ensure(&client, &config.data_dir, shutdown.clone()).await?;
     let dir = config.data_dir.clone();
     let data = tokio::task::spawn_blocking(move || mnist_common::mnist::load(&dir))
         .await

@@ -316,3 +316,223 @@ fn bad_worker_flags_are_named() {
         assert!(!err.contains("unreachable") && !err.contains("panicked"), "{flags:?}:\n{err}");
     }
 }
+
+/// A coordinator whose copy of a file grew after it was verified (here a
+/// 64 MiB sparse file under the name of the 10 KB test labels): the worker
+/// refuses it at the first chunk, by name, instead of writing every byte
+/// it is sent to disk, and leaves no partial file behind.
+#[test]
+fn an_oversized_file_from_the_coordinator_is_refused() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let (coord_data, worker_data) = (dir.join("coord-data"), dir.join("worker-data"));
+    for d in [&coord_data, &worker_data] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for f in mnist_common::mnist::FILES {
+        let src = mnist_common::mnist::locate(&data_dir(), &f).expect("the shared MNIST copy");
+        let name = src.file_name().unwrap();
+        std::fs::copy(&src, coord_data.join(name)).unwrap();
+        if f.name != mnist_common::mnist::TEST_LABELS.name {
+            std::fs::copy(&src, worker_data.join(name)).unwrap();
+        }
+    }
+    let opts = CoordOpts { data_dir: Some(coord_data.clone()), ..CoordOpts::default() };
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &opts, "a");
+    // The coordinator verifies the labels once, on the first fetch ...
+    rt.block_on(async {
+        use tokio_stream::StreamExt;
+        let mut c = mnist_proto::v1::worker_service_client::WorkerServiceClient::connect(coord.url.clone()).await.unwrap();
+        let req = pb::FetchDatasetRequest { files: vec!["t10k-labels-idx1-ubyte".into()] };
+        let mut s = c.fetch_dataset(req).await.expect("FetchDataset").into_inner();
+        while let Some(chunk) = s.next().await {
+            chunk.expect("a chunk");
+        }
+    });
+    // ... then its copy is replaced.
+    let labels = coord_data.join("t10k-labels-idx1-ubyte.gz");
+    std::fs::File::create(&labels).unwrap().set_len(64 << 20).unwrap();
+    let mut w = start_worker(dir, &coord.url, "w", &worker_data, &["--exit-when-idle"]);
+    let st = w.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("the worker did not exit\n{}", logs(&[&w, &coord.proc])));
+    assert_eq!(st.code(), Some(1), "{}", logs(&[&w, &coord.proc]));
+    let text = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(
+        text.contains("t10k-labels-idx1-ubyte.gz (67108864 bytes or more), larger than any copy of t10k-labels-idx1-ubyte can be"),
+        "{}",
+        logs(&[&w, &coord.proc])
+    );
+    let left: Vec<_> = std::fs::read_dir(&worker_data).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 3, "no partial or refused file is kept: {left:?}");
+}
+
+/// Studies whose names made the same local directory ("a b" and "a_b"), and
+/// one whose name is longer than a file name may be (300 characters; the
+/// coordinator accepts 512): each trial writes its own local artifacts and
+/// uploads them.
+#[test]
+fn every_study_name_gets_its_own_local_artifact_directory() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &CoordOpts::default(), "a");
+    let long = "l".repeat(300);
+    let names = ["a b", "a_b", long.as_str()];
+    let studies: Vec<pb::Study> = names.iter().map(|n| create_study(&rt, &coord.url, spec(n, 1, base_config(1, 1000), "none"))).collect();
+    let mut w = start_worker(dir, &coord.url, "w", &data_dir(), &["--exit-when-idle", "--keep-artifacts"]);
+    wait_workers(std::slice::from_mut(&mut w), Duration::from_secs(120), &[&coord.proc]);
+    let all = [&w, &coord.proc];
+    let root = dir.join("study.db.artifacts");
+    for s in &studies {
+        let ts = trials(&rt, &coord.url, &s.name).unwrap();
+        assert_exact(&ts, 1, &[pb::TrialState::Complete], &logs(&all));
+        let f = root.join(format!("study-{}", s.study_id)).join("trial-0/weights/model.safetensors");
+        assert!(f.is_file(), "{} is missing (study {:.20}...)\n{}", f.display(), s.name, logs(&all));
+    }
+    // The kept local copies: one directory per study, none overwritten.
+    let local: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("work-w")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(local.len(), 3, "{local:?}");
+    for d in &local {
+        assert!(d.join("trial-0/metrics.json").is_file(), "{} has no artifacts\n{}", d.display(), logs(&all));
+    }
+}
+
+/// A study whose second trial is pruned after its first epoch and then has
+/// seconds of work left before it is completed as PRUNED: the full 10,000
+/// test images through a 32/64-channel net, the plots and the model export.
+/// The first trial (2 epochs) completes.
+fn slow_prune_study(rt: &tokio::runtime::Runtime, url: &str, name: &str) {
+    let base = serde_json::json!({"epochs": 2, "train_limit": 1500, "val_size": 300, "conv1_channels": 32, "conv2_channels": 64,
+        "fc_width": 128, "batch_size": 50, "eval_batch_size": 1000})
+    .to_string();
+    let mut s = spec(name, 2, base, "median");
+    s.pruner = Some(pb::PrunerSpec { kind: "median".into(), options_json: r#"{"n_startup_trials": 1, "n_warmup_steps": 0}"#.into() });
+    create_study(rt, url, s);
+    enqueue(rt, url, name, &[("learning_rate", 0.001), ("momentum", 0.5), ("dropout_fc", 0.5)]);
+    enqueue(rt, url, name, &[("learning_rate", 0.3), ("momentum", 0.9), ("dropout_fc", 0.0)]);
+}
+
+/// A pruned trial renews its lease while it evaluates the test set and
+/// writes its artifacts (longer than the 2 s lease here): it stays PRUNED,
+/// is not re-queued, and is not trained again.
+#[test]
+fn a_pruned_trial_keeps_its_lease_through_its_post_prune_work() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let opts = CoordOpts { lease_seconds: 2.0, heartbeat_seconds: 0.4, ..CoordOpts::default() };
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &opts, "a");
+    slow_prune_study(&rt, &coord.url, "pruned");
+    let mut w = start_worker(dir, &coord.url, "w0", &data_dir(), &["--exit-when-idle", "--max-trials", "2"]);
+    wait_workers(std::slice::from_mut(&mut w), Duration::from_secs(300), &[&coord.proc]);
+    let all = [&w, &coord.proc];
+    let ts = trials(&rt, &coord.url, "pruned").unwrap();
+    let states: Vec<pb::TrialState> = ts.iter().map(state).collect();
+    assert_eq!(states, vec![pb::TrialState::Complete, pb::TrialState::Pruned], "{}", logs(&all));
+    let t = &ts[1];
+    assert_eq!(t.retries, 0, "the pruned trial was re-queued: {:?}\n{}", t.fail_reason, logs(&all));
+    assert!(t.metrics.contains_key("test_accuracy"), "{:?}", t.metrics);
+}
+
+/// SIGTERM while the worker is still trying to complete a fully trained
+/// trial (its coordinator is restarting): the completion is not abandoned
+/// at once, leaving the trial RUNNING until its lease expires and training
+/// it again, but gets a few seconds, and the restarted coordinator records
+/// the trial COMPLETE.
+#[test]
+fn sigterm_during_the_completion_call_lets_it_finish() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let db = dir.join("study.db");
+    let opts = CoordOpts { lease_seconds: 60.0, heartbeat_seconds: 1.0, ..Default::default() };
+    let mut coord = start_coordinator(dir, &db, 0, &opts, "first");
+    // Seconds of work after the last report (the full test set through a
+    // 32/64-channel net), so the coordinator is surely gone before the end.
+    let base = serde_json::json!({"epochs": 2, "train_limit": 1000, "val_size": 200, "conv1_channels": 32, "conv2_channels": 64,
+        "fc_width": 128, "batch_size": 50, "eval_batch_size": 1000})
+    .to_string();
+    create_study(&rt, &coord.url, spec("finalcall", 1, base, "none"));
+    let mut w = start_worker(dir, &coord.url, "w", &data_dir(), &[]);
+    let log = w.log.clone();
+    let has = |needle: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(needle);
+    wait_for("the last epoch's report", Duration::from_secs(120), &[&w, &coord.proc], || has("reported trial=0 epoch=2 ").then_some(()));
+    coord.proc.kill9();
+    // The trained trial's CompleteTrial now waits for the coordinator.
+    wait_for("CompleteTrial to be retried", Duration::from_secs(120), &[&w, &coord.proc], || has("call=\"CompleteTrial\"").then_some(()));
+    w.sigterm();
+    let second = start_coordinator(dir, &db, coord.port, &opts, "second");
+    let st = w.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("the worker did not exit after SIGTERM\n{}", w.tail(40)));
+    let all = [&w, &coord.proc, &second.proc];
+    assert!(st.success(), "the worker exited with {st}\n{}", logs(&all));
+    let ts = trials(&rt, &second.url, "finalcall").unwrap();
+    assert_exact(&ts, 1, &[pb::TrialState::Complete], &logs(&all));
+    assert_eq!(ts[0].retries, 0, "{}", logs(&all));
+}
+
+/// SIGTERM while a pruned trial does its post-prune work: the trial is
+/// completed as PRUNED (with its report), not released, re-queued and
+/// trained again; the worker exits 0.
+#[test]
+fn sigterm_after_a_prune_completes_the_trial_as_pruned() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &CoordOpts::default(), "a");
+    slow_prune_study(&rt, &coord.url, "prune-term");
+    let mut w = start_worker(dir, &coord.url, "w", &data_dir(), &[]);
+    // The pruner stopped trial 1; its post-prune work takes seconds.
+    wait_for("trial 1 to be pruned", Duration::from_secs(300), &[&w, &coord.proc], || {
+        let text = std::fs::read_to_string(&w.log).unwrap_or_default();
+        text.contains(" pruned trial=1 epoch=1 ").then_some(())
+    });
+    w.sigterm();
+    let st = w.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("the worker did not exit after SIGTERM\n{}", w.tail(40)));
+    let all = [&w, &coord.proc];
+    assert!(st.success(), "the worker exited with {st}\n{}", logs(&all));
+    let ts = trials(&rt, &coord.url, "prune-term").unwrap();
+    let states: Vec<pb::TrialState> = ts.iter().map(state).collect();
+    assert_eq!(states, vec![pb::TrialState::Complete, pb::TrialState::Pruned], "{}", logs(&all));
+    assert_eq!((ts[1].retries, ts[1].intermediate_values.len()), (0, 1), "{:?}\n{}", ts[1], logs(&all));
+}
+
+/// SIGTERM while the worker fetches MNIST from a coordinator that stopped
+/// answering (SIGSTOP): the fetch is abandoned at once, no partial file is
+/// left, and the worker exits 0 as a clean stop.
+#[test]
+fn sigterm_during_the_data_set_fetch_stops_the_worker() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut coord = start_coordinator(dir, &dir.join("study.db"), 0, &CoordOpts::default(), "a");
+    let empty = dir.join("empty-data");
+    let mut w = start_worker(dir, &coord.url, "w", &empty, &[]);
+    // The fetch has started: the coordinator is now verifying its copy
+    // (hundreds of milliseconds); it freezes in the middle of it.
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&w.log).unwrap_or_default().contains("fetching it from the coordinator") {
+        assert!(std::time::Instant::now() < end, "the worker did not start fetching\n{}", logs(&[&w, &coord.proc]));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signal = |p: &Proc, sig| {
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        assert_eq!(unsafe { libc::kill(p.pid() as libc::pid_t, sig) }, 0);
+    };
+    signal(&coord.proc, libc::SIGSTOP);
+    w.sigterm();
+    let st = w.wait_exit(Duration::from_secs(60));
+    signal(&coord.proc, libc::SIGCONT);
+    let st = st.unwrap_or_else(|| panic!("the worker did not exit after SIGTERM\n{}", logs(&[&w, &coord.proc])));
+    let text = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(st.success(), "the worker exited with {st}\n{}", logs(&[&w, &coord.proc]));
+    assert!(text.contains("stopped before the worker started"), "{}", logs(&[&w, &coord.proc]));
+    assert!(!text.contains("MNIST fetched and verified"), "the fetch ended before the coordinator froze; nothing was tested");
+    let left: Vec<_> = std::fs::read_dir(&empty).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.iter().all(|n| !n.to_string_lossy().starts_with(".fetch-")), "partial files left: {left:?}");
+    coord.proc.kill9();
+}

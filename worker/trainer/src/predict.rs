@@ -10,7 +10,7 @@ use crate::train::TrainError;
 use image::imageops::FilterType;
 use mnist_common::mnist::{CLASSES, COLS, PIXELS, ROWS};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{CModule, Device, Kind, Tensor};
 
 /// One prediction.
@@ -29,6 +29,7 @@ pub struct Prediction {
 pub struct Predictor {
     module: CModule,
     device: Device,
+    path: PathBuf,
 }
 
 impl Predictor {
@@ -44,7 +45,7 @@ impl Predictor {
             path: path.display().to_string(),
             message: format!("not a TorchScript model this program can load: {e}"),
         })?;
-        Ok(Predictor { module, device })
+        Ok(Predictor { module, device, path: path.to_path_buf() })
     }
 
     /// Predict raw images (`n × 784` bytes, 0 = black).
@@ -55,6 +56,20 @@ impl Predictor {
         let x = normalise(pixels, self.device);
         let _guard = tch::no_grad_guard();
         let out = self.module.forward_ts(&[x])?;
+        // One row of ten log-probabilities per image; anything else is not
+        // a digit classifier (copying its rows into ten probabilities would
+        // panic or pair the wrong numbers with the wrong images).
+        let n = (pixels.len() / PIXELS) as i64;
+        let shape = out.size();
+        if shape != [n, CLASSES as i64] {
+            return Err(TrainError::Artifact {
+                path: self.path.display().to_string(),
+                message: format!(
+                    "the model returned an output of shape {shape:?} for {n} image(s), expected [{n}, {CLASSES}] \
+                     (ten log-probabilities per image); use a model written by `mnistctl train` or by a tuning trial"
+                ),
+            });
+        }
         let probs = out.exp().to_kind(Kind::Double).to_device(Device::Cpu);
         let flat: Vec<f64> = Vec::<f64>::try_from(&probs.flatten(0, -1))?;
         Ok(flat
