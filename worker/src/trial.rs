@@ -86,8 +86,9 @@ const SHUTDOWN_CALL_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a pruned trial may still take to evaluate the test set once the
 /// worker is shutting down; after that it is completed as PRUNED without its
-/// test metrics.
-const SHUTDOWN_PRUNED_GRACE: Duration = Duration::from_secs(10);
+/// test metrics. Short, so that a shutdown with the final call's grace
+/// stays within common kill windows (`docker stop` waits 10 s).
+const SHUTDOWN_PRUNED_GRACE: Duration = Duration::from_secs(2);
 
 /// Decrements the live-training counter when the training thread ends.
 struct LiveGuard(Arc<std::sync::atomic::AtomicUsize>);

@@ -193,10 +193,28 @@ impl Deliverer {
         if entries.is_empty() {
             return Ok(Step::Idle);
         }
-        self.check_server(client).await?;
+        if let Err(e) = self.check_server(client).await {
+            // Shown by `mlflow status` and `study show` as why delivery waits.
+            if let Some(head) = entries.first() {
+                self.outbox.record_failure(head.id, &e.to_string()).await?;
+            }
+            return Err(e);
+        }
         let (mut delivered, mut dead) = (0, 0);
         for Entry { id, op, .. } in entries {
-            match self.deliver(client, &op).await {
+            let outcome = match self.deliver(client, &op).await {
+                // A 403 refuses this one operation only if the account may
+                // use the server at all; a gateway that answers 403 to
+                // everything (an expired token) must not turn the whole
+                // backlog into refusals: that waits, like refused credentials.
+                Err(MlflowError::Forbidden { uri, message, .. })
+                    if matches!(client.check_access().await, Err(MlflowError::Forbidden { .. } | MlflowError::Auth { .. })) =>
+                {
+                    Err(MlflowError::Auth { uri, status: 403, message })
+                }
+                other => other,
+            };
+            match outcome {
                 Ok(()) => {
                     self.outbox.mark_done(id).await?;
                     delivered += 1;
@@ -232,23 +250,28 @@ impl Deliverer {
         }
         let uri = client.uri().to_string();
         let known = self.outbox.state(SERVER_STATE).await?;
-        if known.as_deref().is_some_and(|k| k != uri) {
-            if let Some(run) = self.outbox.any_run().await? {
+        if let Some(k) = known.as_deref().filter(|k| *k != uri) {
+            // The same server under another name knows our runs; a few are
+            // tried, in case one was deleted there since.
+            let runs = self.outbox.latest_runs(3).await?;
+            let mut knows = runs.is_empty();
+            for run in &runs {
                 match client.run_tag(&run.run_id, RUN_KEY_TAG).await {
-                    Ok(_) => {}
-                    Err(e) if e.error_code() == Some("RESOURCE_DOES_NOT_EXIST") => {
-                        return Err(MlflowError::Config(format!(
-                            "this outbox delivered to MLflow at {} before, and its runs live there: {uri} does not know \
-                             run {} ({}). Deliver with --mlflow-tracking-uri {}, or, to log to {uri}, start from a new \
-                             study database (or --output-dir)",
-                            known.as_deref().unwrap_or(""),
-                            run.run_id,
-                            run.run_key,
-                            known.as_deref().unwrap_or("")
-                        )));
+                    Ok(_) => {
+                        knows = true;
+                        break;
                     }
+                    Err(e) if e.error_code() == Some("RESOURCE_DOES_NOT_EXIST") => {}
                     Err(e) => return Err(e),
                 }
+            }
+            if let Some(run) = runs.first().filter(|_| !knows) {
+                return Err(MlflowError::Config(format!(
+                    "this outbox delivered to MLflow at {k} before, and its runs live there: {uri} does not know \
+                     run {} ({}) nor the others tried. Deliver with --mlflow-tracking-uri {k}, or, to log to {uri}, \
+                     start from a new study database (or --output-dir)",
+                    run.run_id, run.run_key
+                )));
             }
         }
         if known.as_deref() != Some(uri.as_str()) {
@@ -321,7 +344,7 @@ impl Deliverer {
                     // The remembered experiment id may be stale (the
                     // experiment was deleted, or the server was reset): ask
                     // MLflow again once, which names a deleted experiment.
-                    Err(e) if !e.is_retryable() => {
+                    Err(e) if stale_experiment(&e) => {
                         let fresh = self.experiment_id(client, experiment, false).await?;
                         if fresh == experiment_id {
                             return Err(e);
@@ -346,8 +369,15 @@ impl Deliverer {
             }
             Op::SetStatus { run_key, status, end_ms, metrics, tags } => {
                 let run = self.require_run(run_key).await?;
-                self.log(client, &run, metrics, &[], tags).await?;
-                client.update_run(&run.run_id, status.as_str(), *end_ms).await
+                // A refused value (a tag too long for this server, say) must
+                // not leave the run RUNNING: the status is set regardless,
+                // and the refusal is reported after.
+                let logged = self.log(client, &run, metrics, &[], tags).await;
+                if matches!(&logged, Err(e) if e.is_retryable()) {
+                    return logged;
+                }
+                client.update_run(&run.run_id, status.as_str(), *end_ms).await?;
+                logged
             }
             Op::Artifact { run_key, path, file } => {
                 let run = self.require_run(run_key).await?;
@@ -413,6 +443,8 @@ impl Deliverer {
             match client.log_batch(&run.run_id, &batch.metrics, &batch.params, &batch.tags).await {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err(e),
+                // Not allowed at all: no value would pass alone either.
+                Err(e @ MlflowError::Forbidden { .. }) => return Err(e),
                 Err(e) => {
                     // One value spoilt the batch: send them one by one so the
                     // others land, and name the ones MLflow refuses.
@@ -431,10 +463,13 @@ impl Deliverer {
         }
         match refused.len() {
             0 => Ok(()),
-            n => Err(MlflowError::Permanent(format!(
-                "MLflow refused {n} value(s) of this operation (the others were logged): {}",
-                refused.join("; ")
-            ))),
+            n => {
+                let more = if n > REFUSED_NAMED { format!("; and {} more", n - REFUSED_NAMED) } else { String::new() };
+                Err(MlflowError::Permanent(format!(
+                    "MLflow refused {n} value(s) of this operation (the others were logged): {}{more}",
+                    refused[..n.min(REFUSED_NAMED)].join("; ")
+                )))
+            }
         }
     }
 
@@ -500,6 +535,15 @@ fn warn_all(warnings: &[String], run_key: &str) {
         warn!(run = run_key, "MLflow: {w}");
     }
 }
+
+/// Whether a refused `StartRun` may be due to a remembered experiment id that
+/// no longer holds (the experiment deleted, or the server reset).
+fn stale_experiment(e: &MlflowError) -> bool {
+    matches!(e.error_code(), Some("RESOURCE_DOES_NOT_EXIST" | "INVALID_STATE")) || e.to_string().contains("'active' state")
+}
+
+/// At most this many refused values are named in an operation's reason.
+const REFUSED_NAMED: usize = 5;
 
 /// The outcome of sending one value alone: a refusal is noted in `refused`
 /// (the operation is kept as refused once its other values are sent), an

@@ -344,12 +344,13 @@ impl Outbox {
         Ok(r.rows_affected())
     }
 
-    /// Some run this outbox created (the first remembered), if any.
-    pub async fn any_run(&self) -> Result<Option<RunRecord>, MlflowError> {
-        let row = sqlx::query("SELECT run_key, experiment_id, run_id, artifact_uri FROM mnist_mlflow_runs ORDER BY rowid LIMIT 1")
-            .fetch_optional(&self.pool)
+    /// Up to `limit` of the runs this outbox created, the latest first.
+    pub async fn latest_runs(&self, limit: u32) -> Result<Vec<RunRecord>, MlflowError> {
+        let rows = sqlx::query("SELECT run_key, experiment_id, run_id, artifact_uri FROM mnist_mlflow_runs ORDER BY rowid DESC LIMIT ?")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(row.map(|r| RunRecord { run_key: r.get(0), experiment_id: r.get(1), run_id: r.get(2), artifact_uri: r.get(3) }))
+        Ok(rows.into_iter().map(|r| RunRecord { run_key: r.get(0), experiment_id: r.get(1), run_id: r.get(2), artifact_uri: r.get(3) }).collect())
     }
 
     /// The MLflow run of `run_key`, once created.

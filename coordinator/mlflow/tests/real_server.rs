@@ -208,6 +208,30 @@ async fn real_mlflow_server_with_basic_auth() {
     let champion = client.version_by_alias("limits-model", "champion").await.unwrap().unwrap();
     assert_eq!(champion.run_id, better.run_id, "the alias stays on a loadable model");
 
+    // --- HTTP 403 (an account that may read but not write here) refuses
+    // that operation only, with advice on permissions; the outbox is not
+    // blocked behind it and nothing else is lost.
+    let created = reqwest::Client::new()
+        .post(format!("{uri}/api/2.0/mlflow/users/create"))
+        .basic_auth(&user, Some(&password))
+        .json(&serde_json::json!({ "username": "reader", "password": "reader-password-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+    let reader = config(&uri, Auth::Basic { username: "reader".into(), password: "reader-password-1".into() });
+    let ro = Outbox::open(&dir.path().join("reader.db")).await.unwrap();
+    ro.enqueue(&[
+        Op::StartRun { run_key: "ro".into(), experiment: "limits".into(), run_name: "ro".into(), parent_key: None, start_ms: 1_700_000_000_000, tags: vec![], params: vec![] },
+        Op::Log { run_key: "ro".into(), metrics: vec![point("x", 1.0, 0)], params: vec![], tags: vec![] },
+    ])
+    .await
+    .unwrap();
+    let report = Deliverer::new(ro.clone(), &reader).unwrap().drain(Duration::from_secs(30)).await.unwrap();
+    let dead = ro.dead(10).await.unwrap();
+    assert_eq!((report.pending, report.dead, report.blocked_by.as_deref()), (0, 2, None), "{report:?} {dead:?}");
+    assert!(dead[0].3.contains("HTTP 403") && dead[0].3.contains("permission"), "{dead:?}");
+
     // --- the outbox's run ids belong to this server: the same server under
     // another name is fine; another server is refused up front, with both
     // addresses named, and nothing is lost.
