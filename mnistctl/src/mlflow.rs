@@ -43,6 +43,11 @@ pub struct PruneArgs {
     /// everything delivered.
     #[arg(long, default_value_t = 0.0)]
     pub older_than_days: f64,
+    /// Also delete the refused operations (read them first with `mnistctl
+    /// mlflow status`): what MLflow will never take, such as a param whose
+    /// value changed, otherwise stays refused for good.
+    #[arg(long)]
+    pub refused: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +169,7 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     println!("{} operations to deliver to {}", before.pending, config.tracking_uri.as_deref().unwrap_or(""));
     let report = Deliverer::new(outbox.clone(), &config)?.drain(patience).await?;
     println!("delivered {}, refused {}, still pending {}", report.delivered, report.dead, report.pending);
+    remove_delivered_stages(&outbox, &a.db).await;
     outbox.close().await;
     // Only after SQLite closed the file: closing the lock's handle on it would
     // drop SQLite's own locks (POSIX record locks belong to the process).
@@ -186,6 +192,11 @@ async fn prune(a: PruneArgs) -> anyhow::Result<()> {
     let outbox = open_existing(&a.db, Access::ReadWrite).await?;
     let cutoff = chrono::Utc::now().timestamp_millis() - (a.older_than_days * 86_400_000.0) as i64;
     let n = outbox.prune_delivered(cutoff).await?;
+    if a.refused {
+        let d = outbox.delete_dead().await?;
+        println!("deleted {d} refused operations");
+    }
+    remove_delivered_stages(&outbox, &a.db).await;
     let b = outbox.backlog().await?;
     outbox.close().await;
     println!("deleted {n} delivered operations; kept {} delivered, {} pending, {} refused", b.delivered, b.pending, b.dead);
@@ -212,58 +223,70 @@ async fn status(db: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to train into `output_dir` while its outbox still holds uploads of
-/// an earlier run that MLflow has not received (pending, or refused and so
-/// perhaps retried): they name the files by path, this run would overwrite
-/// those files, and a later `mnistctl mlflow sync` would upload this run's
-/// weights, plots and metrics as the earlier run's. Only reads the outbox.
-pub fn check_output_dir(output_dir: &Path) -> anyhow::Result<()> {
-    let db = output_dir.join(TRAIN_OUTBOX);
-    if !db.exists() {
-        return Ok(());
+/// Where a training run's files wait for MLflow, next to its outbox:
+/// `<output-dir>/mlflow-pending/<run id>/`. The upload operations name these
+/// copies, not the files in the output directory, so a later run into the
+/// same directory cannot change what an earlier, not yet delivered run
+/// uploads. A run's copies go once all its operations were delivered.
+const PENDING_DIR: &str = "mlflow-pending";
+
+/// Copies the run's files under its pending folder; returns the copies.
+fn stage_files(dir: &Path, run_key: &str, files: &[(String, PathBuf)]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let id = run_key.rsplit('/').next().unwrap_or(run_key);
+    let stage = dir.join(PENDING_DIR).join(id);
+    files
+        .iter()
+        .map(|(name, path)| {
+            let dest = stage.join(name);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::copy(path, &dest).with_context(|| format!("copying {} to {} for MLflow", path.display(), dest.display()))?;
+            Ok((name.clone(), dest))
+        })
+        .collect()
+}
+
+/// Removes the pending copies of the training runs in the outbox at `db`
+/// that MLflow received in full (nothing pending or refused). Only for a
+/// training run's outbox; a failure is a warning, never an error.
+async fn remove_delivered_stages(outbox: &Outbox, db: &Path) {
+    if db.file_name().and_then(|n| n.to_str()) != Some(TRAIN_OUTBOX) {
+        return;
     }
-    let runs = runtime()?.block_on(async {
-        let outbox = open_existing(&db, Access::ReadOnly).await?;
-        let runs = outbox.undelivered_runs().await;
-        outbox.close().await;
-        runs.with_context(|| format!("reading the MLflow outbox {}", db.display()))
-    })?;
-    let waiting: Vec<_> = runs.into_iter().filter(|r| r.uploads > 0).collect();
-    if waiting.is_empty() {
-        return Ok(());
+    let Some(pending) = db.parent().map(|d| d.join(PENDING_DIR)).filter(|p| p.is_dir()) else { return };
+    let waiting: std::collections::HashSet<String> = match outbox.undelivered_runs().await {
+        Ok(runs) => runs.into_iter().map(|r| r.run_key).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell which runs MLflow received; their pending copies stay");
+            return;
+        }
+    };
+    let Ok(entries) = std::fs::read_dir(&pending) else { return };
+    for entry in entries.flatten() {
+        let key = format!("train/{}", entry.file_name().to_string_lossy());
+        if !waiting.contains(&key) {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a delivered run's pending copies");
+            }
+        }
     }
-    let uploads: u64 = waiting.iter().map(|r| r.uploads).sum();
-    let operations: u64 = waiting.iter().map(|r| r.operations).sum();
-    let refused: u64 = waiting.iter().map(|r| r.refused).sum();
-    let db_abs = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
-    let runs = match waiting.len() {
-        1 => "an earlier training run".to_string(),
-        n => format!("{n} earlier training runs"),
-    };
-    let refused_note = match refused {
-        0 => String::new(),
-        n => format!(", {n} of them refused by MLflow before"),
-    };
-    let retry = if refused > 0 { " --retry-refused" } else { "" };
-    anyhow::bail!(
-        "--output-dir {} holds {operations} MLflow operations of {runs} not delivered yet{refused_note}, among them \
-         {uploads} uploads of the files in that directory; this run would overwrite those files, and MLflow would \
-         then receive this run's weights, plots and metrics.json as the earlier run's. Either deliver them first: \
-         `mnistctl mlflow sync --db {}{retry} --mlflow-tracking-uri URI`, or give this run another --output-dir \
-         (or, if the earlier run need not reach MLflow, delete {})",
-        output_dir.display(),
-        db_abs.display(),
-        db_abs.display()
-    )
+    let _ = std::fs::remove_dir(&pending); // only when empty
 }
 
 /// The operations that log one training run: its params, per-epoch metric
 /// histories, test metrics, plots, model directory and weights, the logged
 /// model, and the registration (the alias moves when its test accuracy beats
 /// the current champion's).
-fn train_ops(cfg: &MlflowConfig, config: &mnist_common::config::TrainConfig, outcome: &TrainOutcome, files: &[(String, PathBuf)], device: &str) -> Vec<Op> {
+fn train_ops(
+    cfg: &MlflowConfig,
+    run_key: String,
+    config: &mnist_common::config::TrainConfig,
+    outcome: &TrainOutcome,
+    files: &[(String, PathBuf)],
+    device: &str,
+) -> Vec<Op> {
     let now = chrono::Utc::now().timestamp_millis();
-    let run_key = format!("train/{}", uuid::Uuid::new_v4().simple());
     let start = now - (outcome.epochs.iter().map(|e| e.epoch_seconds).sum::<f64>() * 1000.0) as i64;
     let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
     let tags = vec![("mnist.kind".to_string(), "train".to_string()), ("mnist.host".into(), host), ("mnist.device".into(), device.to_string())];
@@ -341,7 +364,9 @@ pub fn log_training_run(
         .map(|(name, path)| std::path::absolute(&path).map(|p| (name, p)))
         .collect::<std::io::Result<_>>()
         .context("finding the absolute paths of the run's files")?;
-    let ops = train_ops(&cfg, config, outcome, &files, device);
+    let run_key = format!("train/{}", uuid::Uuid::new_v4().simple());
+    let files = stage_files(&dir, &run_key, &files)?;
+    let ops = train_ops(&cfg, run_key, config, outcome, &files, device);
     runtime()?.block_on(async {
         // An existing file is only written when it is an outbox.
         let outbox = if db.exists() {
@@ -364,13 +389,19 @@ pub fn log_training_run(
             Some(op) => outbox.run(op.run_key()).await?,
             None => None,
         };
+        remove_delivered_stages(&outbox, &db).await;
         outbox.close().await;
         match (report.pending, run) {
-            (0, Some(r)) => println!(
+            (0, Some(r)) if report.dead == 0 => println!(
                 "MLflow: run {} logged{}; model registered as {}",
                 r.run_id,
                 cfg.run_url(&r.experiment_id, &r.run_id).map(|u| format!(" ({u})")).unwrap_or_default(),
                 cfg.model_name
+            ),
+            (0, Some(r)) => println!(
+                "MLflow: run {} logged{}, but not all of it (see below)",
+                r.run_id,
+                cfg.run_url(&r.experiment_id, &r.run_id).map(|u| format!(" ({u})")).unwrap_or_default(),
             ),
             (n, _) => println!(
                 "MLflow: {n} operations wait in {} ({}); deliver them with `mnistctl mlflow sync --db {}`",

@@ -151,10 +151,8 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = args.config.to_config()?;
-    // Check the MLflow settings and the output directory's outbox before
-    // spending minutes on training.
+    // Check the MLflow settings before spending minutes on training.
     args.mlflow.config()?;
-    crate::mlflow::check_output_dir(&args.output_dir)?;
     let spec: DeviceSpec = args.device.parse()?;
     let device = spec.resolve()?;
     let data = args.data.load()?;

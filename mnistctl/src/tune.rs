@@ -243,6 +243,8 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
     cfg.coordinator.mlflow = mlflow;
     cfg.coordinator.mlflow_drain = mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
     let artifacts_root = cfg.coordinator.artifacts_root();
+    // Refusals from earlier runs on this file are not this run's news.
+    let refused_before = refused_count(&args.storage).await;
     let running = server::start(cfg).await.with_context(|| format!("starting the coordinator on {}", args.storage.display()))?;
     let url = running.url();
     tracing::info!(url = %url, db = %args.storage.display(), "coordinator started");
@@ -265,7 +267,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
             return Err(Interrupted(mlflow_left_behind(&args).await).into());
         }
     }
-    mlflow_summary(&args, tracking_uri).await;
+    mlflow_summary(&args, tracking_uri, refused_before).await;
     outcome
 }
 
@@ -571,9 +573,19 @@ async fn no_best_trial(client: &mut StudyServiceClient<Channel>, name: &str, c: 
     anyhow::anyhow!(msg)
 }
 
+/// How many operations of the outbox in `db` MLflow refused so far (0 when
+/// the file or its outbox does not exist yet).
+async fn refused_count(db: &std::path::Path) -> u64 {
+    let Ok(outbox) = mnist_mlflow::Outbox::open_existing(db, mnist_mlflow::Access::ReadOnly).await else { return 0 };
+    let n = outbox.backlog().await.map(|b| b.dead).unwrap_or(0);
+    outbox.close().await;
+    n
+}
+
 /// After the coordinator stopped (and delivered what it could): what MLflow
-/// received, or what still waits in the outbox and how to send it.
-async fn mlflow_summary(args: &TuneArgs, uri: Option<String>) {
+/// received, or what still waits in the outbox and how to send it; the
+/// refusals of this run (`refused_before` were there already).
+async fn mlflow_summary(args: &TuneArgs, uri: Option<String>, refused_before: u64) {
     let Ok(outbox) = mnist_mlflow::Outbox::open_existing(&args.storage, mnist_mlflow::Access::ReadOnly).await else { return };
     if let Ok(b) = outbox.backlog().await {
         match (&uri, b.pending) {
@@ -590,8 +602,9 @@ async fn mlflow_summary(args: &TuneArgs, uri: Option<String>) {
                 args.storage.display()
             ),
         }
-        if b.dead > 0 {
-            println!("MLflow refused {} operations; see `mnistctl mlflow status --db {}`", b.dead, args.storage.display());
+        let new = b.dead.saturating_sub(refused_before);
+        if new > 0 {
+            println!("MLflow refused {new} operations in this run; see `mnistctl mlflow status --db {}`", args.storage.display());
         }
     }
     outbox.close().await;

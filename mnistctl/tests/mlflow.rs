@@ -221,6 +221,7 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert!(sync.status.success(), "{sync_out}
 {}", String::from_utf8_lossy(&sync.stderr));
     assert!(sync_out.contains("still pending 0"), "{sync_out}");
+    assert!(!models.join("mlflow-pending").exists(), "a delivered run's pending copies are removed");
     let exp = client.experiment_id("mnist").await.unwrap().expect("train logs into experiment `mnist`");
     let runs = client.search_runs(&exp).await.unwrap();
     assert_eq!(runs.len(), 1);
@@ -235,6 +236,7 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stdout).contains("MLflow: run "), "{}", String::from_utf8_lossy(&again.stdout));
     assert_eq!(client.search_runs(&exp).await.unwrap().len(), 2);
+    assert!(!models.join("mlflow-pending").exists(), "delivered at once, nothing kept");
     let still = client.version_by_alias("mnist-cnn", "champion").await.unwrap().unwrap();
     assert_eq!(still.version, champion.version, "a model chosen by another metric keeps the alias");
 

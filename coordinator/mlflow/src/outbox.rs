@@ -336,6 +336,13 @@ impl Outbox {
         Ok(())
     }
 
+    /// Deletes every refused operation (what MLflow will never take, once
+    /// the user has read why). Returns how many went.
+    pub async fn delete_dead(&self) -> Result<u64, MlflowError> {
+        let r = sqlx::query("DELETE FROM mnist_mlflow_outbox WHERE state = 'DEAD'").execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
     /// Puts every refused operation back in line (after the cause was fixed).
     pub async fn retry_dead(&self) -> Result<u64, MlflowError> {
         let r = sqlx::query("UPDATE mnist_mlflow_outbox SET state = 'PENDING', done_ms = NULL WHERE state = 'DEAD'")

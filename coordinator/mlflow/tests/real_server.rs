@@ -231,6 +231,9 @@ async fn real_mlflow_server_with_basic_auth() {
     let dead = ro.dead(10).await.unwrap();
     assert_eq!((report.pending, report.dead, report.blocked_by.as_deref()), (0, 2, None), "{report:?} {dead:?}");
     assert!(dead[0].3.contains("HTTP 403") && dead[0].3.contains("permission"), "{dead:?}");
+    // Read and accepted as lost: `mnistctl mlflow prune --refused`.
+    assert_eq!(ro.delete_dead().await.unwrap(), 2);
+    assert!(ro.dead(10).await.unwrap().is_empty());
 
     // --- the outbox's run ids belong to this server: the same server under
     // another name is fine; another server is refused up front, with both
