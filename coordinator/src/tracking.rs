@@ -288,7 +288,7 @@ impl Tracking {
             // the database's id keeps the key unique on a shared server.
             let run_key = format!("study/{}/{}/{}", self.uid, ev.study_id, ev.seq);
             let key = StudyKey { run_key, name: ev.study_name.clone(), metric, maximize };
-            let experiment = self.config.experiment_name.clone().unwrap_or_else(|| ev.study_name.clone());
+            let experiment = self.experiment(&key);
             let mut params = Vec::new();
             if let Some(v) = view {
                 let c = &v.config;
@@ -336,11 +336,7 @@ impl Tracking {
             EventKind::StudyCreated => {}
             EventKind::TrialStarted => {
                 let Some(n) = ev.trial_number else { return Ok(()) };
-                let mut tags = vec![
-                    ("mnist.study".to_string(), key.name.clone()),
-                    ("mnist.trial_number".to_string(), n.to_string()),
-                    ("mnist.state".to_string(), "RUNNING".to_string()),
-                ];
+                let mut tags = vec![("mnist.state".to_string(), "RUNNING".to_string())];
                 if let Some(h) = &ev.holder {
                     tags.push(("mnist.worker_host".into(), h.hostname.clone()));
                     tags.push(("mnist.worker_id".into(), h.holder_id.clone()));
@@ -352,17 +348,7 @@ impl Tracking {
                     at = Attempt { attempt: at.attempt + 1, ended: false };
                     Self::set_attempt(attempts, state, &key, n, at);
                 }
-                let attempt = at.attempt;
-                tags.push(("mnist.attempt".into(), (attempt + 1).to_string()));
-                ops.push(Op::StartRun {
-                    run_key: trial_key(&key, n, attempt),
-                    experiment: self.config.experiment_name.clone().unwrap_or_else(|| key.name.clone()),
-                    run_name: if attempt == 0 { format!("trial-{n}") } else { format!("trial-{n} (attempt {})", attempt + 1) },
-                    parent_key: Some(key.run_key.clone()),
-                    start_ms: ev.time_ms,
-                    tags,
-                    params: ev.params.iter().map(|(k, v)| (k.clone(), choice_str(v))).collect(),
-                });
+                ops.push(self.trial_start_run(&key, n, at.attempt, ev, tags));
             }
             EventKind::TrialReported => {
                 let (Some(n), Some(step)) = (ev.trial_number, ev.step) else { return Ok(()) };
@@ -413,19 +399,7 @@ impl Tracking {
                 let at = self.attempt(attempts, &key, n).await?;
                 let run_key = trial_key(&key, n, at.attempt);
                 if ev.before_start && !at.ended {
-                    ops.push(Op::StartRun {
-                        run_key: run_key.clone(),
-                        experiment: self.config.experiment_name.clone().unwrap_or_else(|| key.name.clone()),
-                        run_name: format!("trial-{n}"),
-                        parent_key: Some(key.run_key.clone()),
-                        start_ms: ev.time_ms,
-                        tags: vec![
-                            ("mnist.study".to_string(), key.name.clone()),
-                            ("mnist.trial_number".to_string(), n.to_string()),
-                            ("mnist.attempt".to_string(), (at.attempt + 1).to_string()),
-                        ],
-                        params: ev.params.iter().map(|(k, v)| (k.clone(), choice_str(v))).collect(),
-                    });
+                    ops.push(self.trial_start_run(&key, n, at.attempt, ev, Vec::new()));
                 }
                 ops.push(Op::SetStatus { run_key, status, end_ms: Some(ev.time_ms), metrics, tags });
                 if let Some(best) = ev.best_value {
@@ -537,6 +511,32 @@ impl Tracking {
             EventKind::TrialEnqueued => {}
         }
         Ok(())
+    }
+
+    /// The experiment a study's runs go to: the configured one, else one
+    /// named after the study.
+    fn experiment(&self, key: &StudyKey) -> String {
+        self.config.experiment_name.clone().unwrap_or_else(|| key.name.clone())
+    }
+
+    /// The nested run of attempt `attempt` of trial `n`, started at `ev` with
+    /// its parameters; `tags` come after the study, number and attempt tags.
+    fn trial_start_run(&self, key: &StudyKey, n: u64, attempt: u32, ev: &Event, tags: Vec<(String, String)>) -> Op {
+        let mut all = vec![
+            ("mnist.study".to_string(), key.name.clone()),
+            ("mnist.trial_number".to_string(), n.to_string()),
+            ("mnist.attempt".to_string(), (attempt + 1).to_string()),
+        ];
+        all.extend(tags);
+        Op::StartRun {
+            run_key: trial_key(key, n, attempt),
+            experiment: self.experiment(key),
+            run_name: if attempt == 0 { format!("trial-{n}") } else { format!("trial-{n} (attempt {})", attempt + 1) },
+            parent_key: Some(key.run_key.clone()),
+            start_ms: ev.time_ms,
+            tags: all,
+            params: ev.params.iter().map(|(k, v)| (k.clone(), choice_str(v))).collect(),
+        }
     }
 
     /// Draws the study's optimisation history next to its artifacts.
