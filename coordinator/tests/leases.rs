@@ -667,15 +667,35 @@ async fn resuming_a_running_study_keeps_its_timeout_clock() {
 /// live channel holds (4096), which makes it lag deterministically.
 #[tokio::test(flavor = "current_thread")]
 async fn a_live_watch_that_lags_does_not_replay_the_history() {
+    live_watch_lags(false).await;
+}
+
+/// The same after a restart, with the watch opened before the new process
+/// commits an event: it starts after the last event stored (the process
+/// knew only the events it published itself, none yet, so a lagging watch
+/// replayed the study's whole history).
+#[tokio::test(flavor = "current_thread")]
+async fn a_live_watch_that_lags_after_a_restart_does_not_replay_the_history() {
+    live_watch_lags(true).await;
+}
+
+async fn live_watch_lags(restart: bool) {
     const BURST: usize = 5000;
     let dir = tempdir();
     let db = dir.path().join("s.db");
-    let mut cfg = fast_config(&db, Duration::from_secs(30));
-    cfg.coordinator.storage.max_batch_ops = 1 << 20;
-    cfg.coordinator.storage.busy_timeout = Duration::from_secs(60);
-    let (server, mut c) = start_in_process(cfg).await;
+    let config = || {
+        let mut cfg = fast_config(&db, Duration::from_secs(30));
+        cfg.coordinator.storage.max_batch_ops = 1 << 20;
+        cfg.coordinator.storage.busy_timeout = Duration::from_secs(60);
+        cfg
+    };
+    let (mut server, mut c) = start_in_process(config()).await;
     create(&mut c, small_spec("watched", 0)).await;
     create(&mut c, small_spec("busy", 0)).await;
+    if restart {
+        server.shutdown().await.unwrap();
+        (server, c) = start_in_process(config()).await;
+    }
     let mut events = c
         .study
         .watch_study(pb::WatchStudyRequest { name: "watched".into(), after_seq: None, include_reports: false })

@@ -156,6 +156,10 @@ impl Coordinator {
     pub async fn open(config: CoordinatorConfig) -> Result<Arc<Coordinator>> {
         let hub = EventHub::new();
         let (storage, snap) = Storage::open(&config.db_path, &config.storage, hub.clone()).await?;
+        // The events stored so far count as published: a live-only watch
+        // opened before this process commits its first event starts after
+        // them (and catches up from there should it lag).
+        hub.mark_published(snap.max_event_seq.max(0) as u64);
         let now = now_ms();
         let grace_until = now + config.restart_grace.as_millis() as i64;
         // The next ids after the largest in the file; a file whose ids are
