@@ -617,16 +617,20 @@ async fn resume(c: &mut Clients, name: &str, n_trials: Option<u32>, timeout_seco
 async fn resuming_a_running_study_keeps_its_timeout_clock() {
     let dir = tempdir();
     let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
-    let mut spec = small_spec("clock", 4);
-    spec.timeout_seconds = 1.0;
-    let created = create(&mut c, spec).await;
+    // No timeout yet: the first trial starts whenever the test gets to it.
+    let created = create(&mut c, small_spec("clock", 4)).await;
     let w = register(&mut c, "worker-c", 2).await;
-    // A running trial keeps the study RUNNING past its timeout.
     let t = acquire(&mut c, &w, 0).await.expect("a trial");
+    // A new timeout on a RUNNING study starts its clock.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let timed = resume(&mut c, "clock", None, Some(1.0)).await.expect("set a timeout");
+    assert_eq!(timed.state, pb::StudyState::Running as i32);
+    assert_ne!(timed.started_at, created.started_at, "a new timeout starts the clock");
+    // The running trial keeps the study RUNNING past its timeout.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let s = resume(&mut c, "clock", Some(10), None).await.expect("raise n_trials");
     assert_eq!((s.state, s.spec.as_ref().unwrap().n_trials), (pb::StudyState::Running as i32, 10));
-    assert_eq!(s.started_at, created.started_at, "the clock keeps running");
+    assert_eq!(s.started_at, timed.started_at, "the clock keeps running");
     let idle = c
         .worker
         .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 1, study_name: String::new(), wait_ms: 0 })
