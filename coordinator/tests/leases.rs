@@ -572,7 +572,9 @@ async fn a_heartbeat_naming_another_worker_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requeuing_a_slots_old_trial_keeps_its_new_one() {
     let dir = tempdir();
-    let lease = Duration::from_secs(2);
+    // Long enough for B's lease to outlive the few calls before it is
+    // renewed below, however loaded the machine.
+    let lease = Duration::from_secs(5);
     let mut cfg = fast_config(&dir.path().join("s.db"), lease);
     // Nothing is reaped behind the test's back.
     cfg.coordinator.reaper_interval = Duration::from_secs(3600);
@@ -590,6 +592,11 @@ async fn requeuing_a_slots_old_trial_keeps_its_new_one() {
         .expect_err("A's lease expired");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert_eq!(trial(&mut c, a.trial_id).await.state, pb::TrialState::Waiting as i32, "A was re-queued");
+    // The slot's worker keeps B alive, as it would.
+    c.worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: b.trial_id, lease_token: b.lease.as_ref().unwrap().token, worker_id: w.clone() })
+        .await
+        .expect("B's lease is live");
     let again = acquire(&mut c, &w, 0).await.expect("the slot's trial");
     assert_eq!(again.trial_id, b.trial_id, "asking again returns the slot's trial B, not the re-queued A");
     assert!(again.resumed);
@@ -644,7 +651,7 @@ async fn resuming_a_running_study_keeps_its_timeout_clock() {
     assert!(resume(&mut c, "clock", Some(1), None).await.is_ok(), "n_trials may equal the trials the study has");
     let unlimited = resume(&mut c, "clock", Some(0), Some(3600.0)).await.expect("0 is no limit, with a new timeout");
     assert_eq!(unlimited.spec.unwrap().n_trials, 0);
-    assert_ne!(unlimited.started_at, created.started_at, "a new timeout restarts the clock");
+    assert_ne!(unlimited.started_at, timed.started_at, "a new timeout restarts the clock");
     c.worker
         .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: t.lease.unwrap().token, value: Some(0.1), ..Default::default() })
         .await
