@@ -166,10 +166,13 @@ impl Coordinator {
         Ok((AskOutcome::Idle { reason, retry_after_ms, over }, pending))
     }
 
-    /// Renews a lease (see `Heartbeat`): `holder`, when not empty, must be
-    /// the lease's holder. Heartbeats are not written to the database: after
+    /// Renews a lease (see `Heartbeat`): `holder`, when not empty, must be a
+    /// valid holder id and the lease's holder. Heartbeats are not written to the database: after
     /// a restart every lease gets `restart_grace` anyway.
     pub async fn heartbeat(&self, trial_id: i64, token: u64, holder: &str) -> Result<HeartbeatOutcome> {
+        if !holder.is_empty() {
+            check_holder_id("the worker id", holder)?;
+        }
         let lease_ms = self.config().lease_duration.as_millis() as i64;
         self.with_lease(trial_id, token, holder, |inner, _batch, sid, n, now| {
             let study = inner.studies.get_mut(&sid).ok_or_else(|| CoordError::Internal("study vanished".into()))?;
