@@ -198,23 +198,6 @@ impl WriterHandle {
         }
     }
 
-    /// Queues a batch without waiting (callable under a lock). Prefer
-    /// [`WriterHandle::reserve`] before the change: a batch that cannot be
-    /// queued here is lost while its change is already made in memory, so
-    /// this marks the storage as failed (the coordinator must restart).
-    pub fn submit(&self, batch: Batch) -> Result<Pending, StorageError> {
-        match self.reserve() {
-            Ok(r) => Ok(r.submit(batch)),
-            Err(e) => {
-                let lost = !(batch.is_empty() && batch.events.is_empty());
-                if lost && matches!(e, StorageError::Overloaded) {
-                    self.health.fail(format!("a change made in memory could not be queued for writing: {e}"));
-                }
-                Err(e)
-            }
-        }
-    }
-
     /// Flushes everything queued so far and stops the writer.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();

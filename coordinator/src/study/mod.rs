@@ -241,13 +241,14 @@ impl Coordinator {
         // put the RUNNING trials without a stored lease, which nobody can
         // reach, back in the queue (not counted as a retry).
         let pending = {
+            let slot = coord.reserve()?;
             let mut g = coord.lock();
             let mut batch = Batch::new();
             batch.push(Op::RaiseFloor { key: LEASE_TOKEN_FLOOR, value: token_limit - 1 });
             for (sid, number) in orphans {
                 trials::requeue_or_fail(&mut g, &mut batch, sid, number, "coordinator restarted and found no lease for the running trial", false, now);
             }
-            coord.storage.writer().submit(batch)?
+            slot.submit(batch)
         };
         pending.wait().await?;
         let n_studies = coord.lock().studies.len();
