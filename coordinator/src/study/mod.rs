@@ -64,7 +64,7 @@ use crate::config::CoordinatorConfig;
 use crate::error::{CoordError, Result};
 use crate::events::{Event, EventHub, EventKind};
 use crate::storage::load::{StudyRow, TrialRow};
-use crate::storage::{Batch, Op, Reservation, Storage, StorageHealth, LEASE_TOKEN_FLOOR};
+use crate::storage::{Batch, LazyReservation, Op, Reservation, Storage, StorageHealth, LEASE_TOKEN_FLOOR};
 
 /// How many lease tokens a coordinator reserves in the database at a time
 /// (see [`Counters::token`]).
@@ -346,6 +346,14 @@ impl Coordinator {
     /// the change's batch with [`Reservation::submit`] (under the lock).
     pub(crate) fn reserve(&self) -> Result<Reservation<'_>> {
         Ok(self.storage.writer().reserve()?)
+    }
+
+    /// A place in the write queue that is taken only once the call turns
+    /// out to change something ([`LazyReservation::take`], before the first
+    /// change): for calls that often change nothing (a heartbeat, an idle
+    /// ask), so that a full queue does not refuse them.
+    pub(crate) fn reserve_lazily(&self) -> LazyReservation<'_> {
+        self.storage.writer().reserve_lazily()
     }
 
     pub(crate) fn wake_workers(&self) {
