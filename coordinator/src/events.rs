@@ -142,7 +142,8 @@ pub const HUB_CAPACITY: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Event>>,
-    /// The `seq` of the last event published (0: none yet).
+    /// The `seq` of the last event published (0: none yet), or committed
+    /// before this process started ([`EventHub::mark_published`]).
     published: Arc<AtomicU64>,
 }
 
@@ -165,6 +166,14 @@ impl EventHub {
     pub fn publish(&self, ev: Arc<Event>) {
         self.published.fetch_max(ev.seq, Ordering::SeqCst);
         let _ = self.tx.send(ev);
+    }
+
+    /// Records that every event up to `seq` was published before this hub
+    /// existed (the events a previous process committed): a live-only watch
+    /// then starts after them, not at 0, and does not replay them should it
+    /// lag. Call it before anything subscribes.
+    pub fn mark_published(&self, seq: u64) {
+        self.published.fetch_max(seq, Ordering::SeqCst);
     }
 
     /// A receiver of every event published from now on.

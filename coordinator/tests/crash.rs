@@ -433,6 +433,72 @@ async fn a_full_write_queue_refuses_a_change_without_making_it() {
     c.close().await;
 }
 
+/// Calls that change nothing take no place in the write queue: with the
+/// queue full, a heartbeat on a live lease, an idle ask, loading an existing
+/// study (`load_if_exists`), stopping a stopped study and a reaper sweep
+/// with nothing to reap are answered (they were refused as overloaded),
+/// while a change is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_still_answers_calls_that_change_nothing() {
+    let dir = tempdir();
+    let db = dir.path().join("full.db");
+    let mut cfg = write_config(&db, Duration::from_secs(60));
+    cfg.storage.queue_capacity = 1;
+    let c = Coordinator::open(cfg).await.expect("open");
+    // One trial, handed out: asking this study again changes nothing.
+    let spec = NewStudy { name: "s".into(), sampler_kind: "random".into(), sampler_seed: Some(1), n_trials: 1, ..Default::default() };
+    c.create_study(spec.clone(), false).await.expect("create the study");
+    random_study(&c, "other").await;
+    random_study(&c, "stopped").await;
+    c.stop_study("stopped", "").await.expect("stop");
+    let a = assigned(c.ask(ask_req("w1", "s")).await.expect("the study's trial"));
+    // Enqueues into the other study wait for the database lock until the
+    // queue is full.
+    let lock = write_lock(&db).await;
+    let mut queued = Vec::new();
+    let mut refused = None;
+    for _ in 0..8 {
+        let c2 = c.clone();
+        let task = tokio::spawn(async move { c2.enqueue_trial("other", Vec::new()).await });
+        let before = queued.len();
+        let finished = eventually(20, || {
+            let c = c.clone();
+            let done = task.is_finished();
+            async move {
+                let made = c.list_trials("other", &[], 0, 0).expect("list").len();
+                (done || made > before).then_some(done)
+            }
+        })
+        .await;
+        if finished {
+            refused = Some(task.await.expect("join").expect_err("only a refused enqueue answers while the database is locked"));
+            break;
+        }
+        queued.push(task);
+    }
+    let e = refused.expect("the write queue filled up");
+    assert!(matches!(e, CoordError::Storage(StorageError::Overloaded)), "{e:?}");
+
+    let hb = c.heartbeat(a.trial_id, a.lease.token, "w1").await.expect("a heartbeat on a live lease writes nothing");
+    assert!(!hb.stop);
+    match c.ask(ask_req("w2", "s")).await.expect("an idle ask writes nothing") {
+        AskOutcome::Idle { reason, .. } => assert!(reason.contains("handed out"), "{reason}"),
+        other => panic!("expected no trial, got {other:?}"),
+    }
+    let (view, created) = c.create_study(spec, true).await.expect("loading an existing study writes nothing");
+    assert!(!created && view.name == "s", "{view:?}");
+    c.stop_study("stopped", "again").await.expect("stopping a stopped study writes nothing");
+    assert_eq!(c.reap().await.expect("a sweep with nothing to reap writes nothing"), 0);
+    let e = c.enqueue_trial("other", Vec::new()).await.expect_err("a change is still refused");
+    assert!(matches!(e, CoordError::Storage(StorageError::Overloaded)), "{e:?}");
+    assert!(c.storage_health().borrow().is_none(), "a full queue is not a storage failure");
+    unlock(lock).await;
+    for t in queued {
+        t.await.expect("join").expect("a queued enqueue commits once the lock is released");
+    }
+    c.close().await;
+}
+
 /// An ask repeated for the same (holder, slot) while the first one's write is
 /// still pending gets its answer only after that write: here the write fails,
 /// and so does the repeated ask, instead of handing out (from memory) a trial

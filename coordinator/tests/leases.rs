@@ -572,7 +572,9 @@ async fn a_heartbeat_naming_another_worker_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requeuing_a_slots_old_trial_keeps_its_new_one() {
     let dir = tempdir();
-    let lease = Duration::from_secs(2);
+    // Long enough for B's lease to outlive the few calls before it is
+    // renewed below, however loaded the machine.
+    let lease = Duration::from_secs(5);
     let mut cfg = fast_config(&dir.path().join("s.db"), lease);
     // Nothing is reaped behind the test's back.
     cfg.coordinator.reaper_interval = Duration::from_secs(3600);
@@ -590,6 +592,11 @@ async fn requeuing_a_slots_old_trial_keeps_its_new_one() {
         .expect_err("A's lease expired");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert_eq!(trial(&mut c, a.trial_id).await.state, pb::TrialState::Waiting as i32, "A was re-queued");
+    // The slot's worker keeps B alive, as it would.
+    c.worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: b.trial_id, lease_token: b.lease.as_ref().unwrap().token, worker_id: w.clone() })
+        .await
+        .expect("B's lease is live");
     let again = acquire(&mut c, &w, 0).await.expect("the slot's trial");
     assert_eq!(again.trial_id, b.trial_id, "asking again returns the slot's trial B, not the re-queued A");
     assert!(again.resumed);
@@ -617,16 +624,20 @@ async fn resume(c: &mut Clients, name: &str, n_trials: Option<u32>, timeout_seco
 async fn resuming_a_running_study_keeps_its_timeout_clock() {
     let dir = tempdir();
     let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
-    let mut spec = small_spec("clock", 4);
-    spec.timeout_seconds = 1.0;
-    let created = create(&mut c, spec).await;
+    // No timeout yet: the first trial starts whenever the test gets to it.
+    let created = create(&mut c, small_spec("clock", 4)).await;
     let w = register(&mut c, "worker-c", 2).await;
-    // A running trial keeps the study RUNNING past its timeout.
     let t = acquire(&mut c, &w, 0).await.expect("a trial");
+    // A new timeout on a RUNNING study starts its clock.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let timed = resume(&mut c, "clock", None, Some(1.0)).await.expect("set a timeout");
+    assert_eq!(timed.state, pb::StudyState::Running as i32);
+    assert_ne!(timed.started_at, created.started_at, "a new timeout starts the clock");
+    // The running trial keeps the study RUNNING past its timeout.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let s = resume(&mut c, "clock", Some(10), None).await.expect("raise n_trials");
     assert_eq!((s.state, s.spec.as_ref().unwrap().n_trials), (pb::StudyState::Running as i32, 10));
-    assert_eq!(s.started_at, created.started_at, "the clock keeps running");
+    assert_eq!(s.started_at, timed.started_at, "the clock keeps running");
     let idle = c
         .worker
         .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), slot: 1, study_name: String::new(), wait_ms: 0 })
@@ -640,7 +651,7 @@ async fn resuming_a_running_study_keeps_its_timeout_clock() {
     assert!(resume(&mut c, "clock", Some(1), None).await.is_ok(), "n_trials may equal the trials the study has");
     let unlimited = resume(&mut c, "clock", Some(0), Some(3600.0)).await.expect("0 is no limit, with a new timeout");
     assert_eq!(unlimited.spec.unwrap().n_trials, 0);
-    assert_ne!(unlimited.started_at, created.started_at, "a new timeout restarts the clock");
+    assert_ne!(unlimited.started_at, timed.started_at, "a new timeout restarts the clock");
     c.worker
         .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: t.lease.unwrap().token, value: Some(0.1), ..Default::default() })
         .await
@@ -667,15 +678,35 @@ async fn resuming_a_running_study_keeps_its_timeout_clock() {
 /// live channel holds (4096), which makes it lag deterministically.
 #[tokio::test(flavor = "current_thread")]
 async fn a_live_watch_that_lags_does_not_replay_the_history() {
+    live_watch_lags(false).await;
+}
+
+/// The same after a restart, with the watch opened before the new process
+/// commits an event: it starts after the last event stored (the process
+/// knew only the events it published itself, none yet, so a lagging watch
+/// replayed the study's whole history).
+#[tokio::test(flavor = "current_thread")]
+async fn a_live_watch_that_lags_after_a_restart_does_not_replay_the_history() {
+    live_watch_lags(true).await;
+}
+
+async fn live_watch_lags(restart: bool) {
     const BURST: usize = 5000;
     let dir = tempdir();
     let db = dir.path().join("s.db");
-    let mut cfg = fast_config(&db, Duration::from_secs(30));
-    cfg.coordinator.storage.max_batch_ops = 1 << 20;
-    cfg.coordinator.storage.busy_timeout = Duration::from_secs(60);
-    let (server, mut c) = start_in_process(cfg).await;
+    let config = || {
+        let mut cfg = fast_config(&db, Duration::from_secs(30));
+        cfg.coordinator.storage.max_batch_ops = 1 << 20;
+        cfg.coordinator.storage.busy_timeout = Duration::from_secs(60);
+        cfg
+    };
+    let (mut server, mut c) = start_in_process(config()).await;
     create(&mut c, small_spec("watched", 0)).await;
     create(&mut c, small_spec("busy", 0)).await;
+    if restart {
+        server.shutdown().await.unwrap();
+        (server, c) = start_in_process(config()).await;
+    }
     let mut events = c
         .study
         .watch_study(pb::WatchStudyRequest { name: "watched".into(), after_seq: None, include_reports: false })

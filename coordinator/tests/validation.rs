@@ -268,6 +268,21 @@ async fn malformed_worker_requests() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    // A heartbeat's worker id, when given, is checked like AcquireTrial's
+    // (it was echoed unchecked in the FAILED_PRECONDITION message).
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: t.trial_id, lease_token: tok, worker_id: "w1\n<b>".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("worker id"), "{}", e.message());
+    let e = c
+        .worker
+        .heartbeat(pb::HeartbeatRequest { trial_id: t.trial_id, lease_token: tok, worker_id: "x".repeat(129) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let workers = c.study.list_workers(pb::ListWorkersRequest { include_offline: true }).await.unwrap().into_inner().workers;
     assert_eq!(workers.len(), 1);
     assert_eq!(workers[0].running.len(), 1);

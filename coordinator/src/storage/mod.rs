@@ -26,7 +26,7 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub use load::Snapshot;
 pub use ops::{MnistTrialRow, Op, ParamRow, TrialPut, EVENT_SEQ_FLOOR, LEASE_TOKEN_FLOOR, STUDY_ID_FLOOR, TRIAL_ID_FLOOR};
-pub use writer::{Batch, Pending, Reservation, StorageHealth, WriterHandle};
+pub use writer::{Batch, LazyReservation, Pending, Reservation, StorageHealth, WriterHandle};
 
 use crate::events::{Event, EventHub};
 

@@ -81,6 +81,13 @@ impl Pending {
         Pending(None)
     }
 
+    /// Already failed with `e`.
+    fn failed(e: StorageError) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Err(e));
+        Pending(Some(rx))
+    }
+
     /// Resolves once the batch is committed (or failed).
     pub async fn wait(self) -> Result<(), StorageError> {
         match self.0 {
@@ -181,7 +188,67 @@ impl Reservation<'_> {
     }
 }
 
+/// A place in the writer's queue taken only once a change turns out to be
+/// needed, for a call that often changes nothing (a heartbeat, an idle ask):
+/// a full queue then refuses it only when it would change something. Call
+/// [`LazyReservation::take`] before the first change in memory.
+#[derive(Debug)]
+pub struct LazyReservation<'a> {
+    writer: &'a WriterHandle,
+    slot: Option<Reservation<'a>>,
+}
+
+impl<'a> LazyReservation<'a> {
+    /// Takes the place unless it is taken already (see
+    /// [`WriterHandle::reserve`]): call it before changing anything; when it
+    /// fails, nothing must change.
+    pub fn take(&mut self) -> Result<(), StorageError> {
+        if self.slot.is_none() {
+            self.slot = Some(self.writer.reserve()?);
+        }
+        Ok(())
+    }
+
+    /// Queues the change's batch in the place taken; without one, there is
+    /// nothing to wait for (nothing was changed, so the batch is empty).
+    pub fn submit(self, batch: Batch) -> Pending {
+        let empty = batch.is_empty() && batch.events.is_empty();
+        debug_assert!(self.slot.is_some() || empty, "a change was made without a place in the write queue");
+        match self.slot {
+            Some(r) => r.submit(batch),
+            None if empty => Pending::done(),
+            None => {
+                // A change made without taking the place first (a bug): it is
+                // in memory already, so one that cannot be queued is lost and
+                // the storage must be marked failed.
+                match self.writer.reserve() {
+                    Ok(r) => r.submit(batch),
+                    Err(e) => {
+                        if matches!(e, StorageError::Overloaded) {
+                            self.writer.health.fail(format!("a change made in memory could not be queued for writing: {e}"));
+                        }
+                        Pending::failed(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the place if needed and queues a barrier in it (see
+    /// [`Reservation::barrier`]).
+    pub fn barrier(mut self) -> Result<Pending, StorageError> {
+        self.take()?;
+        Ok(self.slot.map_or_else(Pending::done, Reservation::barrier))
+    }
+}
+
 impl WriterHandle {
+    /// A place in the queue, taken only when a change turns out to be
+    /// needed (see [`LazyReservation`]); takes nothing yet.
+    pub fn reserve_lazily(&self) -> LazyReservation<'_> {
+        LazyReservation { writer: self, slot: None }
+    }
+
     /// Takes a place in the queue for one change, without waiting (callable
     /// under a lock). Take it before changing the state in memory: it fails
     /// when the queue is full (`queue_capacity` batches; retry), when a write
@@ -195,23 +262,6 @@ impl WriterHandle {
             Ok(permit) => Ok(Reservation { permit }),
             Err(mpsc::error::TrySendError::Full(())) => Err(StorageError::Overloaded),
             Err(mpsc::error::TrySendError::Closed(())) => Err(StorageError::Closed),
-        }
-    }
-
-    /// Queues a batch without waiting (callable under a lock). Prefer
-    /// [`WriterHandle::reserve`] before the change: a batch that cannot be
-    /// queued here is lost while its change is already made in memory, so
-    /// this marks the storage as failed (the coordinator must restart).
-    pub fn submit(&self, batch: Batch) -> Result<Pending, StorageError> {
-        match self.reserve() {
-            Ok(r) => Ok(r.submit(batch)),
-            Err(e) => {
-                let lost = !(batch.is_empty() && batch.events.is_empty());
-                if lost && matches!(e, StorageError::Overloaded) {
-                    self.health.fail(format!("a change made in memory could not be queued for writing: {e}"));
-                }
-                Err(e)
-            }
         }
     }
 

@@ -64,7 +64,7 @@ use crate::config::CoordinatorConfig;
 use crate::error::{CoordError, Result};
 use crate::events::{Event, EventHub, EventKind};
 use crate::storage::load::{StudyRow, TrialRow};
-use crate::storage::{Batch, Op, Reservation, Storage, StorageHealth, LEASE_TOKEN_FLOOR};
+use crate::storage::{Batch, LazyReservation, Op, Reservation, Storage, StorageHealth, LEASE_TOKEN_FLOOR};
 
 /// How many lease tokens a coordinator reserves in the database at a time
 /// (see [`Counters::token`]).
@@ -156,6 +156,10 @@ impl Coordinator {
     pub async fn open(config: CoordinatorConfig) -> Result<Arc<Coordinator>> {
         let hub = EventHub::new();
         let (storage, snap) = Storage::open(&config.db_path, &config.storage, hub.clone()).await?;
+        // The events stored so far count as published: a live-only watch
+        // opened before this process commits its first event starts after
+        // them (and catches up from there should it lag).
+        hub.mark_published(snap.max_event_seq.max(0) as u64);
         let now = now_ms();
         let grace_until = now + config.restart_grace.as_millis() as i64;
         // The next ids after the largest in the file; a file whose ids are
@@ -237,13 +241,14 @@ impl Coordinator {
         // put the RUNNING trials without a stored lease, which nobody can
         // reach, back in the queue (not counted as a retry).
         let pending = {
+            let slot = coord.reserve()?;
             let mut g = coord.lock();
             let mut batch = Batch::new();
             batch.push(Op::RaiseFloor { key: LEASE_TOKEN_FLOOR, value: token_limit - 1 });
             for (sid, number) in orphans {
                 trials::requeue_or_fail(&mut g, &mut batch, sid, number, "coordinator restarted and found no lease for the running trial", false, now);
             }
-            coord.storage.writer().submit(batch)?
+            slot.submit(batch)
         };
         pending.wait().await?;
         let n_studies = coord.lock().studies.len();
@@ -341,6 +346,14 @@ impl Coordinator {
     /// the change's batch with [`Reservation::submit`] (under the lock).
     pub(crate) fn reserve(&self) -> Result<Reservation<'_>> {
         Ok(self.storage.writer().reserve()?)
+    }
+
+    /// A place in the write queue that is taken only once the call turns
+    /// out to change something ([`LazyReservation::take`], before the first
+    /// change): for calls that often change nothing (a heartbeat, an idle
+    /// ask), so that a full queue does not refuse them.
+    pub(crate) fn reserve_lazily(&self) -> LazyReservation<'_> {
+        self.storage.writer().reserve_lazily()
     }
 
     pub(crate) fn wake_workers(&self) {

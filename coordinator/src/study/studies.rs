@@ -211,7 +211,6 @@ impl Coordinator {
         let pruner = config.pruner.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let (view, pending) = {
             let now = now_ms();
-            let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
             if let Some(id) = inner.names.get(&spec.name) {
@@ -229,6 +228,10 @@ impl Coordinator {
                     spec.name
                 )));
             }
+            // Loading an existing study writes nothing, so only a new one
+            // takes a place in the write queue (under the lock: it does not
+            // wait), before the first change.
+            let slot = self.reserve()?;
             let id = inner.ids.next_study_id;
             inner.ids.next_study_id += 1;
             let study = StudyMem {
@@ -295,13 +298,15 @@ impl Coordinator {
         check_study_name(name)?;
         let (view, pending) = {
             let now = now_ms();
-            let slot = self.reserve()?;
+            // Taken only when the study is RUNNING: the no-op writes nothing.
+            let mut slot = self.reserve_lazily();
             let mut g = self.lock();
             let Inner { studies, names, ids, .. } = &mut *g;
             let id = names.get(name).ok_or_else(|| not_found_study(name))?;
             let study = studies.get_mut(id).ok_or_else(|| not_found_study(name))?;
             let mut batch = Batch::new();
             if study.state == StudyState::Running {
+                slot.take()?;
                 study.state = StudyState::Stopped;
                 study.end_reason = if reason.trim().is_empty() { "stopped by request".into() } else { format!("stopped: {}", reason.trim()) };
                 study.ended_ms = Some(now);

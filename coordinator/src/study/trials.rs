@@ -29,7 +29,7 @@ use crate::error::{check_holder_id, check_study_name, CoordError, Result};
 use crate::events::EventKind;
 use crate::space::apply_params;
 use crate::storage::load::PRUNER_STATE_KEY;
-use crate::storage::{Batch, Op, ParamRow, Pending};
+use crate::storage::{Batch, LazyReservation, Op, ParamRow, Pending};
 
 /// A request for a trial.
 #[derive(Debug, Clone)]
@@ -85,7 +85,9 @@ impl Coordinator {
         let now = now_ms();
         let lease_ms = self.config().lease_duration.as_millis() as i64;
         let heartbeat_ms = self.config().heartbeat().as_millis() as u32;
-        let slot = self.reserve()?;
+        // Taken only once the ask changes something: an idle ask writes
+        // nothing, so a full write queue does not refuse it.
+        let mut slot = self.reserve_lazily();
         let mut g = self.lock();
         let inner = &mut *g;
         touch_worker(inner, &req.holder, now);
@@ -107,6 +109,8 @@ impl Coordinator {
                                 req.slot, req.holder, study.name
                             )));
                         }
+                        // The answer waits for a barrier in the write queue.
+                        slot.take()?;
                         l.expires_ms = now + lease_ms;
                         let lease = LeaseView { token: l.token, expires_ms: l.expires_ms, duration_ms: lease_ms as u32, heartbeat_ms };
                         let retries = x.retries;
@@ -131,7 +135,7 @@ impl Coordinator {
                         // it) or that failed: answer only once everything
                         // queued before is committed, so a trial whose start
                         // was never written is not handed out.
-                        return Ok((AskOutcome::Assigned(Box::new(a)), slot.barrier()));
+                        return Ok((AskOutcome::Assigned(Box::new(a)), slot.barrier()?));
                     }
                 }
             }
@@ -146,7 +150,7 @@ impl Coordinator {
         let mut reasons = Vec::new();
         let mut over = req.study.is_some();
         for sid in candidates {
-            match start_in_study(inner, &mut batch, sid, &req.holder, req.slot, now, lease_ms, heartbeat_ms) {
+            match start_in_study(inner, &mut batch, &mut slot, sid, &req.holder, req.slot, now, lease_ms, heartbeat_ms)? {
                 Ok(assignment) => {
                     return Ok((AskOutcome::Assigned(Box::new(assignment)), slot.submit(batch)));
                 }
@@ -166,12 +170,16 @@ impl Coordinator {
         Ok((AskOutcome::Idle { reason, retry_after_ms, over }, pending))
     }
 
-    /// Renews a lease (see `Heartbeat`): `holder`, when not empty, must be
-    /// the lease's holder. Heartbeats are not written to the database: after
-    /// a restart every lease gets `restart_grace` anyway.
+    /// Renews a lease (see `Heartbeat`): `holder`, when not empty, must be a
+    /// valid holder id and the lease's holder. Heartbeats are not written to
+    /// the database (after a restart every lease gets `restart_grace`
+    /// anyway), so one on a live lease needs no place in the write queue.
     pub async fn heartbeat(&self, trial_id: i64, token: u64, holder: &str) -> Result<HeartbeatOutcome> {
+        if !holder.is_empty() {
+            check_holder_id("the worker id", holder)?;
+        }
         let lease_ms = self.config().lease_duration.as_millis() as i64;
-        self.with_lease(trial_id, token, holder, |inner, _batch, sid, n, now| {
+        self.with_lease(trial_id, token, holder, false, |inner, _batch, sid, n, now| {
             let study = inner.studies.get_mut(&sid).ok_or_else(|| CoordError::Internal("study vanished".into()))?;
             let stop = study.state == StudyState::Stopped;
             let l = study.extra[n as usize].lease.as_mut().ok_or_else(|| CoordError::Internal("lease vanished".into()))?;
@@ -192,7 +200,7 @@ impl Coordinator {
         }
         check_metrics(&metrics)?;
         let lease_ms = self.config().lease_duration.as_millis() as i64;
-        self.with_lease(trial_id, token, "", |inner, batch, sid, n, now| {
+        self.with_lease(trial_id, token, "", true, |inner, batch, sid, n, now| {
             let Inner { studies, ids, .. } = inner;
             let study = studies.get_mut(&sid).ok_or_else(|| CoordError::Internal("study vanished".into()))?;
             let ni = n as usize;
@@ -254,7 +262,7 @@ impl Coordinator {
             _ => {}
         }
         check_metrics(&metrics)?;
-        self.with_lease(trial_id, token, "", |inner, batch, sid, n, now| {
+        self.with_lease(trial_id, token, "", true, |inner, batch, sid, n, now| {
             let value = match (state, value) {
                 (TrialState::Pruned, None) => {
                     inner.studies[&sid].trials[n as usize].intermediate_values.values().next_back().copied().filter(|v| !v.is_nan())
@@ -278,7 +286,7 @@ impl Coordinator {
             return Err(CoordError::InvalidArgument("a failure needs a reason (what went wrong)".into()));
         }
         let reason = truncate(reason, 4096);
-        self.with_lease(trial_id, token, "", |inner, batch, sid, n, now| {
+        self.with_lease(trial_id, token, "", true, |inner, batch, sid, n, now| {
             let state = if retryable {
                 requeue_or_fail(inner, batch, sid, n, &reason, true, now)
             } else {
@@ -296,7 +304,7 @@ impl Coordinator {
     /// Gives a trial back at once, without counting a retry (see `ReleaseTrial`).
     pub async fn release(&self, trial_id: i64, token: u64, reason: &str) -> Result<TrialState> {
         let reason = if reason.trim().is_empty() { "released by its holder".to_string() } else { truncate(reason.trim(), 4096) };
-        self.with_lease(trial_id, token, "", |inner, batch, sid, n, now| {
+        self.with_lease(trial_id, token, "", true, |inner, batch, sid, n, now| {
             let s = requeue_or_fail(inner, batch, sid, n, &format!("released: {reason}"), false, now);
             self.wake_workers();
             Ok(s)
@@ -311,7 +319,9 @@ impl Coordinator {
         let (expired, pending) = {
             let now = now_ms();
             let lease_s = self.config().lease_duration.as_secs_f64();
-            let slot = self.reserve()?;
+            // Taken only when a lease expired or a study ends: a sweep that
+            // finds nothing to do writes nothing.
+            let mut slot = self.reserve_lazily();
             let mut g = self.lock();
             let inner = &mut *g;
             let mut batch = Batch::new();
@@ -330,14 +340,15 @@ impl Coordinator {
                         })
                         .collect()
                 };
-                for (n, holder, slot) in lost {
-                    let reason = format!("lease expired: no heartbeat from {holder:?} (slot {slot}) within {lease_s:.0}s");
+                for (n, holder, holder_slot) in lost {
+                    slot.take()?;
+                    let reason = format!("lease expired: no heartbeat from {holder:?} (slot {holder_slot}) within {lease_s:.0}s");
                     requeue_or_fail(inner, &mut batch, sid, n, &reason, true, now);
                     expired += 1;
                 }
                 let Inner { studies, ids, .. } = inner;
                 if let Some(study) = studies.get_mut(&sid) {
-                    maybe_finish(study, ids, &mut batch, now);
+                    finish_if_due(study, ids, &mut batch, &mut slot, now)?;
                 }
             }
             (expired, slot.submit(batch))
@@ -357,17 +368,21 @@ impl Coordinator {
     /// `f(inner, batch, study id, trial number, now)`, or records what a lapsed
     /// lease means; commits the batch either way (whatever changed in memory is
     /// written), and waits for the commit. `holder`, when not empty, is also
-    /// the worker seen alive.
+    /// the worker seen alive. `writes`: whether `f` writes anything; a place in
+    /// the write queue is taken only for a call that writes (a refused call
+    /// and a heartbeat on a live lease write nothing, so a full queue does not
+    /// refuse them).
     async fn with_lease<T>(
         &self,
         trial_id: i64,
         token: u64,
         holder: &str,
+        writes: bool,
         f: impl FnOnce(&mut Inner, &mut Batch, i64, u64, i64) -> Result<T>,
     ) -> Result<T> {
         let (res, pending) = {
             let now = now_ms();
-            let slot = self.reserve()?;
+            let mut slot = self.reserve_lazily();
             let mut g = self.lock();
             let inner = &mut *g;
             if !holder.is_empty() {
@@ -376,7 +391,16 @@ impl Coordinator {
             let (sid, n) = locate(inner, trial_id)?;
             let mut batch = Batch::new();
             let res = match check_lease(&inner.studies[&sid], n, token, holder, now) {
-                Ok(()) => f(inner, &mut batch, sid, n, now),
+                Ok(()) => {
+                    if writes {
+                        slot.take()?;
+                    }
+                    f(inner, &mut batch, sid, n, now)
+                }
+                Err(p @ LeaseProblem::Expired { .. }) => {
+                    slot.take()?;
+                    Err(self.lease_problem(inner, &mut batch, sid, n, p, now))
+                }
                 Err(p) => Err(self.lease_problem(inner, &mut batch, sid, n, p, now)),
             };
             (res, slot.submit(batch))
@@ -479,37 +503,40 @@ pub(crate) fn touch_worker(inner: &mut Inner, holder: &str, now: i64) {
     }
 }
 
-/// Tries to start a trial of study `sid` for a holder. On failure returns
-/// why, and whether the study will never hand out a trial again.
+/// Tries to start a trial of study `sid` for a holder, taking the place in
+/// the write queue (`reservation`) before its first change. When no trial
+/// starts, returns `Ok(Err(..))` with why, and whether the study will never
+/// hand out a trial again; `Err` when the write queue refuses a change.
 #[allow(clippy::too_many_arguments)]
 fn start_in_study(
     inner: &mut Inner,
     batch: &mut Batch,
+    reservation: &mut LazyReservation<'_>,
     sid: i64,
     holder: &str,
     slot: u32,
     now: i64,
     lease_ms: i64,
     heartbeat_ms: u32,
-) -> std::result::Result<Assignment, (String, bool)> {
+) -> Result<std::result::Result<Assignment, (String, bool)>> {
     let Inner { studies, trial_index, holders, workers, ids, .. } = inner;
-    let Some(study) = studies.get_mut(&sid) else { return Err(("the study was deleted".into(), true)) };
+    let Some(study) = studies.get_mut(&sid) else { return Ok(Err(("the study was deleted".into(), true))) };
     if study.state != StudyState::Running {
         let why = if study.end_reason.is_empty() { String::new() } else { format!(" ({})", study.end_reason) };
-        return Err((format!("study {:?} is {}{why}", study.name, study.state.as_str()), true));
+        return Ok(Err((format!("study {:?} is {}{why}", study.name, study.state.as_str()), true)));
     }
     if let Some(d) = study.deadline_ms() {
         if now >= d {
-            maybe_finish(study, ids, batch, now);
-            return Err((
+            finish_if_due(study, ids, batch, reservation, now)?;
+            return Ok(Err((
                 format!("study {:?} reached its timeout; no new trials (waiting for {} running)", study.name, study.counts.running),
                 study.state != StudyState::Running,
-            ));
+            )));
         }
     }
     let max = study.config.max_concurrency;
     if max > 0 && study.counts.running >= max {
-        return Err((format!("study {:?} runs {max} trials, its max_concurrency", study.name), false));
+        return Ok(Err((format!("study {:?} runs {max} trials, its max_concurrency", study.name), false)));
     }
     let (hostname, device) = match workers.get(holder) {
         Some(w) => (w.hostname.clone(), w.devices.get(slot as usize).map(|d| d.name.clone()).unwrap_or_default()),
@@ -521,7 +548,7 @@ fn start_in_study(
             Some(n) => n,
             None if study.can_create() => study.trials.len() as u64,
             None => {
-                maybe_finish(study, ids, batch, now);
+                finish_if_due(study, ids, batch, reservation, now)?;
                 let over = study.state != StudyState::Running;
                 let why = if study.exhausted {
                     format!("study {:?}: the sampler has nothing left to suggest", study.name)
@@ -531,7 +558,7 @@ fn start_in_study(
                         study.name, study.config.n_trials, study.counts.running
                     )
                 };
-                return Err((why, over));
+                return Ok(Err((why, over)));
             }
         };
         // The parameters: for a waiting trial, its stored parameters and
@@ -554,6 +581,7 @@ fn start_in_study(
             number,
             if fixed.is_empty() { None } else { Some(&fixed) },
         );
+        // (The sampler's memo and `exhausted` are not written: no change.)
         let params = match sampled {
             Ok(p) => p,
             Err(SampleError::GridExhausted { .. }) if waiting.is_none() => {
@@ -564,13 +592,16 @@ fn start_in_study(
                 let reason = format!("cannot sample parameters: {e}");
                 match waiting {
                     Some(n) => {
+                        reservation.take()?;
                         fail_waiting(study, ids, batch, n, &reason, now);
                         continue;
                     }
-                    None => return Err((format!("study {:?}: {reason}", study.name), false)),
+                    None => return Ok(Err((format!("study {:?}: {reason}", study.name), false))),
                 }
             }
         };
+        // From here on the trial changes (it starts, or fails).
+        reservation.take()?;
         let trial_id = match waiting {
             Some(n) => study.extra[n as usize].trial_id,
             None => {
@@ -639,7 +670,7 @@ fn start_in_study(
         ev.params = ext.clone();
         ev.holder = Some(HolderView { holder_id: holder.to_string(), slot, hostname, device, expires_ms });
         batch.push_event(ev);
-        return Ok(Assignment {
+        return Ok(Ok(Assignment {
             study_name: study.name.clone(),
             trial_id,
             number,
@@ -650,10 +681,10 @@ fn start_in_study(
             metric: study.config.metric.clone(),
             retries: study.extra[ni].retries,
             resumed: false,
-        });
+        }));
     }
-    maybe_finish(study, ids, batch, now);
-    Err((format!("study {:?}: no trial could be started (see the failed trials)", study.name), study.state != StudyState::Running))
+    finish_if_due(study, ids, batch, reservation, now)?;
+    Ok(Err((format!("study {:?}: no trial could be started (see the failed trials)", study.name), study.state != StudyState::Running)))
 }
 
 /// Fails a trial that never started (bad enqueued values, bad configuration).
@@ -796,16 +827,26 @@ pub(crate) fn requeue_or_fail(
     TrialState::Waiting
 }
 
-/// Ends a RUNNING study whose limit is reached: n_trials finished, the
-/// timeout passed with nothing running, or an exhausted sampler with
-/// nothing running or waiting.
-pub(crate) fn maybe_finish(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, now: i64) {
+/// [`maybe_finish`] for a call that has not taken its place in the write
+/// queue yet: takes it first when the study ends.
+fn finish_if_due(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, reservation: &mut LazyReservation<'_>, now: i64) -> Result<()> {
+    if finish_reason(study, now).is_some() {
+        reservation.take()?;
+        maybe_finish(study, ids, batch, now);
+    }
+    Ok(())
+}
+
+/// Why a RUNNING study ends now, if its limit is reached: n_trials
+/// finished, the timeout passed with nothing running, or an exhausted
+/// sampler with nothing running or waiting.
+fn finish_reason(study: &StudyMem, now: i64) -> Option<String> {
     if study.state != StudyState::Running {
-        return;
+        return None;
     }
     let c = study.counts;
     let n_trials = study.config.n_trials;
-    let reason = if n_trials > 0 && c.finished() >= n_trials {
+    if n_trials > 0 && c.finished() >= n_trials {
         Some(format!("n_trials reached ({} finished: {} complete, {} pruned, {} failed)", c.finished(), c.complete, c.pruned, c.fail))
     } else if study.deadline_ms().is_some_and(|d| now >= d) && c.running == 0 {
         Some(format!("timeout of {}s reached", study.config.timeout_seconds))
@@ -813,8 +854,12 @@ pub(crate) fn maybe_finish(study: &mut StudyMem, ids: &mut Counters, batch: &mut
         Some("the sampler has nothing left to suggest (grid exhausted)".to_string())
     } else {
         None
-    };
-    if let Some(r) = reason {
+    }
+}
+
+/// Ends a RUNNING study whose limit is reached (see [`finish_reason`]).
+pub(crate) fn maybe_finish(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, now: i64) {
+    if let Some(r) = finish_reason(study, now) {
         study.state = StudyState::Complete;
         study.end_reason = r.clone();
         study.ended_ms = Some(now);
