@@ -28,8 +28,9 @@ pub enum MlflowCmd {
     Sync(SyncArgs),
     /// Show what waits in an outbox and what MLflow refused.
     Status(StatusArgs),
-    /// Delete delivered operations from an outbox (pending and refused ones
-    /// stay), so that a long-lived study database does not keep growing.
+    /// Delete delivered operations from an outbox (pending ones stay, and
+    /// refused ones unless --refused), so that a long-lived study database
+    /// does not keep growing.
     #[command(after_help = "Examples:\n  mnistctl mlflow prune --db tune.db\n  mnistctl mlflow prune --db tune.db --older-than-days 7")]
     Prune(PruneArgs),
 }
@@ -169,7 +170,7 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     println!("{} operations to deliver to {}", before.pending, config.tracking_uri.as_deref().unwrap_or(""));
     let report = Deliverer::new(outbox.clone(), &config)?.drain(patience).await?;
     println!("delivered {}, refused {}, still pending {}", report.delivered, report.dead, report.pending);
-    remove_delivered_stages(&outbox, &a.db).await;
+    remove_delivered_stages(&outbox, &a.db, &Default::default()).await;
     outbox.close().await;
     // Only after SQLite closed the file: closing the lock's handle on it would
     // drop SQLite's own locks (POSIX record locks belong to the process).
@@ -189,16 +190,27 @@ async fn prune(a: PruneArgs) -> anyhow::Result<()> {
         "--older-than-days must be a number of days ≥ 0, got {}",
         a.older_than_days
     );
+    // Deleting refused operations changes what a running sender (a
+    // coordinator, `tune`, `sync`) counts: only with the outbox to ourselves.
+    let lock = if a.refused {
+        open_existing(&a.db, Access::ReadOnly).await?.close().await;
+        Some(lock_outbox(&a.db)?)
+    } else {
+        None
+    };
     let outbox = open_existing(&a.db, Access::ReadWrite).await?;
     let cutoff = chrono::Utc::now().timestamp_millis() - (a.older_than_days * 86_400_000.0) as i64;
     let n = outbox.prune_delivered(cutoff).await?;
+    let mut given_up = std::collections::HashSet::new();
     if a.refused {
+        given_up = outbox.undelivered_runs().await?.into_iter().filter(|r| r.refused > 0).map(|r| r.run_key).collect();
         let d = outbox.delete_dead().await?;
         println!("deleted {d} refused operations");
     }
-    remove_delivered_stages(&outbox, &a.db).await;
+    remove_delivered_stages(&outbox, &a.db, &given_up).await;
     let b = outbox.backlog().await?;
     outbox.close().await;
+    drop(lock);
     println!("deleted {n} delivered operations; kept {} delivered, {} pending, {} refused", b.delivered, b.pending, b.dead);
     Ok(())
 }
@@ -248,9 +260,14 @@ fn stage_files(dir: &Path, run_key: &str, files: &[(String, PathBuf)]) -> anyhow
 }
 
 /// Removes the pending copies of the training runs in the outbox at `db`
-/// that MLflow received in full (nothing pending or refused). Only for a
-/// training run's outbox; a failure is a warning, never an error.
-async fn remove_delivered_stages(outbox: &Outbox, db: &Path) {
+/// that are done with: MLflow received all of the run (the outbox knows its
+/// MLflow run and nothing of it waits or was refused), or its refused
+/// operations were just deleted (`given_up`). Anything else stays: a run
+/// whose copies are made but whose operations are not written yet (another
+/// `train` into the same directory), and any folder that is not a run's
+/// (named other than a run id). Only for a training run's outbox; a failure
+/// is a warning, never an error.
+async fn remove_delivered_stages(outbox: &Outbox, db: &Path, given_up: &std::collections::HashSet<String>) {
     if db.file_name().and_then(|n| n.to_str()) != Some(TRAIN_OUTBOX) {
         return;
     }
@@ -264,8 +281,14 @@ async fn remove_delivered_stages(outbox: &Outbox, db: &Path) {
     };
     let Ok(entries) = std::fs::read_dir(&pending) else { return };
     for entry in entries.flatten() {
-        let key = format!("train/{}", entry.file_name().to_string_lossy());
-        if !waiting.contains(&key) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_run_id = name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_run_id || !entry.path().is_dir() {
+            continue;
+        }
+        let key = format!("train/{name}");
+        let done = !waiting.contains(&key) && (given_up.contains(&key) || matches!(outbox.run(&key).await, Ok(Some(_))));
+        if done {
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a delivered run's pending copies");
             }
@@ -385,14 +408,17 @@ pub fn log_training_run(
             return Ok(());
         }
         let report = Deliverer::new(outbox.clone(), &cfg)?.drain(TRAIN_PATIENCE).await?;
-        let run = match ops.first() {
-            Some(op) => outbox.run(op.run_key()).await?,
-            None => None,
+        let (run, complete) = match ops.first() {
+            Some(op) => {
+                let waiting = outbox.undelivered_runs().await?.iter().any(|r| r.run_key == op.run_key());
+                (outbox.run(op.run_key()).await?, !waiting)
+            }
+            None => (None, false),
         };
-        remove_delivered_stages(&outbox, &db).await;
+        remove_delivered_stages(&outbox, &db, &Default::default()).await;
         outbox.close().await;
         match (report.pending, run) {
-            (0, Some(r)) if report.dead == 0 => println!(
+            (0, Some(r)) if complete => println!(
                 "MLflow: run {} logged{}; model registered as {}",
                 r.run_id,
                 cfg.run_url(&r.experiment_id, &r.run_id).map(|u| format!(" ({u})")).unwrap_or_default(),

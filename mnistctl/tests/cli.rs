@@ -320,4 +320,17 @@ fn two_runs_into_one_output_dir_keep_their_own_files_for_mlflow() {
         .collect();
     staged.sort_by(f64::total_cmp);
     assert_eq!(staged, vec![0.01, 0.05], "each run's uploads keep its own files");
+
+    // Pruning keeps copies MLflow has not received, and anything not ours.
+    std::fs::create_dir_all(models.join("mlflow-pending/notes")).unwrap();
+    for extra in [&[][..], &["--refused"][..]] {
+        let prune = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
+            .args(["mlflow", "prune", "--db"])
+            .arg(&outbox)
+            .args(extra)
+            .output()
+            .expect("run mnistctl");
+        assert!(prune.status.success(), "{}", stderr(&prune));
+        assert_eq!(std::fs::read_dir(models.join("mlflow-pending")).unwrap().count(), 3, "{}", stdout(&prune));
+    }
 }

@@ -208,8 +208,10 @@ impl Deliverer {
                 // everything (an expired token) must not turn the whole
                 // backlog into refusals: that waits, like refused credentials.
                 Err(MlflowError::Forbidden { uri, message, .. })
-                    if matches!(client.check_access().await, Err(MlflowError::Forbidden { .. } | MlflowError::Auth { .. })) =>
+                    if matches!(client.check_access().await, Err(e) if e.is_retryable() || matches!(e, MlflowError::Forbidden { .. })) =>
                 {
+                    // The probe failed too (refused, or the server went away):
+                    // keep the operation at the head.
                     Err(MlflowError::Auth { uri, status: 403, message })
                 }
                 other => other,
@@ -376,8 +378,11 @@ impl Deliverer {
                 if matches!(&logged, Err(e) if e.is_retryable()) {
                     return logged;
                 }
-                client.update_run(&run.run_id, status.as_str(), *end_ms).await?;
-                logged
+                match (client.update_run(&run.run_id, status.as_str(), *end_ms).await, logged) {
+                    (Err(e), Err(refused)) if !e.is_retryable() => Err(MlflowError::Permanent(format!("{e}; and {refused}"))),
+                    (Err(e), _) => Err(e),
+                    (Ok(()), logged) => logged,
+                }
             }
             Op::Artifact { run_key, path, file } => {
                 let run = self.require_run(run_key).await?;
