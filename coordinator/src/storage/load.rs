@@ -232,12 +232,13 @@ pub async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> 
     let meta: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM mnist_meta").fetch_all(&mut *conn).await?;
     for (k, v) in meta {
         let n = v.parse::<i64>().unwrap_or(0);
-        match k.as_str() {
-            super::ops::STUDY_ID_FLOOR => snap.max_study_id = snap.max_study_id.max(n),
-            super::ops::TRIAL_ID_FLOOR => snap.max_trial_id = snap.max_trial_id.max(n),
-            super::ops::EVENT_SEQ_FLOOR => snap.max_event_seq = snap.max_event_seq.max(n),
-            super::ops::LEASE_TOKEN_FLOOR => snap.max_lease_token = snap.max_lease_token.max(n),
-            _ => {}
+        use super::ops::Floor;
+        match Floor::from_key(&k) {
+            Some(Floor::StudyId) => snap.max_study_id = snap.max_study_id.max(n),
+            Some(Floor::TrialId) => snap.max_trial_id = snap.max_trial_id.max(n),
+            Some(Floor::EventSeq) => snap.max_event_seq = snap.max_event_seq.max(n),
+            Some(Floor::LeaseToken) => snap.max_lease_token = snap.max_lease_token.max(n),
+            None => {}
         }
     }
     Ok(snap)

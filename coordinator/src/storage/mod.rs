@@ -25,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub use load::Snapshot;
-pub use ops::{MnistTrialRow, Op, ParamRow, TrialPut, EVENT_SEQ_FLOOR, LEASE_TOKEN_FLOOR, STUDY_ID_FLOOR, TRIAL_ID_FLOOR};
+pub use ops::{Floor, MnistTrialRow, Op, ParamRow, TrialPut};
 pub use writer::{Batch, LazyReservation, Pending, Reservation, StorageHealth, WriterHandle};
 
 use crate::events::{Event, EventHub};
@@ -100,7 +100,7 @@ pub struct Storage {
     /// The exclusive locks on `<db>.lock` and on the database file itself,
     /// held until `close` (the kernel also drops them when the process dies,
     /// `kill -9` included).
-    lock: std::sync::Mutex<Option<(std::fs::File, std::fs::File)>>,
+    lock: std::sync::Mutex<Option<DatabaseLock>>,
 }
 
 /// The exclusive locks a coordinator holds on its study database while it
@@ -124,7 +124,13 @@ pub fn lock_database_for(path: &Path, holder: &str) -> Result<DatabaseLock, Stor
     if !path.is_file() {
         return Err(StorageError::Open { path: path.to_path_buf(), message: "there is no such file".into() });
     }
-    let lock_file = lock_database(path, Some(holder))?;
+    take_locks(path, Some(holder))
+}
+
+/// `<path>.lock` (naming `holder`, else this coordinator) and the database
+/// file itself, in that order.
+fn take_locks(path: &Path, holder: Option<&str>) -> Result<DatabaseLock, StorageError> {
+    let lock_file = lock_database(path, holder)?;
     let db_file = lock_database_file(path)?;
     Ok(DatabaseLock { _lock_file: lock_file, _db_file: db_file })
 }
@@ -225,7 +231,7 @@ impl Storage {
                 .map_err(|e| StorageError::Open { path: path.to_path_buf(), message: format!("creating {}: {e}", dir.display()) })?;
         }
         refuse_foreign(path, opts.busy_timeout).await?;
-        let lock = (lock_database(path, None)?, lock_database_file(path)?);
+        let lock = take_locks(path, None)?;
         let mut conn = SqliteConnection::connect_with(&connect_options(path, opts.busy_timeout)).await.map_err(open_err)?;
         migrate(&mut conn, path).await?;
         let snapshot = {

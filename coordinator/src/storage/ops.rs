@@ -70,19 +70,16 @@ pub enum Op {
         started_at_ms: i64,
         ended_at_ms: Option<i64>,
     },
-    /// Remove a study and everything that hangs off it. The counters' high
-    /// water marks (`floors`: [`STUDY_ID_FLOOR`], [`TRIAL_ID_FLOOR`],
-    /// [`EVENT_SEQ_FLOOR`], [`LEASE_TOKEN_FLOOR`] and their values) are
-    /// raised in `mnist_meta`, so that study and trial ids, event sequence
-    /// numbers and lease tokens never repeat even when the newest study is
-    /// deleted (a new study must not take over the deleted one's id, and with
-    /// it a leftover `study-<id>/` artifact directory).
-    DeleteStudy { study_id: i64, floors: Vec<(&'static str, i64)> },
-    /// Raise the high water mark `key` of `mnist_meta` (e.g.
-    /// [`LEASE_TOKEN_FLOOR`]) to `value`: every number up to it may have been
-    /// handed out, so the next coordinator on this database starts above it.
-    /// A mark never goes down.
-    RaiseFloor { key: &'static str, value: i64 },
+    /// Remove a study and everything that hangs off it. The caller raises
+    /// every [`Floor`] in the same batch, so that study and trial ids, event
+    /// sequence numbers and lease tokens never repeat even when the newest
+    /// study is deleted (a new study must not take over the deleted one's
+    /// id, and with it a leftover `study-<id>/` artifact directory).
+    DeleteStudy { study_id: i64 },
+    /// Raise a high water mark of `mnist_meta` to `value`: every number up
+    /// to it may have been handed out, so the next coordinator on this
+    /// database starts above it. A mark never goes down.
+    RaiseFloor { floor: Floor, value: i64 },
     /// The current state of a trial: its `trials` row and its
     /// `mnist_trials` row, inserted or replaced as a whole. Every change of
     /// state, lease, retries or reason is written this way, so the rows of
@@ -157,14 +154,35 @@ fn intermediate_repr(v: f64) -> (Option<f64>, &'static str) {
     }
 }
 
-/// `mnist_meta` key: every study id up to it may have been used.
-pub const STUDY_ID_FLOOR: &str = "study_id_floor";
-/// `mnist_meta` key: every trial id up to it may have been used.
-pub const TRIAL_ID_FLOOR: &str = "trial_id_floor";
-/// `mnist_meta` key: every event sequence number up to it may have been used.
-pub const EVENT_SEQ_FLOOR: &str = "event_seq_floor";
-/// `mnist_meta` key: every lease token up to it may have been handed out.
-pub const LEASE_TOKEN_FLOOR: &str = "lease_token_floor";
+/// A counter's high water mark in `mnist_meta`: every number up to it may
+/// have been used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    StudyId,
+    TrialId,
+    EventSeq,
+    LeaseToken,
+}
+
+impl Floor {
+    /// Every mark.
+    pub const ALL: [Floor; 4] = [Floor::StudyId, Floor::TrialId, Floor::EventSeq, Floor::LeaseToken];
+
+    /// Its `mnist_meta` key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Floor::StudyId => "study_id_floor",
+            Floor::TrialId => "trial_id_floor",
+            Floor::EventSeq => "event_seq_floor",
+            Floor::LeaseToken => "lease_token_floor",
+        }
+    }
+
+    /// The mark stored under `key`, if it is one.
+    pub fn from_key(key: &str) -> Option<Floor> {
+        Floor::ALL.into_iter().find(|f| f.key() == key)
+    }
+}
 
 /// Raises the high water mark `key` to `value` (never lowers it).
 async fn raise_floor(conn: &mut SqliteConnection, key: &str, value: i64) -> Result<(), sqlx::Error> {
@@ -229,10 +247,7 @@ impl Op {
                 .execute(&mut *conn)
                 .await?;
             }
-            Op::DeleteStudy { study_id, floors } => {
-                for (key, value) in floors {
-                    raise_floor(conn, key, *value).await?;
-                }
+            Op::DeleteStudy { study_id } => {
                 for table in TRIAL_CHILD_TABLES {
                     let sql = format!("DELETE FROM {table} WHERE trial_id IN (SELECT trial_id FROM trials WHERE study_id = ?)");
                     sqlx::query(&sql).bind(study_id).execute(&mut *conn).await?;
@@ -252,7 +267,7 @@ impl Op {
                     sqlx::query(&sql).bind(study_id).execute(&mut *conn).await?;
                 }
             }
-            Op::RaiseFloor { key, value } => raise_floor(conn, key, *value).await?,
+            Op::RaiseFloor { floor, value } => raise_floor(conn, floor.key(), *value).await?,
             Op::PutTrial(t) => put_trials(conn, std::slice::from_ref(t)).await?,
             Op::SetParams { trial_id, params } => {
                 let rows: Vec<(i64, ParamRow)> = params.iter().map(|p| (*trial_id, p.clone())).collect();

@@ -64,7 +64,7 @@ use crate::config::CoordinatorConfig;
 use crate::error::{CoordError, Result};
 use crate::events::{Event, EventHub, EventKind};
 use crate::storage::load::{StudyRow, TrialRow};
-use crate::storage::{Batch, LazyReservation, Op, Reservation, Storage, StorageHealth, LEASE_TOKEN_FLOOR};
+use crate::storage::{Batch, Floor, LazyReservation, Op, Reservation, Storage, StorageHealth};
 
 /// How many lease tokens a coordinator reserves in the database at a time
 /// (see [`Counters::token`]).
@@ -96,7 +96,7 @@ impl Counters {
         self.next_token += 1;
         if self.next_token.saturating_add(TOKEN_RANGE / 2) > self.token_limit {
             self.token_limit = self.token_limit.saturating_add(TOKEN_RANGE).min(i64::MAX as u64);
-            batch.push(Op::RaiseFloor { key: LEASE_TOKEN_FLOOR, value: (self.token_limit - 1) as i64 });
+            batch.push(Op::RaiseFloor { floor: Floor::LeaseToken, value: (self.token_limit - 1) as i64 });
         }
         t
     }
@@ -244,7 +244,7 @@ impl Coordinator {
             let slot = coord.reserve()?;
             let mut g = coord.lock();
             let mut batch = Batch::new();
-            batch.push(Op::RaiseFloor { key: LEASE_TOKEN_FLOOR, value: token_limit - 1 });
+            batch.push(Op::RaiseFloor { floor: Floor::LeaseToken, value: token_limit - 1 });
             for (sid, number) in orphans {
                 trials::requeue_or_fail(&mut g, &mut batch, sid, number, "coordinator restarted and found no lease for the running trial", false, now);
             }

@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::error::{check_study_name, CoordError, Result};
 use crate::events::EventKind;
 use crate::space::{check_space_against_config, parse_space, SpaceSource};
-use crate::storage::{Batch, Op, EVENT_SEQ_FLOOR, LEASE_TOKEN_FLOOR, STUDY_ID_FLOOR, TRIAL_ID_FLOOR};
+use crate::storage::{Batch, Floor, Op};
 
 /// Everything needed to create a study; empty/zero fields take the defaults
 /// documented on `StudySpec` in the proto.
@@ -413,15 +413,15 @@ impl Coordinator {
             let ev = make_event(&mut inner.ids, &study, EventKind::StudyDeleted, None, now);
             batch.push_event(ev);
             let ids = &inner.ids;
-            batch.push(Op::DeleteStudy {
-                study_id: id,
-                floors: vec![
-                    (STUDY_ID_FLOOR, ids.next_study_id - 1),
-                    (TRIAL_ID_FLOOR, ids.next_trial_id - 1),
-                    (EVENT_SEQ_FLOOR, ids.next_seq as i64),
-                    (LEASE_TOKEN_FLOOR, ids.next_token as i64),
-                ],
-            });
+            for (floor, value) in [
+                (Floor::StudyId, ids.next_study_id - 1),
+                (Floor::TrialId, ids.next_trial_id - 1),
+                (Floor::EventSeq, ids.next_seq as i64),
+                (Floor::LeaseToken, ids.next_token as i64),
+            ] {
+                batch.push(Op::RaiseFloor { floor, value });
+            }
+            batch.push(Op::DeleteStudy { study_id: id });
             let dir = crate::artifacts::study_dir(&self.config().artifacts_root(), id);
             (study.trials.len() as u32, slot.submit(batch), dir)
         };
