@@ -6,9 +6,33 @@
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
-/// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the Unix epoch, now, from the system clock.
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// The coordinator's time: the system clock read once, when the coordinator
+/// opens, and advanced by the monotonic clock from then on. A step of the
+/// system clock (NTP correcting a VM after a resume, an operator's `date`)
+/// then neither expires every lease at once nor stretches them; a restart
+/// reads the system clock again.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start_ms: i64,
+    start: std::time::Instant,
+}
+
+impl Clock {
+    /// A clock starting at the system clock's time now.
+    pub fn start() -> Clock {
+        Clock { start_ms: now_ms(), start: std::time::Instant::now() }
+    }
+
+    /// Milliseconds since the Unix epoch, now, by this clock.
+    pub fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.start_ms.saturating_add(elapsed)
+    }
 }
 
 /// Optuna's `DateTime` column text: naive UTC with microseconds,
@@ -64,5 +88,15 @@ mod tests {
         assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
         let t = timestamp(-1);
         assert_eq!((t.seconds, t.nanos), (-1, 999_000_000));
+    }
+
+    #[test]
+    fn the_clock_starts_at_the_system_time_and_never_goes_back() {
+        let c = Clock::start();
+        let a = c.now_ms();
+        assert!((a - now_ms()).abs() < 1_000, "starts at the system clock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = c.now_ms();
+        assert!(b >= a + 20, "advances with the monotonic clock: {a} -> {b}");
     }
 }

@@ -59,7 +59,7 @@ pub use view::{
 };
 pub use trials::AskRequest;
 
-use crate::clock::{now_ms, parse_optuna_datetime};
+use crate::clock::{parse_optuna_datetime, Clock};
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordError, Result};
 use crate::events::{Event, EventHub, EventKind};
@@ -148,6 +148,8 @@ pub struct Coordinator {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// MLflow tracking, once the server started it.
     tracking: std::sync::OnceLock<Arc<crate::tracking::Tracking>>,
+    /// Lease expiries, timeouts and timestamps (immune to system clock steps).
+    clock: Clock,
 }
 
 impl Coordinator {
@@ -160,7 +162,8 @@ impl Coordinator {
         // opened before this process commits its first event starts after
         // them (and catches up from there should it lag).
         hub.mark_published(snap.max_event_seq.max(0) as u64);
-        let now = now_ms();
+        let clock = Clock::start();
+        let now = clock.now_ms();
         let grace_until = now + config.restart_grace.as_millis() as i64;
         // The next ids after the largest in the file; a file whose ids are
         // at the end of their range is refused, not wrapped around.
@@ -236,6 +239,7 @@ impl Coordinator {
             work: Notify::new(),
             shutdown: tokio::sync::watch::channel(false).0,
             tracking: std::sync::OnceLock::new(),
+            clock,
         });
         // Before anything is served: reserve this process's lease tokens, and
         // put the RUNNING trials without a stored lease, which nobody can

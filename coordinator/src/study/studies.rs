@@ -11,7 +11,6 @@ use super::model::{Counts, RetryPolicy, StudyConfig, StudyMem, StudyState, Trial
 use super::trials::maybe_finish;
 use super::view::{study_view, trial_view, StudyView, TrialView};
 use super::{make_event, not_found_study, put_trial, update_study_op, Coordinator, Inner};
-use crate::clock::now_ms;
 use crate::error::{check_study_name, CoordError, Result};
 use crate::events::EventKind;
 use crate::space::{check_space_against_config, parse_space, SpaceSource};
@@ -210,7 +209,7 @@ impl Coordinator {
         let sampler = config.sampler.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let pruner = config.pruner.build().map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let (view, pending) = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let mut g = self.lock();
             let inner = &mut *g;
             if let Some(id) = inner.names.get(&spec.name) {
@@ -297,7 +296,7 @@ impl Coordinator {
     pub async fn stop_study(&self, name: &str, reason: &str) -> Result<StudyView> {
         check_study_name(name)?;
         let (view, pending) = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             // Taken only when the study is RUNNING: the no-op writes nothing.
             let mut slot = self.reserve_lazily();
             let mut g = self.lock();
@@ -333,7 +332,7 @@ impl Coordinator {
             check_timeout(t)?;
         }
         let (view, pending) = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let slot = self.reserve()?;
             let mut g = self.lock();
             let Inner { studies, names, ids, .. } = &mut *g;
@@ -387,7 +386,7 @@ impl Coordinator {
     pub async fn delete_study(&self, name: &str, force: bool) -> Result<u32> {
         check_study_name(name)?;
         let (n, pending, dir) = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let slot = self.reserve()?;
             let mut g = self.lock();
             let inner = &mut *g;
@@ -437,7 +436,7 @@ impl Coordinator {
     pub async fn enqueue_trial(&self, name: &str, params: Vec<(String, Choice)>) -> Result<TrialView> {
         check_study_name(name)?;
         let (view, pending) = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let slot = self.reserve()?;
             let mut g = self.lock();
             let Inner { studies, names, ids, trial_index, .. } = &mut *g;

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::model::{trial_state_str, Lease, StudyMem, StudyState, TrialExtra};
 use super::view::{external_params, trial_view, AskOutcome, Assignment, FinishOutcome, HeartbeatOutcome, LeaseView, ReportOutcome};
 use super::{make_event, put_trial, update_study_op, Coordinator, Counters, HolderView, Inner};
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::rfc3339;
 use crate::error::{check_holder_id, check_study_name, CoordError, Result};
 use crate::events::EventKind;
 use crate::space::apply_params;
@@ -82,7 +82,7 @@ impl Coordinator {
     }
 
     fn try_ask(&self, req: &AskRequest) -> Result<(AskOutcome, Pending)> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let lease_ms = self.config().lease_duration.as_millis() as i64;
         let heartbeat_ms = self.config().heartbeat().as_millis() as u32;
         // Taken only once the ask changes something: an idle ask writes
@@ -317,7 +317,7 @@ impl Coordinator {
     /// leases expired.
     pub async fn reap(&self) -> Result<usize> {
         let (expired, pending) = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let lease_s = self.config().lease_duration.as_secs_f64();
             // Taken only when a lease expired or a study ends: a sweep that
             // finds nothing to do writes nothing.
@@ -381,7 +381,7 @@ impl Coordinator {
         f: impl FnOnce(&mut Inner, &mut Batch, i64, u64, i64) -> Result<T>,
     ) -> Result<T> {
         let (res, pending) = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let mut slot = self.reserve_lazily();
             let mut g = self.lock();
             let inner = &mut *g;

@@ -4,7 +4,6 @@
 use super::view::{holder_slots, ArtifactTarget, SlotView, WorkerRegistration, WorkerView};
 use super::{make_event, Coordinator, StudyMem, WorkerMem};
 use crate::artifacts::Staged;
-use crate::clock::now_ms;
 use crate::error::{check_holder_id, CoordError, Result};
 use crate::events::EventKind;
 use crate::storage::{Batch, Op};
@@ -31,7 +30,7 @@ impl Coordinator {
         let id = if reg.worker_id.is_empty() { format!("w-{}", uuid::Uuid::new_v4().simple()) } else { reg.worker_id.clone() };
         check_holder_id("the worker id", &id)?;
         let (slots, pending) = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let slot = self.reserve()?;
             let mut g = self.lock();
             let registered_ms = g.workers.get(&id).map(|w| w.registered_ms).unwrap_or(now);
@@ -77,7 +76,7 @@ impl Coordinator {
 
     /// The workers (online ones only unless `include_offline`).
     pub fn list_workers(&self, include_offline: bool) -> Vec<WorkerView> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let timeout = self.config().worker_timeout.as_millis() as i64;
         let g = self.lock();
         g.workers
@@ -123,7 +122,7 @@ impl Coordinator {
     /// discarded, so it never overwrites the newer attempt's artifact.
     pub async fn record_artifact(&self, target: &ArtifactTarget, name: &str, mut staged: Staged, content_type: &str) -> Result<()> {
         let pending = {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             // Before the file is moved into place: a refused change leaves
             // nothing behind.
             let slot = match self.reserve() {
