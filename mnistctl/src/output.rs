@@ -10,14 +10,9 @@ use serde_json::{json, Map, Value};
 /// `null`, losing the value), so those are written as the strings Python's
 /// `float()` reads back: `"NaN"`, `"Infinity"`, `"-Infinity"`.
 pub fn num(x: f64) -> Value {
-    if x.is_nan() {
-        json!("NaN")
-    } else if x == f64::INFINITY {
-        json!("Infinity")
-    } else if x == f64::NEG_INFINITY {
-        json!("-Infinity")
-    } else {
-        json!(x)
+    match mnist_sampler::pyjson::non_finite_name(x) {
+        Some(name) => json!(name),
+        None => json!(x),
     }
 }
 

@@ -343,14 +343,7 @@ impl Session<'_> {
                     TrialEnd::Complete
                 }
             }
-            Err(CallError::Cancelled) => {
-                tracing::warn!(
-                    trial = self.number,
-                    "the coordinator did not acknowledge the trial's completion within {} s of shutdown; giving the trial back",
-                    SHUTDOWN_CALL_GRACE.as_secs()
-                );
-                self.release("worker shutting down before the coordinator acknowledged the trial's completion").await
-            }
+            Err(CallError::Cancelled) => self.give_back_unacknowledged("trial's completion").await,
             Err(e) => {
                 tracing::warn!(trial = self.number, "completing the trial failed: {e}; dropping it");
                 TrialEnd::Dropped
@@ -369,17 +362,21 @@ impl Session<'_> {
             .await;
         match r {
             Ok(_) => {}
-            Err(CallError::Cancelled) => {
-                tracing::warn!(
-                    trial = self.number,
-                    "the coordinator did not acknowledge the failure within {} s of shutdown; giving the trial back",
-                    SHUTDOWN_CALL_GRACE.as_secs()
-                );
-                return self.release("worker shutting down before the coordinator acknowledged the trial's failure").await;
-            }
+            Err(CallError::Cancelled) => return self.give_back_unacknowledged("trial's failure").await,
             Err(e) => tracing::warn!(trial = self.number, "reporting the failure failed: {e}"),
         }
         TrialEnd::Failed
+    }
+
+    /// After shutdown, the coordinator did not acknowledge the trial's `what`
+    /// (its completion or failure) within the grace: the trial is given back.
+    async fn give_back_unacknowledged(&self, what: &str) -> TrialEnd {
+        tracing::warn!(
+            trial = self.number,
+            "the coordinator did not acknowledge the {what} within {} s of shutdown; giving the trial back",
+            SHUTDOWN_CALL_GRACE.as_secs()
+        );
+        self.release(&format!("worker shutting down before the coordinator acknowledged the {what}")).await
     }
 
     /// Runs a trial's final call, retried while the coordinator is
