@@ -316,17 +316,18 @@ impl Storage {
     }
 }
 
-/// The tables of a database that has no Optuna `version_info` and that are
-/// not ours (`mnist_*`) nor SQLite's: a file holding any is another
-/// program's database (MLflow's `mlflow.db`, say) and must not get our tables.
+/// Whether the database has Optuna's `version_info` table.
+async fn has_version_info(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let name: Option<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'version_info'")
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(name.is_some())
+}
+
+/// The tables that are not ours (`mnist_*`) nor SQLite's. In a database
+/// without Optuna's `version_info`, any of them means another program's
+/// database (MLflow's `mlflow.db`, say), which must not get our tables.
 async fn foreign_tables(conn: &mut SqliteConnection) -> Result<Vec<String>, sqlx::Error> {
-    let has_version: Option<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'version_info'")
-            .fetch_optional(&mut *conn)
-            .await?;
-    if has_version.is_some() {
-        return Ok(Vec::new());
-    }
     sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'mnist\\_%' ESCAPE '\\' \
          AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name LIMIT 4",
@@ -352,7 +353,10 @@ async fn refuse_foreign(path: &Path, busy_timeout: Duration) -> Result<(), Stora
     let opts = SqliteConnectOptions::new().filename(path).read_only(true).create_if_missing(false).busy_timeout(busy_timeout);
     let open_err = |e: sqlx::Error| StorageError::Open { path: path.to_path_buf(), message: e.to_string() };
     let mut conn = SqliteConnection::connect_with(&opts).await.map_err(open_err)?;
-    let foreign = foreign_tables(&mut conn).await.map_err(open_err)?;
+    let foreign = match has_version_info(&mut conn).await.map_err(open_err)? {
+        true => Vec::new(),
+        false => foreign_tables(&mut conn).await.map_err(open_err)?,
+    };
     let _ = conn.close().await;
     match foreign.is_empty() {
         true => Ok(()),
@@ -365,11 +369,7 @@ async fn refuse_foreign(path: &Path, busy_timeout: Duration) -> Result<(), Stora
 async fn migrate(conn: &mut SqliteConnection, path: &Path) -> Result<(), StorageError> {
     let schema_err = |message: String| StorageError::Schema { path: path.to_path_buf(), message };
     let mut tx = conn.begin().await?;
-    let has_version: Option<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'version_info'")
-            .fetch_optional(&mut *tx)
-            .await?;
-    if has_version.is_none() {
+    if !has_version_info(&mut tx).await? {
         let foreign = foreign_tables(&mut tx).await?;
         if !foreign.is_empty() {
             return Err(schema_err(foreign_message(&foreign)));

@@ -71,10 +71,11 @@ pub enum Op {
         ended_at_ms: Option<i64>,
     },
     /// Remove a study and everything that hangs off it. The caller raises
-    /// every [`Floor`] in the same batch, so that study and trial ids, event
-    /// sequence numbers and lease tokens never repeat even when the newest
-    /// study is deleted (a new study must not take over the deleted one's
-    /// id, and with it a leftover `study-<id>/` artifact directory).
+    /// the id and event [`Floor`]s in the same batch, so that study and
+    /// trial ids and event sequence numbers never repeat even when the newest
+    /// study is deleted: a new study must not take over the deleted one's id,
+    /// and with it a leftover `study-<id>/` artifact directory. (Lease tokens
+    /// need nothing here: their floor is reserved ahead of use.)
     DeleteStudy { study_id: i64 },
     /// Raise a high water mark of `mnist_meta` to `value`: every number up
     /// to it may have been handed out, so the next coordinator on this

@@ -236,9 +236,12 @@ impl<'a> LazyReservation<'a> {
 
     /// Takes the place if needed and queues a barrier in it (see
     /// [`Reservation::barrier`]).
-    pub fn barrier(mut self) -> Result<Pending, StorageError> {
-        self.take()?;
-        Ok(self.slot.map_or_else(Pending::done, Reservation::barrier))
+    pub fn barrier(self) -> Result<Pending, StorageError> {
+        let slot = match self.slot {
+            Some(r) => r,
+            None => self.writer.reserve()?,
+        };
+        Ok(slot.barrier())
     }
 }
 

@@ -416,7 +416,6 @@ impl Coordinator {
                 (Floor::StudyId, ids.next_study_id - 1),
                 (Floor::TrialId, ids.next_trial_id - 1),
                 (Floor::EventSeq, ids.next_seq as i64),
-                (Floor::LeaseToken, ids.next_token as i64),
             ] {
                 batch.push(Op::RaiseFloor { floor, value });
             }

@@ -830,9 +830,9 @@ pub(crate) fn requeue_or_fail(
 /// [`maybe_finish`] for a call that has not taken its place in the write
 /// queue yet: takes it first when the study ends.
 fn finish_if_due(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, reservation: &mut LazyReservation<'_>, now: i64) -> Result<()> {
-    if finish_reason(study, now).is_some() {
+    if let Some(r) = finish_reason(study, now) {
         reservation.take()?;
-        maybe_finish(study, ids, batch, now);
+        finish(study, ids, batch, r, now);
     }
     Ok(())
 }
@@ -860,13 +860,18 @@ fn finish_reason(study: &StudyMem, now: i64) -> Option<String> {
 /// Ends a RUNNING study whose limit is reached (see [`finish_reason`]).
 pub(crate) fn maybe_finish(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, now: i64) {
     if let Some(r) = finish_reason(study, now) {
-        study.state = StudyState::Complete;
-        study.end_reason = r.clone();
-        study.ended_ms = Some(now);
-        batch.push(update_study_op(study));
-        let mut ev = make_event(ids, study, EventKind::StudyCompleted, None, now);
-        ev.message = r;
-        batch.push_event(ev);
-        tracing::info!(study = %study.name, reason = %study.end_reason, "study complete");
+        finish(study, ids, batch, r, now);
     }
+}
+
+/// Ends a RUNNING study for `reason` (from [`finish_reason`]).
+fn finish(study: &mut StudyMem, ids: &mut Counters, batch: &mut Batch, reason: String, now: i64) {
+    study.state = StudyState::Complete;
+    study.end_reason = reason.clone();
+    study.ended_ms = Some(now);
+    batch.push(update_study_op(study));
+    let mut ev = make_event(ids, study, EventKind::StudyCompleted, None, now);
+    ev.message = reason;
+    batch.push_event(ev);
+    tracing::info!(study = %study.name, reason = %study.end_reason, "study complete");
 }
