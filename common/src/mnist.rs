@@ -270,17 +270,7 @@ pub fn read_verified(path: &Path, file: &MnistFile) -> Result<Vec<u8>, DataError
     let content = if is_gz {
         decompress(path, std::io::BufReader::new(f), file)?
     } else {
-        let expected = file.expected_len() as u64;
-        let mut out = Vec::with_capacity(file.expected_len() + 1);
-        f.take(expected + 1).read_to_end(&mut out).map_err(io_err(path))?;
-        if out.len() as u64 > expected {
-            return Err(DataError::TooLong {
-                path: path.to_path_buf(),
-                expected,
-                what: "idx data",
-            });
-        }
-        out
+        read_capped(path, f, file, "idx data", io_err(path))?
     };
     verify_content(path, file, &content)?;
     Ok(content)
@@ -289,20 +279,30 @@ pub fn read_verified(path: &Path, file: &MnistFile) -> Result<Vec<u8>, DataError
 /// Decompresses a gzip stream of `file`, stopping one byte past the
 /// canonical length.
 fn decompress(path: &Path, compressed: impl Read, file: &MnistFile) -> Result<Vec<u8>, DataError> {
+    read_capped(path, GzDecoder::new(compressed), file, "decompressed idx data", |source| DataError::Gzip {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads `r` up to one byte past `file`'s canonical length: more is
+/// [`DataError::TooLong`] (`what` names the data), a read error goes
+/// through `on_err`.
+fn read_capped(
+    path: &Path,
+    r: impl Read,
+    file: &MnistFile,
+    what: &'static str,
+    on_err: impl FnOnce(std::io::Error) -> DataError,
+) -> Result<Vec<u8>, DataError> {
     let expected = file.expected_len() as u64;
     let mut out = Vec::with_capacity(file.expected_len() + 1);
-    GzDecoder::new(compressed)
-        .take(expected + 1)
-        .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    r.take(expected + 1).read_to_end(&mut out).map_err(on_err)?;
     if out.len() as u64 > expected {
         return Err(DataError::TooLong {
             path: path.to_path_buf(),
             expected,
-            what: "decompressed idx data",
+            what,
         });
     }
     Ok(out)

@@ -121,7 +121,10 @@ async fn open_existing(db: &Path, access: Access) -> anyhow::Result<Outbox> {
 /// Takes the locks a running coordinator holds on its study database, so that
 /// an outbox has one sender: a coordinator delivers its own outbox, and a
 /// second sender would race it (the same operation sent twice at once).
-fn lock_outbox(db: &Path) -> anyhow::Result<DatabaseLock> {
+/// The file is first checked to be an outbox (read-only), so that nothing,
+/// not even the lock file, is created next to a file that is not one.
+async fn lock_outbox(db: &Path) -> anyhow::Result<DatabaseLock> {
+    open_existing(db, Access::ReadOnly).await?.close().await;
     match mnist_coordinator::storage::lock_database_for(db, "mnistctl mlflow sync") {
         Ok(lock) => Ok(lock),
         Err(StorageError::Locked { holder, .. }) => anyhow::bail!(
@@ -159,8 +162,7 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     // Check that the file is an outbox before anything is created next to it
     // (the lock file), then take the coordinator's lock before SQLite opens
     // the file for writing.
-    open_existing(&a.db, Access::ReadOnly).await?.close().await;
-    let lock = lock_outbox(&a.db)?;
+    let lock = lock_outbox(&a.db).await?;
     let outbox = open_existing(&a.db, Access::ReadWrite).await?;
     if a.retry_refused {
         let n = outbox.retry_dead().await?;
@@ -193,8 +195,7 @@ async fn prune(a: PruneArgs) -> anyhow::Result<()> {
     // Deleting refused operations changes what a running sender (a
     // coordinator, `tune`, `sync`) counts: only with the outbox to ourselves.
     let lock = if a.refused {
-        open_existing(&a.db, Access::ReadOnly).await?.close().await;
-        Some(lock_outbox(&a.db)?)
+        Some(lock_outbox(&a.db).await?)
     } else {
         None
     };

@@ -3,9 +3,9 @@
 //! Loads (or downloads) and verifies MNIST, trains the CNN with the given
 //! configuration, prints per-epoch and test metrics, and writes the model
 //! (safetensors, TorchScript, MLflow model directory), `metrics.json` and the
-//! plots into `--output-dir`. A directory whose MLflow outbox still holds
-//! uploads of an earlier run's files is refused before training: this run
-//! would overwrite the files that those uploads name.
+//! plots into `--output-dir`. The files MLflow is to receive are copied under
+//! `<output-dir>/mlflow-pending/<run>/` until it has them, so a later run into
+//! the same directory never changes what an earlier run uploads.
 
 use anyhow::Context;
 use mnist_common::config::{ConfigError, LrSchedule, Optimizer, TrainConfig};
@@ -138,9 +138,9 @@ pub struct TrainArgs {
     /// Device: auto (CUDA if available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Where the model, metrics and plots are written. Refused while its
-    /// `mlflow-outbox.db` still holds uploads of an earlier run's files that
-    /// MLflow has not received (they would be overwritten).
+    /// Where the model, metrics and plots are written. Copies of the files
+    /// MLflow has not received yet wait in its `mlflow-pending/` folder, so
+    /// the directory can take run after run.
     #[arg(long, default_value = "models")]
     pub output_dir: PathBuf,
     /// MLflow: the run is logged (params, curves, plots, model) and its model

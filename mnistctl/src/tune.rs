@@ -244,7 +244,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
     cfg.coordinator.mlflow_drain = mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
     let artifacts_root = cfg.coordinator.artifacts_root();
     // Refusals from earlier runs on this file are not this run's news.
-    let refused_before = refused_count(&args.storage).await;
+    let refused_before = storage_backlog(&args.storage).await.map_or(0, |b| b.dead);
     let running = server::start(cfg).await.with_context(|| format!("starting the coordinator on {}", args.storage.display()))?;
     let url = running.url();
     tracing::info!(url = %url, db = %args.storage.display(), "coordinator started");
@@ -289,14 +289,7 @@ impl std::error::Error for Interrupted {}
 /// gets delivered.
 async fn mlflow_left_behind(args: &TuneArgs) -> String {
     let db = args.storage.display();
-    let pending = match mnist_mlflow::Outbox::open_existing(&args.storage, mnist_mlflow::Access::ReadOnly).await {
-        Ok(outbox) => {
-            let b = outbox.backlog().await.ok();
-            outbox.close().await;
-            b.map(|b| b.pending)
-        }
-        Err(_) => None,
-    };
+    let pending = storage_backlog(&args.storage).await.map(|b| b.pending);
     let what = match pending {
         Some(n) => format!("{n} MLflow operations stay"),
         None => "the MLflow operations not delivered yet stay".to_string(),
@@ -573,39 +566,36 @@ async fn no_best_trial(client: &mut StudyServiceClient<Channel>, name: &str, c: 
     anyhow::anyhow!(msg)
 }
 
-/// How many operations of the outbox in `db` MLflow refused so far (0 when
-/// the file or its outbox does not exist yet).
-async fn refused_count(db: &std::path::Path) -> u64 {
-    let Ok(outbox) = mnist_mlflow::Outbox::open_existing(db, mnist_mlflow::Access::ReadOnly).await else { return 0 };
-    let n = outbox.backlog().await.map(|b| b.dead).unwrap_or(0);
+/// The backlog of the outbox in `db`, read-only; `None` when the file or its
+/// outbox does not exist (yet) or cannot be read.
+async fn storage_backlog(db: &std::path::Path) -> Option<mnist_mlflow::Backlog> {
+    let outbox = mnist_mlflow::Outbox::open_existing(db, mnist_mlflow::Access::ReadOnly).await.ok()?;
+    let b = outbox.backlog().await.ok();
     outbox.close().await;
-    n
+    b
 }
 
 /// After the coordinator stopped (and delivered what it could): what MLflow
 /// received, or what still waits in the outbox and how to send it; the
 /// refusals of this run (`refused_before` were there already).
 async fn mlflow_summary(args: &TuneArgs, uri: Option<String>, refused_before: u64) {
-    let Ok(outbox) = mnist_mlflow::Outbox::open_existing(&args.storage, mnist_mlflow::Access::ReadOnly).await else { return };
-    if let Ok(b) = outbox.backlog().await {
-        match (&uri, b.pending) {
-            (Some(u), 0) => println!("MLflow: everything delivered to {u} ({} operations)", b.delivered),
-            (Some(_), n) => println!(
-                "MLflow: {n} operations wait in {} ({}); they are sent on the next run, or now with `mnistctl mlflow sync --db {}`",
-                args.storage.display(),
-                b.last_error.as_deref().unwrap_or("not delivered yet"),
-                args.storage.display()
-            ),
-            (None, n) => println!(
-                "MLflow: no tracking server configured; {n} operations are kept in {} for `mnistctl mlflow sync --db {}`",
-                args.storage.display(),
-                args.storage.display()
-            ),
-        }
-        let new = b.dead.saturating_sub(refused_before);
-        if new > 0 {
-            println!("MLflow refused {new} operations in this run; see `mnistctl mlflow status --db {}`", args.storage.display());
-        }
+    let Some(b) = storage_backlog(&args.storage).await else { return };
+    match (&uri, b.pending) {
+        (Some(u), 0) => println!("MLflow: everything delivered to {u} ({} operations)", b.delivered),
+        (Some(_), n) => println!(
+            "MLflow: {n} operations wait in {} ({}); they are sent on the next run, or now with `mnistctl mlflow sync --db {}`",
+            args.storage.display(),
+            b.last_error.as_deref().unwrap_or("not delivered yet"),
+            args.storage.display()
+        ),
+        (None, n) => println!(
+            "MLflow: no tracking server configured; {n} operations are kept in {} for `mnistctl mlflow sync --db {}`",
+            args.storage.display(),
+            args.storage.display()
+        ),
     }
-    outbox.close().await;
+    let new = b.dead.saturating_sub(refused_before);
+    if new > 0 {
+        println!("MLflow refused {new} operations in this run; see `mnistctl mlflow status --db {}`", args.storage.display());
+    }
 }

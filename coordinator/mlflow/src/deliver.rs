@@ -201,19 +201,23 @@ impl Deliverer {
             return Err(e);
         }
         let (mut delivered, mut dead) = (0, 0);
+        // Whether a probe in this step showed the account may use the server.
+        let mut may_use_server = false;
         for Entry { id, op, .. } in entries {
             let outcome = match self.deliver(client, &op).await {
                 // A 403 refuses this one operation only if the account may
                 // use the server at all; a gateway that answers 403 to
                 // everything (an expired token) must not turn the whole
                 // backlog into refusals: that waits, like refused credentials.
-                Err(MlflowError::Forbidden { uri, message, .. })
-                    if matches!(client.check_access().await, Err(e) if e.is_retryable() || matches!(e, MlflowError::Forbidden { .. })) =>
-                {
+                Err(e @ MlflowError::Forbidden { .. }) if !may_use_server => match client.check_access().await {
                     // The probe failed too (refused, or the server went away):
                     // keep the operation at the head.
-                    Err(MlflowError::Auth { uri, status: 403, message })
-                }
+                    Err(p) if p.is_retryable() || matches!(p, MlflowError::Forbidden { .. }) => Err(e.forbidden_as_auth()),
+                    _ => {
+                        may_use_server = true;
+                        Err(e)
+                    }
+                },
                 other => other,
             };
             match outcome {
@@ -289,13 +293,11 @@ impl Deliverer {
         })
     }
 
-    /// The id of experiment `name`, from the outbox's memory when `cached`
-    /// allows, else from MLflow (created when missing).
-    async fn experiment_id(&self, client: &MlflowClient, name: &str, cached: bool) -> Result<String, MlflowError> {
-        if cached {
-            if let Some(id) = self.outbox.experiment(name).await? {
-                return Ok(id);
-            }
+    /// The id of experiment `name`, from the outbox's memory, else from
+    /// MLflow (created when missing).
+    async fn experiment_id(&self, client: &MlflowClient, name: &str) -> Result<String, MlflowError> {
+        if let Some(id) = self.outbox.experiment(name).await? {
+            return Ok(id);
         }
         let id = client.ensure_experiment(name).await?;
         self.outbox.save_experiment(name, &id).await?;
@@ -339,7 +341,7 @@ impl Deliverer {
                     // the params, or the trial runs again after a requeue.
                     return self.log(client, &run, &[], params, tags).await;
                 }
-                let experiment_id = self.experiment_id(client, experiment, true).await?;
+                let experiment_id = self.experiment_id(client, experiment).await?;
                 let parent = parent_key.as_deref();
                 let rec = match self.find_or_create_run(client, &experiment_id, run_key, run_name, parent, *start_ms, tags).await {
                     Ok(rec) => rec,
@@ -347,7 +349,8 @@ impl Deliverer {
                     // experiment was deleted, or the server was reset): ask
                     // MLflow again once, which names a deleted experiment.
                     Err(e) if stale_experiment(&e) => {
-                        let fresh = self.experiment_id(client, experiment, false).await?;
+                        self.outbox.forget_experiment(experiment).await?;
+                        let fresh = self.experiment_id(client, experiment).await?;
                         if fresh == experiment_id {
                             return Err(e);
                         }

@@ -66,6 +66,16 @@ impl MlflowError {
         }
     }
 
+    /// A 403 seen as refused credentials (the account cannot use the server
+    /// at all, so every operation would be refused): it then waits at the
+    /// head of the outbox like a 401. Any other error is returned unchanged.
+    pub fn forbidden_as_auth(self) -> MlflowError {
+        match self {
+            MlflowError::Forbidden { uri, message, .. } => MlflowError::Auth { uri, status: 403, message },
+            other => other,
+        }
+    }
+
     /// MLflow's error code, when the server gave one.
     pub fn error_code(&self) -> Option<&str> {
         match self {
