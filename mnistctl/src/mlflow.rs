@@ -60,6 +60,8 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 60.0)]
     pub patience: f64,
     /// Try again the operations MLflow refused before (after fixing the cause).
+    /// A refused tag, run status or file that a later operation replaced is
+    /// not sent again, so a retry never sets a run back to older values.
     #[arg(long)]
     pub retry_refused: bool,
     /// The MLflow tracking server, e.g. http://127.0.0.1:5000 [env: MLFLOW_TRACKING_URI].
@@ -165,8 +167,11 @@ async fn sync(a: SyncArgs) -> anyhow::Result<()> {
     let lock = lock_outbox(&a.db).await?;
     let outbox = open_existing(&a.db, Access::ReadWrite).await?;
     if a.retry_refused {
-        let n = outbox.retry_dead().await?;
-        println!("{n} refused operations put back in line");
+        let r = outbox.retry_dead().await?;
+        println!("{} refused operations put back in line", r.resent);
+        if r.replaced > 0 {
+            println!("{} refused operations not resent: later ones set the same tags, status or files", r.replaced);
+        }
     }
     let before = outbox.backlog().await?;
     println!("{} operations to deliver to {}", before.pending, config.tracking_uri.as_deref().unwrap_or(""));

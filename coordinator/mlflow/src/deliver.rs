@@ -8,8 +8,9 @@
 //!   operation `DEAD` with the reason and moves on. `Log` operations first
 //!   fall back to one value per request, so a single bad value does not sink
 //!   its neighbours: they land, and the operation is still kept as `DEAD`
-//!   naming the refused values (`--retry-refused` resends it whole, which is
-//!   safe, see below).
+//!   naming the refused values (`--retry-refused` resends it, less the tags,
+//!   status and files that later operations replaced, see
+//!   `Op::without_superseded`; the rest is safe to send twice, see below).
 //! - A model is registered only when its files were uploaded: a `Register`
 //!   whose run has a refused upload under the model's folder is refused.
 //! - Every operation is safe to send twice: a run is looked up by our

@@ -26,4 +26,4 @@ pub use config::{Auth, MlflowArgs, MlflowConfig};
 pub use deliver::{Deliverer, DeliveryReport};
 pub use error::MlflowError;
 pub use op::{MetricPoint, Op, RunStatus};
-pub use outbox::{Access, Backlog, Outbox, RunRecord, UndeliveredRun};
+pub use outbox::{Access, Backlog, Outbox, Retried, RunRecord, UndeliveredRun};

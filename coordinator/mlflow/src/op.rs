@@ -3,6 +3,8 @@
 //! delivery and stored in the outbox, so an operation written before MLflow
 //! was reachable still lands in the right run.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -134,6 +136,66 @@ impl Op {
     }
 }
 
+impl Op {
+    /// What is left of a refused operation worth sending again when `later`
+    /// operations (of any run; others are ignored) were written after it.
+    /// A run's tags and status keep the last value written and an artifact
+    /// path the last file uploaded there, so an old value resent after a
+    /// newer one would set it back: those parts go. Metric points, params
+    /// and models are history or set once, and stay. `None` when nothing is
+    /// left.
+    pub fn without_superseded<'a>(&self, later: impl IntoIterator<Item = &'a Op>) -> Option<Op> {
+        let key = self.run_key();
+        let mut later_tags: HashSet<&str> = HashSet::new();
+        let mut later_status = false;
+        let mut later_paths: HashSet<&str> = HashSet::new();
+        for op in later.into_iter().filter(|op| op.run_key() == key) {
+            match op {
+                Op::StartRun { tags, .. } | Op::Log { tags, .. } => later_tags.extend(tags.iter().map(|(k, _)| k.as_str())),
+                Op::SetStatus { tags, .. } => {
+                    later_tags.extend(tags.iter().map(|(k, _)| k.as_str()));
+                    later_status = true;
+                }
+                Op::Artifact { path, .. } => {
+                    later_paths.insert(path);
+                }
+                Op::LogModel { .. } | Op::Register { .. } => {}
+            }
+        }
+        let keep_tags = |tags: &[(String, String)]| -> Vec<(String, String)> {
+            tags.iter().filter(|(k, _)| !later_tags.contains(k.as_str())).cloned().collect()
+        };
+        match self {
+            Op::Log { run_key, metrics, params, tags } => {
+                let tags = keep_tags(tags);
+                (!(metrics.is_empty() && params.is_empty() && tags.is_empty()))
+                    .then(|| Op::Log { run_key: run_key.clone(), metrics: metrics.clone(), params: params.clone(), tags })
+            }
+            Op::SetStatus { run_key, status, end_ms, metrics, tags } => {
+                let tags = keep_tags(tags);
+                if !later_status {
+                    Some(Op::SetStatus { run_key: run_key.clone(), status: *status, end_ms: *end_ms, metrics: metrics.clone(), tags })
+                } else if metrics.is_empty() && tags.is_empty() {
+                    None
+                } else {
+                    Some(Op::Log { run_key: run_key.clone(), metrics: metrics.clone(), params: vec![], tags })
+                }
+            }
+            Op::StartRun { run_key, experiment, run_name, parent_key, start_ms, tags, params } => Some(Op::StartRun {
+                run_key: run_key.clone(),
+                experiment: experiment.clone(),
+                run_name: run_name.clone(),
+                parent_key: parent_key.clone(),
+                start_ms: *start_ms,
+                tags: keep_tags(tags),
+                params: params.clone(),
+            }),
+            Op::Artifact { path, .. } => (!later_paths.contains(path.as_str())).then(|| self.clone()),
+            Op::LogModel { .. } | Op::Register { .. } => Some(self.clone()),
+        }
+    }
+}
+
 /// The `MLmodel` flavours of the training core's model directory (TorchScript
 /// saved for `mlflow.pytorch`, served by `python_function`), as
 /// `runs/log-model` wants them.
@@ -202,6 +264,74 @@ mod lenient_f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tag(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    fn point(key: &str, step: i64) -> MetricPoint {
+        MetricPoint { key: key.into(), value: 0.5, timestamp_ms: 1, step }
+    }
+
+    #[test]
+    fn a_refused_operation_resent_later_drops_what_newer_operations_replaced() {
+        let old = Op::Log {
+            run_key: "r".into(),
+            metrics: vec![point("loss", 1)],
+            params: vec![tag("lr", "0.1")],
+            tags: vec![tag("best.lr", "0.1"), tag("note", "a")],
+        };
+        let newer = Op::Log { run_key: "r".into(), metrics: vec![], params: vec![], tags: vec![tag("best.lr", "0.2")] };
+        let other_run = Op::Log { run_key: "s".into(), metrics: vec![], params: vec![], tags: vec![tag("note", "b")] };
+        let want = Op::Log {
+            run_key: "r".into(),
+            metrics: vec![point("loss", 1)],
+            params: vec![tag("lr", "0.1")],
+            tags: vec![tag("note", "a")],
+        };
+        assert_eq!(old.without_superseded([&newer, &other_run]), Some(want), "best.lr was set again later; note only on another run");
+        assert_eq!(old.without_superseded([]), Some(old.clone()), "nothing later: resent whole");
+
+        let only_tags = Op::Log { run_key: "r".into(), metrics: vec![], params: vec![], tags: vec![tag("best.lr", "0.1")] };
+        assert_eq!(only_tags.without_superseded([&newer]), None, "all replaced: nothing to send");
+    }
+
+    #[test]
+    fn an_old_status_is_not_resent_after_a_newer_one_but_its_metrics_are() {
+        let running = Op::SetStatus {
+            run_key: "r".into(),
+            status: RunStatus::Running,
+            end_ms: None,
+            metrics: vec![point("acc", 2)],
+            tags: vec![tag("state", "running")],
+        };
+        let finished = Op::SetStatus {
+            run_key: "r".into(),
+            status: RunStatus::Finished,
+            end_ms: Some(9),
+            metrics: vec![],
+            tags: vec![tag("state", "done")],
+        };
+        let want = Op::Log { run_key: "r".into(), metrics: vec![point("acc", 2)], params: vec![], tags: vec![] };
+        assert_eq!(running.without_superseded([&finished]), Some(want));
+        assert_eq!(finished.without_superseded([&running]), None, "a later status and the same tag: nothing left");
+    }
+
+    #[test]
+    fn an_upload_is_not_resent_over_a_newer_file_at_the_same_path() {
+        let up = |path: &str, file: &str| Op::Artifact { run_key: "r".into(), path: path.into(), file: file.into() };
+        assert_eq!(up("plots/a.png", "/1").without_superseded([&up("plots/a.png", "/2")]), None);
+        assert_eq!(up("plots/a.png", "/1").without_superseded([&up("plots/b.png", "/2")]), Some(up("plots/a.png", "/1")));
+        let register = Op::Register {
+            run_key: "r".into(),
+            model_name: "m".into(),
+            artifact_path: "model".into(),
+            alias: "champion".into(),
+            tags: vec![],
+            rule: None,
+        };
+        assert_eq!(register.without_superseded([&register.clone()]), Some(register.clone()), "registering is kept");
+    }
 
     #[test]
     fn ops_round_trip_through_json_with_non_finite_values() {

@@ -53,6 +53,15 @@ pub struct RunRecord {
     pub artifact_uri: String,
 }
 
+/// What [`Outbox::retry_dead`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retried {
+    /// Refused operations put back in line (some less what was replaced).
+    pub resent: u64,
+    /// Refused operations that later ones replaced whole: marked delivered.
+    pub replaced: u64,
+}
+
 /// What is still to deliver.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Backlog {
@@ -343,12 +352,56 @@ impl Outbox {
         Ok(r.rows_affected())
     }
 
-    /// Puts every refused operation back in line (after the cause was fixed).
-    pub async fn retry_dead(&self) -> Result<u64, MlflowError> {
-        let r = sqlx::query("UPDATE mnist_mlflow_outbox SET state = 'PENDING', done_ms = NULL WHERE state = 'DEAD'")
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
+    /// Puts every refused operation back in line (after the cause was fixed),
+    /// in its old place, less what operations written after it replaced (see
+    /// [`Op::without_superseded`]): a refused tag or status sent after a
+    /// newer one would set the run back. One with nothing left is marked
+    /// delivered, with the reason.
+    pub async fn retry_dead(&self) -> Result<Retried, MlflowError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, state, op_json FROM mnist_mlflow_outbox
+             WHERE run_key IN (SELECT run_key FROM mnist_mlflow_outbox WHERE state = 'DEAD') ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ops = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.get(0);
+            let state: String = r.get(1);
+            let json: String = r.get(2);
+            let op: Op = serde_json::from_str(&json).map_err(|e| MlflowError::Corrupt { id, message: e.to_string() })?;
+            ops.push((id, state == "DEAD", op));
+        }
+        let mut retried = Retried::default();
+        for (i, (id, dead, op)) in ops.iter().enumerate() {
+            if !dead {
+                continue;
+            }
+            match op.without_superseded(ops[i + 1..].iter().map(|(_, _, later)| later)) {
+                Some(left) => {
+                    let json = serde_json::to_string(&left).map_err(|e| MlflowError::Corrupt { id: *id, message: e.to_string() })?;
+                    sqlx::query("UPDATE mnist_mlflow_outbox SET state = 'PENDING', done_ms = NULL, op_json = ?, kind = ? WHERE id = ?")
+                        .bind(json)
+                        .bind(left.kind())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    retried.resent += 1;
+                }
+                None => {
+                    sqlx::query("UPDATE mnist_mlflow_outbox SET state = 'DONE', done_ms = ?, last_error = ? WHERE id = ?")
+                        .bind(now_ms())
+                        .bind("not resent: later operations replaced all of it")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    retried.replaced += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(retried)
     }
 
     /// Up to `limit` of the runs this outbox created, the latest first.
@@ -511,8 +564,41 @@ mod tests {
         let b = ob.backlog().await.unwrap();
         assert_eq!((b.pending, b.delivered, b.dead), (148, 1, 1));
         assert_eq!(b.last_error.as_deref(), Some("down"));
-        assert_eq!(ob.retry_dead().await.unwrap(), 1);
+        assert_eq!(ob.retry_dead().await.unwrap(), Retried { resent: 1, replaced: 0 });
         assert_eq!(ob.backlog().await.unwrap().pending, 149);
+    }
+
+    #[tokio::test]
+    async fn a_retry_resends_refused_operations_in_place_less_what_later_ones_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("o.db")).await.unwrap();
+        let tags = |key: &str, v: &str| Op::Log { run_key: key.into(), metrics: vec![], params: vec![], tags: vec![("best".into(), v.into())] };
+        let param = |key: &str| Op::Log { run_key: key.into(), metrics: vec![], params: vec![("lr".into(), "1".into())], tags: vec![("best".into(), "0".into())] };
+        ob.enqueue(&[param("a"), tags("a", "1"), tags("a", "2"), tags("b", "1"), op("a")]).await.unwrap();
+        let p = ob.pending(10).await.unwrap();
+        ob.mark_dead(p[0].id, "param lr refused").await.unwrap();
+        ob.mark_done(p[1].id).await.unwrap();
+        ob.mark_dead(p[2].id, "refused").await.unwrap();
+        ob.mark_dead(p[3].id, "refused").await.unwrap();
+        ob.mark_done(p[4].id).await.unwrap();
+
+        assert_eq!(ob.retry_dead().await.unwrap(), Retried { resent: 3, replaced: 0 });
+        let again = ob.pending(10).await.unwrap();
+        let ids: Vec<i64> = again.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![p[0].id, p[2].id, p[3].id], "back in their old places");
+        let want = Op::Log { run_key: "a".into(), metrics: vec![], params: vec![("lr".into(), "1".into())], tags: vec![] };
+        assert_eq!(again[0].op, want, "a's old tag was set again later: only the param goes again");
+        assert_eq!(again[1].op, tags("a", "2"), "the newest value of a's tag goes again");
+        assert_eq!(again[2].op, tags("b", "1"), "another run's tag is not replaced by a's");
+
+        // Everything in it replaced: not sent, marked delivered.
+        for e in &again {
+            ob.mark_dead(e.id, "refused").await.unwrap();
+        }
+        ob.enqueue(&[tags("b", "3")]).await.unwrap();
+        assert_eq!(ob.retry_dead().await.unwrap(), Retried { resent: 2, replaced: 1 });
+        let b = ob.backlog().await.unwrap();
+        assert_eq!((b.pending, b.dead), (3, 0), "a's two and b's newest; b's old one done");
     }
 
     #[tokio::test]

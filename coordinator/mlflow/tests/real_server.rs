@@ -130,6 +130,16 @@ async fn real_mlflow_server_with_basic_auth() {
     let champion = client.version_by_alias("limits-model", "champion").await.unwrap().expect("alias set");
     assert_eq!(champion.run_id, child.run_id);
 
+    // --- a retry of the refused operations (`mlflow sync --retry-refused`)
+    // does not set back what later operations changed: the refused Log also
+    // carried tag `t`, which a later operation set to 3.
+    outbox.enqueue(&[Op::Log { run_key: "child".into(), metrics: vec![], params: vec![], tags: vec![("t".into(), "3".into())] }]).await.unwrap();
+    deliverer.drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(outbox.retry_dead().await.unwrap().resent, 2);
+    let report = deliverer.drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!((report.pending, report.dead), (0, 2), "refused again, for the same reasons: {report:?}");
+    assert_eq!(client.run_tag(&child.run_id, "t").await.unwrap().as_deref(), Some("3"), "the newer tag value stays");
+
     // --- exactly once: send everything a second time, as after a crash
     // between "sent" and "marked done". Nothing doubles.
     let before_versions = champion.version.clone();
