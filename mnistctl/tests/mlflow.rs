@@ -340,6 +340,46 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert_eq!(shown["mlflow_trial_runs"]["0"]["run_id"].as_str(), Some(second_id.as_str()), "study show names the latest attempt");
     let table = ctl(&["study", "show", "show"]);
     assert!(table.contains("MLflow") && table.contains("0 pending") && table.contains(parent_url), "{table}");
+
+    // A trial that fails before it ever starts still gets its MLflow run,
+    // FAILED with the reason: an enqueued trial whose values must come from
+    // a grid that is used up (one point, taken by the trial before it).
+    let one_point = dir.path().join("one_point.toml");
+    std::fs::write(&one_point, "[x]\ntype = \"categorical\"\nchoices = [\"a\"]\n").unwrap();
+    ctl(&["study", "create", "grid-left", "--space", one_point.to_str().unwrap(), "--n-trials", "3", "--sampler", "grid", "--pruner", "none", "--metric", "loss", "--direction", "minimize"]);
+    ctl(&["trial", "enqueue", "grid-left"]);
+    ctl(&["trial", "enqueue", "grid-left"]);
+    let ask = mnist_proto::v1::AskRequest { study_name: "grid-left".into(), client_id: "t".into(), slot: 0, wait_ms: 0 };
+    let t = at.ask(ask.clone()).await.unwrap().into_inner().trial.expect("trial 0 takes the grid's point");
+    at.tell(mnist_proto::v1::TellRequest {
+        trial_id: t.trial_id,
+        lease_token: t.lease.unwrap().token,
+        state: mnist_proto::v1::TrialState::Complete as i32,
+        value: Some(0.5),
+        fail_reason: String::new(),
+        metrics: Default::default(),
+    })
+    .await
+    .unwrap();
+    assert!(at.ask(ask).await.unwrap().into_inner().trial.is_none(), "trial 1 fails before it starts, and the grid is done");
+    let failed: Value = serde_json::from_str(&ctl(&["trial", "get", "grid-left", "1", "-o", "json"])).unwrap();
+    assert_eq!(failed["state"], "FAIL", "{failed:#}");
+    let end = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let shown: Value = serde_json::from_str(&ctl(&["study", "show", "grid-left", "-o", "json"])).unwrap();
+        if shown["mlflow"]["pending"] == 0 {
+            if let Some(id) = shown["mlflow_trial_runs"]["1"]["run_id"].as_str() {
+                let exp = client.experiment_id("grid-left").await.unwrap().expect("the study's experiment");
+                let runs = client.search_runs(&exp).await.unwrap();
+                break runs.into_iter().find(|r| run_id(r) == id).expect("trial 1's run in the study's experiment");
+            }
+        }
+        assert!(Instant::now() < end, "trial 1's MLflow run did not arrive: {shown:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(run["info"]["status"], "FAILED", "{run:#}");
+    let reason = tags(&run).get("mnist.fail_reason").cloned().unwrap_or_default();
+    assert!(reason.contains("cannot sample") && reason.contains("grid"), "{reason:?} {run:#}");
     running.shutdown().await.unwrap();
 }
 
