@@ -159,11 +159,21 @@ pub struct CreateArgs {
     pub if_not_exists: bool,
 }
 
-/// Directions.
+/// The direction of the objective metric (`study create`, `tune`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DirectionArg {
     Maximize,
     Minimize,
+}
+
+/// The direction to ask for: the one given, else the usual one for `metric`
+/// (a loss is minimised, anything else maximised).
+pub fn direction_for(given: Option<DirectionArg>, metric: &str) -> pb::Direction {
+    match given {
+        Some(DirectionArg::Maximize) => pb::Direction::Maximize,
+        Some(DirectionArg::Minimize) => pb::Direction::Minimize,
+        None => mnist_coordinator::rpc::convert::direction_to_pb(mnist_coordinator::study::default_direction(metric)),
+    }
 }
 
 /// `mnistctl study trials` / `mnistctl trial list`.
@@ -317,11 +327,7 @@ fn print_study_line(s: &pb::Study, json_out: bool, what: &str) {
 fn create_spec(args: &CreateArgs) -> anyhow::Result<pb::StudySpec> {
     let spec = pb::StudySpec {
         name: args.name.clone(),
-        direction: match args.direction {
-            Some(DirectionArg::Maximize) => pb::Direction::Maximize,
-            Some(DirectionArg::Minimize) => pb::Direction::Minimize,
-            None => mnist_coordinator::rpc::convert::direction_to_pb(mnist_coordinator::study::default_direction(&args.metric)),
-        } as i32,
+        direction: direction_for(args.direction, &args.metric) as i32,
         metric: args.metric.clone(),
         search_space: space_source(&args.space)?,
         sampler: Some(pb::SamplerSpec { kind: args.sampler.clone(), seed: args.seed, options_json: args.sampler_options.clone() }),

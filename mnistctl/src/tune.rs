@@ -74,7 +74,7 @@ pub struct TuneArgs {
     /// maximize or minimize the metric [default: minimize a metric whose name
     /// contains "loss", maximize any other].
     #[arg(long, value_enum)]
-    pub direction: Option<Direction>,
+    pub direction: Option<crate::study::DirectionArg>,
     /// Epochs per trial.
     #[arg(long, default_value_t = 3)]
     pub epochs: i64,
@@ -122,13 +122,6 @@ pub struct TuneArgs {
     pub mlflow_wait_seconds: f64,
 }
 
-/// The direction of the metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Direction {
-    Maximize,
-    Minimize,
-}
-
 /// The id of the in-process worker: fixed, so a rerun after a crash gets
 /// back the trials the previous run held.
 const WORKER_ID: &str = "tune-local";
@@ -172,11 +165,7 @@ fn spec(a: &TuneArgs) -> anyhow::Result<pb::StudySpec> {
     }
     Ok(pb::StudySpec {
         name: a.study.clone(),
-        direction: match a.direction {
-            Some(Direction::Maximize) => pb::Direction::Maximize,
-            Some(Direction::Minimize) => pb::Direction::Minimize,
-            None => mnist_coordinator::rpc::convert::direction_to_pb(mnist_coordinator::study::default_direction(&a.metric)),
-        } as i32,
+        direction: crate::study::direction_for(a.direction, &a.metric) as i32,
         metric: a.metric.clone(),
         search_space: space_source(&a.space)?,
         sampler: Some(pb::SamplerSpec { kind: a.sampler.clone(), seed: a.seed, options_json: String::new() }),
@@ -200,12 +189,12 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     // this command's own coordinator and worker.
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::study::check_metric(&args.metric)?;
-    mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
+    let drain = mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
     let worker = local_worker(&args);
     worker.check()?;
     let mlflow = args.mlflow.config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    let result = rt.block_on(tune(args, spec, mlflow, worker));
+    let result = rt.block_on(tune(args, spec, mlflow, drain, worker));
     // A training thread of a released trial may still be inside an epoch.
     rt.shutdown_timeout(Duration::from_secs(1));
     result
@@ -227,7 +216,14 @@ fn local_worker(args: &TuneArgs) -> WorkerConfig {
     wcfg
 }
 
-async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowConfig, worker: WorkerConfig) -> anyhow::Result<()> {
+/// `drain`: how long stopping waits for MLflow (`--mlflow-wait-seconds`).
+async fn tune(
+    args: TuneArgs,
+    spec: pb::StudySpec,
+    mlflow: mnist_mlflow::MlflowConfig,
+    drain: Duration,
+    worker: WorkerConfig,
+) -> anyhow::Result<()> {
     let dir = args.data_dir.clone();
     tokio::task::spawn_blocking(move || mnist::ensure_downloaded(&dir, &mnist::mirrors_from_env()))
         .await
@@ -241,7 +237,7 @@ async fn tune(args: TuneArgs, spec: pb::StudySpec, mlflow: mnist_mlflow::MlflowC
     cfg.coordinator.data_dir = Some(args.data_dir.clone());
     let tracking_uri = mlflow.tracking_uri.clone();
     cfg.coordinator.mlflow = mlflow;
-    cfg.coordinator.mlflow_drain = mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
+    cfg.coordinator.mlflow_drain = drain;
     let artifacts_root = cfg.coordinator.artifacts_root();
     // Refusals from earlier runs on this file are not this run's news.
     let refused_before = storage_backlog(&args.storage).await.map_or(0, |b| b.dead);
