@@ -17,6 +17,11 @@ pub fn default_filter(verbose: u8) -> &'static str {
 
 /// Installs the global subscriber writing to stderr; `RUST_LOG` overrides
 /// `default`. A second call does nothing.
+///
+/// A log line that cannot be written (stderr closed: the terminal or ssh
+/// session that started the process is gone, a `| head` reader exited) is
+/// dropped quietly. The default would report it with `eprintln!`, which
+/// panics on the same closed stderr, inside whatever task was logging.
 pub fn init_stderr(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -24,5 +29,6 @@ pub fn init_stderr(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .log_internal_errors(false)
         .try_init();
 }

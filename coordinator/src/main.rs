@@ -5,6 +5,7 @@
 //! `--data-dir` to workers that have none, and stops cleanly on Ctrl-C or
 //! SIGTERM (in-flight calls finish, the database is flushed).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -151,14 +152,14 @@ fn main() {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
     };
     // One line naming the problem and its causes (as mnistctl and
     // mnist-worker print them), exit status 1.
     if let Err(e) = rt.block_on(main_async(args)) {
-        eprintln!("error: {e:#}");
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -172,13 +173,18 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     }
     let running = server::start(cfg).await.context("starting the coordinator")?;
     // One machine-readable line on stdout (tests and scripts read the port).
-    println!("mnist-coordinator listening on {}", running.url());
+    // A closed stdout (the reader took the line and left) is not an error.
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "mnist-coordinator listening on {}", running.url()).and_then(|_| out.flush());
+    }
     tracing::info!(url = %running.url(), db = %args.db.display(), "serving");
     let stop = running.stop_handle();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down");
+        // Stop first: nothing that follows may keep the server from stopping.
         stop.send_replace(true);
+        tracing::info!("shutting down");
     });
     running.wait().await.context("the coordinator stopped")?;
     Ok(())

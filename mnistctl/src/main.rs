@@ -12,6 +12,19 @@
 //! for a failed command, 2 for bad usage (clap), and 130 when Ctrl-C cut
 //! `tune`'s final MLflow wait short.
 
+/// `println!` for this crate's output. A reader that went away (`mnistctl
+/// study list | head -1`) ends the command quietly with exit 0, as it does
+/// for other Unix tools, where std's `println!` panics on the broken pipe;
+/// another write error (a full disk) is an error, exit 1.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e)
+        }
+    }};
+}
+
 mod cli;
 mod client;
 mod doctor;
@@ -24,6 +37,8 @@ mod train;
 mod tune;
 mod trial;
 mod workers;
+
+use std::io::Write as _;
 
 use clap::{CommandFactory, FromArgMatches};
 
@@ -52,11 +67,21 @@ fn main() {
         cli::Command::Mlflow { cmd } => mlflow::run(cmd),
     };
     if let Err(err) = result {
+        // (A closed stderr loses the message, not the exit code.)
         if let Some(why) = err.downcast_ref::<tune::Interrupted>() {
-            eprintln!("interrupted: {why}");
+            let _ = writeln!(std::io::stderr(), "interrupted: {why}");
             std::process::exit(130);
         }
-        eprintln!("error: {err:#}");
+        let _ = writeln!(std::io::stderr(), "error: {err:#}");
         std::process::exit(1);
     }
+}
+
+/// See `println!` above.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    let _ = writeln!(std::io::stderr(), "error: writing to standard output: {e}");
+    std::process::exit(1)
 }

@@ -581,7 +581,12 @@ async fn export(c: &mut Coordinator, name: &str, format: ExportFormat, file: Opt
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
             eprintln!("wrote {} trials to {}", trials.len(), p.display());
         }
-        None => print!("{text}"),
+        None => {
+            use std::io::Write as _;
+            if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
+                crate::stdout_failed(e)
+            }
+        }
     }
     Ok(())
 }

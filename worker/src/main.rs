@@ -3,6 +3,7 @@
 //! trials, then exit 0; a second signal exits at once), and runs
 //! [`mnist_worker::run`].
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -180,14 +181,14 @@ fn main() {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
     };
     let code = match rt.block_on(main_async(args)) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             1
         }
     };
