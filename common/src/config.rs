@@ -278,6 +278,33 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Fields of the configuration that are the same for every trial of a
+    /// study (the data it sees), so not tunable.
+    pub const SETTING_NAMES: &'static [&'static str] = &["val_size", "train_limit", "test_limit", "eval_batch_size"];
+
+    /// Why `name`, a search-space parameter that is not one of
+    /// [`TrainConfig::PARAM_NAMES`], looks like a mistake: a setting that is
+    /// not tunable, or a tunable name mistyped (other case, `-` for `_`, up
+    /// to two letters off). `None` for a name unlike any (a generic
+    /// objective's own parameter).
+    pub fn suspicious_param_name(name: &str) -> Option<String> {
+        if Self::PARAM_NAMES.contains(&name) {
+            return None;
+        }
+        let norm = name.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+        if let Some(s) = Self::SETTING_NAMES.iter().find(|s| **s == norm) {
+            return Some(format!(
+                "`{name}` is a setting of the whole study, not tuned per trial: set it in the base configuration (--base {s}=N)"
+            ));
+        }
+        let close = Self::PARAM_NAMES.iter().find(|p| **p == norm).or_else(|| {
+            (norm.chars().count() >= 4)
+                .then(|| Self::PARAM_NAMES.iter().filter(|p| p.len() >= 4).find(|p| edit_distance(&norm, p) <= 2))
+                .flatten()
+        })?;
+        Some(format!("`{name}` is not a training parameter; did you mean `{close}`? (known: {})", Self::PARAM_NAMES.join(", ")))
+    }
+
     /// Names accepted by [`TrainConfig::set_param`].
     pub const PARAM_NAMES: &'static [&'static str] = &[
         "conv1_channels",
@@ -295,6 +322,22 @@ impl TrainConfig {
         "lr_schedule",
         "lr",
     ];
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (up + 1).min(row[j] + 1).min(diag + usize::from(ca != *cb));
+            diag = up;
+        }
+    }
+    row[b.len()]
 }
 
 /// A parameter value as tuning produces it.
@@ -370,6 +413,27 @@ mod tests {
         assert!(c.set_param("fc_width", &ParamValue::Num(2.5)).is_err());
         assert!(c.set_param("nonsense", &ParamValue::Num(1.0)).is_err());
         assert!(c.set_param("optimizer", &ParamValue::Str("rmsprop".into())).is_err());
+    }
+
+    #[test]
+    fn mistyped_and_untunable_parameter_names_are_caught() {
+        for (name, hint) in [
+            ("learnin_rate", "did you mean `learning_rate`"),
+            ("Learning_Rate", "did you mean `learning_rate`"),
+            ("batch-size", "did you mean `batch_size`"),
+            ("momentun", "did you mean `momentum`"),
+            ("train_limit", "--base train_limit=N"),
+            ("VAL_SIZE", "--base val_size=N"),
+        ] {
+            let why = TrainConfig::suspicious_param_name(name).unwrap_or_else(|| panic!("{name} passed"));
+            assert!(why.contains(hint), "{name}: {why}");
+        }
+        for name in ["learning_rate", "lr", "x", "units", "layer_count", "dropout", "my_param"] {
+            assert_eq!(TrainConfig::suspicious_param_name(name), None, "{name}");
+        }
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("épée", "epee"), 2);
     }
 
     #[test]

@@ -106,6 +106,12 @@ pub fn check_space_against_config(space: &SearchSpace, base: &TrainConfig) -> Re
     base.validate().map_err(|e| format!("bad base training configuration: {e}"))?;
     for (name, dist) in space.params() {
         if !TrainConfig::PARAM_NAMES.contains(&name) {
+            // Another name is the objective's own (generic ask/tell
+            // studies), unless it looks like a training parameter mistyped:
+            // workers would silently train without it.
+            if let Some(why) = TrainConfig::suspicious_param_name(name) {
+                return Err(format!("bad search space: {why}"));
+            }
             continue;
         }
         let candidates: Vec<Choice> = match dist {

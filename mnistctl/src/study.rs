@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use mnist_common::config::TrainConfig;
 use mnist_proto::v1 as pb;
 use serde_json::{json, Value};
 
@@ -104,7 +105,10 @@ pub struct CreateArgs {
     /// parameter, e.g. `[learning_rate]` / `type = "float"` / `low = 1e-4` /
     /// `high = 0.1` / `log = true`. Default: the built-in CNN space
     /// (learning_rate, momentum, batch_size, dropout_conv, dropout_fc,
-    /// fc_width, conv1_channels, conv2_channels).
+    /// fc_width, conv1_channels, conv2_channels). Names training reads:
+    /// those, weight_decay, epochs, seed, optimizer, lr_schedule. Any other
+    /// name is sampled for ask/tell clients only (workers ignore it); one
+    /// that looks like a mistyped training name is refused.
     #[arg(long)]
     pub space: Option<PathBuf>,
     /// maximize or minimize the metric [default: minimize a metric whose name
@@ -242,7 +246,7 @@ fn base_config_json(args: &CreateArgs) -> anyhow::Result<String> {
     Ok(if obj.is_empty() { String::new() } else { Value::Object(obj).to_string() })
 }
 
-fn space_source(path: &Option<PathBuf>) -> anyhow::Result<Option<pb::SearchSpaceSource>> {
+pub fn space_source(path: &Option<PathBuf>) -> anyhow::Result<Option<pb::SearchSpaceSource>> {
     use pb::search_space_source::Source;
     let Some(p) = path else { return Ok(None) };
     let text = std::fs::read_to_string(p).with_context(|| format!("reading the search space file {}", p.display()))?;
@@ -253,6 +257,29 @@ fn space_source(path: &Option<PathBuf>) -> anyhow::Result<Option<pb::SearchSpace
         _ => Source::Toml(text),
     };
     Ok(Some(pb::SearchSpaceSource { source: Some(src) }))
+}
+
+/// A spec's search space as parameter name → Optuna `distribution_json`
+/// (order-free); `None` when it does not parse.
+pub fn space_map(src: &Option<pb::SearchSpaceSource>) -> Option<std::collections::BTreeMap<String, String>> {
+    use mnist_coordinator::space::{parse_space, SpaceSource};
+    use pb::search_space_source::Source;
+    let source = match src.as_ref().and_then(|s| s.source.as_ref()) {
+        None => SpaceSource::Default,
+        Some(Source::Toml(t)) => SpaceSource::Toml(t.clone()),
+        Some(Source::Json(j)) => SpaceSource::Json(j.clone()),
+        Some(Source::Space(s)) => SpaceSource::Space(mnist_coordinator::rpc::convert::space_from_pb(s).ok()?),
+    };
+    let space = parse_space(&source).ok()?;
+    Some(space.params().map(|(n, d)| (n.to_string(), d.to_optuna_json())).collect())
+}
+
+/// The search space's parameters that no training field reads (a generic
+/// ask/tell objective's own; workers ignore them).
+pub fn untrained_params(src: &Option<pb::SearchSpaceSource>) -> Vec<String> {
+    space_map(src)
+        .map(|m| m.into_keys().filter(|n| !TrainConfig::PARAM_NAMES.contains(&n.as_str())).collect())
+        .unwrap_or_default()
 }
 
 /// Runs a study command.
@@ -359,6 +386,13 @@ async fn create(c: &mut Coordinator, args: CreateArgs, spec: pb::StudySpec, json
         .map_err(|e| rpc_error(&c.url, e))?
         .into_inner();
     let s = r.study.unwrap_or_default();
+    let untrained = untrained_params(&s.spec.as_ref().and_then(|sp| sp.search_space.clone()));
+    if !untrained.is_empty() && r.created {
+        eprintln!(
+            "note: workers do not read {} (not training parameters); they are sampled for ask/tell clients that evaluate the objective themselves",
+            untrained.join(", ")
+        );
+    }
     if json_out {
         let mut v = study_json(&s);
         v["created"] = json!(r.created);

@@ -56,7 +56,9 @@ pub struct TuneArgs {
     pub storage: PathBuf,
     /// Search space file, TOML (`.toml`) or JSON (`.json`). Default: the
     /// built-in CNN space (learning_rate, momentum, batch_size, dropout_conv,
-    /// dropout_fc, fc_width, conv1_channels, conv2_channels).
+    /// dropout_fc, fc_width, conv1_channels, conv2_channels). Other names
+    /// training reads: weight_decay, epochs, seed, optimizer, lr_schedule;
+    /// any other name is refused.
     #[arg(long)]
     pub space: Option<PathBuf>,
     /// Sampler: tpe, random or grid.
@@ -150,14 +152,6 @@ fn base_config(a: &TuneArgs) -> anyhow::Result<String> {
     Ok(text)
 }
 
-fn space_source(path: &Option<PathBuf>) -> anyhow::Result<Option<pb::SearchSpaceSource>> {
-    use pb::search_space_source::Source;
-    let Some(p) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading the search space file {}", p.display()))?;
-    let json = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) || text.trim_start().starts_with('{');
-    Ok(Some(pb::SearchSpaceSource { source: Some(if json { Source::Json(text) } else { Source::Toml(text) }) }))
-}
-
 fn spec(a: &TuneArgs) -> anyhow::Result<pb::StudySpec> {
     anyhow::ensure!(a.n_trials >= 1, "--n-trials must be at least 1");
     if let Some(t) = a.timeout {
@@ -167,7 +161,7 @@ fn spec(a: &TuneArgs) -> anyhow::Result<pb::StudySpec> {
         name: a.study.clone(),
         direction: crate::study::direction_for(a.direction, &a.metric) as i32,
         metric: a.metric.clone(),
-        search_space: space_source(&a.space)?,
+        search_space: crate::study::space_source(&a.space)?,
         sampler: Some(pb::SamplerSpec { kind: a.sampler.clone(), seed: a.seed, options_json: String::new() }),
         pruner: Some(pb::PrunerSpec { kind: a.pruner.clone(), options_json: String::new() }),
         n_trials: a.n_trials,
@@ -188,6 +182,15 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     // --sampler or a bad --space file fails at once; so do the settings of
     // this command's own coordinator and worker.
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Only the CNN's training reads the parameters here: another name would
+    // be sampled and stored, and change nothing.
+    let untrained = crate::study::untrained_params(&spec.search_space);
+    anyhow::ensure!(
+        untrained.is_empty(),
+        "bad search space: training reads no parameter named {} (tuning it would change nothing); the parameters it reads: {}",
+        untrained.join(", "),
+        TrainConfig::PARAM_NAMES.join(", ")
+    );
     crate::study::check_metric(&args.metric)?;
     let drain = mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
     let worker = local_worker(&args);
@@ -367,28 +370,13 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, mut wcfg: WorkerConfig, url
     report(&mut client, &args.study, artifacts_root, true).await
 }
 
-/// A spec's search space as parameter name → Optuna `distribution_json`
-/// (order-free); `None` when it does not parse.
-fn space_map(src: &Option<pb::SearchSpaceSource>) -> Option<std::collections::BTreeMap<String, String>> {
-    use mnist_coordinator::space::{parse_space, SpaceSource};
-    use pb::search_space_source::Source;
-    let source = match src.as_ref().and_then(|s| s.source.as_ref()) {
-        None => SpaceSource::Default,
-        Some(Source::Toml(t)) => SpaceSource::Toml(t.clone()),
-        Some(Source::Json(j)) => SpaceSource::Json(j.clone()),
-        Some(Source::Space(s)) => SpaceSource::Space(mnist_coordinator::rpc::convert::space_from_pb(s).ok()?),
-    };
-    let space = parse_space(&source).ok()?;
-    Some(space.params().map(|(n, d)| (n.to_string(), d.to_optuna_json())).collect())
-}
-
 /// The settings of `requested` that the stored study does not share, as
 /// "what (stored X, this command Y)". `n_trials` is left out (a larger one
 /// resumes the study with more trials); an unset sampler seed matches any
 /// stored seed.
 fn spec_differences(requested: &pb::StudySpec, stored: &pb::StudySpec) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(s), Some(r)) = (space_map(&stored.search_space), space_map(&requested.search_space)) {
+    if let (Some(s), Some(r)) = (crate::study::space_map(&stored.search_space), crate::study::space_map(&requested.search_space)) {
         let names: std::collections::BTreeSet<&String> = s.keys().chain(r.keys()).collect();
         let changed: Vec<&str> = names.into_iter().filter(|n| s.get(*n) != r.get(*n)).map(|n| n.as_str()).collect();
         if !changed.is_empty() {

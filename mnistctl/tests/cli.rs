@@ -213,11 +213,18 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     let db = dir.path().join("t.db");
     let bad_space = dir.path().join("space.toml");
     std::fs::write(&bad_space, "[lr\n").unwrap();
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[learnin_rate]\ntype = \"float\"\nlow = 0.001\nhigh = 0.1\n").unwrap();
+    let setting = dir.path().join("setting.json");
+    std::fs::write(&setting, r#"{"train_limit": {"type": "int", "low": 100, "high": 1000}}"#).unwrap();
+    let own = dir.path().join("own.toml");
+    std::fs::write(&own, "[units]\ntype = \"int\"\nlow = 1\nhigh = 9\n").unwrap();
     let (d, s, sp) = (
         data.to_str().unwrap(),
         db.to_str().unwrap(),
         bad_space.to_str().unwrap(),
     );
+    let (typo, setting, own) = (typo.to_str().unwrap(), setting.to_str().unwrap(), own.to_str().unwrap());
     let tune = |extra: &[&str], needle: &str| {
         let mut args = vec!["tune", "--data-dir", d, "--storage", s];
         args.extend_from_slice(extra);
@@ -235,6 +242,11 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     tune(&["--metric", "val_acc"], "--metric \"val_acc\": this worker cannot report the metric");
     tune(&["--torch-threads", "0"], "--torch-threads must be at least 1");
     tune(&["--mlflow-tracking-uri", "notauri"], "not an http(s) address");
+    // Parameter names training would not read: mistyped, a study-wide
+    // setting, or (for tune, which only trains) any other name.
+    tune(&["--space", typo], "did you mean `learning_rate`?");
+    tune(&["--space", setting], "set it in the base configuration (--base train_limit=N)");
+    tune(&["--space", own], "training reads no parameter named units");
     let create = |extra: &[&str], needle: &str| {
         let mut args = vec!["study", "create", "s", "--coordinator", "http://127.0.0.1:9"];
         args.extend_from_slice(extra);
@@ -247,6 +259,8 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     create(&["--timeout", "-1"], "timeout_seconds is -1");
     create(&["--timeout", "1e300"], "timeout_seconds is 1e300");
     create(&["--metric", "val_acc"], "this worker cannot report the metric \"val_acc\"");
+    create(&["--space", typo], "did you mean `learning_rate`?");
+    create(&["--space", setting], "--base train_limit=N");
     // A good setting still goes on to the coordinator.
     assert_fails_with(
         &["study", "create", "s", "--coordinator", "http://127.0.0.1:9"],
