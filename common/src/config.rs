@@ -222,7 +222,11 @@ impl TrainConfig {
         if self.val_size >= train_n {
             return Err(ConfigError::new(
                 "val_size",
-                format!("{} leaves no training images out of {train_n}", self.val_size),
+                format!(
+                    "{} leaves no training images out of {train_n}; hold out fewer for validation (val_size, e.g. {}) or train on more (train_limit)",
+                    self.val_size,
+                    default_val_size(Some(train_n))
+                ),
             ));
         }
         Ok(())
@@ -322,6 +326,26 @@ impl TrainConfig {
         "lr_schedule",
         "lr",
     ];
+}
+
+/// The validation hold-out when none is given: 5,000 images (the seed's),
+/// or a tenth of `train_limit` when that is smaller, so a quick run on a
+/// few thousand images keeps most of them for training.
+pub fn default_val_size(train_limit: Option<usize>) -> usize {
+    let full = TrainConfig::default().val_size;
+    train_limit.map_or(full, |n| (n / 10).clamp(1, full))
+}
+
+/// Adds [`default_val_size`] to a base configuration given as JSON fields
+/// that sets `train_limit` but not `val_size`.
+pub fn fill_default_val_size(fields: &mut serde_json::Map<String, serde_json::Value>) {
+    if fields.contains_key("val_size") {
+        return;
+    }
+    if let Some(n) = fields.get("train_limit").and_then(serde_json::Value::as_u64) {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        fields.insert("val_size".into(), serde_json::json!(default_val_size(Some(n))));
+    }
 }
 
 /// Levenshtein distance (insertions, deletions, substitutions) by characters.

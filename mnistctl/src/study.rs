@@ -149,7 +149,9 @@ pub struct CreateArgs {
     #[arg(long)]
     pub base_config: Option<PathBuf>,
     /// Set one base training configuration field, KEY=VALUE (repeatable),
-    /// e.g. --base train_limit=5000 --base optimizer=adam.
+    /// e.g. --base train_limit=5000 --base optimizer=adam. A train_limit
+    /// without a val_size holds out a tenth of it (at most 5000) for
+    /// validation.
     #[arg(long = "base", value_name = "KEY=VALUE")]
     pub base: Vec<String>,
     /// Re-queue a lost or retryably failed trial this many times before failing it.
@@ -238,11 +240,15 @@ fn base_config_json(args: &CreateArgs) -> anyhow::Result<String> {
     };
     for kv in &args.base {
         let (k, v) = key_value(kv)?;
+        if k == "epochs" {
+            bail!("--base {kv}: set epochs with --epochs");
+        }
         obj.insert(k, v);
     }
     if let Some(e) = args.epochs {
         obj.insert("epochs".into(), json!(e));
     }
+    mnist_common::config::fill_default_val_size(&mut obj);
     Ok(if obj.is_empty() { String::new() } else { Value::Object(obj).to_string() })
 }
 

@@ -81,9 +81,10 @@ pub struct ConfigArgs {
     /// Random seed (initialisation, validation split, shuffling, dropout).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Training images held out for validation.
-    #[arg(long, default_value_t = 5000)]
-    pub val_size: usize,
+    /// Training images held out for validation. Default: 5000, or a tenth of
+    /// --train-limit when that is smaller.
+    #[arg(long)]
+    pub val_size: Option<usize>,
     /// Use only the first N training images (quick runs).
     #[arg(long)]
     pub train_limit: Option<usize>,
@@ -117,7 +118,7 @@ impl ConfigArgs {
             batch_size: self.batch_size,
             epochs: self.epochs,
             seed: self.seed,
-            val_size: self.val_size,
+            val_size: self.val_size.unwrap_or_else(|| mnist_common::config::default_val_size(self.train_limit)),
             train_limit: self.train_limit,
             test_limit: self.test_limit,
             ..TrainConfig::default()

@@ -138,14 +138,17 @@ fn base_config(a: &TuneArgs) -> anyhow::Result<String> {
     if let Some(n) = a.test_limit {
         obj.insert("test_limit".into(), json!(n));
     }
-    let val = a.val_size.or_else(|| a.train_limit.map(|n| (n / 10).clamp(1, TrainConfig::default().val_size)));
-    if let Some(v) = val {
+    if let Some(v) = a.val_size {
         obj.insert("val_size".into(), json!(v));
     }
     for kv in &a.base {
         let (k, v) = crate::study::key_value(kv)?;
+        if let Some(flag) = ["epochs", "train_limit", "test_limit", "val_size"].into_iter().find(|f| *f == k) {
+            bail!("--base {kv}: set {flag} with --{}", flag.replace('_', "-"));
+        }
         obj.insert(k, v);
     }
+    mnist_common::config::fill_default_val_size(&mut obj);
     let text = Value::Object(obj).to_string();
     let cfg: TrainConfig = serde_json::from_str(&text).with_context(|| format!("the training settings {text} are not valid"))?;
     cfg.validate().map_err(|e| anyhow::anyhow!("invalid training setting {}: {}", e.field, e.message))?;

@@ -45,7 +45,7 @@ fn bad_training_flags_are_refused_with_the_flag_named() {
     assert_fails_with(&["train", "--data-dir", d, "--optimizer", "rmsprop"], "unknown optimizer");
     assert_fails_with(&["train", "--data-dir", d, "--device", "tpu"], "unknown device \"tpu\"");
     assert_fails_with(&["train", "--data-dir", d, "--device", "cuda:7"], "cuda:7 requested");
-    assert_fails_with(&["train", "--data-dir", d, "--train-limit", "100"], "--val-size");
+    assert_fails_with(&["train", "--data-dir", d, "--train-limit", "100", "--val-size", "100"], "--val-size: 100 leaves no training images out of 100; hold out fewer");
 }
 
 #[test]
@@ -247,6 +247,8 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     tune(&["--space", typo], "did you mean `learning_rate`?");
     tune(&["--space", setting], "set it in the base configuration (--base train_limit=N)");
     tune(&["--space", own], "training reads no parameter named units");
+    tune(&["--base", "epochs=2"], "--base epochs=2: set epochs with --epochs");
+    tune(&["--base", "train_limit=900"], "set train_limit with --train-limit");
     let create = |extra: &[&str], needle: &str| {
         let mut args = vec!["study", "create", "s", "--coordinator", "http://127.0.0.1:9"];
         args.extend_from_slice(extra);
@@ -261,6 +263,13 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     create(&["--metric", "val_acc"], "this worker cannot report the metric \"val_acc\"");
     create(&["--space", typo], "did you mean `learning_rate`?");
     create(&["--space", setting], "--base train_limit=N");
+    create(&["--base", "epochs=3"], "--base epochs=3: set epochs with --epochs");
+    // A small train_limit holds out a tenth for validation (the default 5000
+    // would leave nothing to train on): the settings pass, on to connecting.
+    assert_fails_with(
+        &["study", "create", "s", "--base", "train_limit=1000", "--coordinator", "http://127.0.0.1:9"],
+        "cannot reach coordinator at http://127.0.0.1:9",
+    );
     // A good setting still goes on to the coordinator.
     assert_fails_with(
         &["study", "create", "s", "--coordinator", "http://127.0.0.1:9"],
