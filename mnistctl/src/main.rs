@@ -10,7 +10,7 @@
 //!
 //! Errors are reported once, at this edge, with `anyhow`; the exit code is 1
 //! for a failed command, 2 for bad usage (clap), and 130 when Ctrl-C cut
-//! `tune`'s final MLflow wait short.
+//! `tune` short (its trials, or its final MLflow wait).
 
 /// `println!` for this crate's output. A reader that went away (`mnistctl
 /// study list | head -1`) ends the command quietly with exit 0, as it does

@@ -94,7 +94,8 @@ pub struct TuneArgs {
     /// e.g. --base optimizer=adam --base weight_decay=1e-4.
     #[arg(long = "base")]
     pub base: Vec<String>,
-    /// Stop starting new trials after this many seconds.
+    /// Stop starting new trials after this many seconds of this run (a
+    /// rerun that resumes the study gets its own --timeout; none: no limit).
     #[arg(long)]
     pub timeout: Option<f64>,
     /// Devices: all (every GPU, else the CPU), cpu, or a list such as cuda:0,cuda:1.
@@ -263,8 +264,10 @@ async fn tune(
     match stopped {
         Some(r) => r.context("stopping the coordinator")?,
         None => {
-            if let Err(e) = &outcome {
-                eprintln!("error: {e:#}");
+            match &outcome {
+                Err(e) if e.downcast_ref::<Interrupted>().is_some() => eprintln!("interrupted: {e}"),
+                Err(e) => eprintln!("error: {e:#}"),
+                Ok(()) => {}
             }
             return Err(Interrupted(mlflow_left_behind(&args).await).into());
         }
@@ -273,9 +276,9 @@ async fn tune(
     outcome
 }
 
-/// Ctrl-C ended the command early (during the final MLflow wait); `main`
-/// prints the message and exits with 130, as a shell reports a process that
-/// SIGINT ended.
+/// Ctrl-C ended the command early (while trials ran, or during the final
+/// MLflow wait); `main` prints the message and exits with 130, as a shell
+/// reports a process that SIGINT ended.
 #[derive(Debug)]
 pub struct Interrupted(pub String);
 
@@ -306,7 +309,7 @@ async fn mlflow_left_behind(args: &TuneArgs) -> String {
 /// and prints the result.
 async fn drive(args: &TuneArgs, spec: pb::StudySpec, mut wcfg: WorkerConfig, url: &str, artifacts_root: &Path) -> anyhow::Result<()> {
     let mut client = StudyServiceClient::connect(url.to_string()).await.context("connecting to the embedded coordinator")?;
-    let study = open_study(&mut client, spec, args.n_trials).await?;
+    let study = open_study(&mut client, spec, args.n_trials, args.timeout).await?;
     if study.state != pb::StudyState::Running as i32 {
         report(&mut client, &args.study, artifacts_root, false).await?;
         return Ok(());
@@ -363,12 +366,13 @@ async fn drive(args: &TuneArgs, spec: pb::StudySpec, mut wcfg: WorkerConfig, url
     if interrupted {
         let s = client.get_study(pb::GetStudyRequest { name: args.study.clone() }).await.map_err(status)?.into_inner();
         let c = s.counts.unwrap_or_default();
-        println!(
+        // Not a success: a script's `tune && deploy` must not go on.
+        return Err(Interrupted(format!(
             "stopped: {} of {} trials finished; run the same command again to resume",
             c.complete + c.pruned + c.fail,
             s.spec.map(|x| x.n_trials).unwrap_or(0)
-        );
-        return Ok(());
+        ))
+        .into());
     }
     report(&mut client, &args.study, artifacts_root, true).await
 }
@@ -428,9 +432,14 @@ fn spec_differences(requested: &pb::StudySpec, stored: &pb::StudySpec) -> Vec<St
     out
 }
 
-/// Creates the study, or loads the one of that name and makes it run again
-/// when it was stopped or needs more trials.
-async fn open_study(client: &mut StudyServiceClient<Channel>, spec: pb::StudySpec, n_trials: u32) -> anyhow::Result<pb::Study> {
+/// Creates the study, or resumes the one stored under its name; `timeout`
+/// is this run's `--timeout`.
+async fn open_study(
+    client: &mut StudyServiceClient<Channel>,
+    spec: pb::StudySpec,
+    n_trials: u32,
+    timeout: Option<f64>,
+) -> anyhow::Result<pb::Study> {
     let name = spec.name.clone();
     let requested = spec.clone();
     let r = client
@@ -463,15 +472,20 @@ async fn open_study(client: &mut StudyServiceClient<Channel>, spec: pb::StudySpe
         "resuming the study found in the database (its stored search space, sampler and training settings are kept)"
     );
     let more = n_trials > stored.n_trials;
-    let stopped = study.state == pb::StudyState::Stopped as i32;
-    if stopped || (more && study.state == pb::StudyState::Complete as i32) || (more && study.state == pb::StudyState::Running as i32) {
-        let req = pb::ResumeStudyRequest { name: name.clone(), n_trials: more.then_some(n_trials), timeout_seconds: None };
-        return Ok(client.resume_study(req).await.map_err(status).with_context(|| format!("resuming the study {name:?}"))?.into_inner());
-    }
     if n_trials < stored.n_trials {
         tracing::warn!(study = %name, "the study keeps its n_trials of {} (--n-trials {n_trials} is smaller)", stored.n_trials);
     }
-    Ok(study)
+    // Every run of this command gets its own --timeout from now, as each
+    // `study.optimize(timeout=...)` call does in Optuna (none: no limit), so
+    // a study that ended on its timeout goes on when the command is rerun.
+    // A COMPLETE study with no trials left (n_trials reached, grid used up)
+    // stays complete unless --n-trials grows.
+    let req = pb::ResumeStudyRequest { name: name.clone(), n_trials: more.then_some(n_trials), timeout_seconds: Some(timeout.unwrap_or(0.0)) };
+    match client.resume_study(req).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(e) if e.code() == tonic::Code::FailedPrecondition && study.state == pb::StudyState::Complete as i32 && !more => Ok(study),
+        Err(e) => Err(status(e)).with_context(|| format!("resuming the study {name:?}")),
+    }
 }
 
 /// Prints the outcome and the best trial; a study without a complete trial

@@ -1,5 +1,5 @@
 //! `mnistctl tune` end to end on the CPU with a tiny CNN: Ctrl-C gives the
-//! running trial back and exits 0, the same command resumes and finishes
+//! running trial back and exits 130, the same command resumes and finishes
 //! with the exact trial count and prints the best trial with its artifacts,
 //! Optuna reads the database, and a third run finds the study complete; a
 //! study in which every trial fails ends the command with exit 1 and the
@@ -49,8 +49,9 @@ fn tune_stops_on_ctrl_c_resumes_and_reports_the_best_trial() {
     // SAFETY: kill(2) on our own, not yet reaped, child.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
     let st = wait(&mut child, Duration::from_secs(60), &[&err]);
-    assert!(st.success(), "Ctrl-C should stop cleanly, got {st}\n{}", read(&err));
-    assert!(read(&out).contains("run the same command again to resume"), "{}\n{}", read(&out), read(&err));
+    assert_eq!(st.code(), Some(130), "Ctrl-C stops cleanly, and says so in the exit code\n{}", read(&err));
+    let e = read(&err);
+    assert!(e.contains("interrupted: stopped: ") && e.contains("of 3 trials finished; run the same command again to resume"), "{}\n{e}", read(&out));
     assert!(read(&err).contains("trial released"), "the running trial was not given back\n{}", read(&err));
 
     // 2. The same command resumes and finishes.
@@ -188,4 +189,29 @@ fn ctrl_c_during_the_final_mlflow_wait_ends_it_and_keeps_the_operations() {
     let pending: u64 = status.lines().find_map(|l| l.strip_prefix("pending:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
     assert!(st.status.success() && pending > 0, "{status}");
     assert!(log.contains(&format!("{pending} MLflow operations stay")), "{log}");
+}
+
+#[test]
+fn a_study_that_ended_on_its_timeout_goes_on_when_the_command_is_rerun() {
+    // Each run gets its own --timeout (none: no limit), as each
+    // `study.optimize(timeout=...)` call does in Optuna.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = |timeout: Option<&str>| {
+        let mut c = tiny_tune(dir);
+        c.args(["--n-trials", "2", "--epochs", "1", "--train-limit", "600", "--study", "timed", "--pruner", "none"]);
+        if let Some(t) = timeout {
+            c.args(["--timeout", t]);
+        }
+        c.output().unwrap()
+    };
+    // A microsecond: over before the first trial can start.
+    let first = run(Some("0.000001"));
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(text.contains("timeout"), "{text}\n{}", String::from_utf8_lossy(&first.stderr));
+    let second = run(None);
+    let (text, log) = (String::from_utf8_lossy(&second.stdout), String::from_utf8_lossy(&second.stderr));
+    assert!(second.status.success(), "{text}\n{log}");
+    assert!(!text.contains("already COMPLETE"), "{text}");
+    assert!(text.contains("study \"timed\": 2 complete, 0 pruned, 0 failed"), "{text}\n{log}");
 }
