@@ -1,6 +1,7 @@
 //! Logging set-up shared by the binaries: `tracing` to stderr, filtered by
 //! `RUST_LOG` or a verbosity count, in colour only on a terminal (redirected
-//! logs, files and journald stay plain text).
+//! logs, files and journald stay plain text); and the one-line text of an
+//! error with its causes, for the binaries' final message.
 
 use std::io::IsTerminal;
 
@@ -31,4 +32,41 @@ pub fn init_stderr(default: &str) {
         .with_target(false)
         .log_internal_errors(false)
         .try_init();
+}
+
+/// An error and its causes on one line, `a: b: c`, leaving out a cause whose
+/// text the line already holds (many of our messages name their cause
+/// inline, with advice after it, and also keep it as the `source`).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum E {
+        #[error("reading f: the data is corrupt ({source}); delete it")]
+        Inline { source: std::io::Error },
+        #[error("loading the model")]
+        Wrapped { source: std::io::Error },
+    }
+
+    #[test]
+    fn causes_are_named_once() {
+        let io = || std::io::Error::other("unexpected end of file");
+        assert_eq!(error_chain(&E::Inline { source: io() }), "reading f: the data is corrupt (unexpected end of file); delete it");
+        assert_eq!(error_chain(&E::Wrapped { source: io() }), "loading the model: unexpected end of file");
+    }
 }

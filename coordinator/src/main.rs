@@ -159,7 +159,7 @@ fn main() {
     // One line naming the problem and its causes (as mnistctl and
     // mnist-worker print them), exit status 1.
     if let Err(e) = rt.block_on(main_async(args)) {
-        let _ = writeln!(std::io::stderr(), "error: {e:#}");
+        let _ = writeln!(std::io::stderr(), "error: {}", mnist_common::logging::error_chain(e.as_ref()));
         std::process::exit(1);
     }
 }

@@ -72,7 +72,7 @@ fn main() {
             let _ = writeln!(std::io::stderr(), "interrupted: {why}");
             std::process::exit(130);
         }
-        let _ = writeln!(std::io::stderr(), "error: {err:#}");
+        let _ = writeln!(std::io::stderr(), "error: {}", mnist_common::logging::error_chain(err.as_ref()));
         std::process::exit(1);
     }
 }

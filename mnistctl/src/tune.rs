@@ -199,6 +199,9 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let drain = mnist_common::flags::seconds("mlflow-wait-seconds", args.mlflow_wait_seconds, true)?;
     let worker = local_worker(&args);
     worker.check()?;
+    // The devices exist, before a study is stored with this command's
+    // settings (a rerun with other settings would find them fixed).
+    mnist_worker::devices::resolve(&worker.devices)?;
     let mlflow = args.mlflow.config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let result = rt.block_on(tune(args, spec, mlflow, drain, worker));
@@ -236,6 +239,12 @@ async fn tune(
         .await
         .context("downloading MNIST")?
         .with_context(|| format!("getting MNIST into {}", args.data_dir.display()))?;
+    // Readable and intact, for the same reason (the worker reads it again).
+    let dir = args.data_dir.clone();
+    tokio::task::spawn_blocking(move || mnist::load(&dir))
+        .await
+        .context("reading MNIST")?
+        .with_context(|| format!("reading MNIST in {}", args.data_dir.display()))?;
 
     if let Some(parent) = args.storage.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -266,7 +275,7 @@ async fn tune(
         None => {
             match &outcome {
                 Err(e) if e.downcast_ref::<Interrupted>().is_some() => eprintln!("interrupted: {e}"),
-                Err(e) => eprintln!("error: {e:#}"),
+                Err(e) => eprintln!("error: {}", mnist_common::logging::error_chain(e.as_ref())),
                 Ok(()) => {}
             }
             return Err(Interrupted(mlflow_left_behind(&args).await).into());

@@ -247,8 +247,25 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     tune(&["--space", typo], "did you mean `learning_rate`?");
     tune(&["--space", setting], "set it in the base configuration (--base train_limit=N)");
     tune(&["--space", own], "training reads no parameter named units");
+    tune(&["--devices", "cuda:99"], "a device of --devices cannot be used: cuda:99 requested");
     tune(&["--base", "epochs=2"], "--base epochs=2: set epochs with --epochs");
     tune(&["--base", "train_limit=900"], "set train_limit with --train-limit");
+    // A data set that is there but corrupt: refused before a study is
+    // stored with this command's settings; the cause is named once.
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    for f in mnist_common::mnist::FILES {
+        let src = mnist_common::mnist::locate(&data_dir(), &f).expect("the shared MNIST copy");
+        std::fs::copy(&src, corrupt.join(src.file_name().unwrap())).unwrap();
+    }
+    let images = corrupt.join("train-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
+    let o = mnistctl(&["tune", "--devices", "cpu", "--data-dir", corrupt.to_str().unwrap(), "--storage", s]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("the gzip data is corrupt or truncated") && e.trim_end().ends_with("can be downloaded again"), "{e}");
+    assert!(!db.exists(), "a study was stored before the data set was read");
     let create = |extra: &[&str], needle: &str| {
         let mut args = vec!["study", "create", "s", "--coordinator", "http://127.0.0.1:9"];
         args.extend_from_slice(extra);

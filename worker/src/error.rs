@@ -12,8 +12,10 @@ pub enum WorkerError {
     #[error("{0}")]
     Config(String),
     /// A requested device cannot be used.
+    /// (The message carries the cause, so it is not also a `source`:
+    /// error chains would print it twice.)
     #[error("a device of --devices cannot be used: {0}")]
-    Device(#[from] mnist_trainer::device::DeviceError),
+    Device(mnist_trainer::device::DeviceError),
     /// The coordinator address is not a valid URL.
     #[error("invalid coordinator address {url:?}: {message}; use e.g. http://HOST:50051")]
     Address { url: String, message: String },
@@ -44,5 +46,11 @@ impl WorkerError {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> WorkerError {
         let path = path.into();
         move |source| WorkerError::Io { path, source }
+    }
+}
+
+impl From<mnist_trainer::device::DeviceError> for WorkerError {
+    fn from(e: mnist_trainer::device::DeviceError) -> Self {
+        WorkerError::Device(e)
     }
 }

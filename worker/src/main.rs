@@ -188,7 +188,7 @@ fn main() {
     let code = match rt.block_on(main_async(args)) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", mnist_common::logging::error_chain(e.as_ref()));
             1
         }
     };

@@ -27,7 +27,7 @@ pub enum DeviceError {
     #[error("unknown device {0:?}: use auto, cpu, cuda or cuda:N")]
     Unknown(String),
     /// CUDA was asked for but libtorch sees none.
-    #[error("{requested} requested but CUDA is not available to libtorch (devices visible: {count}); run `mnistctl doctor`, or use --device cpu")]
+    #[error("{requested} requested but CUDA is not available to libtorch (devices visible: {count}); run `mnistctl doctor`, or train on the CPU (cpu)")]
     Unavailable { requested: String, count: usize },
 }
 
