@@ -128,6 +128,16 @@ pub struct Upload {
     limit: u64,
 }
 
+/// The refusal of a file over the coordinator's size limit: the request
+/// itself is the problem (INVALID_ARGUMENT), not a passing shortage, so a
+/// client does not send it again.
+pub fn too_large(name: &str, size: Option<u64>, limit: u64) -> CoordError {
+    let size = size.map_or_else(|| "it".to_string(), |s| format!("its {s} bytes"));
+    CoordError::InvalidArgument(format!(
+        "artifact {name:?} is larger than this coordinator accepts: {size} exceed the limit of {limit} bytes (mnist-coordinator --max-artifact-mib)"
+    ))
+}
+
 impl Upload {
     /// Starts writing `name` under `dir`.
     pub async fn begin(dir: &Path, name: &str, limit: u64) -> Result<Upload, CoordError> {
@@ -151,10 +161,7 @@ impl Upload {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), CoordError> {
         self.size += data.len() as u64;
         if self.size > self.limit {
-            return Err(CoordError::ResourceExhausted(format!(
-                "the artifact is larger than the coordinator's limit of {} bytes",
-                self.limit
-            )));
+            return Err(too_large(&self.name, None, self.limit));
         }
         self.hasher.update(data);
         self.file

@@ -19,9 +19,6 @@ pub enum CoordError {
     /// stopped study (FAILED_PRECONDITION).
     #[error("{0}")]
     FailedPrecondition(String),
-    /// A limit was hit (RESOURCE_EXHAUSTED).
-    #[error("{0}")]
-    ResourceExhausted(String),
     /// The database failed or is closing (UNAVAILABLE).
     #[error(transparent)]
     Storage(#[from] StorageError),

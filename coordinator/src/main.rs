@@ -116,6 +116,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
             c.lease_duration.as_secs_f64()
         );
     }
+    anyhow::ensure!(args.max_artifact_mib >= 1, "--max-artifact-mib must be at least 1 (every upload would be refused)");
     c.max_artifact_bytes = args.max_artifact_mib.saturating_mul(1 << 20);
     anyhow::ensure!(args.max_write_batch > 0, "--max-write-batch must be at least 1");
     c.storage.max_batch_ops = args.max_write_batch;

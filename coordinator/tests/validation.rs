@@ -359,6 +359,35 @@ async fn an_artifact_name_that_is_both_a_file_and_a_directory_is_refused() {
     server.shutdown().await.unwrap();
 }
 
+/// A file over `max_artifact_bytes` is refused with INVALID_ARGUMENT (the
+/// request is the problem; a retry cannot help), at the header when its size
+/// is announced and while streaming when it is not, and nothing is left
+/// behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_over_the_size_limit_is_refused_as_invalid() {
+    let dir = tempdir();
+    let mut cfg = fast_config(&dir.path().join("s.db"), Duration::from_secs(30));
+    cfg.coordinator.max_artifact_bytes = 10;
+    let (server, mut c) = start_in_process(cfg).await;
+    create(&mut c, small_spec("limit", 3)).await;
+    let w = register(&mut c, "w1", 1).await;
+    let t = acquire(&mut c, &w, 0).await.unwrap();
+    let tok = t.lease.as_ref().unwrap().token;
+    let data = b"eleven byte";
+    for size in [Some(data.len() as u64), None] {
+        let msgs = vec![artifact_header(t.trial_id, tok, "big.bin", size, ""), artifact_chunk(data)];
+        let e = c.worker.upload_artifact(tokio_stream::iter(msgs)).await.expect_err("over the limit");
+        assert_eq!(e.code(), Code::InvalidArgument, "{size:?}: {e:?}");
+        assert!(e.message().contains("\"big.bin\"") && e.message().contains("limit of 10 bytes") && e.message().contains("--max-artifact-mib"), "{}", e.message());
+    }
+    let trial_dir = dir.path().join("s.db.artifacts/study-1/trial-0");
+    assert!(!trial_dir.join("big.bin").exists());
+    assert_eq!(upload_temps(&trial_dir), Vec::<String>::new());
+    let msgs = vec![artifact_header(t.trial_id, tok, "small.bin", Some(10), ""), artifact_chunk(b"ten bytes!")];
+    c.worker.upload_artifact(tokio_stream::iter(msgs)).await.expect("at the limit: stored");
+    server.shutdown().await.unwrap();
+}
+
 /// The data-set stream: the worker's side writes the chunks and verifies
 /// them with the training core's own checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

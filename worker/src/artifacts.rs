@@ -24,6 +24,9 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Attempts per file while the coordinator is unreachable.
 const ATTEMPTS: u32 = 6;
 
+/// The MLflow model directory's descriptor file.
+const MLMODEL: &str = "MLmodel";
+
 /// The files of a run, as (artifact name, local path), in upload order.
 pub fn files(a: &RunArtifacts) -> Vec<(String, PathBuf)> {
     let mut out = vec![("metrics.json".to_string(), a.metrics.clone())];
@@ -36,7 +39,10 @@ pub fn files(a: &RunArtifacts) -> Vec<(String, PathBuf)> {
     }
     let mut model = Vec::new();
     walk(&a.mlflow_model, &a.mlflow_model, &mut model);
-    model.sort();
+    // `MLmodel` last: it marks the directory complete (the coordinator logs
+    // the model to MLflow when it arrives), so it never lands without the
+    // files it describes.
+    model.sort_by(|a, b| (a.0 == MLMODEL, &a.0).cmp(&(b.0 == MLMODEL, &b.0)));
     out.extend(model.into_iter().map(|(rel, p)| (format!("model/{rel}"), p)));
     out.push(("weights/model.safetensors".to_string(), a.safetensors.clone()));
     out
@@ -135,15 +141,42 @@ pub async fn upload_file(client: &Client, trial_id: i64, token: u64, name: &str,
         .map_err(|source| UploadError::Call { name: name.to_string(), source })
 }
 
-/// Uploads every file of a run; stops at the first file the coordinator
-/// refuses for good. Returns the number of files and bytes stored.
-pub async fn upload_run(client: &Client, trial_id: i64, token: u64, run: &RunArtifacts) -> Result<(usize, u64), UploadError> {
-    let mut bytes = 0;
-    let list = files(run);
-    for (name, path) in &list {
-        bytes += upload_file(client, trial_id, token, name, path).await?;
+/// What [`upload_run`] stored.
+#[derive(Debug, Default)]
+pub struct Uploaded {
+    pub files: usize,
+    pub bytes: u64,
+    /// Files the coordinator refused on their own (over its size limit),
+    /// with the reason; the others were still sent. A refused file of the
+    /// model directory also holds back its `MLmodel`, listed here too.
+    pub refused: Vec<(String, String)>,
+}
+
+/// Uploads every file of a run. A file refused as invalid (over the
+/// coordinator's size limit) is skipped, and the rest still go; any other
+/// refusal (the lease was lost) or a coordinator that stays unreachable
+/// stops the upload.
+pub async fn upload_run(client: &Client, trial_id: i64, token: u64, run: &RunArtifacts) -> Result<Uploaded, UploadError> {
+    let mut done = Uploaded::default();
+    let mut model_incomplete = false;
+    for (name, path) in &files(run) {
+        if model_incomplete && name == &format!("model/{MLMODEL}") {
+            done.refused.push((name.clone(), "not sent: a file of the model directory was refused".into()));
+            continue;
+        }
+        match upload_file(client, trial_id, token, name, path).await {
+            Ok(n) => {
+                done.files += 1;
+                done.bytes += n;
+            }
+            Err(UploadError::Call { name, source: CallError::Refused(s) }) if s.code() == tonic::Code::InvalidArgument => {
+                model_incomplete |= name.starts_with("model/");
+                done.refused.push((name, s.message().to_string()));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok((list.len(), bytes))
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -174,7 +207,10 @@ mod tests {
         }
         touch(&a.mlflow_model.join("MLmodel"));
         touch(&a.mlflow_model.join("data/model.pth"));
+        touch(&a.mlflow_model.join("conda.yaml"));
         let names: Vec<String> = files(&a).into_iter().map(|(n, _)| n).collect();
+        let model: Vec<&str> = names.iter().filter(|n| n.starts_with("model/")).map(String::as_str).collect();
+        assert_eq!(model, ["model/conda.yaml", "model/data/model.pth", "model/MLmodel"], "MLmodel last");
         for want in [
             "metrics.json",
             "plots/accuracy.png",

@@ -293,9 +293,14 @@ impl Session<'_> {
         match artifacts {
             Some(Ok(run)) => {
                 match crate::artifacts::upload_run(&self.ctx.shared.client, self.trial_id, self.token, &run).await {
-                    Ok((files, bytes)) => {
-                        tracing::info!(trial = self.number, files, bytes, "artifacts uploaded");
-                        if !self.ctx.shared.config.keep_artifacts {
+                    Ok(up) => {
+                        tracing::info!(trial = self.number, files = up.files, bytes = up.bytes, "artifacts uploaded");
+                        for (name, why) in &up.refused {
+                            tracing::error!(trial = self.number, artifact = %name, "the coordinator refused this artifact: {why}");
+                        }
+                        if !up.refused.is_empty() {
+                            tracing::warn!(trial = self.number, local = %dir.display(), "the local copy of the artifacts is kept");
+                        } else if !self.ctx.shared.config.keep_artifacts {
                             if let Err(e) = std::fs::remove_dir_all(dir) {
                                 tracing::debug!(dir = %dir.display(), "could not remove the local artifacts: {e}");
                             }

@@ -399,6 +399,38 @@ fn every_study_name_gets_its_own_local_artifact_directory() {
     }
 }
 
+/// A coordinator that takes files up to 1 MiB: the model's weights (about
+/// 5 MB for the default net) are refused as too large at once, not retried
+/// as if the coordinator were down, and the other files still arrive; the
+/// model directory's `MLmodel` is held back, so no incomplete model is
+/// stored (or logged to MLflow).
+#[test]
+fn files_over_the_coordinators_size_limit_are_skipped_and_the_rest_arrive() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let opts = CoordOpts { extra_args: vec!["--max-artifact-mib".into(), "1".into()], ..CoordOpts::default() };
+    let coord = start_coordinator(dir, &dir.join("study.db"), 0, &opts, "a");
+    let base = serde_json::json!({"epochs": 1, "train_limit": 500, "val_size": 100, "test_limit": 200}).to_string();
+    let s = create_study(&rt, &coord.url, spec("limit", 1, base, "none"));
+    let mut w = start_worker(dir, &coord.url, "w", &data_dir(), &["--exit-when-idle"]);
+    wait_workers(std::slice::from_mut(&mut w), Duration::from_secs(120), &[&coord.proc]);
+    let all = [&w, &coord.proc];
+    let ts = trials(&rt, &coord.url, "limit").unwrap();
+    assert_exact(&ts, 1, &[pb::TrialState::Complete], &logs(&all));
+    let stored = dir.join("study.db.artifacts").join(format!("study-{}", s.study_id)).join("trial-0");
+    for f in ["metrics.json", "plots/accuracy.png", "model/conda.yaml"] {
+        assert!(stored.join(f).is_file(), "{f} is missing\n{}", logs(&all));
+    }
+    for f in ["weights/model.safetensors", "model/data/model.pth", "model/MLmodel"] {
+        assert!(!stored.join(f).exists(), "{f} was stored\n{}", logs(&all));
+    }
+    let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(log.contains("the coordinator refused this artifact") && log.contains("--max-artifact-mib"), "{}", logs(&all));
+    assert!(!log.contains("unreachable"), "a refusal was retried as an outage\n{}", logs(&all));
+}
+
 /// A study whose second trial is pruned after its first epoch and then has
 /// seconds of work left before it is completed as PRUNED: the full 10,000
 /// test images through a 32/64-channel net, the plots and the model export.

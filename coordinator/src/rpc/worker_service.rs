@@ -143,7 +143,11 @@ impl WorkerService for WorkerApi {
             None => return Err(Status::invalid_argument("empty upload: send an ArtifactHeader, then the bytes")),
         };
         let target = self.coord.authorize_artifact(header.trial_id, header.lease_token)?;
-        let mut upload = Upload::begin(&target.dir, &header.name, self.coord.config().max_artifact_bytes).await?;
+        let limit = self.coord.config().max_artifact_bytes;
+        if let Some(size) = header.size_bytes.filter(|s| *s > limit) {
+            return Err(crate::artifacts::too_large(&header.name, Some(size), limit).into());
+        }
+        let mut upload = Upload::begin(&target.dir, &header.name, limit).await?;
         while let Some(msg) = stream.next().await {
             let res = match msg {
                 Ok(pb::UploadArtifactRequest { part: Some(Part::Chunk(data)) }) => {

@@ -148,11 +148,13 @@ pub struct CoordOpts {
     pub heartbeat_seconds: f64,
     pub restart_grace_seconds: f64,
     pub data_dir: Option<PathBuf>,
+    /// More `mnist-coordinator` flags.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for CoordOpts {
     fn default() -> Self {
-        CoordOpts { lease_seconds: 3.0, heartbeat_seconds: 0.5, restart_grace_seconds: 15.0, data_dir: Some(data_dir()) }
+        CoordOpts { lease_seconds: 3.0, heartbeat_seconds: 0.5, restart_grace_seconds: 15.0, data_dir: Some(data_dir()), extra_args: Vec::new() }
     }
 }
 
@@ -180,6 +182,7 @@ pub fn start_coordinator(dir: &Path, db: &Path, port: u16, opts: &CoordOpts, tag
     if let Some(d) = &opts.data_dir {
         cmd.arg("--data-dir").arg(d);
     }
+    cmd.args(&opts.extra_args);
     let mut child = cmd.spawn().expect("starting mnist-coordinator");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
