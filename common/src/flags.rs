@@ -13,6 +13,24 @@ pub const MAX_FLAG_SECONDS: f64 = 30.0 * 86_400.0;
 #[error("{0}")]
 pub struct FlagError(pub String);
 
+/// A coordinator address as `--coordinator` takes it: `host:port` gets
+/// `http://`; `https://` is refused, since no TLS is built in yet (it would
+/// have gone out as plain text under an https name).
+pub fn coordinator_url(addr: &str) -> Result<String, FlagError> {
+    let a = addr.trim().trim_end_matches('/');
+    let url = if a.contains("://") { a.to_string() } else { format!("http://{a}") };
+    if url.starts_with("https://") {
+        return Err(FlagError(format!(
+            "coordinator address {addr:?}: TLS is not supported yet, the coordinator speaks plain gRPC; \
+             use http://HOST:PORT over a trusted network, a VPN or an SSH tunnel"
+        )));
+    }
+    if !url.starts_with("http://") || url.len() == "http://".len() {
+        return Err(FlagError(format!("coordinator address {addr:?} is not valid: use HOST:PORT or http://HOST:PORT")));
+    }
+    Ok(url)
+}
+
 /// A `--name` flag given in seconds: finite, above 0 (or at least 0 with
 /// `allow_zero`), at most [`MAX_FLAG_SECONDS`].
 pub fn seconds(name: &str, v: f64, allow_zero: bool) -> Result<Duration, FlagError> {
@@ -29,6 +47,15 @@ pub fn seconds(name: &str, v: f64, allow_zero: bool) -> Result<Duration, FlagErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coordinator_addresses_get_a_scheme_and_no_false_tls() {
+        assert_eq!(coordinator_url("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(coordinator_url(" http://h:1/ ").unwrap(), "http://h:1");
+        assert!(coordinator_url("https://h:1").unwrap_err().0.contains("TLS is not supported yet"));
+        assert!(coordinator_url("grpc://h:1").unwrap_err().0.contains("use HOST:PORT"));
+        assert!(coordinator_url("").is_err());
+    }
 
     #[test]
     fn seconds_are_bounded() {

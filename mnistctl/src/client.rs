@@ -23,16 +23,6 @@ pub struct Coordinator {
     pub ask_tell: AskTellServiceClient<Channel>,
 }
 
-/// `host:port` becomes `http://host:port`.
-pub fn normalize(addr: &str) -> String {
-    let a = addr.trim().trim_end_matches('/');
-    if a.contains("://") {
-        a.to_string()
-    } else {
-        format!("http://{a}")
-    }
-}
-
 fn unreachable(url: &str, err: &(dyn std::error::Error + 'static)) -> anyhow::Error {
     let mut cause = err.to_string();
     let mut src = err.source();
@@ -48,7 +38,7 @@ fn unreachable(url: &str, err: &(dyn std::error::Error + 'static)) -> anyhow::Er
 
 /// Connects to the coordinator named by `--coordinator` / `MNISTCTL_COORDINATOR`.
 pub async fn connect(global: &Global) -> anyhow::Result<Coordinator> {
-    let url = normalize(&global.coordinator);
+    let url = mnist_common::flags::coordinator_url(&global.coordinator)?;
     let endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("{url:?} is not a valid coordinator address (expected e.g. http://127.0.0.1:50051)"))?
         .connect_timeout(Duration::from_secs(5))
@@ -102,16 +92,4 @@ pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> an
         .build()
         .context("starting the async runtime")?
         .block_on(f)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_get_a_scheme() {
-        assert_eq!(normalize("127.0.0.1:50051"), "http://127.0.0.1:50051");
-        assert_eq!(normalize("http://h:1/"), "http://h:1");
-        assert_eq!(normalize("https://h:1"), "https://h:1");
-    }
 }

@@ -287,6 +287,8 @@ fn a_bad_study_setting_fails_before_any_other_work() {
         &["study", "create", "s", "--base", "train_limit=1000", "--coordinator", "http://127.0.0.1:9"],
         "cannot reach coordinator at http://127.0.0.1:9",
     );
+    // No TLS yet: an https address is refused, not sent in plain text.
+    assert_fails_with(&["study", "list", "--coordinator", "https://127.0.0.1:9"], "TLS is not supported yet");
     // A good setting still goes on to the coordinator.
     assert_fails_with(
         &["study", "create", "s", "--coordinator", "http://127.0.0.1:9"],

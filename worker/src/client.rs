@@ -84,12 +84,9 @@ impl Client {
     /// gets `http://`). Call it inside a Tokio runtime.
     pub fn new(url: &str, initial_backoff: Duration, max_backoff: Duration) -> Result<Client, WorkerError> {
         let bad = |m: String| WorkerError::Address { url: url.to_string(), message: m };
-        let url = normalize(url);
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(bad("use http:// or https://".into()));
-        }
+        let url = mnist_common::flags::coordinator_url(url).map_err(|e| bad(e.0))?;
         let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| bad(format!("coordinator address {url:?} is not valid ({e}): use HOST:PORT or http://HOST:PORT")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -189,16 +186,6 @@ impl Client {
     }
 }
 
-/// `host:port` becomes `http://host:port`; a trailing `/` is dropped.
-pub fn normalize(addr: &str) -> String {
-    let a = addr.trim().trim_end_matches('/');
-    if a.contains("://") {
-        a.to_string()
-    } else {
-        format!("http://{a}")
-    }
-}
-
 /// A request with a timeout (so a call to a coordinator that hangs fails
 /// and is retried instead of blocking forever).
 pub fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -216,7 +203,9 @@ mod tests {
         let c = Client::new("localhost:50051/", Duration::from_millis(1), Duration::from_millis(2)).unwrap();
         assert_eq!(c.url(), "http://localhost:50051");
         let e = Client::new("ftp://h:1", Duration::from_millis(1), Duration::from_millis(2)).unwrap_err();
-        assert!(e.to_string().contains("http://HOST:50051"), "{e}");
+        assert!(e.to_string().contains("use HOST:PORT or http://HOST:PORT"), "{e}");
+        let e = Client::new("https://h:1", Duration::from_millis(1), Duration::from_millis(2)).unwrap_err();
+        assert!(e.to_string().contains("TLS is not supported yet"), "{e}");
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ pub enum WorkerError {
     #[error("a device of --devices cannot be used: {0}")]
     Device(mnist_trainer::device::DeviceError),
     /// The coordinator address is not a valid URL.
-    #[error("invalid coordinator address {url:?}: {message}; use e.g. http://HOST:50051")]
+    #[error("{message}")]
     Address { url: String, message: String },
     /// The coordinator answered with an error that retrying will not fix.
     #[error("the coordinator refused {call}: {status}")]
