@@ -74,3 +74,12 @@ async fn another_programs_database_is_refused_and_left_unchanged() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_directory_given_as_the_database_is_refused_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = start(dir.path());
+    assert!(!ok, "{err}");
+    assert!(err.contains("it is a directory; give the path of a database file in it"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was created in it");
+}

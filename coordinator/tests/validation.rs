@@ -359,6 +359,34 @@ async fn an_artifact_name_that_is_both_a_file_and_a_directory_is_refused() {
     server.shutdown().await.unwrap();
 }
 
+/// An enqueued value that is not a value of its distribution is refused
+/// saying which way: outside the range, or between two steps (with the
+/// nearest values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueued_value_off_its_grid_or_range_is_refused_saying_which() {
+    let dir = tempdir();
+    let (server, mut c) = start_in_process(fast_config(&dir.path().join("s.db"), Duration::from_secs(30))).await;
+    let mut spec = small_spec("grid", 3);
+    spec.search_space = Some(pb::SearchSpaceSource {
+        source: Some(pb::search_space_source::Source::Toml("[fc]\ntype = \"int\"\nlow = 32\nhigh = 256\nstep = 32\n".into())),
+    });
+    create(&mut c, spec).await;
+    let enqueue = |c: &mut Clients, v: i64| {
+        let mut c = c.clone();
+        let value = pb::ParamValue { kind: Some(pb::param_value::Kind::IntValue(v)) };
+        async move {
+            c.study.enqueue_trial(pb::EnqueueTrialRequest { study_name: "grid".into(), params: [("fc".to_string(), value)].into() }).await
+        }
+    };
+    let e = enqueue(&mut c, 40).await.expect_err("off the grid");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("40 is between the steps of its grid (from 32 in steps of 32): take 32 or 64"), "{}", e.message());
+    let e = enqueue(&mut c, 300).await.expect_err("out of range");
+    assert!(e.message().contains("300 is outside its range [32, 256]"), "{}", e.message());
+    enqueue(&mut c, 64).await.expect("on the grid");
+    server.shutdown().await.unwrap();
+}
+
 /// A file over `max_artifact_bytes` is refused with INVALID_ARGUMENT (the
 /// request is the problem; a retry cannot help), at the header when its size
 /// is announced and while streaming when it is not, and nothing is left

@@ -105,6 +105,9 @@ pub fn unused_global_flag(command: &Command, matches: &clap::ArgMatches) -> Opti
             "--coordinator is not used by `mnistctl {name}`{why}; leave it out"
         ));
     }
+    if given("output") && matches!(command, Command::Study { cmd: crate::study::StudyCmd::Export { .. } }) {
+        return Some("--output/-o is not used by `mnistctl study export`: choose its format with --format csv|json".into());
+    }
     if given("output") && !client && !matches!(command, Command::Doctor(_)) {
         return Some(format!(
             "--output/-o is not used by `mnistctl {name}` (only study, trial, workers and \

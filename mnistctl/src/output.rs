@@ -292,7 +292,9 @@ pub fn trial_rows(trials: &[pb::Trial]) -> (Vec<String>, Vec<Vec<String>>) {
     (headers, rows)
 }
 
-/// CSV of trials (Optuna's `trials_dataframe` columns, flattened).
+/// CSV of trials: the columns of Optuna's `trials_dataframe`, with our
+/// metrics for its user attributes, the duration in seconds, and the retries
+/// and failure reason.
 pub fn trials_csv(trials: &[pb::Trial]) -> String {
     let params: BTreeSet<&String> = trials.iter().flat_map(|t| t.params.keys()).collect();
     let metrics: BTreeSet<&String> = trials.iter().flat_map(|t| t.metrics.keys()).collect();

@@ -71,7 +71,10 @@ pub enum StudyCmd {
     Export {
         /// The study name.
         name: String,
-        /// csv (one row per trial, Optuna's trials_dataframe columns) or json.
+        /// csv (one row per trial: number, state, value, datetime_start,
+        /// datetime_complete, duration_seconds, params_*, metrics_*, retries,
+        /// fail_reason; like Optuna's trials_dataframe, with our metrics in
+        /// place of user_attrs and the duration in seconds) or json.
         #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
         format: ExportFormat,
         /// Write here instead of standard output.
@@ -405,9 +408,9 @@ async fn create(c: &mut Coordinator, args: CreateArgs, spec: pb::StudySpec, json
         print_json(&v);
     } else if r.created {
         println!(
-            "created study {:?}: {} trials, {} sampler, {} pruner, {} {}",
+            "created study {:?}: {}, {} sampler, {} pruner, {} {}",
             s.name,
-            args.n_trials,
+            if args.n_trials == 0 { "no trial limit".to_string() } else { format!("{} trials", args.n_trials) },
             args.sampler,
             args.pruner,
             direction(s.spec.as_ref().map(|x| x.direction).unwrap_or(0)),

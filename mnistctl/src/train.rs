@@ -156,6 +156,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     args.mlflow.config()?;
     let spec: DeviceSpec = args.device.parse()?;
     let device = spec.resolve()?;
+    // The output directory can be written, before minutes of training.
+    std::fs::create_dir_all(&args.output_dir)
+        .with_context(|| format!("--output-dir {}: cannot create the directory", args.output_dir.display()))?;
     let data = args.data.load()?;
     let tensors = mnist_trainer::prepare(&data, &config, device);
     tracing::info!(

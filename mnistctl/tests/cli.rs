@@ -46,6 +46,9 @@ fn bad_training_flags_are_refused_with_the_flag_named() {
     assert_fails_with(&["train", "--data-dir", d, "--device", "tpu"], "unknown device \"tpu\"");
     assert_fails_with(&["train", "--data-dir", d, "--device", "cuda:7"], "cuda:7 requested");
     assert_fails_with(&["train", "--data-dir", d, "--train-limit", "100", "--val-size", "100"], "--val-size: 100 leaves no training images out of 100; hold out fewer");
+    // Checked before training, not after.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    assert_fails_with(&["train", "--data-dir", d, "--device", "cpu", "--output-dir", file.path().to_str().unwrap()], "--output-dir");
 }
 
 #[test]
@@ -173,6 +176,7 @@ fn global_flags_a_command_does_not_read_are_refused() {
         &["train", "-o", "json"],
         "--output/-o is not used by `mnistctl train`",
     );
+    assert_fails_with(&["-o", "json", "study", "export", "s"], "choose its format with --format csv|json");
     let o = mnistctl(&["tune", "--coordinator", "http://10.0.0.1:50051"]);
     assert_eq!(
         o.status.code(),

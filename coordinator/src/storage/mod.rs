@@ -38,7 +38,7 @@ pub enum StorageError {
     Open { path: PathBuf, message: String },
     /// Another coordinator has the database open.
     #[error(
-        "another coordinator is using the study database {path} ({holder}); stop it first, or give this one another --db"
+        "another coordinator is using the study database {path} ({holder}); stop it first, or give this one another database file (mnist-coordinator --db, mnistctl tune --storage)"
     )]
     Locked { path: PathBuf, holder: String },
     /// The file holds an Optuna schema other than version 12.
@@ -229,6 +229,12 @@ impl Storage {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StorageError::Open { path: path.to_path_buf(), message: format!("creating {}: {e}", dir.display()) })?;
+        }
+        if path.is_dir() {
+            return Err(StorageError::Open {
+                path: path.to_path_buf(),
+                message: "it is a directory; give the path of a database file in it, e.g. study.db".into(),
+            });
         }
         refuse_foreign(path, opts.busy_timeout).await?;
         let lock = take_locks(path, None)?;

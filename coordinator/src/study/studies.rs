@@ -468,7 +468,8 @@ impl Coordinator {
                     .map_err(|e| CoordError::InvalidArgument(format!("parameter {pname:?}: {e}")))?;
                 if !dist.contains(internal) {
                     return Err(CoordError::InvalidArgument(format!(
-                        "parameter {pname:?}: {value} is outside its distribution {}",
+                        "parameter {pname:?}: {value} {} (its distribution: {})",
+                        not_a_value(dist, internal),
                         dist.to_optuna_json()
                     )));
                 }
@@ -525,5 +526,27 @@ impl Coordinator {
         let g = self.lock();
         let (sid, n) = super::trials::locate(&g, trial_id)?;
         trial_view(&g.studies[&sid], n).ok_or_else(|| CoordError::NotFound(format!("no trial with id {trial_id}")))
+    }
+}
+
+/// Why `x` (internal form) is not a value of `dist`: outside its range, or
+/// between two steps (naming the nearest values).
+fn not_a_value(dist: &mnist_sampler::Distribution, x: f64) -> String {
+    use mnist_sampler::Distribution as D;
+    let (low, high, step) = match dist {
+        D::Float { low, high, step, .. } => (*low, *high, *step),
+        D::Int { low, high, step, .. } => (*low as f64, *high as f64, Some(*step as f64)),
+        D::Categorical { .. } => return "is not one of its choices".into(),
+    };
+    if !x.is_finite() || x < low || x > high {
+        return format!("is outside its range [{low}, {high}]");
+    }
+    match step.filter(|s| *s > 0.0) {
+        Some(s) => {
+            let below = low + ((x - low) / s).floor() * s;
+            let above = (below + s).min(high);
+            format!("is between the steps of its grid (from {low} in steps of {s}): take {below} or {above}")
+        }
+        None => "is not a value of it".into(),
     }
 }
