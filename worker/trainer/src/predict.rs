@@ -97,7 +97,7 @@ impl Predictor {
 pub fn load_png(path: &Path) -> Result<Vec<u8>, TrainError> {
     let err = |m: String| TrainError::Artifact { path: path.display().to_string(), message: m };
     let img = image::open(path).map_err(|e| err(format!("cannot read the image: {e}")))?;
-    let grey = img.to_luma8();
+    let grey = if img.color().has_alpha() { flatten_alpha(&img.to_luma_alpha8()) } else { img.to_luma8() };
     let grey = if grey.dimensions() == (COLS as u32, ROWS as u32) {
         grey
     } else {
@@ -109,4 +109,57 @@ pub fn load_png(path: &Path) -> Result<Vec<u8>, TrainError> {
         px.iter_mut().for_each(|p| *p = 255 - *p);
     }
     Ok(px)
+}
+
+/// Grey pixels of an image with transparency, as it looks on a background
+/// that sets its strokes off: a drawing canvas exports dark ink on a
+/// transparent background (whose pixels are often black too, so dropping
+/// the alpha gave a black square), or light ink. The opaque pixels' mean
+/// decides which: dark ink goes on white, light ink on black.
+fn flatten_alpha(img: &image::GrayAlphaImage) -> image::GrayImage {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for p in img.pixels() {
+        if p.0[1] >= 128 {
+            sum += p.0[0] as f64;
+            n += 1;
+        }
+    }
+    let background = if n > 0 && sum / (n as f64) < 128.0 { 255.0 } else { 0.0 };
+    image::GrayImage::from_fn(img.width(), img.height(), |x, y| {
+        let [l, a] = img.get_pixel(x, y).0;
+        let a = a as f64 / 255.0;
+        image::Luma([(a * l as f64 + (1.0 - a) * background).round().clamp(0.0, 255.0) as u8])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 28x28 stroke (columns 12..16, rows 4..24) drawn by `ink`.
+    fn stroke(x: u32, y: u32) -> bool {
+        (12..16).contains(&x) && (4..24).contains(&y)
+    }
+
+    #[test]
+    fn transparent_backgrounds_read_like_opaque_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a drawing canvas exports: black ink, fully transparent (and
+        // black) elsewhere.
+        let canvas = image::RgbaImage::from_fn(28, 28, |x, y| image::Rgba(if stroke(x, y) { [0, 0, 0, 255] } else { [0, 0, 0, 0] }));
+        // White ink on transparent.
+        let light = image::RgbaImage::from_fn(28, 28, |x, y| image::Rgba(if stroke(x, y) { [255, 255, 255, 255] } else { [0, 0, 0, 0] }));
+        // The same digit, opaque: black on white.
+        let paper = image::RgbImage::from_fn(28, 28, |x, y| image::Rgb(if stroke(x, y) { [0, 0, 0] } else { [255, 255, 255] }));
+        let want: Vec<u8> = (0..28u32).flat_map(|y| (0..28u32).map(move |x| if stroke(x, y) { 255 } else { 0 })).collect();
+        for (name, save) in [
+            ("canvas.png", Box::new(|p: &Path| canvas.save(p)) as Box<dyn Fn(&Path) -> image::ImageResult<()>>),
+            ("light.png", Box::new(|p: &Path| light.save(p))),
+            ("paper.png", Box::new(|p: &Path| paper.save(p))),
+        ] {
+            let p = dir.path().join(name);
+            save(&p).unwrap();
+            assert_eq!(load_png(&p).unwrap(), want, "{name}: a white stroke on black, as in MNIST");
+        }
+    }
 }
