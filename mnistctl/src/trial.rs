@@ -55,30 +55,44 @@ fn param_value(v: &Value, name: &str) -> anyhow::Result<pb::ParamValue> {
     Ok(pb::ParamValue { kind: Some(kind) })
 }
 
+/// The fixed parameters of `trial enqueue`, from `--params-json` and
+/// `--param` (each name once).
+fn enqueue_params(params: &[String], params_json: Option<&str>) -> anyhow::Result<std::collections::HashMap<String, pb::ParamValue>> {
+    let mut map = std::collections::HashMap::new();
+    if let Some(j) = params_json {
+        match serde_json::from_str::<Value>(j).context("--params-json is not valid JSON")? {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let pv = param_value(&v, &k)?;
+                    map.insert(k, pv);
+                }
+            }
+            _ => anyhow::bail!("--params-json must be a JSON object"),
+        }
+    }
+    for p in params {
+        let (k, v) = key_value(p)?;
+        let pv = param_value(&v, &k)?;
+        if map.insert(k.clone(), pv).is_some() {
+            anyhow::bail!("parameter {k} is given twice (--param and --params-json, or --param twice); give it once");
+        }
+    }
+    Ok(map)
+}
+
 /// Runs a trial command.
 pub fn run(cmd: TrialCmd, global: &Global) -> anyhow::Result<()> {
+    // Checked before connecting, so a mistake is named even without a coordinator.
+    let enqueued = match &cmd {
+        TrialCmd::Enqueue { params, params_json, .. } => Some(enqueue_params(params, params_json.as_deref())?),
+        _ => None,
+    };
     block_on(async move {
         let mut c = connect(global).await?;
         let json_out = global.output == OutputFormat::Json;
         match cmd {
-            TrialCmd::Enqueue { study, params, params_json } => {
-                let mut map = std::collections::HashMap::new();
-                if let Some(j) = params_json {
-                    match serde_json::from_str::<Value>(&j).context("--params-json is not valid JSON")? {
-                        Value::Object(m) => {
-                            for (k, v) in m {
-                                let pv = param_value(&v, &k)?;
-                                map.insert(k, pv);
-                            }
-                        }
-                        _ => anyhow::bail!("--params-json must be a JSON object"),
-                    }
-                }
-                for p in &params {
-                    let (k, v) = key_value(p)?;
-                    let pv = param_value(&v, &k)?;
-                    map.insert(k, pv);
-                }
+            TrialCmd::Enqueue { study, .. } => {
+                let map = enqueued.unwrap_or_default();
                 let t = c
                     .study
                     .enqueue_trial(pb::EnqueueTrialRequest { study_name: study.clone(), params: map })

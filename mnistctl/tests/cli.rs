@@ -285,11 +285,16 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     create(&["--space", typo], "did you mean `learning_rate`?");
     create(&["--space", setting], "--base train_limit=N");
     create(&["--base", "epochs=3"], "--base epochs=3: set epochs with --epochs");
+    create(&["--pruner", "none", "--pruner-options", r#"{"n_startup_trials": 3}"#], "the none pruner takes no options (got n_startup_trials)");
     // A small train_limit holds out a tenth for validation (the default 5000
     // would leave nothing to train on): the settings pass, on to connecting.
     assert_fails_with(
         &["study", "create", "s", "--base", "train_limit=1000", "--coordinator", "http://127.0.0.1:9"],
         "cannot reach coordinator at http://127.0.0.1:9",
+    );
+    assert_fails_with(
+        &["trial", "enqueue", "s", "--param", "lr=0.1", "--params-json", r#"{"lr": 0.2}"#, "--coordinator", "http://127.0.0.1:9"],
+        "parameter lr is given twice",
     );
     // No TLS yet: an https address is refused, not sent in plain text.
     assert_fails_with(&["study", "list", "--coordinator", "https://127.0.0.1:9"], "TLS is not supported yet");

@@ -141,6 +141,13 @@ pub(crate) fn pruner_config(kind: &str, options: &str, study_name: &str) -> Resu
             "unknown pruner {other:?}; use none, median, percentile, successive_halving or hyperband"
         )));
     };
+    if kind == "nop" && !obj.is_empty() {
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        return Err(CoordError::InvalidArgument(format!(
+            "the none pruner takes no options (got {}); leave the pruner options out, or choose a pruner that reads them",
+            keys.join(", ")
+        )));
+    }
     obj.insert("name".into(), Value::from(kind));
     if kind == "hyperband" && !obj.contains_key("study_name") {
         obj.insert("study_name".into(), Value::from(study_name));
