@@ -118,7 +118,12 @@ pub struct CreateArgs {
     /// contains "loss", maximize any other].
     #[arg(long, value_enum)]
     pub direction: Option<DirectionArg>,
-    /// The metric workers report as the trial value.
+    /// The metric to optimise: val_accuracy (percent), val_loss,
+    /// train_accuracy, train_loss (the last epoch's), or test_accuracy
+    /// (percent), test_loss, macro_f1 (0 to 1), measured once on the test
+    /// set after training. Pruning compares each epoch's value of the
+    /// metric; for a test-set metric, of its validation counterpart: val_loss
+    /// for test_loss, val_accuracy (percent) for test_accuracy and macro_f1.
     #[arg(long, default_value = "val_accuracy")]
     pub metric: String,
     /// Number of trials; the study ends when they have all finished (0: no limit).
