@@ -382,11 +382,16 @@ pub fn load(dir: &Path) -> Result<Mnist, DataError> {
         images: load_file(dir, &TRAIN_IMAGES)?,
         labels: load_file(dir, &TRAIN_LABELS)?,
     };
-    let test = Split {
+    Ok(Mnist { train, test: load_test(dir)? })
+}
+
+/// Load and verify only the test set's two files from `dir` (no network),
+/// for what never trains (inference on test images).
+pub fn load_test(dir: &Path) -> Result<Split, DataError> {
+    Ok(Split {
         images: load_file(dir, &TEST_IMAGES)?,
         labels: load_file(dir, &TEST_LABELS)?,
-    };
-    Ok(Mnist { train, test })
+    })
 }
 
 /// The state of one file in a data directory, for `doctor`.

@@ -45,7 +45,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         })
         .collect();
     let predictor = Predictor::load(&args.model, device)?;
-    let test = if inputs.iter().any(|i| matches!(i, Input::Index(_))) { Some(args.data.load()?.test) } else { None };
+    let test = if inputs.iter().any(|i| matches!(i, Input::Index(_))) { Some(args.data.load_test()?) } else { None };
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     let mut names = Vec::new();

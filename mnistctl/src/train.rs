@@ -35,6 +35,17 @@ impl DataArgs {
         tracing::info!(dir = %self.data_dir.display(), seconds = format!("{:.1}", t.elapsed().as_secs_f64()), "MNIST loaded and verified");
         Ok(data)
     }
+
+    /// The test set alone (its two files), downloading missing files unless
+    /// told not to.
+    pub fn load_test(&self) -> anyhow::Result<mnist::Split> {
+        let present = |f| mnist::locate(&self.data_dir, f).is_some();
+        if !self.no_download && !(present(&mnist::TEST_IMAGES) && present(&mnist::TEST_LABELS)) {
+            mnist::ensure_downloaded(&self.data_dir, &mnist::mirrors_from_env())
+                .with_context(|| format!("getting MNIST into {}", self.data_dir.display()))?;
+        }
+        mnist::load_test(&self.data_dir).with_context(|| format!("loading the MNIST test set from {}", self.data_dir.display()))
+    }
 }
 
 /// The training configuration as flags (defaults: the seed's, except the

@@ -146,6 +146,19 @@ fn train_then_predict_end_to_end() {
 
     assert_fails_with(&["predict", "--model", model.to_str().unwrap(), "--data-dir", d.to_str().unwrap(), "10000"], "out of range");
     assert_fails_with(&["predict", "--model", model.to_str().unwrap(), "missing.png"], "missing.png");
+
+    // Test images by index need the test set only: a data directory with
+    // just its two files (no training files) serves them without a download.
+    let test_only = out.path().join("test-only");
+    std::fs::create_dir_all(&test_only).unwrap();
+    for f in [mnist_common::mnist::TEST_IMAGES, mnist_common::mnist::TEST_LABELS] {
+        let src = mnist_common::mnist::locate(&d, &f).expect("the shared MNIST copy");
+        std::fs::copy(&src, test_only.join(src.file_name().unwrap())).unwrap();
+    }
+    // (mnistctl() points downloads at a closed port.)
+    let o = mnistctl(&["predict", "--model", model.to_str().unwrap(), "--data-dir", test_only.to_str().unwrap(), "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(digit_of(stdout(&o).lines().nth(1).unwrap_or("")), digit_of(lines[1]), "{}", stdout(&o));
 }
 
 #[test]
