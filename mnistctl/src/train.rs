@@ -39,8 +39,8 @@ impl DataArgs {
     /// The test set alone (its two files), downloading missing files unless
     /// told not to.
     pub fn load_test(&self) -> anyhow::Result<mnist::Split> {
-        let present = |f| mnist::locate(&self.data_dir, f).is_some();
-        if !self.no_download && !(present(&mnist::TEST_IMAGES) && present(&mnist::TEST_LABELS)) {
+        let missing = |f| mnist::locate(&self.data_dir, f).is_none();
+        if !self.no_download && (missing(&mnist::TEST_IMAGES) || missing(&mnist::TEST_LABELS)) {
             mnist::ensure_downloaded(&self.data_dir, &mnist::mirrors_from_env())
                 .with_context(|| format!("getting MNIST into {}", self.data_dir.display()))?;
         }
