@@ -156,7 +156,8 @@ fn train_then_predict_end_to_end() {
         std::fs::copy(&src, test_only.join(src.file_name().unwrap())).unwrap();
     }
     // (mnistctl() points downloads at a closed port.)
-    let o = mnistctl(&["predict", "--model", model.to_str().unwrap(), "--data-dir", test_only.to_str().unwrap(), "0"]);
+    let grid2 = out.path().join("grid2.png");
+    let o = mnistctl(&["predict", "--model", model.to_str().unwrap(), "--data-dir", test_only.to_str().unwrap(), "--grid", grid2.to_str().unwrap(), "0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(digit_of(stdout(&o).lines().nth(1).unwrap_or("")), digit_of(lines[1]), "{}", stdout(&o));
 }
