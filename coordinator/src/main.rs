@@ -65,7 +65,8 @@ struct Args {
     #[arg(long)]
     restart_grace_seconds: Option<f64>,
 
-    /// A worker not heard from for this many seconds is shown offline.
+    /// A worker not heard from for this many seconds is shown offline (one
+    /// that stops cleanly says so and is shown offline at once).
     #[arg(long, default_value_t = 90.0)]
     worker_timeout_seconds: f64,
 

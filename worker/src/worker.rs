@@ -88,6 +88,11 @@ pub async fn run(config: WorkerConfig, shutdown: Cancel) -> Result<Summary, Work
         }
     }
     wait_for_training(&shared, Duration::from_secs(10)).await;
+    // Listed offline at once (a courtesy: the worker timeout does it anyway).
+    let bye = pb::DeregisterWorkerRequest { worker_id: worker_id.clone() };
+    if let Err(e) = shared.client.worker().deregister_worker(request(bye, Duration::from_secs(2))).await {
+        tracing::debug!("could not tell the coordinator this worker stopped: {}", e.message());
+    }
     tracing::info!(
         worker = %worker_id,
         complete = tally.complete,

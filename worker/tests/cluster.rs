@@ -429,6 +429,18 @@ fn files_over_the_coordinators_size_limit_are_skipped_and_the_rest_arrive() {
     let log = std::fs::read_to_string(&w.log).unwrap_or_default();
     assert!(log.contains("the coordinator refused this artifact") && log.contains("--max-artifact-mib"), "{}", logs(&all));
     assert!(!log.contains("unreachable"), "a refusal was retried as an outage\n{}", logs(&all));
+
+    // The worker stopped cleanly and said so: listed offline at once, not
+    // after the worker timeout (90 s).
+    let listed = |include_offline: bool| {
+        rt.block_on(async {
+            let mut c = mnist_proto::v1::study_service_client::StudyServiceClient::connect(coord.url.clone()).await.unwrap();
+            c.list_workers(pb::ListWorkersRequest { include_offline }).await.unwrap().into_inner().workers
+        })
+    };
+    assert!(listed(false).is_empty(), "{:?}", listed(false));
+    let all_workers = listed(true);
+    assert!(all_workers.len() == 1 && !all_workers[0].online, "{all_workers:?}");
 }
 
 /// A study whose second trial is pruned after its first epoch and then has

@@ -63,6 +63,14 @@ impl WorkerService for WorkerApi {
         }))
     }
 
+    async fn deregister_worker(
+        &self,
+        req: Request<pb::DeregisterWorkerRequest>,
+    ) -> Result<Response<pb::DeregisterWorkerResponse>, Status> {
+        self.coord.deregister_worker(&req.into_inner().worker_id)?;
+        Ok(Response::new(pb::DeregisterWorkerResponse {}))
+    }
+
     async fn acquire_trial(&self, req: Request<pb::AcquireTrialRequest>) -> Result<Response<pb::AcquireTrialResponse>, Status> {
         let req = req.into_inner();
         check_holder_id("the worker id", &req.worker_id)?;

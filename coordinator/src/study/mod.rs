@@ -116,6 +116,10 @@ pub(crate) struct WorkerMem {
     pub labels: BTreeMap<String, String>,
     pub registered_ms: i64,
     pub last_seen_ms: i64,
+    /// It said it stopped (DeregisterWorker) and has not registered since:
+    /// offline at once. Not stored: after a restart the worker timeout
+    /// decides, as for any worker.
+    pub left: bool,
 }
 
 /// Everything behind the state lock.
@@ -228,6 +232,7 @@ impl Coordinator {
                     labels: serde_json::from_str(&w.labels_json).unwrap_or_default(),
                     registered_ms: w.registered_at_ms,
                     last_seen_ms: w.last_seen_ms,
+                    left: false,
                 },
             );
         }

@@ -41,6 +41,7 @@ impl Coordinator {
                 labels: reg.labels,
                 registered_ms,
                 last_seen_ms: now,
+                left: false,
             };
             let mut batch = Batch::new();
             batch.push(Op::UpsertWorker {
@@ -57,6 +58,18 @@ impl Coordinator {
         pending.wait().await?;
         tracing::info!(worker = %id, "worker registered");
         Ok((id, slots))
+    }
+
+    /// A worker stopped cleanly: it is listed offline from now on (unless it
+    /// still holds trials, whose leases then run out), until it registers
+    /// again.
+    pub fn deregister_worker(&self, worker_id: &str) -> Result<()> {
+        check_holder_id("the worker id", worker_id)?;
+        let mut g = self.lock();
+        let w = g.workers.get_mut(worker_id).ok_or_else(|| CoordError::NotFound(format!("worker {worker_id:?} is not registered")))?;
+        w.left = true;
+        tracing::info!(worker = %worker_id, "worker stopped");
+        Ok(())
     }
 
     /// Checks that a worker is registered and has device `slot`.
@@ -90,7 +103,7 @@ impl Coordinator {
                     labels: w.labels.clone(),
                     registered_ms: w.registered_ms,
                     last_seen_ms: w.last_seen_ms,
-                    online: now.saturating_sub(w.last_seen_ms) <= timeout || !running.is_empty(),
+                    online: (!w.left && now.saturating_sub(w.last_seen_ms) <= timeout) || !running.is_empty(),
                     running,
                 }
             })
