@@ -671,6 +671,42 @@ async fn resuming_a_running_study_keeps_its_timeout_clock() {
     server.shutdown().await.unwrap();
 }
 
+/// A study that ended because its grid was used up stays COMPLETE when
+/// resumed after a restart (the used-up grid is not stored, so the sampler
+/// is asked again), instead of running again only to end at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_study_that_used_up_its_grid_stays_complete_after_a_restart() {
+    let dir = tempdir();
+    let db = dir.path().join("s.db");
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    let mut spec = small_spec("grid", 5);
+    spec.search_space = Some(pb::SearchSpaceSource {
+        source: Some(pb::search_space_source::Source::Toml("[x]\ntype = \"categorical\"\nchoices = [\"a\", \"b\"]\n".into())),
+    });
+    spec.sampler = Some(pb::SamplerSpec { kind: "grid".into(), seed: Some(1), options_json: String::new() });
+    create(&mut c, spec).await;
+    let w = register(&mut c, "worker-g", 1).await;
+    for _ in 0..2 {
+        let t = acquire(&mut c, &w, 0).await.expect("a grid point");
+        c.worker
+            .complete_trial(pb::CompleteTrialRequest { trial_id: t.trial_id, lease_token: t.lease.unwrap().token, value: Some(0.1), ..Default::default() })
+            .await
+            .unwrap();
+    }
+    assert!(acquire(&mut c, &w, 0).await.is_none(), "the grid is used up");
+    let s = c.study.get_study(pb::GetStudyRequest { name: "grid".into() }).await.unwrap().into_inner();
+    assert_eq!(s.state, pb::StudyState::Complete as i32, "{s:?}");
+    server.shutdown().await.unwrap();
+
+    let (server, mut c) = start_in_process(fast_config(&db, Duration::from_secs(30))).await;
+    let e = resume(&mut c, "grid", None, Some(0.0)).await.expect_err("nothing left to run");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("every grid point was tried"), "{}", e.message());
+    let s = c.study.get_study(pb::GetStudyRequest { name: "grid".into() }).await.unwrap().into_inner();
+    assert_eq!(s.state, pb::StudyState::Complete as i32, "{s:?}");
+    server.shutdown().await.unwrap();
+}
+
 /// A live-only watch (no `after_seq`) that lags behind the live channel
 /// before its first event catches up from where it started, not from the
 /// study's first event. The runtime has one thread, so the watch cannot run

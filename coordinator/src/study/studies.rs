@@ -360,13 +360,23 @@ impl Coordinator {
             if let Some(t) = timeout_seconds {
                 study.config.timeout_seconds = t;
             }
+            // A used-up grid is not stored: after a restart, ask the sampler
+            // again before a COMPLETE study runs for nothing.
+            if study.state == StudyState::Complete && !study.exhausted {
+                let next = study.trials.len() as u64;
+                if let Err(SampleError::GridExhausted { .. }) = study.sampler.sample(&study.space, &study.trials, study.config.direction, next) {
+                    study.exhausted = true;
+                }
+            }
             let limit_left = (study.config.n_trials == 0 || study.counts.finished() < study.config.n_trials) && !study.exhausted;
             if study.state == StudyState::Complete && !limit_left {
                 (study.config.n_trials, study.config.timeout_seconds) = old;
-                return Err(CoordError::FailedPrecondition(format!(
-                    "study {name:?} is COMPLETE ({}); pass a larger n_trials to continue it",
-                    study.end_reason
-                )));
+                let how = if study.exhausted {
+                    "its sampler has nothing left to suggest (every grid point was tried)"
+                } else {
+                    "pass a larger n_trials to continue it"
+                };
+                return Err(CoordError::FailedPrecondition(format!("study {name:?} is COMPLETE ({}); {how}", study.end_reason)));
             }
             let mut batch = Batch::new();
             if study.state != StudyState::Running || timeout_seconds.is_some() {
