@@ -12,16 +12,29 @@
 //! for a failed command, 2 for bad usage (clap), and 130 when Ctrl-C cut
 //! `tune` short (its trials, or its final MLflow wait).
 
-/// `println!` for this crate's output. A reader that went away (`mnistctl
-/// study list | head -1`) ends the command quietly with exit 0, as it does
-/// for other Unix tools, where std's `println!` panics on the broken pipe;
-/// another write error (a full disk) is an error, exit 1.
+/// `println!` for this crate's output. Once the reader has gone away
+/// (`mnistctl study list | head -1`), further output is dropped and the
+/// command carries on (a training run still logs to MLflow, `tune` still
+/// delivers), where std's `println!` panics on the broken pipe; `study
+/// watch` then ends. Another write error (a full disk) is reported once and
+/// makes the exit code 1.
 macro_rules! println {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
-            $crate::stdout_failed(e)
+        if !$crate::stdout_gone() {
+            if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+                $crate::stdout_failed(e)
+            }
         }
+    }};
+}
+
+/// `eprintln!` that never panics: a closed stderr (the terminal or ssh
+/// session is gone) loses the message, not the command.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
 
@@ -38,7 +51,7 @@ mod tune;
 mod trial;
 mod workers;
 
-use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{CommandFactory, FromArgMatches};
 
@@ -69,19 +82,32 @@ fn main() {
     if let Err(err) = result {
         // (A closed stderr loses the message, not the exit code.)
         if let Some(why) = err.downcast_ref::<tune::Interrupted>() {
-            let _ = writeln!(std::io::stderr(), "interrupted: {why}");
+            eprintln!("interrupted: {why}");
             std::process::exit(130);
         }
-        let _ = writeln!(std::io::stderr(), "error: {}", mnist_common::logging::error_chain(err.as_ref()));
+        eprintln!("error: {}", mnist_common::logging::error_chain(err.as_ref()));
+        std::process::exit(1);
+    }
+    if STDOUT_FAILED.load(Ordering::Relaxed) {
         std::process::exit(1);
     }
 }
 
+/// Standard output can no longer be written (see `println!` above).
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+/// ... for another reason than a reader that left: the exit code is 1.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether standard output is gone; commands that only print (`study
+/// watch`) stop then.
+fn stdout_gone() -> bool {
+    STDOUT_GONE.load(Ordering::Relaxed)
+}
+
 /// See `println!` above.
-fn stdout_failed(e: std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
+fn stdout_failed(e: std::io::Error) {
+    if !STDOUT_GONE.swap(true, Ordering::Relaxed) && e.kind() != std::io::ErrorKind::BrokenPipe {
+        STDOUT_FAILED.store(true, Ordering::Relaxed);
+        eprintln!("error: writing to standard output: {e}; the rest of the output is dropped");
     }
-    let _ = writeln!(std::io::stderr(), "error: writing to standard output: {e}");
-    std::process::exit(1)
 }

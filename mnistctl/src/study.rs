@@ -631,8 +631,10 @@ async fn export(c: &mut Coordinator, name: &str, format: ExportFormat, file: Opt
         }
         None => {
             use std::io::Write as _;
-            if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
-                crate::stdout_failed(e)
+            if !crate::stdout_gone() {
+                if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
+                    crate::stdout_failed(e)
+                }
             }
         }
     }
@@ -677,6 +679,11 @@ async fn watch(c: &mut Coordinator, name: &str, json_out: bool) -> anyhow::Resul
         let kind = pb::EventKind::try_from(ev.kind).unwrap_or(pb::EventKind::Unspecified);
         if json_out {
             println!("{}", event_json(&ev));
+            if crate::stdout_gone() {
+                // The reader left (`| head -3`): nothing more to follow for.
+                bar.finish_and_clear();
+                return Ok(());
+            }
         }
         let counts = ev.counts.unwrap_or_default();
         bar.set_position((counts.complete + counts.pruned + counts.fail) as u64);

@@ -160,6 +160,23 @@ fn train_then_predict_end_to_end() {
     let o = mnistctl(&["predict", "--model", model.to_str().unwrap(), "--data-dir", test_only.to_str().unwrap(), "--grid", grid2.to_str().unwrap(), "0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(digit_of(stdout(&o).lines().nth(1).unwrap_or("")), digit_of(lines[1]), "{}", stdout(&o));
+
+    // A reader that leaves at once (`| head -0`): the rest of the output is
+    // dropped, the work is still done (the grid is written after the
+    // table), and the exit code is the command's own.
+    let grid3 = out.path().join("grid3.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnistctl"))
+        .args(["predict", "--model", model.to_str().unwrap(), "--data-dir", d.to_str().unwrap(), "--grid", grid3.to_str().unwrap(), "0", "1"])
+        .env("MNIST_NO_PROGRESS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{:?} {}", o.status, stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(grid3.is_file(), "the grid was not written after the reader left");
 }
 
 #[test]
