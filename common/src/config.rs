@@ -288,25 +288,24 @@ impl TrainConfig {
 
     /// Why `name`, a search-space parameter that is not one of
     /// [`TrainConfig::PARAM_NAMES`], looks like a mistake: a setting that is
-    /// not tunable, or a tunable name mistyped (other case, `-` for `_`, up
-    /// to two letters off). `None` for a name unlike any (a generic
-    /// objective's own parameter).
+    /// not tunable, or a tunable name mistyped (other case, `-` for `_`, or
+    /// one letter off in a name of 6 letters or more). `None` for a name
+    /// unlike any (a generic objective's own parameter).
     pub fn suspicious_param_name(name: &str) -> Option<String> {
         if Self::PARAM_NAMES.contains(&name) {
             return None;
         }
         let norm = name.trim().to_ascii_lowercase().replace(['-', ' '], "_");
-        if let Some(s) = Self::SETTING_NAMES.iter().find(|s| **s == norm) {
-            return Some(format!(
-                "`{name}` is a setting of the whole study, not tuned per trial: set it in the base configuration (--base {s}=N)"
-            ));
+        if Self::SETTING_NAMES.contains(&norm.as_str()) {
+            return Some(format!("`{name}` is a setting of the whole study, not tuned per trial: set it once, in the study's base configuration"));
         }
         let close = Self::PARAM_NAMES.iter().find(|p| **p == norm).or_else(|| {
-            (norm.chars().count() >= 4)
-                .then(|| Self::PARAM_NAMES.iter().filter(|p| p.len() >= 4).find(|p| edit_distance(&norm, p) <= 2))
-                .flatten()
+            (norm.chars().count() >= 6).then(|| Self::PARAM_NAMES.iter().filter(|p| p.len() >= 6).find(|p| edit_distance(&norm, p) <= 1)).flatten()
         })?;
-        Some(format!("`{name}` is not a training parameter; did you mean `{close}`? (known: {})", Self::PARAM_NAMES.join(", ")))
+        Some(format!(
+            "`{name}` is not a training parameter; did you mean `{close}`? (a parameter of your own needs a name further from the training ones: {})",
+            Self::PARAM_NAMES.join(", ")
+        ))
     }
 
     /// Names accepted by [`TrainConfig::set_param`].
@@ -446,13 +445,15 @@ mod tests {
             ("Learning_Rate", "did you mean `learning_rate`"),
             ("batch-size", "did you mean `batch_size`"),
             ("momentun", "did you mean `momentum`"),
-            ("train_limit", "--base train_limit=N"),
-            ("VAL_SIZE", "--base val_size=N"),
+            ("SEED", "did you mean `seed`"),
+            ("train_limit", "set it once, in the study's base configuration"),
+            ("VAL_SIZE", "set it once"),
         ] {
             let why = TrainConfig::suspicious_param_name(name).unwrap_or_else(|| panic!("{name} passed"));
             assert!(why.contains(hint), "{name}: {why}");
         }
-        for name in ["learning_rate", "lr", "x", "units", "layer_count", "dropout", "my_param"] {
+        // Names of a generic objective, some close to training names.
+        for name in ["learning_rate", "lr", "x", "units", "layer_count", "dropout", "my_param", "step", "spec", "speed", "moment", "dropout_1"] {
             assert_eq!(TrainConfig::suspicious_param_name(name), None, "{name}");
         }
         assert_eq!(edit_distance("kitten", "sitting"), 3);

@@ -296,6 +296,19 @@ pub fn untrained_params(src: &Option<pb::SearchSpaceSource>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Refuses a search space with a parameter that looks like a mistyped
+/// training parameter or a study-wide setting: workers would train without
+/// it, silently. (The coordinator takes any name: ask/tell clients evaluate
+/// their own objective.)
+pub fn check_param_names(src: &Option<pb::SearchSpaceSource>) -> anyhow::Result<()> {
+    for name in untrained_params(src) {
+        if let Some(why) = TrainConfig::suspicious_param_name(&name) {
+            bail!("bad search space: {why}");
+        }
+    }
+    Ok(())
+}
+
 /// Runs a study command.
 pub fn run(cmd: StudyCmd, global: &Global) -> anyhow::Result<()> {
     // A new study's settings are checked before connecting (the
@@ -381,6 +394,7 @@ fn create_spec(args: &CreateArgs) -> anyhow::Result<pb::StudySpec> {
     };
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     check_metric(&args.metric)?;
+    check_param_names(&spec.search_space)?;
     Ok(spec)
 }
 

@@ -280,7 +280,7 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     // Parameter names training would not read: mistyped, a study-wide
     // setting, or (for tune, which only trains) any other name.
     tune(&["--space", typo], "did you mean `learning_rate`?");
-    tune(&["--space", setting], "set it in the base configuration (--base train_limit=N)");
+    tune(&["--space", setting], "`train_limit` is a setting of the whole study, not tuned per trial");
     tune(&["--space", own], "training reads no parameter named units");
     tune(&["--devices", "cuda:99"], "a device of --devices cannot be used: cuda:99 requested");
     tune(&["--base", "epochs=2"], "--base epochs=2: set epochs with --epochs");
@@ -314,7 +314,7 @@ fn a_bad_study_setting_fails_before_any_other_work() {
     create(&["--timeout", "1e300"], "timeout_seconds is 1e300");
     create(&["--metric", "val_acc"], "this worker cannot report the metric \"val_acc\"");
     create(&["--space", typo], "did you mean `learning_rate`?");
-    create(&["--space", setting], "--base train_limit=N");
+    create(&["--space", setting], "`train_limit` is a setting of the whole study, not tuned per trial");
     create(&["--base", "epochs=3"], "--base epochs=3: set epochs with --epochs");
     create(&["--pruner", "none", "--pruner-options", r#"{"n_startup_trials": 3}"#], "the none pruner takes no options (got n_startup_trials)");
     // A small train_limit holds out a tenth for validation (the default 5000
