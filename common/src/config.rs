@@ -222,11 +222,15 @@ impl TrainConfig {
         if self.val_size >= train_n {
             return Err(ConfigError::new(
                 "val_size",
-                format!(
-                    "{} leaves no training images out of {train_n}; hold out fewer for validation (val_size, e.g. {}) or train on more (train_limit)",
-                    self.val_size,
-                    default_val_size(Some(train_n))
-                ),
+                if train_n >= 2 {
+                    format!(
+                        "{} leaves no training images out of {train_n}; hold out fewer for validation (val_size, e.g. {}) or train on more (train_limit)",
+                        self.val_size,
+                        default_val_size(Some(train_n))
+                    )
+                } else {
+                    format!("{} leaves no training images out of {train_n}; train on at least 2 images (train_limit)", self.val_size)
+                },
             ));
         }
         Ok(())

@@ -132,9 +132,9 @@ pub struct Upload {
 /// itself is the problem (INVALID_ARGUMENT), not a passing shortage, so a
 /// client does not send it again.
 pub fn too_large(name: &str, size: Option<u64>, limit: u64) -> CoordError {
-    let size = size.map_or_else(|| "it".to_string(), |s| format!("its {s} bytes"));
+    let size = size.map_or_else(String::new, |s| format!(" ({s} bytes)"));
     CoordError::InvalidArgument(format!(
-        "artifact {name:?} is larger than this coordinator accepts: {size} exceed the limit of {limit} bytes (mnist-coordinator --max-artifact-mib)"
+        "artifact {name:?}{size} is larger than this coordinator accepts: the limit is {limit} bytes (mnist-coordinator --max-artifact-mib)"
     ))
 }
 

@@ -406,7 +406,7 @@ async fn an_artifact_over_the_size_limit_is_refused_as_invalid() {
         let msgs = vec![artifact_header(t.trial_id, tok, "big.bin", size, ""), artifact_chunk(data)];
         let e = c.worker.upload_artifact(tokio_stream::iter(msgs)).await.expect_err("over the limit");
         assert_eq!(e.code(), Code::InvalidArgument, "{size:?}: {e:?}");
-        assert!(e.message().contains("\"big.bin\"") && e.message().contains("limit of 10 bytes") && e.message().contains("--max-artifact-mib"), "{}", e.message());
+        assert!(e.message().contains("\"big.bin\"") && e.message().contains("the limit is 10 bytes") && e.message().contains("--max-artifact-mib"), "{}", e.message());
     }
     let trial_dir = dir.path().join("s.db.artifacts/study-1/trial-0");
     assert!(!trial_dir.join("big.bin").exists());

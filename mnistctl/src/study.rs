@@ -118,13 +118,7 @@ pub struct CreateArgs {
     /// contains "loss", maximize any other].
     #[arg(long, value_enum)]
     pub direction: Option<DirectionArg>,
-    /// The metric to optimise: val_accuracy (percent), val_loss,
-    /// train_accuracy, train_loss (the last epoch's), or test_accuracy
-    /// (percent), test_loss, macro_f1 (0 to 1), measured once on the test
-    /// set after training. Pruning compares each epoch's value of the
-    /// metric; for a test-set metric, of its validation counterpart: val_loss
-    /// for test_loss, val_accuracy (percent) for test_accuracy and macro_f1.
-    #[arg(long, default_value = "val_accuracy")]
+    #[arg(long, default_value = "val_accuracy", help = crate::study::METRIC_HELP)]
     pub metric: String,
     /// Number of trials; the study ends when they have all finished (0: no limit).
     #[arg(long, default_value_t = 20)]
@@ -172,6 +166,12 @@ pub struct CreateArgs {
     #[arg(long)]
     pub if_not_exists: bool,
 }
+
+/// `--metric` of `study create` and `tune`.
+pub const METRIC_HELP: &str = "The metric to optimise: val_accuracy (percent), val_loss, train_accuracy, \
+train_loss (the last epoch's), or test_accuracy (percent), test_loss, macro_f1 (0 to 1), measured once on \
+the test set after training. Pruning compares each epoch's value of the metric; for a test-set metric, of \
+its validation counterpart: val_loss for test_loss, val_accuracy (percent) for test_accuracy and macro_f1.";
 
 /// The direction of the objective metric (`study create`, `tune`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

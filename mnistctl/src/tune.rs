@@ -70,13 +70,7 @@ pub struct TuneArgs {
     /// Pruner: median, percentile, successive_halving, hyperband or none.
     #[arg(long, default_value = "median")]
     pub pruner: String,
-    /// The metric to optimise: val_accuracy (percent), val_loss,
-    /// train_accuracy, train_loss (the last epoch's), or test_accuracy
-    /// (percent), test_loss, macro_f1 (0 to 1), measured once on the test
-    /// set after training. Pruning compares each epoch's value of the
-    /// metric; for a test-set metric, of its validation counterpart: val_loss
-    /// for test_loss, val_accuracy (percent) for test_accuracy and macro_f1.
-    #[arg(long, default_value = "val_accuracy")]
+    #[arg(long, default_value = "val_accuracy", help = crate::study::METRIC_HELP)]
     pub metric: String,
     /// maximize or minimize the metric [default: minimize a metric whose name
     /// contains "loss", maximize any other].

@@ -558,11 +558,13 @@ fn not_a_value(dist: &mnist_sampler::Distribution, x: f64) -> String {
     if !x.is_finite() || x < low || x > high {
         return format!("is outside its range [{low}, {high}]");
     }
+    // Grid values printed without binary noise (0.30000000000000004).
+    let show = |v: f64| format!("{}", (v * 1e12).round() / 1e12);
     match step.filter(|s| *s > 0.0) {
         Some(s) => {
             let below = low + ((x - low) / s).floor() * s;
             let above = (below + s).min(high);
-            format!("is between the steps of its grid (from {low} in steps of {s}): take {below} or {above}")
+            format!("is between the steps of its grid (from {low} in steps of {s}): take {} or {}", show(below), show(above))
         }
         None => "is not a value of it".into(),
     }

@@ -114,17 +114,30 @@ pub fn load_png(path: &Path) -> Result<Vec<u8>, TrainError> {
 /// Grey pixels of an image with transparency, as it looks on a background
 /// that sets its strokes off: a drawing canvas exports dark ink on a
 /// transparent background (whose pixels are often black too, so dropping
-/// the alpha gave a black square), or light ink. The opaque pixels' mean
-/// decides which: dark ink goes on white, light ink on black.
+/// the alpha gave a black square), or light ink; dark ink goes on white,
+/// light ink on black. When most pixels are opaque they are the paper, not
+/// the ink, and transparent margins take the paper's shade.
 fn flatten_alpha(img: &image::GrayAlphaImage) -> image::GrayImage {
-    let (mut sum, mut n) = (0.0f64, 0usize);
+    let mut histogram = [0usize; 256];
     for p in img.pixels() {
         if p.0[1] >= 128 {
-            sum += p.0[0] as f64;
-            n += 1;
+            histogram[p.0[0] as usize] += 1;
         }
     }
-    let background = if n > 0 && sum / (n as f64) < 128.0 { 255.0 } else { 0.0 };
+    let n: usize = histogram.iter().sum();
+    // The middle shade of the opaque pixels: the paper's when they are
+    // mostly paper, the ink's when they are strokes.
+    let mut seen = 0;
+    let median = histogram.iter().position(|c| {
+        seen += c;
+        2 * seen > n
+    });
+    let total = (img.width() as usize * img.height() as usize).max(1);
+    let background = match median {
+        Some(m) if 2 * n > total => m as f64,
+        Some(m) if m < 128 => 255.0,
+        _ => 0.0,
+    };
     image::GrayImage::from_fn(img.width(), img.height(), |x, y| {
         let [l, a] = img.get_pixel(x, y).0;
         let a = a as f64 / 255.0;
@@ -149,12 +162,18 @@ mod tests {
         let canvas = image::RgbaImage::from_fn(28, 28, |x, y| image::Rgba(if stroke(x, y) { [0, 0, 0, 255] } else { [0, 0, 0, 0] }));
         // White ink on transparent.
         let light = image::RgbaImage::from_fn(28, 28, |x, y| image::Rgba(if stroke(x, y) { [255, 255, 255, 255] } else { [0, 0, 0, 0] }));
+        // White paper with transparent (white) margins, black ink.
+        let margins = image::RgbaImage::from_fn(28, 28, |x, y| {
+            let margin = !(2..26).contains(&x);
+            image::Rgba(if stroke(x, y) { [0, 0, 0, 255] } else if margin { [255, 255, 255, 0] } else { [255, 255, 255, 255] })
+        });
         // The same digit, opaque: black on white.
         let paper = image::RgbImage::from_fn(28, 28, |x, y| image::Rgb(if stroke(x, y) { [0, 0, 0] } else { [255, 255, 255] }));
         let want: Vec<u8> = (0..28u32).flat_map(|y| (0..28u32).map(move |x| if stroke(x, y) { 255 } else { 0 })).collect();
         for (name, save) in [
             ("canvas.png", Box::new(|p: &Path| canvas.save(p)) as Box<dyn Fn(&Path) -> image::ImageResult<()>>),
             ("light.png", Box::new(|p: &Path| light.save(p))),
+            ("margins.png", Box::new(|p: &Path| margins.save(p))),
             ("paper.png", Box::new(|p: &Path| paper.save(p))),
         ] {
             let p = dir.path().join(name);
