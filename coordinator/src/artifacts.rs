@@ -178,7 +178,7 @@ impl Upload {
         if let Some(n) = expect_size {
             if n != self.size {
                 self.abort().await;
-                return Err(CoordError::InvalidArgument(format!(
+                return Err(CoordError::DataLoss(format!(
                     "the artifact was announced as {n} bytes but {} arrived; upload it again",
                     self.size
                 )));
@@ -186,7 +186,7 @@ impl Upload {
         }
         if !expect_sha.is_empty() && !expect_sha.eq_ignore_ascii_case(&sha) {
             self.abort().await;
-            return Err(CoordError::InvalidArgument(format!(
+            return Err(CoordError::DataLoss(format!(
                 "the artifact's SHA-256 is {sha}, not the announced {expect_sha}; upload it again"
             )));
         }

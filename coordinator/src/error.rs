@@ -19,6 +19,10 @@ pub enum CoordError {
     /// stopped study (FAILED_PRECONDITION).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The bytes that arrived are not the bytes announced: an upload's size
+    /// or SHA-256 differs (DATA_LOSS). Sending the file again may work.
+    #[error("{0}")]
+    DataLoss(String),
     /// The database failed or is closing (UNAVAILABLE).
     #[error(transparent)]
     Storage(#[from] StorageError),

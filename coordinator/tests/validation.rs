@@ -298,8 +298,10 @@ async fn malformed_worker_requests() {
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = upload(&mut c, "a.txt", tok + 1, b"x".to_vec(), String::new()).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    // Other bytes than announced: DATA_LOSS (sending again may work), nothing stored.
     let e = upload(&mut c, "a.txt", tok, b"hello".to_vec(), "00".repeat(32)).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert!(!dir.path().join("s.db.artifacts/study-1/trial-0/a.txt").exists());
     let ok = upload(&mut c, "plots/a.txt", tok, b"hello".to_vec(), String::new()).await.unwrap().into_inner();
     assert_eq!(ok.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
     let stored = dir.path().join("s.db.artifacts/study-1/trial-0/plots/a.txt");

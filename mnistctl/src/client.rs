@@ -81,6 +81,7 @@ fn code_name(code: tonic::Code) -> &'static str {
         Unauthenticated => "unauthenticated",
         PermissionDenied => "permission denied",
         DeadlineExceeded => "deadline exceeded",
+        DataLoss => "data loss",
         _ => "error",
     }
 }

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use mnist_proto::v1 as pb;
 use mnist_trainer::run::RunArtifacts;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
 use crate::client::{CallError, Client};
 
@@ -91,54 +90,47 @@ pub enum UploadError {
     },
 }
 
-/// The SHA-256 (hex) and size of a file.
-async fn digest(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = tokio::fs::File::open(path).await?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), size))
-}
-
-/// Reads `path` into upload messages: the header, then the chunks.
-async fn messages(path: &Path, header: pb::ArtifactHeader) -> std::io::Result<Vec<pb::UploadArtifactRequest>> {
+/// Upload messages for `bytes`: the header, then the chunks.
+fn messages(bytes: &[u8], header: pb::ArtifactHeader) -> Vec<pb::UploadArtifactRequest> {
     use pb::upload_artifact_request::Part;
-    let bytes = tokio::fs::read(path).await?;
     let mut out = vec![pb::UploadArtifactRequest { part: Some(Part::Header(header)) }];
     out.extend(bytes.chunks(CHUNK_BYTES).map(|c| pb::UploadArtifactRequest { part: Some(Part::Chunk(c.to_vec())) }));
-    Ok(out)
+    out
 }
 
-/// Uploads one file, retrying while the coordinator is unreachable.
+/// Uploads one file, retrying while the coordinator is unreachable. Bytes
+/// the coordinator received otherwise than announced (DATA_LOSS: corrupted
+/// on the way) are read and sent once more.
 pub async fn upload_file(client: &Client, trial_id: i64, token: u64, name: &str, path: &Path) -> Result<u64, UploadError> {
     let io = |source| UploadError::Io { path: path.to_path_buf(), source };
-    let (sha256, size) = digest(path).await.map_err(io)?;
-    let header = pb::ArtifactHeader {
-        trial_id,
-        lease_token: token,
-        name: name.to_string(),
-        size_bytes: Some(size),
-        sha256,
-        content_type: content_type(name).to_string(),
-    };
-    let msgs = messages(path, header).await.map_err(io)?;
-    let deadline = tokio::time::Instant::now() + client.backoff_span(ATTEMPTS);
-    client
-        .retry("UploadArtifact", None, Some(deadline), |c| {
-            let msgs = msgs.clone();
-            async move { c.worker().upload_artifact(tokio_stream::iter(msgs)).await }
-        })
-        .await
-        .map(|r| r.size_bytes)
-        .map_err(|source| UploadError::Call { name: name.to_string(), source })
+    let mut resent = false;
+    loop {
+        // One read: the announced size and digest are those of the bytes sent.
+        let bytes = tokio::fs::read(path).await.map_err(io)?;
+        let header = pb::ArtifactHeader {
+            trial_id,
+            lease_token: token,
+            name: name.to_string(),
+            size_bytes: Some(bytes.len() as u64),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            content_type: content_type(name).to_string(),
+        };
+        let msgs = messages(&bytes, header);
+        let deadline = tokio::time::Instant::now() + client.backoff_span(ATTEMPTS);
+        let r = client
+            .retry("UploadArtifact", None, Some(deadline), |c| {
+                let msgs = msgs.clone();
+                async move { c.worker().upload_artifact(tokio_stream::iter(msgs)).await }
+            })
+            .await;
+        match r {
+            Err(CallError::Refused(s)) if s.code() == tonic::Code::DataLoss && !resent => {
+                tracing::warn!(artifact = %name, "the coordinator received other bytes than sent ({}); sending the file again", s.message());
+                resent = true;
+            }
+            r => return r.map(|r| r.size_bytes).map_err(|source| UploadError::Call { name: name.to_string(), source }),
+        }
+    }
 }
 
 /// What [`upload_run`] stored.

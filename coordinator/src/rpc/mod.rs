@@ -39,6 +39,7 @@ impl From<CoordError> for Status {
             CoordError::NotFound(_) => Status::not_found(msg),
             CoordError::AlreadyExists(_) => Status::already_exists(msg),
             CoordError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            CoordError::DataLoss(_) => Status::data_loss(msg),
             CoordError::Storage(StorageError::Overloaded) => Status::resource_exhausted(msg),
             CoordError::Storage(_) => Status::unavailable(msg),
             CoordError::Internal(_) => Status::internal(msg),
