@@ -45,7 +45,7 @@ use tracing::{info, warn};
 
 use crate::error::CoordError;
 use crate::events::{Event, EventKind};
-use crate::study::Coordinator;
+use crate::study::{Coordinator, StudyState};
 
 /// The state name of the projector's cursor (the last event turned into
 /// operations).
@@ -487,6 +487,14 @@ impl Tracking {
                 ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Running, end_ms: None, metrics: vec![], tags: vec![] });
             }
             EventKind::StudyDeleted => {
+                // Its runs stay in MLflow, marked; a parent still RUNNING
+                // (deleted with --force) is ended, or it would look alive.
+                let tags = vec![("mnist.state".to_string(), "DELETED".to_string())];
+                if ev.study_state == StudyState::Running {
+                    ops.push(Op::SetStatus { run_key: key.run_key.clone(), status: RunStatus::Killed, end_ms: Some(ev.time_ms), metrics: vec![], tags });
+                } else {
+                    ops.push(Op::Log { run_key: key.run_key.clone(), metrics: vec![], params: vec![], tags });
+                }
                 state.push((study_state, None));
                 state.push((champion_state, None));
                 cache.insert(ev.study_id, None);

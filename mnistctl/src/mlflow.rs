@@ -16,6 +16,9 @@ use mnist_trainer::TrainOutcome;
 
 /// The outbox file of a training run, inside its output directory.
 pub const TRAIN_OUTBOX: &str = "mlflow-outbox.db";
+/// The experiment of `mnistctl train` runs when none is given (apart from
+/// any study's, which is named after the study).
+const TRAIN_EXPERIMENT: &str = "mnist-train";
 /// How long `train` keeps trying to deliver before it leaves the rest to `sync`.
 const TRAIN_PATIENCE: Duration = Duration::from_secs(20);
 
@@ -321,7 +324,7 @@ fn train_ops(
     let tags = vec![("mnist.kind".to_string(), "train".to_string()), ("mnist.host".into(), host), ("mnist.device".into(), device.to_string())];
     let mut ops = vec![Op::StartRun {
         run_key: run_key.clone(),
-        experiment: cfg.experiment_name.clone().unwrap_or_else(|| "mnist".into()),
+        experiment: cfg.experiment_name.clone().unwrap_or_else(|| TRAIN_EXPERIMENT.into()),
         run_name: format!("train-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")),
         parent_key: None,
         start_ms: start,

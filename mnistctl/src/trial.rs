@@ -16,7 +16,7 @@ pub enum TrialCmd {
     ///
     /// Parameters left out are sampled when the trial starts. Examples:
     ///   mnistctl trial enqueue mnist --param learning_rate=0.01 --param batch_size=64
-    ///   mnistctl trial enqueue mnist --params-json '{"optimizer": "adam"}'
+    ///   mnistctl trial enqueue mnist --params-json '{"learning_rate": 0.01, "batch_size": 64}'
     #[command(verbatim_doc_comment)]
     Enqueue {
         /// The study name.

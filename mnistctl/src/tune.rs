@@ -36,10 +36,13 @@ pub use progress::init_logging;
 #[derive(Debug, clap::Args)]
 // Negative numbers are values (`--timeout -5` is then refused by name).
 #[command(allow_negative_numbers = true, after_help = "Examples:
-  mnistctl tune                                   # 20 trials, TPE + median pruning, every GPU (else the CPU)
-  mnistctl tune --n-trials 8 --epochs 1 --train-limit 6000 --devices cpu   # a quick run
+  # 20 trials, TPE + median pruning, on every GPU (else the CPU):
+  mnistctl tune
+  # a quick run:
+  mnistctl tune --n-trials 8 --epochs 1 --train-limit 6000 --devices cpu
   mnistctl tune --space space.toml --sampler random --pruner none --storage lr.db --study lr-sweep
-  mnistctl tune --listen 0.0.0.0:50051            # other machines may join: mnist-worker --coordinator http://HOST:50051
+  # other machines may join with `mnist-worker --coordinator http://HOST:50051`:
+  mnistctl tune --listen 0.0.0.0:50051
 
 Rerun the same command to resume an interrupted study. The database is an Optuna
 RDB storage: optuna.load_study(study_name=\"mnist-cnn\", storage=\"sqlite:///tune.db\").")]

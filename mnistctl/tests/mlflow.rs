@@ -222,7 +222,7 @@ async fn small_study_is_logged_registered_and_loadable() {
 {}", String::from_utf8_lossy(&sync.stderr));
     assert!(sync_out.contains("still pending 0"), "{sync_out}");
     assert!(!models.join("mlflow-pending").exists(), "a delivered run's pending copies are removed");
-    let exp = client.experiment_id("mnist").await.unwrap().expect("train logs into experiment `mnist`");
+    let exp = client.experiment_id("mnist-train").await.unwrap().expect("train logs into experiment `mnist-train`");
     let runs = client.search_runs(&exp).await.unwrap();
     assert_eq!(runs.len(), 1);
     let train_run = run_id(&runs[0]);
@@ -380,6 +380,40 @@ async fn small_study_is_logged_registered_and_loadable() {
     assert_eq!(run["info"]["status"], "FAILED", "{run:#}");
     let reason = tags(&run).get("mnist.fail_reason").cloned().unwrap_or_default();
     assert!(reason.contains("cannot sample") && reason.contains("grid"), "{reason:?} {run:#}");
+
+    // Deleting a study marks its parent run; one deleted while RUNNING (with
+    // --force) is also ended (it stayed RUNNING for good), a finished one
+    // keeps FINISHED.
+    ctl(&["study", "create", "doomed", "--space", one_point.to_str().unwrap(), "--n-trials", "3", "--metric", "loss", "--direction", "minimize"]);
+    let doomed = at.ask(mnist_proto::v1::AskRequest { study_name: "doomed".into(), client_id: "t".into(), slot: 0, wait_ms: 0 }).await.unwrap().into_inner();
+    assert!(doomed.trial.is_some(), "a trial in flight");
+    for (study, force) in [("grid-left", false), ("doomed", true)] {
+        let end = Instant::now() + Duration::from_secs(60);
+        let parent = loop {
+            let shown: Value = serde_json::from_str(&ctl(&["study", "show", study, "-o", "json"])).unwrap();
+            if let Some(id) = shown["mlflow_run"]["run_id"].as_str() {
+                break id.to_string();
+            }
+            assert!(Instant::now() < end, "{study}: no parent run yet: {shown:#}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let mut args = vec!["study", "delete", study];
+        if force {
+            args.push("--force");
+        }
+        ctl(&args);
+        let exp = client.experiment_id(study).await.unwrap().expect("the study's experiment");
+        let want = if force { "KILLED" } else { "FINISHED" };
+        loop {
+            let runs = client.search_runs(&exp).await.unwrap();
+            let p = runs.iter().find(|r| run_id(r) == parent).expect("the parent run");
+            if tags(p).get("mnist.state").map(String::as_str) == Some("DELETED") && p["info"]["status"] == want {
+                break;
+            }
+            assert!(Instant::now() < end, "{study}: the deleted study's parent run: {p:#}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
     running.shutdown().await.unwrap();
 }
 

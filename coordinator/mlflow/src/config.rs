@@ -145,7 +145,7 @@ pub struct MlflowArgs {
     #[arg(long = "mlflow-tracking-uri", value_name = "URI", global = true)]
     pub mlflow_tracking_uri: Option<String>,
     /// The MLflow experiment to log into [env: MLFLOW_EXPERIMENT_NAME] (default: one experiment
-    /// per study, named after the study; `mnist` for `train`).
+    /// per study, named after the study; `mnist-train` for `train`).
     #[arg(long = "mlflow-experiment-name", alias = "mlflow_experiment_name", value_name = "NAME", global = true)]
     pub mlflow_experiment_name: Option<String>,
     /// The registered model that receives the best model, with the alias `champion`.

@@ -253,10 +253,12 @@ impl Op {
                     let sql = format!("DELETE FROM {table} WHERE trial_id IN (SELECT trial_id FROM trials WHERE study_id = ?)");
                     sqlx::query(&sql).bind(study_id).execute(&mut *conn).await?;
                 }
+                // The study's events stay: the MLflow projection reads them
+                // after this commit (it ends the study's runs on
+                // STUDY_DELETED, and catches up on what came before).
                 for table in [
                     "mnist_trials",
                     "mnist_artifacts",
-                    "mnist_events",
                     "mnist_studies",
                     "trials",
                     "study_directions",

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::coalesce::Coalescer;
 use super::ops::Op;
 use super::StorageError;
-use crate::events::{Event, EventHub, EventKind};
+use crate::events::{Event, EventHub};
 
 /// The ops of one domain change and the events they produce.
 #[derive(Debug, Default)]
@@ -394,7 +394,7 @@ async fn apply(conn: &mut SqliteConnection, batches: &[&Batch]) -> Result<(), sq
         for op in &b.ops {
             co.push(&mut tx, op).await?;
         }
-        for (ev, json) in b.events.iter().filter(|(e, _)| e.kind != EventKind::StudyDeleted) {
+        for (ev, json) in &b.events {
             let op = Op::Event {
                 seq: ev.seq as i64,
                 study_id: ev.study_id,
