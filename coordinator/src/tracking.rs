@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mnist_common::metrics::EPOCH_METRICS;
-use mnist_common::mlflow_model::{PYTHON_VERSION, PYTORCH_VERSION};
+use mnist_common::mlflow_model::{MLMODEL_FILE, MODEL_ARTIFACT_DIR, PYTHON_VERSION, PYTORCH_VERSION};
 use mnist_mlflow::op::{torch_flavors, AliasRule};
 use mnist_mlflow::{Backlog, Deliverer, MetricPoint, MlflowConfig, Op, Outbox, RunRecord, RunStatus};
 use mnist_sampler::{Choice, Direction, TrialState};
@@ -54,8 +54,6 @@ const CURSOR: &str = "events.seq";
 const PROJECT_EVERY: Duration = Duration::from_millis(500);
 /// The artifact that ends a trial's upload (the worker sends it last).
 const LAST_ARTIFACT: &str = "weights/model.safetensors";
-/// The file that marks the MLflow model directory.
-const MLMODEL: &str = "model/MLmodel";
 
 /// What the projector remembers about a study (`study.<id>` in the outbox state).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -422,10 +420,10 @@ impl Tracking {
                 let file = crate::artifacts::trial_dir(&self.artifacts_root, ev.study_id, n).join(&name);
                 let run_key = trial_key(&key, n, self.attempt(attempts, &key, n).await?.attempt);
                 ops.push(Op::Artifact { run_key: run_key.clone(), path: name.clone(), file: file.display().to_string() });
-                if name == MLMODEL {
+                if name.split_once('/') == Some((MODEL_ARTIFACT_DIR, MLMODEL_FILE)) {
                     ops.push(Op::LogModel {
                         run_key: run_key.clone(),
-                        artifact_path: "model".into(),
+                        artifact_path: MODEL_ARTIFACT_DIR.into(),
                         time_ms: ev.time_ms,
                         flavors: torch_flavors(PYTORCH_VERSION, PYTHON_VERSION),
                     });
@@ -439,7 +437,7 @@ impl Tracking {
                         ops.push(Op::Register {
                             run_key,
                             model_name: self.config.model_name.clone(),
-                            artifact_path: "model".into(),
+                            artifact_path: MODEL_ARTIFACT_DIR.into(),
                             alias: self.config.alias.clone(),
                             tags: vec![
                                 ("study".into(), key.name.clone()),
@@ -570,7 +568,7 @@ impl Tracking {
 
 /// Whether the trial's model directory is in the artifact store.
 fn model_uploaded(root: &Path, study_id: i64, number: u64) -> bool {
-    crate::artifacts::trial_dir(root, study_id, number).join(MLMODEL).is_file()
+    crate::artifacts::trial_dir(root, study_id, number).join(MODEL_ARTIFACT_DIR).join(MLMODEL_FILE).is_file()
 }
 
 async fn run(t: Arc<Tracking>, coord: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {

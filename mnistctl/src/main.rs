@@ -29,6 +29,18 @@ macro_rules! println {
     }};
 }
 
+/// `print!` with the same rules as `println!` above.
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if !$crate::stdout_gone() {
+            if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+                $crate::stdout_failed(e)
+            }
+        }
+    }};
+}
+
 /// `eprintln!` that never panics: a closed stderr (the terminal or ssh
 /// session is gone) loses the message, not the command.
 macro_rules! eprintln {

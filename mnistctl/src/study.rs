@@ -296,13 +296,13 @@ pub fn untrained_params(src: &Option<pb::SearchSpaceSource>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Refuses a search space with a parameter that looks like a mistyped
-/// training parameter or a study-wide setting: workers would train without
-/// it, silently. (The coordinator takes any name: ask/tell clients evaluate
-/// their own objective.)
-pub fn check_param_names(src: &Option<pb::SearchSpaceSource>) -> anyhow::Result<()> {
-    for name in untrained_params(src) {
-        if let Some(why) = TrainConfig::suspicious_param_name(&name) {
+/// Refuses parameter names (from [`untrained_params`]) that look like a
+/// mistyped training parameter or a study-wide setting: workers would train
+/// without them, silently. (The coordinator takes any name: ask/tell clients
+/// evaluate their own objective.)
+pub fn check_param_names(untrained: &[String]) -> anyhow::Result<()> {
+    for name in untrained {
+        if let Some(why) = TrainConfig::suspicious_param_name(name) {
             bail!("bad search space: {why}");
         }
     }
@@ -394,7 +394,7 @@ fn create_spec(args: &CreateArgs) -> anyhow::Result<pb::StudySpec> {
     };
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     check_metric(&args.metric)?;
-    check_param_names(&spec.search_space)?;
+    check_param_names(&untrained_params(&spec.search_space))?;
     Ok(spec)
 }
 
@@ -643,14 +643,7 @@ async fn export(c: &mut Coordinator, name: &str, format: ExportFormat, file: Opt
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
             eprintln!("wrote {} trials to {}", trials.len(), p.display());
         }
-        None => {
-            use std::io::Write as _;
-            if !crate::stdout_gone() {
-                if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
-                    crate::stdout_failed(e)
-                }
-            }
-        }
+        None => print!("{text}"),
     }
     Ok(())
 }

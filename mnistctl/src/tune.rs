@@ -190,8 +190,8 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     mnist_coordinator::rpc::convert::check_study_spec(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Only the CNN's training reads the parameters here: another name would
     // be sampled and stored, and change nothing.
-    crate::study::check_param_names(&spec.search_space)?;
     let untrained = crate::study::untrained_params(&spec.search_space);
+    crate::study::check_param_names(&untrained)?;
     anyhow::ensure!(
         untrained.is_empty(),
         "bad search space: training reads no parameter named {} (tuning it would change nothing); the parameters it reads: {}",

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mnist_common::mlflow_model::{MLMODEL_FILE, MODEL_ARTIFACT_DIR};
 use mnist_proto::v1 as pb;
 use mnist_trainer::run::RunArtifacts;
 use sha2::{Digest, Sha256};
@@ -23,8 +24,6 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Attempts per file while the coordinator is unreachable.
 const ATTEMPTS: u32 = 6;
 
-/// The MLflow model directory's descriptor file.
-const MLMODEL: &str = "MLmodel";
 
 /// The files of a run, as (artifact name, local path), in upload order.
 pub fn files(a: &RunArtifacts) -> Vec<(String, PathBuf)> {
@@ -41,8 +40,8 @@ pub fn files(a: &RunArtifacts) -> Vec<(String, PathBuf)> {
     // `MLmodel` last: it marks the directory complete (the coordinator logs
     // the model to MLflow when it arrives), so it never lands without the
     // files it describes.
-    model.sort_by(|a, b| (a.0 == MLMODEL, &a.0).cmp(&(b.0 == MLMODEL, &b.0)));
-    out.extend(model.into_iter().map(|(rel, p)| (format!("model/{rel}"), p)));
+    model.sort_by(|a, b| (a.0 == MLMODEL_FILE, &a.0).cmp(&(b.0 == MLMODEL_FILE, &b.0)));
+    out.extend(model.into_iter().map(|(rel, p)| (format!("{MODEL_ARTIFACT_DIR}/{rel}"), p)));
     out.push(("weights/model.safetensors".to_string(), a.safetensors.clone()));
     out
 }
@@ -152,7 +151,9 @@ pub async fn upload_run(client: &Client, trial_id: i64, token: u64, run: &RunArt
     let mut done = Uploaded::default();
     let mut model_incomplete = false;
     for (name, path) in &files(run) {
-        if model_incomplete && name == &format!("model/{MLMODEL}") {
+        // The path inside the model directory, for one of its files.
+        let model_file = name.split_once('/').filter(|(dir, _)| *dir == MODEL_ARTIFACT_DIR).map(|(_, rest)| rest);
+        if model_incomplete && model_file == Some(MLMODEL_FILE) {
             done.refused.push((name.clone(), "not sent: a file of the model directory was refused".into()));
             continue;
         }
@@ -162,7 +163,7 @@ pub async fn upload_run(client: &Client, trial_id: i64, token: u64, run: &RunArt
                 done.bytes += n;
             }
             Err(UploadError::Call { name, source: CallError::Refused(s) }) if s.code() == tonic::Code::InvalidArgument => {
-                model_incomplete |= name.starts_with("model/");
+                model_incomplete |= model_file.is_some();
                 done.refused.push((name, s.message().to_string()));
             }
             Err(e) => return Err(e),

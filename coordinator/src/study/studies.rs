@@ -360,9 +360,10 @@ impl Coordinator {
             if let Some(t) = timeout_seconds {
                 study.config.timeout_seconds = t;
             }
-            // A used-up grid is not stored: after a restart, ask the sampler
-            // again before a COMPLETE study runs for nothing.
-            if study.state == StudyState::Complete && !study.exhausted {
+            // A used-up grid is not stored: after a restart, ask the grid
+            // again before a COMPLETE study runs for nothing (the other
+            // samplers never run out).
+            if study.state == StudyState::Complete && !study.exhausted && matches!(study.config.sampler, SamplerConfig::Grid(_)) {
                 let next = study.trials.len() as u64;
                 if let Err(SampleError::GridExhausted { .. }) = study.sampler.sample(&study.space, &study.trials, study.config.direction, next) {
                     study.exhausted = true;

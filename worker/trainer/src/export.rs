@@ -93,7 +93,7 @@ signature:
 utc_time_created: '{created}'
 "#
     );
-    write("MLmodel", &mlmodel)?;
+    write(mnist_common::mlflow_model::MLMODEL_FILE, &mlmodel)?;
     let requirements = format!("mlflow=={MLFLOW_VERSION}\ntorch=={PYTORCH_VERSION}\nnumpy\ncloudpickle\n");
     write("requirements.txt", &requirements)?;
     write(
