@@ -7,7 +7,8 @@
 //! - [`plots`]: PNG charts (learning curves, confusion matrix, prediction grid,
 //!   optimisation history) drawn with plotters and an embedded font.
 //! - [`progress`]: progress bars that only show on a terminal.
-//! - [`mlflow_model`]: the versions recorded in the MLflow model directory.
+//! - [`mlflow_model`]: the versions recorded in the MLflow model directory,
+//!   and the names of its descriptor and of its artifact folder.
 //! - [`logging`]: the binaries' `tracing` set-up.
 //! - [`metrics`]: the names of the per-epoch metrics.
 //! - [`flags`]: range checks shared by the binaries' flags.

@@ -1,7 +1,8 @@
 //! The versions recorded in the MLflow model directory (`MLmodel`,
 //! `requirements.txt`, `python_env.yaml`). The training core writes the
 //! directory and the MLflow integration describes the same model to
-//! `runs/log-model`; both read these, so the two never disagree.
+//! `runs/log-model`; both read these, so the two never disagree. Also the
+//! names the worker and the coordinator agree on for the directory.
 
 /// The MLflow version the model directory is written for.
 pub const MLFLOW_VERSION: &str = "3.17.2";
